@@ -1,0 +1,3 @@
+module github.com/switchboardgw/switchboard
+
+go 1.26.8

@@ -1,0 +1,107 @@
+// Package conn holds what every part of a node agrees on about a WebSocket
+// connection: its ID, the facts reported about it, the errors a command on it
+// can fail with, and the Controller interface through which the @connections
+// API, the cluster router and the edge's own hub reach it.
+package conn
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"time"
+)
+
+// Errors a command on a connection can fail with. Callers match them with
+// errors.Is; transports (HTTP, NATS) map them to status codes and back.
+var (
+	// ErrGone: no such connection, or it has closed (HTTP 410 GoneException).
+	ErrGone = errors.New("connection gone")
+	// ErrBufferFull: the client is not reading fast enough and its send
+	// queue is full (HTTP 429 LimitExceededException, which the AWS SDK retries).
+	ErrBufferFull = errors.New("client send buffer full")
+	// ErrTooLarge: the message exceeds the maximum message size (HTTP 413).
+	ErrTooLarge = errors.New("message too large")
+	// ErrInvalidID: the string cannot be a connection ID (HTTP 400).
+	ErrInvalidID = errors.New("invalid connection id")
+	// ErrInvalidCloseCode: a close code a server may not send (HTTP 400).
+	ErrInvalidCloseCode = errors.New("invalid close code")
+	// ErrUnavailable: the owner could not be reached in time (HTTP 503/504).
+	ErrUnavailable = errors.New("connection owner unavailable")
+)
+
+// Info is what GET /@connections/{id} reports, plus Switchboard's extensions.
+type Info struct {
+	ID           string    `json:"connectionId"`
+	Node         string    `json:"nodeId"`
+	ConnectedAt  time.Time `json:"connectedAt"`
+	LastActiveAt time.Time `json:"lastActiveAt"`
+	SourceIP     string    `json:"sourceIp"`
+	UserAgent    string    `json:"userAgent"`
+	UserID       string    `json:"userId,omitempty"`
+}
+
+// Controller performs commands on connections by ID, wherever they live: the
+// edge's hub implements it for local connections, the cluster router for any
+// connection in the cluster.
+type Controller interface {
+	// Post sends data as one message: a binary frame if binary, else text.
+	Post(ctx context.Context, id string, data []byte, binary bool) error
+	// Info reports a live connection; ErrGone if it does not exist.
+	Info(ctx context.Context, id string) (Info, error)
+	// Close closes the connection with a close code and reason. The code
+	// must pass ValidCloseCode.
+	Close(ctx context.Context, id string, code int, reason string) error
+}
+
+// idBytes random bytes give 96 bits of entropy: unguessable, and unique across
+// a cluster without coordination. Encoded: 16 URL-safe characters.
+const idBytes = 12
+
+// IDLen is the length of every ID NewID returns.
+const IDLen = 16
+
+// NewID returns a new connection ID: crypto-random, URL-safe base64, 16 chars.
+func NewID() string {
+	var b [idBytes]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("conn: crypto/rand failed: " + err.Error()) // cannot happen on Linux
+	}
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// ValidID reports whether s has the shape of an ID made by NewID. It is checked
+// before an ID touches a Redis key or a NATS subject.
+func ValidID(s string) bool {
+	if len(s) != IDLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '_':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// ValidCloseCode reports whether a server may send code in a close frame
+// (RFC 6455 §7.4): 1000–1003, 1007–1011, 1012–1014 and the registered/private
+// range 3000–4999. 1004–1006 and 1015 are reserved and never sent.
+func ValidCloseCode(code int) bool {
+	switch {
+	case code >= 1000 && code <= 1003:
+		return true
+	case code >= 1007 && code <= 1014:
+		return true
+	case code >= 3000 && code <= 4999:
+		return true
+	}
+	return false
+}
+
+// MaxCloseReason is the longest close reason in bytes: a close frame's payload
+// is at most 125 bytes, two of which are the code.
+const MaxCloseReason = 123

@@ -1,0 +1,601 @@
+package edge
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
+
+	"github.com/switchboardgw/switchboard/internal/conn"
+)
+
+// Connection states.
+const (
+	statePending int32 = iota // $connect running; posts are held
+	stateOpen                 // upgraded and in the reactor
+	stateClosed               // torn down
+)
+
+// Conn is one client connection. An idle Conn owns no goroutine and no
+// buffer: reads happen on a reactor worker when the socket is readable, and a
+// writer goroutine exists only while the client has a backlog.
+type Conn struct {
+	srv *Server
+	id  string
+	nc  net.Conn
+	raw rawConn
+	fd  int
+	gen uint32
+
+	connectedAt time.Time
+	sourceIP    string
+	userAgent   string
+
+	// Set during the handshake, before the connection is published to the
+	// reactor; read-only afterwards.
+	subprotocol string
+	userID      string
+	value       any
+
+	state       atomic.Int32
+	established atomic.Bool
+	// handlerOwned: Connect accepted, so the Handler hears exactly one Close.
+	handlerOwned bool
+	lastActive   atomic.Int64 // unix nanos of the last frame from the client
+	pingSent     atomic.Int64 // unix nanos of an unanswered server ping, 0 if none
+	partialAt    atomic.Int64 // unix nanos since a partial frame sits in the buffer
+
+	// Read side, owned by the one worker running onReadable (EPOLLONESHOT).
+	readMu     sync.Mutex
+	in         []byte // pooled; nil while no partial frame is buffered
+	inLen      int
+	unparsed   bool   // in holds bytes not yet parsed (handshake leftovers)
+	msg        []byte // fragments being reassembled
+	msgBinary  bool
+	fragmented bool
+
+	// Write side.
+	wmu      sync.Mutex
+	wq       []byte // bytes not yet written, in order
+	flushing bool   // a writer goroutine owns the socket's write side
+	closing  bool   // a close is in progress: no more writes
+
+	armMu sync.Mutex // orders re-arming against teardown (fd reuse)
+
+	closeOnce   sync.Once
+	closeCode   int
+	closeReason string
+	closeWhy    CloseReason
+}
+
+// ID is the connection's ID, unique in the cluster.
+func (c *Conn) ID() string { return c.id }
+
+// ConnectedAt is when the upgrade request arrived.
+func (c *Conn) ConnectedAt() time.Time { return c.connectedAt }
+
+// SourceIP is the client's address as the edge sees it.
+func (c *Conn) SourceIP() string { return c.sourceIP }
+
+// UserAgent is the User-Agent of the upgrade request.
+func (c *Conn) UserAgent() string { return c.userAgent }
+
+// Subprotocol is the negotiated Sec-WebSocket-Protocol, if any.
+func (c *Conn) Subprotocol() string { return c.subprotocol }
+
+// UserID is the user the $connect handler attached, if any.
+func (c *Conn) UserID() string { return c.userID }
+
+// Value is what the Handler attached in Connect (Accept.Value).
+func (c *Conn) Value() any { return c.value }
+
+// Established reports whether the 101 response was sent.
+func (c *Conn) Established() bool { return c.established.Load() }
+
+// LastActiveAt is when the client last sent a frame (or connected).
+func (c *Conn) LastActiveAt() time.Time { return time.Unix(0, c.lastActive.Load()) }
+
+// Info reports the connection as GET /@connections/{id} shows it.
+func (c *Conn) Info() conn.Info {
+	return conn.Info{
+		ID: c.id, Node: c.srv.nodeID, ConnectedAt: c.connectedAt, LastActiveAt: c.LastActiveAt(),
+		SourceIP: c.sourceIP, UserAgent: c.userAgent, UserID: c.userID,
+	}
+}
+
+// Send writes data as one text or binary message.
+func (c *Conn) Send(data []byte, binary bool) error {
+	if len(data) > c.srv.cfg.MaxMessageBytes {
+		return conn.ErrTooLarge
+	}
+	op := byte(opText)
+	if binary {
+		op = opBinary
+	}
+	var hdr [10]byte
+	return c.write(appendHeader(hdr[:0], true, op, len(data)), data, false)
+}
+
+// SendFrame writes a complete frame made by AppendFrame. Fan-out encodes the
+// frame once and hands the same bytes to every member.
+func (c *Conn) SendFrame(frame []byte) error { return c.write(frame, nil, false) }
+
+// Close closes the connection with a close frame carrying code and reason,
+// after whatever is already queued.
+func (c *Conn) Close(code int, reason string, why CloseReason) {
+	c.closeWith(code, reason, why)
+}
+
+// write queues or writes a+b. Control frames may exceed the queue bound by
+// their few bytes so a close or pong is never refused.
+func (c *Conn) write(a, b []byte, control bool) error {
+	size := len(a) + len(b)
+	c.wmu.Lock()
+	if c.closing || c.state.Load() == stateClosed {
+		c.wmu.Unlock()
+		return conn.ErrGone
+	}
+	if c.state.Load() == statePending {
+		// Posted while $connect runs: held and sent right after the 101.
+		if len(c.wq)+size > c.srv.cfg.PendingQueueBytes && !control {
+			c.wmu.Unlock()
+			c.srv.metrics.pendingDropped.Inc()
+			return conn.ErrBufferFull
+		}
+		c.wq = append(append(c.wq, a...), b...)
+		c.wmu.Unlock()
+		return nil
+	}
+	if c.flushing || len(c.wq) > 0 {
+		if len(c.wq)+size > c.srv.cfg.MaxQueueBytes && !control {
+			c.wmu.Unlock()
+			c.abort(CodePolicy, "slow consumer", ReasonSlowConsumer)
+			return conn.ErrBufferFull
+		}
+		c.wq = append(append(c.wq, a...), b...)
+		c.wmu.Unlock()
+		c.srv.metrics.framesOut.Inc()
+		c.srv.metrics.bytesOut.Add(float64(size))
+		return nil
+	}
+	n, err := c.writeNow(a, b)
+	if err != nil {
+		c.wmu.Unlock()
+		c.abort(CodeAbnormal, "write error", ReasonIOError)
+		return conn.ErrGone
+	}
+	c.srv.metrics.framesOut.Inc()
+	c.srv.metrics.bytesOut.Add(float64(size))
+	if n < size {
+		c.queueRest(a, b, n)
+	}
+	c.wmu.Unlock()
+	return nil
+}
+
+// queueRest queues what writeNow could not write and starts a writer. Called
+// with wmu held.
+func (c *Conn) queueRest(a, b []byte, n int) {
+	if n < len(a) {
+		c.wq = append(append(c.wq, a[n:]...), b...)
+	} else {
+		c.wq = append(c.wq, b[n-len(a):]...)
+	}
+	c.startFlusher()
+}
+
+// startFlusher starts the goroutine that owns the write side while a backlog
+// exists. Called with wmu held.
+func (c *Conn) startFlusher() {
+	if c.flushing {
+		return
+	}
+	c.flushing = true
+	c.srv.wg.Add(1)
+	go c.flush()
+}
+
+// writeNow writes without blocking; it returns how much was written. EAGAIN
+// is not an error: the caller queues the rest.
+func (c *Conn) writeNow(a, b []byte) (int, error) {
+	var n int
+	var werr error
+	err := c.raw.Write(func(fd uintptr) bool {
+		for {
+			var m int
+			if len(b) == 0 || n >= len(a) {
+				rest := a
+				if n >= len(a) {
+					rest = b[n-len(a):]
+				} else {
+					rest = a[n:]
+				}
+				if len(rest) == 0 {
+					return true
+				}
+				m, werr = unix.Write(int(fd), rest)
+			} else {
+				m, werr = unix.Writev(int(fd), [][]byte{a[n:], b})
+			}
+			if m > 0 {
+				n += m
+			}
+			if werr == unix.EINTR {
+				continue
+			}
+			if werr == unix.EAGAIN {
+				werr = nil
+				return true
+			}
+			if werr != nil || n == len(a)+len(b) {
+				return true
+			}
+		}
+	})
+	if err != nil {
+		return n, err
+	}
+	return n, werr
+}
+
+// flush writes the backlog with blocking writes bounded by WriteTimeout, then
+// exits. It tears the connection down if a close was waiting for the backlog.
+func (c *Conn) flush() {
+	defer c.srv.wg.Done()
+	for {
+		c.wmu.Lock()
+		buf := c.wq
+		c.wq = nil
+		if len(buf) == 0 {
+			c.flushing = false
+			closing := c.closing
+			c.wmu.Unlock()
+			if closing {
+				c.teardown()
+			}
+			return
+		}
+		c.wmu.Unlock()
+		_ = c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
+		_, err := c.nc.Write(buf)
+		if err != nil {
+			why, reason := ReasonIOError, "write error"
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				why, reason = ReasonWriteTimeout, "write timeout"
+			}
+			c.wmu.Lock()
+			c.flushing = false
+			c.wq = nil
+			c.wmu.Unlock()
+			c.abort(CodeAbnormal, reason, why)
+			return
+		}
+	}
+}
+
+// closeWith starts a graceful close: a close frame after the queued data,
+// then teardown (by the writer goroutine if one is flushing).
+func (c *Conn) closeWith(code int, reason string, why CloseReason) {
+	c.closeReport(code, code, reason, why)
+}
+
+// closeReport sends code in the close frame but reports reported to the
+// Handler (a client's close without a code is echoed as 1000, reported 1005).
+func (c *Conn) closeReport(code, reported int, reason string, why CloseReason) {
+	c.wmu.Lock()
+	if c.closing || c.state.Load() == stateClosed {
+		c.wmu.Unlock()
+		return
+	}
+	c.closing = true
+	c.setCloseInfo(reported, reason, why)
+	if c.state.Load() == statePending {
+		c.wq = nil // the handshake goroutine sees closing and gives up
+		c.wmu.Unlock()
+		return
+	}
+	p := closePayload(code, reason)
+	var hdr [10]byte
+	h := appendHeader(hdr[:0], true, opClose, len(p))
+	if c.flushing || len(c.wq) > 0 {
+		c.wq = append(append(c.wq, h...), p...)
+		c.startFlusher()
+		c.wmu.Unlock()
+		return
+	}
+	n, err := c.writeNow(h, p)
+	if err == nil && n < len(h)+len(p) {
+		c.queueRest(h, p, n)
+		c.wmu.Unlock()
+		return
+	}
+	c.wmu.Unlock()
+	c.teardown()
+}
+
+// abort tears the connection down at once, without a close frame (or with
+// one only if it can be written without waiting).
+func (c *Conn) abort(code int, reason string, why CloseReason) {
+	c.wmu.Lock()
+	if !c.closing {
+		c.closing = true
+		c.setCloseInfo(code, reason, why)
+		if !c.flushing && len(c.wq) == 0 && c.state.Load() == stateOpen && code != CodeAbnormal {
+			p := closePayload(code, reason)
+			var hdr [10]byte
+			_, _ = c.writeNow(appendHeader(hdr[:0], true, opClose, len(p)), p)
+		}
+	}
+	c.wmu.Unlock()
+	c.teardown()
+}
+
+func (c *Conn) setCloseInfo(code int, reason string, why CloseReason) {
+	c.closeCode, c.closeReason, c.closeWhy = code, reason, why
+}
+
+// teardown releases the connection exactly once and reports it to the Handler.
+func (c *Conn) teardown() {
+	c.closeOnce.Do(func() {
+		c.armMu.Lock()
+		wasOpen := c.state.Swap(stateClosed) == stateOpen
+		if wasOpen {
+			c.srv.reactor.remove(c)
+		}
+		c.armMu.Unlock()
+		c.srv.hub.remove(c)
+		_ = c.nc.Close()
+		c.wmu.Lock()
+		code, reason, why := c.closeCode, c.closeReason, c.closeWhy
+		if !c.closing { // torn down without closeWith/abort (cannot happen; be safe)
+			code, why = CodeAbnormal, ReasonIOError
+		}
+		c.closing = true
+		c.wq = nil
+		c.wmu.Unlock()
+		c.srv.metrics.closed.WithLabelValues(why.String()).Inc()
+		if c.established.Load() {
+			c.srv.metrics.open.Dec()
+		}
+		c.srv.log.Debug("connection closed", "conn", c.id, "code", code, "reason", reason, "why", why.String())
+		if c.srv.handler != nil && c.handlerOwned {
+			c.srv.handler.Close(c, code, reason, why)
+		}
+		c.srv.connWG.Done()
+	})
+}
+
+// onReadable runs on a reactor worker when the socket is readable. It reads
+// what has arrived, handles every complete frame and keeps a partial one for
+// later. It reports whether the connection should be re-armed.
+func (c *Conn) onReadable() bool {
+	if c.unparsed {
+		// Frames that arrived together with the handshake.
+		c.unparsed = false
+		c.process()
+	}
+	for round := 0; round < 4; round++ {
+		if c.state.Load() != stateOpen {
+			break
+		}
+		if c.in == nil {
+			c.in = c.srv.getBuf()
+			c.inLen = 0
+		}
+		space := c.in[c.inLen:]
+		n, err := c.readNow(space)
+		if n > 0 {
+			c.inLen += n
+			c.srv.metrics.bytesIn.Add(float64(n))
+			c.process()
+		}
+		if err == unix.EAGAIN {
+			break
+		}
+		if err != nil || n == 0 {
+			c.abort(CodeAbnormal, "", ReasonPeerGone)
+			break
+		}
+		if n < len(space) {
+			break
+		}
+	}
+	if c.state.Load() != stateOpen {
+		c.releaseIn()
+		return false
+	}
+	if c.inLen == 0 {
+		c.releaseIn()
+		c.partialAt.Store(0)
+	} else if c.partialAt.Load() == 0 {
+		c.partialAt.Store(time.Now().UnixNano())
+	}
+	return true
+}
+
+func (c *Conn) releaseIn() {
+	if c.in != nil {
+		c.srv.putBuf(c.in)
+		c.in, c.inLen = nil, 0
+	}
+}
+
+// readNow reads without blocking. It returns EAGAIN when nothing is there.
+func (c *Conn) readNow(p []byte) (int, error) {
+	var n int
+	var rerr error
+	err := c.raw.Read(func(fd uintptr) bool {
+		for {
+			n, rerr = unix.Read(int(fd), p)
+			if rerr == unix.EINTR {
+				continue
+			}
+			return true
+		}
+	})
+	if err != nil {
+		return 0, err
+	}
+	if n < 0 {
+		n = 0
+	}
+	if rerr == nil && n == 0 {
+		return 0, io.EOF
+	}
+	return n, rerr
+}
+
+// process handles every complete frame in the input buffer.
+func (c *Conn) process() {
+	cfg := &c.srv.cfg
+	off := 0
+	for c.state.Load() == stateOpen {
+		buf := c.in[off:c.inLen]
+		h, err := parseHeader(buf)
+		if err == errIncomplete {
+			break
+		}
+		if err != nil {
+			c.closeWith(CodeProtocolError, "invalid frame length", ReasonProtocolError)
+			return
+		}
+		if !c.checkHeader(&h) {
+			return
+		}
+		total := h.hdrSize + int(h.length)
+		if len(buf) < total {
+			break
+		}
+		payload := buf[h.hdrSize:total]
+		unmask(payload, h.mask)
+		off += total
+		c.lastActive.Store(time.Now().UnixNano())
+		c.pingSent.Store(0)
+		c.srv.metrics.framesIn.Inc()
+		c.handleFrame(&h, payload)
+	}
+	if off > 0 {
+		c.inLen = copy(c.in, c.in[off:c.inLen])
+		if c.inLen == 0 {
+			c.partialAt.Store(0)
+		}
+	}
+	_ = cfg
+}
+
+// checkHeader enforces the RFC 6455 rules a header alone can break.
+func (c *Conn) checkHeader(h *frameHeader) bool {
+	switch {
+	case h.rsv != 0:
+		c.closeWith(CodeProtocolError, "reserved bits set", ReasonProtocolError)
+	case !h.masked:
+		c.closeWith(CodeProtocolError, "client frames must be masked", ReasonProtocolError)
+	case h.op >= 0x8 && (h.length > 125 || !h.fin):
+		c.closeWith(CodeProtocolError, "invalid control frame", ReasonProtocolError)
+	case h.op != opContinuation && h.op != opText && h.op != opBinary && h.op != opClose && h.op != opPing && h.op != opPong:
+		c.closeWith(CodeProtocolError, "unknown opcode", ReasonProtocolError)
+	case h.length > int64(c.srv.cfg.MaxFrameBytes):
+		c.closeWith(CodeTooBig, "frame too big", ReasonTooBig)
+	default:
+		return true
+	}
+	return false
+}
+
+func (c *Conn) handleFrame(h *frameHeader, payload []byte) {
+	cfg := &c.srv.cfg
+	switch h.op {
+	case opPing:
+		var hdr [10]byte
+		_ = c.write(appendHeader(hdr[:0], true, opPong, len(payload)), payload, true)
+	case opPong:
+		// Liveness only; lastActive and pingSent were updated by the caller.
+	case opClose:
+		c.onClose(payload)
+	case opText, opBinary:
+		if c.fragmented {
+			c.closeWith(CodeProtocolError, "new message inside a fragmented message", ReasonProtocolError)
+			return
+		}
+		if h.fin {
+			c.deliver(payload, h.op == opBinary)
+			return
+		}
+		c.fragmented = true
+		c.msgBinary = h.op == opBinary
+		c.msg = append(make([]byte, 0, min(cfg.MaxMessageBytes, 2*len(payload)+512)), payload...)
+	case opContinuation:
+		if !c.fragmented {
+			c.closeWith(CodeProtocolError, "continuation without a message", ReasonProtocolError)
+			return
+		}
+		if len(c.msg)+len(payload) > cfg.MaxMessageBytes {
+			c.msg, c.fragmented = nil, false
+			c.closeWith(CodeTooBig, "message too big", ReasonTooBig)
+			return
+		}
+		c.msg = append(c.msg, payload...)
+		if h.fin {
+			msg := c.msg
+			c.msg, c.fragmented = nil, false
+			c.deliver(msg, c.msgBinary)
+		}
+	}
+}
+
+func (c *Conn) deliver(data []byte, binary bool) {
+	if !binary && !utf8.Valid(data) {
+		c.closeWith(CodeInvalidPayload, "invalid UTF-8", ReasonInvalidUTF8)
+		return
+	}
+	c.srv.metrics.messagesIn.Inc()
+	if c.srv.handler != nil {
+		c.srv.handler.Message(c, data, binary)
+	}
+}
+
+// onClose answers a client's close frame and ends the connection with the
+// client's code.
+func (c *Conn) onClose(p []byte) {
+	code, reason := CodeNoStatus, ""
+	switch {
+	case len(p) == 1:
+		c.closeWith(CodeProtocolError, "invalid close frame", ReasonProtocolError)
+		return
+	case len(p) >= 2:
+		code = int(p[0])<<8 | int(p[1])
+		if !validClientCloseCode(code) {
+			c.closeWith(CodeProtocolError, "invalid close code", ReasonProtocolError)
+			return
+		}
+		if !utf8.Valid(p[2:]) {
+			c.closeWith(CodeInvalidPayload, "invalid UTF-8 in close reason", ReasonInvalidUTF8)
+			return
+		}
+		reason = string(p[2:])
+	}
+	// Echo the code (RFC 6455 §5.5.1), then report what the client said.
+	echo := code
+	if echo == CodeNoStatus {
+		echo = CodeNormal
+	}
+	c.closeReport(echo, code, reason, ReasonClientClose)
+}
+
+// unmask XORs payload with the client's mask.
+func unmask(p []byte, mask [4]byte) {
+	if len(p) == 0 {
+		return
+	}
+	ws.Cipher(p, mask, 0)
+}
+
+type rawConn = syscall.RawConn

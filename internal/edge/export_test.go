@@ -1,0 +1,11 @@
+package edge
+
+import (
+	"os"
+
+	"github.com/switchboardgw/switchboard/internal/conn"
+)
+
+var os_ErrDeadline = os.ErrDeadlineExceeded
+
+func errBufferFullForTest() error { return conn.ErrBufferFull }

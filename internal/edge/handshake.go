@@ -1,0 +1,320 @@
+package edge
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/switchboardgw/switchboard/internal/conn"
+)
+
+var headerEnd = []byte("\r\n\r\n")
+
+// handshake reads the upgrade request, asks the Handler, and upgrades. It
+// runs on its own goroutine so a slow $connect never holds up another
+// handshake; HandshakeTimeout bounds the whole of it.
+func (s *Server) handshake(nc net.Conn) {
+	defer s.wg.Done()
+	defer func() { <-s.hsSem }()
+	start := time.Now()
+	deadline := start.Add(s.cfg.HandshakeTimeout)
+	_ = nc.SetDeadline(deadline)
+
+	buf := make([]byte, s.cfg.MaxHeaderBytes)
+	n, end, err := readRequest(nc, buf)
+	if err != nil {
+		s.rejectRaw(nc, err)
+		return
+	}
+	req, err := parseRequest(buf[:end], nc, start)
+	if err != nil {
+		s.reject(nc, "bad_request", http.StatusBadRequest, err.Error())
+		return
+	}
+	if s.draining.Load() {
+		s.reject(nc, "draining", http.StatusServiceUnavailable, "server shutting down")
+		return
+	}
+
+	c := &Conn{srv: s, id: conn.NewID(), nc: nc, connectedAt: start, sourceIP: req.SourceIP, userAgent: req.UserAgent}
+	c.lastActive.Store(start.UnixNano())
+	accepted := false
+	rejectReason := "bad_request"
+	u := ws.Upgrader{
+		OnRequest: func(uri []byte) error {
+			if s.cfg.Path != "" && req.Path != s.cfg.Path {
+				rejectReason = "path"
+				return ws.RejectConnectionError(ws.RejectionStatus(http.StatusNotFound), ws.RejectionReason("no WebSocket endpoint at this path"))
+			}
+			return nil
+		},
+		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
+			if !s.originAllowed(req.Origin) {
+				rejectReason = "origin"
+				return nil, ws.RejectConnectionError(ws.RejectionStatus(http.StatusForbidden), ws.RejectionReason("origin not allowed"))
+			}
+			h, err := s.connect(c, req)
+			if err != nil {
+				rejectReason = "denied"
+				return nil, err
+			}
+			accepted = true
+			return h, nil
+		},
+	}
+	_, err = u.Upgrade(struct {
+		io.Reader
+		io.Writer
+	}{bytes.NewReader(buf[:end]), nc})
+	if err != nil {
+		if accepted {
+			// Accepted by $connect but the 101 could not be written: the
+			// Handler still hears Close, with Established() false.
+			c.abort(CodeAbnormal, "upgrade failed", ReasonIOError)
+			return
+		}
+		if !errors.As(err, new(*ws.ConnectionRejectedError)) && rejectReason == "denied" {
+			rejectReason = "error"
+		}
+		s.metrics.rejected.WithLabelValues(rejectReason).Inc()
+		_ = nc.Close()
+		return
+	}
+	_ = nc.SetDeadline(time.Time{})
+	if err := s.open(c, buf[end:n]); err != nil {
+		s.log.Warn("register connection", "conn", c.id, "err", err)
+		c.abort(CodeInternal, "internal error", ReasonIOError)
+		return
+	}
+	s.metrics.handshake.Observe(time.Since(start).Seconds())
+}
+
+// connect makes c reachable, asks the Handler, and returns the 101's extra
+// headers or a rejection.
+func (s *Server) connect(c *Conn, req *Request) (ws.HandshakeHeader, error) {
+	sub := s.selectProtocol(req.Protocols)
+	s.connWG.Add(1)
+	s.hub.add(c)
+	var acc *Accept
+	if s.handler != nil {
+		ctx, cancel := context.WithDeadline(s.ctx, req.Time.Add(s.cfg.HandshakeTimeout))
+		var err error
+		acc, err = s.handler.Connect(ctx, c, req)
+		cancel()
+		if err != nil {
+			s.dropPending(c)
+			var rej *Reject
+			if errors.As(err, &rej) {
+				return nil, ws.RejectConnectionError(ws.RejectionStatus(rej.Status),
+					ws.RejectionHeader(ws.HandshakeHeaderHTTP(rej.Header)), ws.RejectionReason(rej.Reason))
+			}
+			s.log.Warn("$connect failed", "conn", c.id, "err", err)
+			return nil, ws.RejectConnectionError(ws.RejectionStatus(http.StatusInternalServerError), ws.RejectionReason("connect failed"))
+		}
+	}
+	h := http.Header{}
+	if acc != nil {
+		for k, v := range acc.Header {
+			h[http.CanonicalHeaderKey(k)] = v
+		}
+		if acc.Subprotocol != "" {
+			sub = acc.Subprotocol
+		}
+		c.userID = acc.UserID
+		c.value = acc.Value
+	}
+	if h.Get("Sec-WebSocket-Protocol") == "" && sub != "" {
+		h.Set("Sec-WebSocket-Protocol", sub)
+	}
+	c.subprotocol = h.Get("Sec-WebSocket-Protocol")
+	// A Close (e.g. an API DELETE) that arrived while $connect ran wins.
+	c.wmu.Lock()
+	closing := c.closing
+	c.wmu.Unlock()
+	if closing {
+		c.accepted()
+		c.teardown()
+		return nil, ws.RejectConnectionError(ws.RejectionStatus(http.StatusGone), ws.RejectionReason("closed during $connect"))
+	}
+	c.accepted()
+	return ws.HandshakeHeaderHTTP(h), nil
+}
+
+// accepted marks that the Handler now owns a Close call for c.
+func (c *Conn) accepted() { c.handlerOwned = true }
+
+// dropPending forgets a connection $connect refused: it never existed.
+func (s *Server) dropPending(c *Conn) {
+	c.wmu.Lock()
+	if len(c.wq) > 0 {
+		s.metrics.pendingDropped.Inc()
+	}
+	c.wq = nil
+	c.closing = true
+	c.wmu.Unlock()
+	c.state.Store(stateClosed)
+	s.hub.remove(c)
+	s.connWG.Done()
+}
+
+// open moves an upgraded connection into the reactor and sends what was
+// posted during $connect.
+func (s *Server) open(c *Conn, leftover []byte) error {
+	raw, err := nc2raw(c.nc)
+	if err != nil {
+		return err
+	}
+	c.raw = raw
+	if err := raw.Control(func(fd uintptr) { c.fd = int(fd) }); err != nil {
+		return fmt.Errorf("socket fd: %w", err)
+	}
+	c.wmu.Lock()
+	if c.closing {
+		c.wmu.Unlock()
+		c.teardown()
+		return nil
+	}
+	c.state.Store(stateOpen)
+	c.established.Store(true)
+	s.metrics.accepted.Inc()
+	s.metrics.open.Inc()
+	if len(c.wq) > 0 {
+		c.startFlusher()
+	}
+	c.wmu.Unlock()
+	if s.handler != nil {
+		s.handler.Open(c)
+	}
+	if len(leftover) > 0 {
+		c.in = s.getBuf()
+		c.inLen = copy(c.in, leftover)
+		c.unparsed = true
+	}
+	return s.reactor.add(c, len(leftover) > 0)
+}
+
+func nc2raw(nc net.Conn) (rawConn, error) {
+	sc, ok := nc.(interface {
+		SyscallConn() (rawConn, error)
+	})
+	if !ok {
+		return nil, errors.New("connection has no file descriptor")
+	}
+	return sc.SyscallConn()
+}
+
+// readRequest reads until the blank line that ends the request headers. It
+// returns the bytes read and where the headers end; bytes after that are
+// frames the client sent right away.
+func readRequest(nc net.Conn, buf []byte) (n, end int, err error) {
+	for {
+		if n == len(buf) {
+			return n, 0, errHeaderTooLarge
+		}
+		m, err := nc.Read(buf[n:])
+		n += m
+		if i := bytes.Index(buf[max(0, n-m-3):n], headerEnd); i >= 0 {
+			return n, max(0, n-m-3) + i + len(headerEnd), nil
+		}
+		if err != nil {
+			return n, 0, err
+		}
+	}
+}
+
+var (
+	errHeaderTooLarge = errors.New("request headers too large")
+	errBadRequestLine = errors.New("malformed request line")
+	errBadHeaderLine  = errors.New("malformed header line")
+)
+
+// parseRequest extracts what $connect needs from the raw request. gobwas/ws
+// checks the WebSocket rules again when it upgrades.
+func parseRequest(raw []byte, nc net.Conn, t time.Time) (*Request, error) {
+	lines := strings.Split(strings.TrimSuffix(string(raw), "\r\n\r\n"), "\r\n")
+	parts := strings.Split(lines[0], " ")
+	if len(parts) != 3 || !strings.HasPrefix(parts[2], "HTTP/") {
+		return nil, errBadRequestLine
+	}
+	r := &Request{Time: t, Method: parts[0], URI: parts[1], Header: http.Header{}}
+	u, err := url.ParseRequestURI(parts[1])
+	if err != nil {
+		return nil, fmt.Errorf("request URI: %w", err)
+	}
+	r.Path, r.RawQuery = u.Path, u.RawQuery
+	for _, l := range lines[1:] {
+		k, v, ok := strings.Cut(l, ":")
+		if !ok || k == "" || strings.ContainsAny(k, " \t") {
+			return nil, errBadHeaderLine
+		}
+		r.Header.Add(k, strings.TrimSpace(v))
+	}
+	r.Host = r.Header.Get("Host")
+	r.UserAgent = r.Header.Get("User-Agent")
+	r.Origin = r.Header.Get("Origin")
+	for _, v := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for _, p := range strings.Split(v, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				r.Protocols = append(r.Protocols, p)
+			}
+		}
+	}
+	if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
+		r.SourceIP = ta.IP.String()
+	}
+	return r, nil
+}
+
+func (s *Server) originAllowed(origin string) bool {
+	if len(s.cfg.AllowedOrigins) == 0 {
+		return true
+	}
+	for _, o := range s.cfg.AllowedOrigins {
+		if o == "*" || strings.EqualFold(o, origin) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) selectProtocol(offered []string) string {
+	for _, p := range s.cfg.Subprotocols {
+		if slices.Contains(offered, p) {
+			return p
+		}
+	}
+	return ""
+}
+
+// rejectRaw answers a request that could not be read.
+func (s *Server) rejectRaw(nc net.Conn, err error) {
+	var ne net.Error
+	switch {
+	case errors.Is(err, errHeaderTooLarge):
+		s.reject(nc, "too_large", http.StatusRequestHeaderFieldsTooLarge, "request headers too large")
+	case errors.As(err, &ne) && ne.Timeout():
+		s.metrics.rejected.WithLabelValues("timeout").Inc()
+		_ = nc.Close()
+	default:
+		s.metrics.rejected.WithLabelValues("bad_request").Inc()
+		_ = nc.Close()
+	}
+}
+
+func (s *Server) reject(nc net.Conn, reason string, status int, msg string) {
+	s.metrics.rejected.WithLabelValues(reason).Inc()
+	_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = fmt.Fprintf(nc, "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
+		status, http.StatusText(status), len(msg), msg)
+	_ = nc.Close()
+}

@@ -1,0 +1,56 @@
+package edge
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+type metrics struct {
+	open           prometheus.Gauge
+	accepted       prometheus.Counter
+	rejected       *prometheus.CounterVec
+	closed         *prometheus.CounterVec
+	framesIn       prometheus.Counter
+	framesOut      prometheus.Counter
+	bytesIn        prometheus.Counter
+	bytesOut       prometheus.Counter
+	messagesIn     prometheus.Counter
+	pendingDropped prometheus.Counter
+	handshake      prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	f := promauto.With(reg)
+	m := &metrics{
+		open: f.NewGauge(prometheus.GaugeOpts{Name: "switchboard_connections",
+			Help: "WebSocket connections open on this node."}),
+		accepted: f.NewCounter(prometheus.CounterOpts{Name: "switchboard_connections_accepted_total",
+			Help: "Upgrades completed (101 sent)."}),
+		rejected: f.NewCounterVec(prometheus.CounterOpts{Name: "switchboard_connections_rejected_total",
+			Help: "Upgrade requests refused, by reason."}, []string{"reason"}),
+		closed: f.NewCounterVec(prometheus.CounterOpts{Name: "switchboard_connections_closed_total",
+			Help: "Connections ended, by reason."}, []string{"reason"}),
+		framesIn: f.NewCounter(prometheus.CounterOpts{Name: "switchboard_frames_received_total",
+			Help: "WebSocket frames received from clients, control frames included."}),
+		framesOut: f.NewCounter(prometheus.CounterOpts{Name: "switchboard_frames_sent_total",
+			Help: "WebSocket frames sent or queued to clients."}),
+		bytesIn: f.NewCounter(prometheus.CounterOpts{Name: "switchboard_received_bytes_total",
+			Help: "Bytes read from client sockets after the handshake."}),
+		bytesOut: f.NewCounter(prometheus.CounterOpts{Name: "switchboard_sent_bytes_total",
+			Help: "Bytes written or queued to client sockets after the handshake."}),
+		messagesIn: f.NewCounter(prometheus.CounterOpts{Name: "switchboard_messages_received_total",
+			Help: "Complete client messages (after reassembly) handed to the node."}),
+		pendingDropped: f.NewCounter(prometheus.CounterOpts{Name: "switchboard_pending_posts_dropped_total",
+			Help: "Messages posted during $connect that were dropped (queue full or connection denied)."}),
+		handshake: f.NewHistogram(prometheus.HistogramOpts{Name: "switchboard_handshake_duration_seconds",
+			Help:    "Time from accept to the 101 response, $connect included.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+	}
+	for _, r := range []string{"bad_request", "timeout", "too_large", "origin", "path", "denied", "overload", "draining", "error"} {
+		m.rejected.WithLabelValues(r)
+	}
+	for r := CloseReason(0); r < reasonCount; r++ {
+		m.closed.WithLabelValues(r.String())
+	}
+	return m
+}

@@ -1,0 +1,271 @@
+// Package edge terminates WebSocket connections: accept, upgrade with
+// gobwas/ws (so $connect decides before the 101 is sent), then an epoll
+// reactor with a small worker pool. An idle connection owns no goroutine and
+// no buffer.
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ErrClosed is returned by Run after Shutdown.
+var ErrClosed = errors.New("edge: server closed")
+
+// Server is one edge node's WebSocket side.
+type Server struct {
+	cfg     Config
+	nodeID  string
+	handler Handler
+	log     *slog.Logger
+	metrics *metrics
+
+	ln      net.Listener
+	reactor *reactor
+	hub     *hub
+	bufPool sync.Pool
+	hsSem   chan struct{}
+
+	ctx      context.Context // cancelled when shutdown starts: ends $connect calls
+	cancel   context.CancelFunc
+	draining atomic.Bool
+	stopOnce sync.Once
+	done     chan struct{} // closed when Shutdown finished
+
+	wg     sync.WaitGroup // accept loop, sweeper, handshakes, writers
+	connWG sync.WaitGroup // one per accepted connection until teardown
+}
+
+// Options are a Server's dependencies.
+type Options struct {
+	// NodeID names this node in connection info.
+	NodeID string
+	// Handler takes part in every connection's life; nil accepts everyone.
+	Handler Handler
+	// Registerer receives the edge's metrics; nil means none.
+	Registerer prometheus.Registerer
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+	// Listener to serve on instead of listening on Config.Listen.
+	Listener net.Listener
+}
+
+// New validates cfg and listens. Serving starts with Run.
+func New(cfg Config, opts Options) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("edge config: %w", err)
+	}
+	cfg = cfg.withDefaults()
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Registerer == nil {
+		opts.Registerer = prometheus.NewRegistry()
+	}
+	r, err := newReactor()
+	if err != nil {
+		return nil, err
+	}
+	ln := opts.Listener
+	if ln == nil {
+		ln, err = net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			r.closeFDs()
+
+			return nil, fmt.Errorf("edge listen %s: %w", cfg.Listen, err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		cfg: cfg, nodeID: opts.NodeID, handler: opts.Handler, log: opts.Logger,
+		metrics: newMetrics(opts.Registerer), ln: ln, reactor: r, hub: newHub(),
+		hsSem: make(chan struct{}, cfg.MaxHandshakes), ctx: ctx, cancel: cancel,
+		done: make(chan struct{}),
+	}
+	bufSize := cfg.MaxFrameBytes + 14 // one maximal frame with its header
+	s.bufPool.New = func() any { b := make([]byte, bufSize); return &b }
+	return s, nil
+}
+
+// Addr is the address the WebSocket listener is bound to.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Draining reports whether Shutdown has started.
+func (s *Server) Draining() bool { return s.draining.Load() }
+
+// Run serves until Shutdown completes. It returns ErrClosed after a
+// Shutdown, or the accept error that stopped it.
+func (s *Server) Run(ctx context.Context) error {
+	s.reactor.start(s.cfg.Workers)
+	s.wg.Add(1)
+	go s.sweep()
+	err := s.acceptLoop()
+	if s.draining.Load() {
+		<-s.done
+		return ErrClosed
+	}
+	// The listener failed on its own: shut everything down.
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainWindow+s.cfg.WriteTimeout)
+	defer cancel()
+	_ = s.Shutdown(sctx)
+	return fmt.Errorf("edge accept: %w", err)
+}
+
+func (s *Server) acceptLoop() error {
+	var delay time.Duration
+	for {
+		nc, err := s.ln.Accept()
+		if err != nil {
+			if s.draining.Load() {
+				return ErrClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				// Out of file descriptors or a transient error: back off
+				// instead of spinning.
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept failed; backing off", "err", err, "delay", delay)
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		select {
+		case s.hsSem <- struct{}{}:
+		default:
+			s.metrics.rejected.WithLabelValues("overload").Inc()
+			_ = nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+			_, _ = nc.Write([]byte("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
+			_ = nc.Close()
+			continue
+		}
+		s.wg.Add(1)
+		go s.handshake(nc)
+	}
+}
+
+// Shutdown drains the node: stop accepting, end handshakes, close every
+// connection with 1001 spread over DrainWindow, wait until each one is torn
+// down (and its Close reported), then stop the reactor. Safe to call twice.
+func (s *Server) Shutdown(ctx context.Context) error {
+	var err error
+	s.stopOnce.Do(func() {
+		s.draining.Store(true)
+		s.cancel()
+		_ = s.ln.Close()
+		err = s.closeAll(ctx)
+		allClosed := make(chan struct{})
+		go func() { s.connWG.Wait(); close(allClosed) }()
+		select {
+		case <-allClosed:
+		case <-ctx.Done():
+			// Out of time: cut what is left without waiting for clients.
+			for _, c := range s.hub.snapshot() {
+				c.abort(CodeGoingAway, "server shutting down", ReasonDrain)
+			}
+			<-allClosed
+			err = fmt.Errorf("edge shutdown: %w", ctx.Err())
+		}
+		s.wg.Wait()
+		s.reactor.stop()
+		close(s.done)
+	})
+	<-s.done
+	return err
+}
+
+// closeAll closes connections in waves over the drain window, so that
+// clients reconnecting elsewhere do not stampede the surviving nodes.
+func (s *Server) closeAll(ctx context.Context) error {
+	conns := s.hub.snapshot()
+	if len(conns) == 0 {
+		return nil
+	}
+	const step = 20 * time.Millisecond
+	waves := max(1, int(s.cfg.DrainWindow/step))
+	per := (len(conns) + waves - 1) / waves
+	t := time.NewTicker(step)
+	defer t.Stop()
+	for i := 0; i < len(conns); i += per {
+		for _, c := range conns[i:min(i+per, len(conns))] {
+			c.Close(CodeGoingAway, "server shutting down", ReasonDrain)
+		}
+		if i+per >= len(conns) {
+			break
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			for _, c := range conns[i+per:] {
+				c.Close(CodeGoingAway, "server shutting down", ReasonDrain)
+			}
+			return nil
+		}
+	}
+	return nil
+}
+
+// sweep enforces the timeouts of every connection once per tick: idle,
+// maximum duration, unanswered pings, unfinished frames. One goroutine for the
+// whole node instead of a timer per connection.
+func (s *Server) sweep() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.cfg.TickInterval)
+	defer t.Stop()
+	var due []func()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case now := <-t.C:
+			due = due[:0]
+			n := now.UnixNano()
+			s.hub.each(func(c *Conn) {
+				if c.state.Load() != stateOpen {
+					return
+				}
+				if f := s.check(c, n); f != nil {
+					due = append(due, f)
+				}
+			})
+			for _, f := range due { // outside the hub locks: closing takes them
+				f()
+			}
+		}
+	}
+}
+
+func (s *Server) check(c *Conn, now int64) func() {
+	cfg := &s.cfg
+	idle := now - c.lastActive.Load()
+	switch {
+	case cfg.MaxDuration > 0 && now-c.connectedAt.UnixNano() > int64(cfg.MaxDuration):
+		return func() { c.Close(CodeGoingAway, "maximum connection duration", ReasonMaxDuration) }
+	case cfg.IdleTimeout > 0 && idle > int64(cfg.IdleTimeout):
+		return func() { c.Close(CodeGoingAway, "idle timeout", ReasonIdleTimeout) }
+	case c.pingSent.Load() != 0 && now-c.pingSent.Load() > int64(cfg.PingTimeout):
+		return func() { c.abort(CodeAbnormal, "ping timeout", ReasonPingTimeout) }
+	case c.partialAt.Load() != 0 && now-c.partialAt.Load() > int64(cfg.FrameTimeout):
+		return func() { c.Close(CodePolicy, "frame timeout", ReasonReadTimeout) }
+	case cfg.PingInterval > 0 && idle > int64(cfg.PingInterval) && c.pingSent.Load() == 0:
+		return func() {
+			c.pingSent.Store(time.Now().UnixNano())
+			var hdr [10]byte
+			_ = c.write(appendHeader(hdr[:0], true, opPing, 0), nil, true)
+		}
+	}
+	return nil
+}
+
+func (s *Server) getBuf() []byte  { return *(s.bufPool.Get().(*[]byte)) }
+func (s *Server) putBuf(b []byte) { s.bufPool.Put(&b) }

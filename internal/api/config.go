@@ -1,0 +1,192 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Defaults, API Gateway's where it has one.
+const (
+	DefaultMaxMessageBytes   = 128 << 10 // API Gateway's @connections payload limit
+	DefaultMaxBatchItems     = 100
+	DefaultMaxBatchBytes     = 1 << 20
+	DefaultBatchConcurrency  = 8
+	DefaultCallTimeout       = 10 * time.Second
+	DefaultTokenFilePoll     = 5 * time.Second
+	DefaultMaxClockSkew      = 15 * time.Minute // AWS's SigV4 window
+	DefaultSigningService    = "execute-api"
+	maxConfiguredBodyLimit   = 64 << 20
+	defaultDeleteCloseCode   = 1000
+	defaultDeleteCloseReason = "Connection Closed Normally" // what API Gateway's $disconnect reports after DeleteConnection
+)
+
+// Config configures the @connections API. The zero value is not usable on its
+// own: choose authentication (Auth), or Insecure, or LoopbackOnly.
+type Config struct {
+	// MaxMessageBytes is the largest POST body, one message. Larger → 413
+	// PayloadTooLargeException. Default 131072 (128 KiB, API Gateway's limit).
+	MaxMessageBytes int
+
+	// CallTimeout bounds each call into the connection Controller (the
+	// request's own context is honoured as well). Default 10s.
+	CallTimeout time.Duration
+
+	// OctetStreamBinary makes "Content-Type: application/octet-stream" always
+	// send a binary frame. Default false: the AWS SDKs send octet-stream on
+	// every PostToConnection, so by default it is treated like a missing
+	// Content-Type (text frame if the body is valid UTF-8, else binary) and an
+	// app migrated from API Gateway keeps receiving text frames. The header
+	// "X-Switchboard-Frame: binary|text" always decides when present.
+	OctetStreamBinary bool
+
+	// MaxBatchItems is the largest number of messages in one batch call
+	// (POST .../@connections, an extension). Default 100.
+	MaxBatchItems int
+	// MaxBatchBytes is the largest batch request body. Default 1 MiB.
+	MaxBatchBytes int
+	// BatchConcurrency is how many messages of one batch are sent at once.
+	// Default 8.
+	BatchConcurrency int
+
+	// Auth selects how callers authenticate. Default: none configured.
+	Auth AuthConfig
+
+	// Insecure accepts every request without authentication. It must be set
+	// explicitly and excludes Auth. Default false.
+	Insecure bool
+
+	// LoopbackOnly accepts requests from loopback addresses only (and the
+	// caller binds the listener to loopback). Required when no Auth is
+	// configured and Insecure is false. Default false.
+	LoopbackOnly bool
+}
+
+// AuthConfig configures caller authentication. Several methods may be
+// configured at once; a request passes if it passes the method its
+// Authorization header names.
+type AuthConfig struct {
+	// Tokens are static bearer tokens ("Authorization: Bearer <token>").
+	// Default none.
+	Tokens []string
+
+	// TokenFile is a file of bearer tokens, one per line; blank lines and
+	// lines starting with '#' are ignored. It is read by New, re-read when
+	// its modification time or size changes (Run polls it) and on Reload;
+	// a failed re-read keeps the previous tokens. Default "" (none).
+	TokenFile string
+
+	// TokenFilePollInterval is how often Run checks TokenFile for changes.
+	// Default 5s.
+	TokenFilePollInterval time.Duration
+
+	// AccessKeys maps AWS access key IDs to their secret keys: requests signed
+	// with AWS Signature Version 4 by one of them are accepted. Default none.
+	AccessKeys map[string]string
+
+	// Region, when set, is the only region accepted in a SigV4 credential
+	// scope. Default "" (any region: the SDK signs with whatever region it
+	// was configured with).
+	Region string
+
+	// Service is the signing name accepted in a SigV4 credential scope.
+	// Default "execute-api" (what the apigatewaymanagementapi SDKs use).
+	Service string
+
+	// MaxClockSkew is how far a SigV4 request's X-Amz-Date may be from now.
+	// Default 15m (AWS's window).
+	MaxClockSkew time.Duration
+}
+
+// Configured reports whether any authentication method is configured.
+func (a AuthConfig) Configured() bool {
+	return len(a.Tokens) > 0 || a.TokenFile != "" || len(a.AccessKeys) > 0
+}
+
+// RequiresLoopback reports whether the API must only be reachable over
+// loopback: LoopbackOnly is set, or nothing authenticates callers and
+// Insecure was not chosen. The caller binds the listener to 127.0.0.1 then;
+// the handler also refuses non-loopback peers.
+func (c Config) RequiresLoopback() bool {
+	return c.LoopbackOnly || (!c.Auth.Configured() && !c.Insecure)
+}
+
+// Validate reports the first problem with c. Zero values mean defaults.
+func (c Config) Validate() error {
+	var errs []error
+	checkNonNeg := func(name string, v int64) {
+		if v < 0 {
+			errs = append(errs, fmt.Errorf("%s must not be negative (got %d)", name, v))
+		}
+	}
+	checkNonNeg("MaxMessageBytes", int64(c.MaxMessageBytes))
+	checkNonNeg("MaxBatchItems", int64(c.MaxBatchItems))
+	checkNonNeg("MaxBatchBytes", int64(c.MaxBatchBytes))
+	checkNonNeg("BatchConcurrency", int64(c.BatchConcurrency))
+	checkNonNeg("CallTimeout", int64(c.CallTimeout))
+	checkNonNeg("Auth.TokenFilePollInterval", int64(c.Auth.TokenFilePollInterval))
+	checkNonNeg("Auth.MaxClockSkew", int64(c.Auth.MaxClockSkew))
+	if c.MaxMessageBytes > maxConfiguredBodyLimit || c.MaxBatchBytes > maxConfiguredBodyLimit {
+		errs = append(errs, fmt.Errorf("MaxMessageBytes and MaxBatchBytes must be at most %d", maxConfiguredBodyLimit))
+	}
+	if c.Insecure && c.Auth.Configured() {
+		errs = append(errs, errors.New("Insecure is set but authentication is configured: choose one"))
+	}
+	if !c.Insecure && !c.Auth.Configured() && !c.LoopbackOnly {
+		errs = append(errs, errors.New("no authentication configured: set Auth, or LoopbackOnly (bind to loopback), or Insecure explicitly"))
+	}
+	for i, t := range c.Auth.Tokens {
+		if err := checkToken(t); err != nil {
+			errs = append(errs, fmt.Errorf("Auth.Tokens[%d]: %w", i, err))
+		}
+	}
+	for id, secret := range c.Auth.AccessKeys {
+		if id == "" || strings.ContainsAny(id, "/ ,=") {
+			errs = append(errs, fmt.Errorf("Auth.AccessKeys: invalid access key id %q", id))
+		}
+		if secret == "" {
+			errs = append(errs, fmt.Errorf("Auth.AccessKeys[%q]: empty secret", id))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func checkToken(t string) error {
+	if t == "" {
+		return errors.New("empty token")
+	}
+	if strings.ContainsAny(t, " \t\r\n") {
+		return errors.New("token contains whitespace")
+	}
+	return nil
+}
+
+// withDefaults returns c with zero values replaced by defaults.
+func (c Config) withDefaults() Config {
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if c.MaxBatchItems == 0 {
+		c.MaxBatchItems = DefaultMaxBatchItems
+	}
+	if c.MaxBatchBytes == 0 {
+		c.MaxBatchBytes = DefaultMaxBatchBytes
+	}
+	if c.BatchConcurrency == 0 {
+		c.BatchConcurrency = DefaultBatchConcurrency
+	}
+	if c.CallTimeout == 0 {
+		c.CallTimeout = DefaultCallTimeout
+	}
+	if c.Auth.TokenFilePollInterval == 0 {
+		c.Auth.TokenFilePollInterval = DefaultTokenFilePoll
+	}
+	if c.Auth.MaxClockSkew == 0 {
+		c.Auth.MaxClockSkew = DefaultMaxClockSkew
+	}
+	if c.Auth.Service == "" {
+		c.Auth.Service = DefaultSigningService
+	}
+	return c
+}

@@ -18,23 +18,17 @@ import (
 // flag and a SWITCHBOARD_* environment variable (see RegisterFlags).
 type EdgeConfig struct {
 	Edge edge.Config
+	Process
+	NATS
+	Redis
+	API
 
-	NodeID      string
-	APIListen   string
-	AdminListen string
-	Pprof       bool
-	LogFormat   string
-	LogLevel    string
+	NodeID string
 
-	// NATS: an external server, or an embedded one when NATSURL is empty.
-	NATSURL          string
-	NATSEmbedListen  string
-	NATSEmbedJSDir   string
-	NATSCredsFile    string
-	NATSUser         string
-	NATSPassword     string
-	NATSToken        string
-	Prefix           string
+	// Embedded NATS server, run when NATS.URL is empty.
+	NATSEmbedListen string
+	NATSEmbedJSDir  string
+
 	ConnectMode      string
 	ConnectTimeout   time.Duration
 	RouteExpression  string
@@ -46,23 +40,115 @@ type EdgeConfig struct {
 	DomainName       string
 	EventQueueLength int
 
-	// Redis: the ownership registry; memory when RedisURL is empty.
-	RedisURL        string
-	RedisCluster    []string
-	RedisKeyPrefix  string
 	LeaseTTL        time.Duration
 	RegistryFailure string
-
-	// @connections API.
-	APITokens     []string
-	APITokensFile string
-	APIInsecure   bool
-	APIMaxBody    int
 
 	// Drain: how long /readyz reports not-ready before connections close,
 	// so load balancers stop sending new clients first.
 	DrainDelay   time.Duration
 	DrainTimeout time.Duration
+}
+
+// Process is what every binary has: admin endpoints and logging.
+type Process struct {
+	AdminListen string
+	Pprof       bool
+	LogFormat   string
+	LogLevel    string
+}
+
+func (p *Process) registerFlags(fs *flag.FlagSet) {
+	fs.StringVar(&p.AdminListen, "admin-listen", ":9091", "health (/healthz), readiness (/readyz) and metrics (/metrics) listen address")
+	fs.BoolVar(&p.Pprof, "pprof", false, "serve /debug/pprof on the admin port")
+	fs.StringVar(&p.LogFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&p.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
+}
+
+func (p *Process) validate() []error {
+	var errs []error
+	if _, err := parseLevel(p.LogLevel); err != nil {
+		errs = append(errs, err)
+	}
+	if p.LogFormat != "text" && p.LogFormat != "json" {
+		errs = append(errs, fmt.Errorf("log format %q: want text or json", p.LogFormat))
+	}
+	return errs
+}
+
+// NATS is how a process reaches the NATS server(s).
+type NATS struct {
+	URL       string
+	CredsFile string
+	User      string
+	Password  string
+	Token     string
+	Prefix    string
+}
+
+func (n *NATS) registerFlags(fs *flag.FlagSet, urlUsage string) {
+	fs.StringVar(&n.URL, "nats-url", "", urlUsage)
+	fs.StringVar(&n.CredsFile, "nats-creds", "", "NATS credentials (.creds) file")
+	fs.StringVar(&n.User, "nats-user", "", "NATS user")
+	fs.StringVar(&n.Password, "nats-password", "", "NATS password")
+	fs.StringVar(&n.Token, "nats-token", "", "NATS token")
+	fs.StringVar(&n.Prefix, "prefix", "switchboard", "NATS subject prefix (the same on every node, router and backend)")
+}
+
+func (n *NATS) validate() []error {
+	if n.Prefix == "" || strings.ContainsAny(n.Prefix, " \t*>") {
+		return []error{fmt.Errorf("prefix %q: must be a non-empty NATS subject without wildcards", n.Prefix)}
+	}
+	return nil
+}
+
+// Redis is how a process reaches the ownership registry.
+type Redis struct {
+	URL        string
+	Addrs      []string
+	MasterName string
+	Username   string
+	Password   string
+	TLS        bool
+	KeyPrefix  string
+}
+
+func (r *Redis) registerFlags(fs *flag.FlagSet, urlUsage string) {
+	fs.StringVar(&r.URL, "redis-url", "", urlUsage)
+	listVar(fs, &r.Addrs, "redis-addrs", "comma-separated Redis Cluster seed nodes, or Sentinel addresses with -redis-master-name (instead of -redis-url)")
+	fs.StringVar(&r.MasterName, "redis-master-name", "", "Sentinel master name (with -redis-addrs)")
+	fs.StringVar(&r.Username, "redis-username", "", "Redis ACL user (with -redis-addrs; -redis-url carries its own)")
+	fs.StringVar(&r.Password, "redis-password", "", "Redis password (with -redis-addrs; -redis-url carries its own)")
+	fs.BoolVar(&r.TLS, "redis-tls", false, "use TLS to Redis (with -redis-addrs; -redis-url uses rediss://)")
+	fs.StringVar(&r.KeyPrefix, "redis-key-prefix", "switchboard", "prefix of every Redis key ([A-Za-z0-9_.:-])")
+}
+
+func (r *Redis) validate() []error {
+	if r.URL != "" && len(r.Addrs) > 0 {
+		return []error{errors.New("give -redis-url or -redis-addrs, not both")}
+	}
+	return nil
+}
+
+// Configured reports whether a Redis is configured at all.
+func (r *Redis) Configured() bool { return r.URL != "" || len(r.Addrs) > 0 }
+
+// API configures the @connections HTTP API.
+type API struct {
+	APIListen     string
+	APITokens     []string
+	APITokensFile string
+	APIAccessKeys []string
+	APIInsecure   bool
+	APIMaxBody    int
+}
+
+func (a *API) registerFlags(fs *flag.FlagSet, listenDefault string) {
+	fs.StringVar(&a.APIListen, "api-listen", listenDefault, "@connections API listen address (empty: off); without auth it is bound to loopback")
+	listVar(fs, &a.APITokens, "api-tokens", "comma-separated bearer tokens accepted by the @connections API")
+	fs.StringVar(&a.APITokensFile, "api-tokens-file", "", "file of bearer tokens, one per line, re-read when it changes")
+	listVar(fs, &a.APIAccessKeys, "api-access-keys", "comma-separated ACCESS_KEY_ID:SECRET pairs for AWS SigV4 (the AWS SDK with static credentials)")
+	fs.BoolVar(&a.APIInsecure, "api-insecure", false, "serve the @connections API without authentication on any address")
+	fs.IntVar(&a.APIMaxBody, "api-max-body", 128<<10, "largest @connections POST body (413 above)")
 }
 
 // RegisterFlags binds every field to a flag with its default.
@@ -88,21 +174,14 @@ func (c *EdgeConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&e.Workers, "workers", 0, "reactor workers (0: 4×GOMAXPROCS)")
 	durVar(fs, &e.DrainWindow, "drain-window", 5*time.Second, "spread the closing of connections on shutdown over this window")
 
+	c.Process.registerFlags(fs)
+	c.NATS.registerFlags(fs, "NATS server URL(s), comma-separated (empty: run an embedded NATS server)")
+	c.Redis.registerFlags(fs, "Redis URL of the ownership registry, e.g. redis://user:pass@host:6379/0 (empty: in-memory, single node)")
+	c.API.registerFlags(fs, "127.0.0.1:9090")
 	fs.StringVar(&c.NodeID, "node-id", "", "node ID (default: hostname plus a random suffix, new at every start)")
-	fs.StringVar(&c.APIListen, "api-listen", "127.0.0.1:9090", "@connections API listen address (empty: off)")
-	fs.StringVar(&c.AdminListen, "admin-listen", ":9091", "health, readiness and metrics listen address")
-	fs.BoolVar(&c.Pprof, "pprof", false, "serve /debug/pprof on the admin port")
-	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
-	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 
-	fs.StringVar(&c.NATSURL, "nats-url", "", "NATS server URL(s), comma-separated (empty: run an embedded NATS server)")
 	fs.StringVar(&c.NATSEmbedListen, "nats-embedded-listen", "127.0.0.1:4223", "embedded NATS server address (used when -nats-url is empty)")
 	fs.StringVar(&c.NATSEmbedJSDir, "nats-embedded-jetstream-dir", "", "enable JetStream in the embedded NATS server, storing here")
-	fs.StringVar(&c.NATSCredsFile, "nats-creds", "", "NATS credentials (.creds) file")
-	fs.StringVar(&c.NATSUser, "nats-user", "", "NATS user")
-	fs.StringVar(&c.NATSPassword, "nats-password", "", "NATS password")
-	fs.StringVar(&c.NATSToken, "nats-token", "", "NATS token")
-	fs.StringVar(&c.Prefix, "prefix", "switchboard", "NATS subject prefix")
 	fs.StringVar(&c.ConnectMode, "connect-mode", "optional", "$connect integration: off, optional (accept when no backend answers) or required (reject)")
 	durVar(fs, &c.ConnectTimeout, "connect-timeout", 3*time.Second, "how long $connect waits for a backend's decision")
 	fs.StringVar(&c.RouteExpression, "route-selection-expression", "$request.body.action", "route selection expression, as in API Gateway")
@@ -114,16 +193,8 @@ func (c *EdgeConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DomainName, "domain-name", "", "domain name reported in events (default: the request's Host)")
 	fs.IntVar(&c.EventQueueLength, "event-queue", 65536, "lifecycle events buffered while NATS is slow or away; more are dropped and counted")
 
-	fs.StringVar(&c.RedisURL, "redis-url", "", "Redis URL for the ownership registry (empty: in-memory, single node)")
-	listVar(fs, &c.RedisCluster, "redis-cluster-addrs", "comma-separated Redis Cluster seed addresses (instead of -redis-url)")
-	fs.StringVar(&c.RedisKeyPrefix, "redis-key-prefix", "sb:", "prefix of every Redis key")
 	durVar(fs, &c.LeaseTTL, "lease-ttl", 15*time.Second, "node lease TTL; a node silent this long is declared dead and cleaned up")
 	fs.StringVar(&c.RegistryFailure, "registry-fail-mode", "open", "new connections while Redis is down: open (accept) or closed (reject 503)")
-
-	listVar(fs, &c.APITokens, "api-tokens", "comma-separated bearer tokens accepted by the @connections API")
-	fs.StringVar(&c.APITokensFile, "api-tokens-file", "", "file of bearer tokens, one per line, re-read when it changes")
-	fs.BoolVar(&c.APIInsecure, "api-insecure", false, "serve the @connections API without authentication on any address")
-	fs.IntVar(&c.APIMaxBody, "api-max-body", 128<<10, "largest @connections POST body (413 above)")
 
 	durVar(fs, &c.DrainDelay, "drain-delay", 0, "on SIGTERM, report not-ready for this long before closing connections")
 	durVar(fs, &c.DrainTimeout, "drain-timeout", 30*time.Second, "the whole shutdown must finish within this")
@@ -145,20 +216,11 @@ func (c *EdgeConfig) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("registry fail mode %q: want open or closed", c.RegistryFailure))
 	}
-	if _, err := parseLevel(c.LogLevel); err != nil {
-		errs = append(errs, err)
-	}
-	if c.LogFormat != "text" && c.LogFormat != "json" {
-		errs = append(errs, fmt.Errorf("log format %q: want text or json", c.LogFormat))
-	}
-	if c.Prefix == "" || strings.ContainsAny(c.Prefix, " \t*>") {
-		errs = append(errs, fmt.Errorf("prefix %q: must be a non-empty NATS subject without wildcards", c.Prefix))
-	}
+	errs = append(errs, c.Process.validate()...)
+	errs = append(errs, c.NATS.validate()...)
+	errs = append(errs, c.Redis.validate()...)
 	if c.LeaseTTL < time.Second {
 		errs = append(errs, fmt.Errorf("lease TTL %v: must be at least 1s", c.LeaseTTL))
-	}
-	if c.RedisURL != "" && len(c.RedisCluster) > 0 {
-		errs = append(errs, errors.New("give -redis-url or -redis-cluster-addrs, not both"))
 	}
 	return errors.Join(errs...)
 }

@@ -2,35 +2,45 @@ package app
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
+	"github.com/switchboardgw/switchboard/internal/cluster"
 	"github.com/switchboardgw/switchboard/internal/edge"
+	"github.com/switchboardgw/switchboard/internal/lifecycle"
 )
 
-// Edge is a running edge node: WebSocket server, NATS connection (and an
-// embedded NATS server in single-node mode), admin endpoints.
+// Edge is a running edge node: WebSocket server, lifecycle events over NATS
+// (with an embedded NATS server in single-node mode), the ownership registry
+// and lease, dead-node cleanup, command routing and the @connections API.
 type Edge struct {
 	cfg    EdgeConfig
 	log    *slog.Logger
 	reg    *prometheus.Registry
 	nodeID string
 
-	ws    *edge.Server
-	admin *admin
-	emb   *embeddedNATS
-	nc    *nats.Conn
+	emb     *embeddedNATS
+	nc      *nats.Conn
+	rdb     redis.UniversalClient
+	lc      *lifecycle.Lifecycle
+	node    *cluster.Node
+	janitor *cluster.Janitor
+	cmds    *cluster.CommandServer
+	router  *cluster.Router
+	handler *nodeHandler
+	ws      *edge.Server
+	api     *apiServer
+	admin   *admin
 
+	cancel       context.CancelFunc
+	wg           sync.WaitGroup
 	shutdownOnce sync.Once
 	shutdownErr  error
 }
@@ -48,9 +58,13 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 	}()
 	e.nodeID = cfg.NodeID
 	if e.nodeID == "" {
-		e.nodeID = newNodeID()
+		e.nodeID = cluster.NewNodeID("")
 	}
-	natsURL := cfg.NATSURL
+	if !cluster.ValidNodeID(e.nodeID) {
+		return nil, fmt.Errorf("node id %q: letters, digits, '-' and '_' only", e.nodeID)
+	}
+
+	natsURL := cfg.NATS.URL
 	if natsURL == "" {
 		e.emb, err = startEmbeddedNATS(cfg.NATSEmbedListen, cfg.NATSEmbedJSDir)
 		if err != nil {
@@ -58,17 +72,80 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 		}
 		natsURL = e.emb.URL()
 	}
-	e.nc, err = connectNATS(natsURL, cfg, "switchboard-edge-"+e.nodeID, log)
+	if e.nc, err = connectNATS(natsURL, cfg.NATS, "switchboard-edge-"+e.nodeID, log); err != nil {
+		return nil, err
+	}
+
+	var registry cluster.Registry
+	if cfg.Redis.Configured() {
+		if e.rdb, err = newRedisClient(cfg.Redis); err != nil {
+			return nil, err
+		}
+		if registry, err = cluster.NewRedisRegistry(cluster.RedisConfig{KeyPrefix: cfg.Redis.KeyPrefix}, e.rdb); err != nil {
+			return nil, err
+		}
+	} else {
+		registry = cluster.NewMemoryRegistry(nil)
+	}
+	cm, err := cluster.NewMetrics(e.reg)
 	if err != nil {
 		return nil, err
 	}
-	e.ws, err = edge.New(cfg.Edge, edge.Options{NodeID: e.nodeID, Registerer: e.reg, Logger: log})
+
+	e.lc, err = lifecycle.New(lifecycle.Config{
+		Prefix: cfg.NATS.Prefix, ConnectMode: lifecycle.Mode(cfg.ConnectMode), ConnectTimeout: cfg.ConnectTimeout,
+		RouteSelection: cfg.RouteExpression, TwoWayRoutes: cfg.TwoWayRoutes, RouteTimeout: cfg.RouteTimeout,
+		QueueLen: cfg.EventQueueLength, JetStream: cfg.JetStream, Stream: cfg.JetStreamStream,
+		NodeID: e.nodeID, Stage: cfg.Stage, DomainName: cfg.DomainName,
+	}, e.nc, e.reg, log)
+	if err != nil {
+		return nil, fmt.Errorf("lifecycle: %w", err)
+	}
+
+	// The edge server and the cluster node need each other (the node asks
+	// the hub for its connections; the handler asks the node): build the
+	// node with closures over e.ws.
+	e.node, err = cluster.NewNode(cluster.NodeConfig{ID: e.nodeID, LeaseTTL: cfg.LeaseTTL, FailMode: cluster.FailMode(cfg.RegistryFailure)},
+		cluster.NodeDeps{Registry: registry, Logger: log, Metrics: cm,
+			Reassert: func(context.Context) []cluster.ConnRecord { return reassertAll(e.ws) },
+			Revoked:  func(context.Context) { revokeAll(e.ws) },
+		})
 	if err != nil {
 		return nil, err
 	}
-	e.admin, err = newAdmin(cfg.AdminListen, e.reg, cfg.Pprof, log)
+	e.handler = newNodeHandler(e.nodeID, e.lc, e.node, log)
+	e.janitor, err = cluster.NewJanitor(cluster.JanitorConfig{}, cluster.JanitorDeps{Registry: registry, Self: e.nodeID,
+		OnOrphan: e.handler.orphaned, Healthy: e.node.Healthy, Logger: log, Metrics: cm})
 	if err != nil {
 		return nil, err
+	}
+	e.ws, err = edge.New(cfg.Edge, edge.Options{NodeID: e.nodeID, Handler: e.handler, Registerer: e.reg, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	e.cmds, err = cluster.NewCommandServer(cluster.CommandServerConfig{Prefix: cfg.NATS.Prefix, Node: e.nodeID},
+		cluster.CommandServerDeps{NC: e.nc, Controller: e.ws, Logger: log, Metrics: cm})
+	if err != nil {
+		return nil, err
+	}
+	e.router, err = cluster.NewRouter(cluster.RouterConfig{Prefix: cfg.NATS.Prefix, Self: e.nodeID},
+		cluster.RouterDeps{NC: e.nc, Registry: registry, Local: e.ws, Logger: log, Metrics: cm})
+	if err != nil {
+		return nil, err
+	}
+	if cfg.API.APIListen != "" {
+		if e.api, err = newAPIServer(cfg.API, e.router, e.reg, log); err != nil {
+			return nil, err
+		}
+	}
+	if e.admin, err = newAdmin(cfg.AdminListen, e.reg, cfg.Pprof, log); err != nil {
+		return nil, err
+	}
+	e.admin.check = func() error {
+		if !e.node.Healthy() {
+			return errors.New("cluster lease not held")
+		}
+		return nil
 	}
 	return e, nil
 }
@@ -79,44 +156,75 @@ func (e *Edge) NodeID() string { return e.nodeID }
 // WSAddr is the WebSocket listener's address.
 func (e *Edge) WSAddr() string { return e.ws.Addr().String() }
 
+// APIAddr is the @connections API's address ("" when off).
+func (e *Edge) APIAddr() string {
+	if e.api == nil {
+		return ""
+	}
+	return e.api.addr()
+}
+
 // AdminAddr is the admin listener's address.
 func (e *Edge) AdminAddr() string { return e.admin.ln.Addr().String() }
 
 // NATSURL is the NATS server the node uses (the embedded one in single-node mode).
 func (e *Edge) NATSURL() string { return e.nc.ConnectedUrl() }
 
+// Registry is the node's Prometheus registry.
+func (e *Edge) Registry() *prometheus.Registry { return e.reg }
+
 // Run serves until ctx ends, then drains (see Shutdown).
 func (e *Edge) Run(ctx context.Context) error {
-	errc := make(chan error, 2)
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); errc <- e.ws.Run(ctx) }()
-	go func() { defer wg.Done(); errc <- e.admin.run() }()
-	e.admin.ready.Store(true)
-	embedded := ""
-	if e.emb != nil {
-		embedded = " (embedded)"
+	rctx, cancel := context.WithCancel(context.Background())
+	e.cancel = cancel
+	errc := make(chan error, 8)
+	run := func(name string, f func() error) {
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			if err := f(); err != nil && !errors.Is(err, edge.ErrClosed) && !errors.Is(err, context.Canceled) {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
 	}
-	e.log.Info("edge node started", "node", e.nodeID, "websocket", "ws://"+e.WSAddr()+"/",
-		"admin", "http://"+e.AdminAddr(), "nats", e.NATSURL()+embedded)
+	run("cluster node", func() error { return e.node.Run(rctx) })
+	run("janitor", func() error { return e.janitor.Run(rctx) })
+	run("command server", func() error { return e.cmds.Run(rctx) })
+	run("websocket", func() error { return e.ws.Run(rctx) })
+	run("admin", e.admin.run)
+	if e.api != nil {
+		run("api", func() error { return e.api.run(rctx) })
+	}
+	select {
+	case <-e.cmds.Ready():
+	case <-time.After(10 * time.Second):
+		e.log.Warn("command subscription not confirmed yet")
+	}
+	e.admin.ready.Store(true)
+	natsNote := e.NATSURL()
+	if e.emb != nil {
+		natsNote += " (embedded: backends connect here)"
+	}
+	registry := "memory (single node)"
+	if e.rdb != nil {
+		registry = "redis"
+	}
+	e.log.Info("edge node started", "node", e.nodeID, "websocket", "ws://"+displayAddr(e.WSAddr())+"/", "api", e.APIAddr(),
+		"admin", "http://"+displayAddr(e.AdminAddr()), "nats", natsNote, "registry", registry)
 	var runErr error
 	select {
 	case <-ctx.Done():
-	case err := <-errc:
-		if err != nil && !errors.Is(err, edge.ErrClosed) {
-			runErr = err
-		}
+	case runErr = <-errc:
+		e.log.Error("component failed; shutting down", "err", runErr)
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), e.cfg.DrainTimeout)
-	defer cancel()
-	err := e.Shutdown(sctx)
-	wg.Wait()
-	return errors.Join(runErr, err)
+	sctx, scancel := context.WithTimeout(context.Background(), e.cfg.DrainTimeout)
+	defer scancel()
+	return errors.Join(runErr, e.Shutdown(sctx))
 }
 
 // Shutdown drains in DESIGN.md's order: not ready → delay → stop accepting
-// → close connections in waves with 1001 (each one's DISCONNECT emitted) →
-// NATS drain → exit. Safe to call twice.
+// → close connections in waves with 1001 (DISCONNECT for each) → registry
+// cleanup → events flushed → NATS drain. Safe to call twice.
 func (e *Edge) Shutdown(ctx context.Context) error {
 	e.shutdownOnce.Do(func() {
 		e.admin.ready.Store(false)
@@ -128,72 +236,75 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 			}
 		}
 		var errs []error
-		if err := e.ws.Shutdown(ctx); err != nil {
-			errs = append(errs, err)
+		add := func(err error) {
+			if err != nil {
+				errs = append(errs, err)
+			}
 		}
+		add(e.ws.Shutdown(ctx)) // every connection closed and its DISCONNECT queued
+		e.handler.stop()        // every record removed (or queued for the registry)
+		if e.api != nil {
+			add(e.api.shutdown(ctx))
+		}
+		add(e.cmds.Shutdown(ctx))
+		add(e.janitor.Shutdown(ctx))
+		add(e.lc.Shutdown(ctx)) // events flushed to NATS
+		add(e.node.Shutdown(ctx))
+		if e.cancel != nil {
+			e.cancel()
+		}
+		add(e.admin.shutdown(ctx))
+		e.wg.Wait()
 		e.closeDeps()
-		if err := e.admin.shutdown(ctx); err != nil {
-			errs = append(errs, err)
-		}
 		e.shutdownErr = errors.Join(errs...)
 		e.log.Info("edge node stopped", "node", e.nodeID)
 	})
 	return e.shutdownErr
 }
 
-// closeDeps drains NATS and stops the embedded server.
+// closeDeps drains NATS, closes Redis and stops the embedded NATS server.
 func (e *Edge) closeDeps() {
 	if e.nc != nil {
-		_ = e.nc.Drain()
-		for i := 0; i < 200 && !e.nc.IsClosed(); i++ {
-			time.Sleep(10 * time.Millisecond)
+		if err := e.nc.Drain(); err == nil {
+			for i := 0; i < 500 && !e.nc.IsClosed(); i++ {
+				time.Sleep(10 * time.Millisecond)
+			}
 		}
 		e.nc.Close()
+	}
+	if e.rdb != nil {
+		_ = e.rdb.Close()
 	}
 	if e.emb != nil {
 		e.emb.shutdown()
 	}
 }
 
-func connectNATS(url string, cfg EdgeConfig, name string, log *slog.Logger) (*nats.Conn, error) {
+func connectNATS(url string, cfg NATS, name string, log *slog.Logger) (*nats.Conn, error) {
 	opts := []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.RetryOnFailedConnect(true),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("nats disconnected", "err", err) }),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", "err", err)
+			}
+		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", nc.ConnectedUrl()) }),
 	}
-	if cfg.NATSCredsFile != "" {
-		opts = append(opts, nats.UserCredentials(cfg.NATSCredsFile))
+	if cfg.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
 	}
-	if cfg.NATSUser != "" {
-		opts = append(opts, nats.UserInfo(cfg.NATSUser, cfg.NATSPassword))
+	if cfg.User != "" {
+		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
 	}
-	if cfg.NATSToken != "" {
-		opts = append(opts, nats.Token(cfg.NATSToken))
+	if cfg.Token != "" {
+		opts = append(opts, nats.Token(cfg.Token))
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("nats connect %s: %w", url, err)
 	}
 	return nc, nil
-}
-
-// newNodeID is the pod or host name plus a random suffix: unique per process
-// start, and a legal NATS subject token.
-func newNodeID() string {
-	host, _ := os.Hostname()
-	var b strings.Builder
-	for _, r := range strings.ToLower(host) {
-		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' {
-			b.WriteRune(r)
-		}
-	}
-	if b.Len() == 0 {
-		b.WriteString("edge")
-	}
-	var suf [4]byte
-	_, _ = rand.Read(suf[:])
-	return b.String() + "-" + hex.EncodeToString(suf[:])
 }

@@ -85,3 +85,17 @@ func listVar(fs *flag.FlagSet, v *[]string, name, usage string) {
 func durVar(fs *flag.FlagSet, v *time.Duration, name string, def time.Duration, usage string) {
 	fs.DurationVar(v, name, def, usage)
 }
+
+// FlagTable renders fs as a Markdown table: flag, variable, default, meaning.
+func FlagTable(fs *flag.FlagSet) string {
+	var b strings.Builder
+	b.WriteString("| flag | environment | default | meaning |\n| --- | --- | --- | --- |\n")
+	fs.VisitAll(func(f *flag.Flag) {
+		def := f.DefValue
+		if def == "" {
+			def = "(empty)"
+		}
+		fmt.Fprintf(&b, "| `-%s` | `%s` | `%s` | %s |\n", f.Name, EnvName(f.Name), def, strings.ReplaceAll(f.Usage, "|", "\\|"))
+	})
+	return b.String()
+}

@@ -1,0 +1,200 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/switchboardgw/switchboard/internal/cluster"
+	"github.com/switchboardgw/switchboard/internal/edge"
+	"github.com/switchboardgw/switchboard/internal/lifecycle"
+)
+
+// connState is what the node keeps per connection (Conn.Value): the event
+// metadata and whether the cluster already announced its end.
+type connState struct {
+	meta    lifecycle.ConnMeta
+	revoked atomic.Bool // other nodes sent DISCONNECT for it: do not send another
+}
+
+// nodeHandler joins the edge to the rest of the node: $connect through the
+// lifecycle, ownership through the cluster registry, events on every change.
+type nodeHandler struct {
+	nodeID string
+	lc     *lifecycle.Lifecycle
+	node   *cluster.Node
+	log    *slog.Logger
+
+	// Unregistering a closed connection waits for a Redis round trip: it is
+	// queued so reactor workers and the drain never wait for it.
+	unreg   chan string
+	unregWG sync.WaitGroup
+}
+
+var _ edge.Handler = (*nodeHandler)(nil)
+
+const unregWorkers = 4
+
+func newNodeHandler(nodeID string, lc *lifecycle.Lifecycle, node *cluster.Node, log *slog.Logger) *nodeHandler {
+	h := &nodeHandler{nodeID: nodeID, lc: lc, node: node, log: log, unreg: make(chan string, 65536)}
+	h.unregWG.Add(unregWorkers)
+	for i := 0; i < unregWorkers; i++ {
+		go func() {
+			defer h.unregWG.Done()
+			for id := range h.unreg {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				h.node.Unregister(ctx, id)
+				cancel()
+			}
+		}()
+	}
+	return h
+}
+
+// stop finishes the queued unregistrations. Call after the edge has shut down.
+func (h *nodeHandler) stop() {
+	close(h.unreg)
+	h.unregWG.Wait()
+}
+
+func (h *nodeHandler) Connect(ctx context.Context, c *edge.Conn, r *edge.Request) (*edge.Accept, error) {
+	if !h.node.Healthy() {
+		return nil, &edge.Reject{Status: http.StatusServiceUnavailable, Reason: "node fenced: cluster lease not held"}
+	}
+	st := &connState{meta: lifecycle.ConnMeta{
+		ID: c.ID(), NodeID: h.nodeID, ConnectedAt: c.ConnectedAt(), SourceIP: c.SourceIP(), UserAgent: c.UserAgent(),
+		DomainName: hostOnly(r.Host), Path: r.Path, Headers: lifecycle.HeadersFromHTTP(r.Header), Query: lifecycle.ParseQuery(r.RawQuery),
+		Subprotocols: r.Protocols,
+	}}
+	// Registered before $connect runs: the backend deciding $connect can
+	// already post to the connection (held until the 101).
+	rec := cluster.ConnRecord{ID: c.ID(), Node: h.nodeID, ConnectedAt: c.ConnectedAt(), SourceIP: c.SourceIP(), UserAgent: c.UserAgent()}
+	if err := h.node.RegisterNew(ctx, rec); err != nil {
+		h.log.Warn("connection not registered", "conn", c.ID(), "err", err)
+		return nil, &edge.Reject{Status: http.StatusServiceUnavailable, Reason: "registry unavailable"}
+	}
+	d, err := h.lc.Authorize(ctx, &st.meta)
+	if err != nil || !d.Allow {
+		h.queueUnregister(c.ID())
+		if err != nil {
+			return nil, err
+		}
+		h.log.Debug("$connect denied", "conn", c.ID(), "status", d.Status, "why", d.Reason)
+		body := string(d.Body)
+		if body == "" {
+			body = http.StatusText(d.Status)
+		}
+		return nil, &edge.Reject{Status: d.Status, Header: d.Header, Reason: body}
+	}
+	st.meta.UserID, st.meta.Principal, st.meta.Groups = d.UserID, d.Principal, d.Groups
+	if d.UserID != "" || len(d.Principal) > 0 {
+		// The record carries them so a DISCONNECT for a dead node has them.
+		rec.UserID, rec.Principal = d.UserID, d.Principal
+		if err := h.node.RegisterNew(ctx, rec); err != nil {
+			h.log.Warn("connection identity not recorded", "conn", c.ID(), "err", err)
+		}
+	}
+	return &edge.Accept{Header: d.Header, UserID: d.UserID, Value: st}, nil
+}
+
+func (h *nodeHandler) Open(c *edge.Conn) {
+	st := c.Value().(*connState)
+	if err := h.lc.Connected(&st.meta); err != nil {
+		h.log.Warn("CONNECT event dropped", "conn", c.ID(), "err", err)
+	}
+	// The request's headers and query only ride on CONNECT: free them.
+	st.meta.Headers, st.meta.Query, st.meta.Path, st.meta.Subprotocols = nil, nil, "", nil
+}
+
+func (h *nodeHandler) Message(c *edge.Conn, data []byte, binary bool) {
+	st := c.Value().(*connState)
+	h.lc.Message(&st.meta, data, binary, func(reply []byte, binary bool) {
+		_ = c.Send(reply, binary)
+	})
+}
+
+func (h *nodeHandler) Close(c *edge.Conn, code int, reason string, why edge.CloseReason) {
+	h.queueUnregister(c.ID())
+	st, _ := c.Value().(*connState)
+	if st == nil || !c.Established() || st.revoked.Load() {
+		return
+	}
+	if err := h.lc.Disconnected(&st.meta, code, reason); err != nil {
+		h.log.Warn("DISCONNECT event dropped", "conn", c.ID(), "err", err)
+	}
+}
+
+func (h *nodeHandler) queueUnregister(id string) {
+	select {
+	case h.unreg <- id:
+	default: // queue full: wait for the registry rather than forget the record
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		h.node.Unregister(ctx, id)
+		cancel()
+	}
+}
+
+// orphaned announces the end of a dead node's connection (janitor).
+func (h *nodeHandler) orphaned(ctx context.Context, rec cluster.ConnRecord) {
+	m := &lifecycle.ConnMeta{ID: rec.ID, NodeID: rec.Node, ConnectedAt: rec.ConnectedAt, SourceIP: rec.SourceIP,
+		UserAgent: rec.UserAgent, UserID: rec.UserID, Principal: rec.Principal}
+	for attempt := 0; ; attempt++ {
+		err := h.lc.Disconnected(m, edge.CodeAbnormal, "node lost")
+		if err == nil || !errors.Is(err, lifecycle.ErrDropped) || attempt == 50 || ctx.Err() != nil {
+			if err != nil {
+				h.log.Warn("DISCONNECT for a dead node's connection dropped", "conn", rec.ID, "node", rec.Node, "err", err)
+			}
+			return
+		}
+		time.Sleep(20 * time.Millisecond) // event queue full: let it drain
+	}
+}
+
+// revokeAll closes every local connection after other nodes declared this
+// node dead and already sent their DISCONNECT events.
+func revokeAll(ws *edge.Server) {
+	var conns []*edge.Conn
+	ws.Each(func(c *edge.Conn) { conns = append(conns, c) })
+	for _, c := range conns {
+		if !c.Established() {
+			continue // still in $connect: registered afresh under the new lease
+		}
+		if st, ok := c.Value().(*connState); ok {
+			st.revoked.Store(true)
+		}
+		c.Close(edge.CodeServiceRestart, "node lost its cluster lease", edge.ReasonFenced)
+	}
+}
+
+// reassertAll lists the live connections for the registry after it lost them.
+func reassertAll(ws *edge.Server) []cluster.ConnRecord {
+	var recs []cluster.ConnRecord
+	ws.Each(func(c *edge.Conn) {
+		if !c.Established() {
+			return // Value is still being set by the handshake
+		}
+		st, ok := c.Value().(*connState)
+		if !ok {
+			return
+		}
+		recs = append(recs, cluster.ConnRecord{ID: c.ID(), Node: st.meta.NodeID, ConnectedAt: c.ConnectedAt(),
+			SourceIP: c.SourceIP(), UserAgent: c.UserAgent(), UserID: st.meta.UserID, Principal: st.meta.Principal})
+	})
+	return recs
+}
+
+func hostOnly(host string) string {
+	for i := len(host) - 1; i >= 0; i-- {
+		if host[i] == ':' {
+			return host[:i]
+		}
+		if host[i] == ']' {
+			break
+		}
+	}
+	return host
+}

@@ -1,0 +1,140 @@
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/switchboardgw/switchboard/internal/api"
+	"github.com/switchboardgw/switchboard/internal/conn"
+)
+
+// newRedisClient builds a go-redis UniversalClient: standalone from a URL,
+// Cluster from several seed addresses, Sentinel with a master name.
+func newRedisClient(r Redis) (redis.UniversalClient, error) {
+	if r.URL != "" {
+		opts, err := redis.ParseURL(r.URL)
+		if err != nil {
+			return nil, fmt.Errorf("redis url: %w", err)
+		}
+		return redis.NewClient(opts), nil
+	}
+	if len(r.Addrs) == 0 {
+		return nil, errors.New("no redis configured")
+	}
+	opts := &redis.UniversalOptions{Addrs: r.Addrs, MasterName: r.MasterName, Username: r.Username, Password: r.Password}
+	if r.TLS {
+		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	if r.MasterName == "" {
+		// Several seeds or one: either way a cluster client when no master
+		// name is given (UniversalClient would pick a plain client for one).
+		return redis.NewClusterClient(opts.Cluster()), nil
+	}
+	return redis.NewUniversalClient(opts), nil
+}
+
+// apiConfig turns the flags into the API's config. Without auth the API is
+// bound to loopback (unless -api-insecure says otherwise).
+func (a API) apiConfig() (api.Config, error) {
+	cfg := api.Config{
+		MaxMessageBytes: a.APIMaxBody,
+		Insecure:        a.APIInsecure,
+		Auth:            api.AuthConfig{Tokens: a.APITokens, TokenFile: a.APITokensFile},
+	}
+	if len(a.APIAccessKeys) > 0 {
+		cfg.Auth.AccessKeys = map[string]string{}
+		for _, kv := range a.APIAccessKeys {
+			id, secret, ok := strings.Cut(kv, ":")
+			if !ok || id == "" || secret == "" {
+				return cfg, fmt.Errorf("api access key %q: want ACCESS_KEY_ID:SECRET", redact(kv))
+			}
+			cfg.Auth.AccessKeys[id] = secret
+		}
+	}
+	if !cfg.Insecure && len(cfg.Auth.Tokens) == 0 && cfg.Auth.TokenFile == "" && len(cfg.Auth.AccessKeys) == 0 {
+		cfg.LoopbackOnly = true
+	}
+	return cfg, nil
+}
+
+func redact(kv string) string {
+	id, _, _ := strings.Cut(kv, ":")
+	return id + ":…"
+}
+
+// apiServer is the @connections API on its own listener.
+type apiServer struct {
+	api *api.API
+	srv *http.Server
+	ln  net.Listener
+}
+
+func newAPIServer(a API, ctrl conn.Controller, reg prometheus.Registerer, log *slog.Logger) (*apiServer, error) {
+	cfg, err := a.apiConfig()
+	if err != nil {
+		return nil, err
+	}
+	h, err := api.New(cfg, ctrl, reg, log)
+	if err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	addr := a.APIListen
+	if cfg.RequiresLoopback() {
+		addr = loopbackAddr(addr)
+		log.Warn("@connections API has no authentication configured: bound to loopback only", "addr", addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("api listen %s: %w", addr, err)
+	}
+	return &apiServer{api: h, ln: ln, srv: &http.Server{Handler: h.Handler(), ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}}, nil
+}
+
+// loopbackAddr keeps addr's port but binds it to 127.0.0.1.
+func loopbackAddr(addr string) string {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return net.JoinHostPort("127.0.0.1", port)
+}
+
+func (s *apiServer) run(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.api.Run(ctx) }()
+	err := s.srv.Serve(s.ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return errors.Join(err, <-errc)
+}
+
+func (s *apiServer) shutdown(ctx context.Context) error {
+	return errors.Join(s.srv.Shutdown(ctx), s.api.Shutdown(ctx))
+}
+
+func (s *apiServer) addr() string { return s.ln.Addr().String() }
+
+// displayAddr shows a wildcard listen address as the loopback URL a local
+// user can open.
+func displayAddr(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		return net.JoinHostPort("127.0.0.1", port)
+	}
+	return addr
+}

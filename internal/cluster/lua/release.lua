@@ -1,0 +1,5 @@
+-- KEYS[1] a lock, ARGV[1] holder: delete the lock only if holder has it.
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0

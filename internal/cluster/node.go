@@ -1,0 +1,492 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// ErrRegistryUnavailable: a new connection could not be recorded because the
+// registry is unreachable, and FailMode is closed. The edge rejects the
+// connection (HTTP 503).
+var ErrRegistryUnavailable = errors.New("cluster: registry unavailable")
+
+// FailMode says what happens to new connections while the registry is
+// unreachable.
+type FailMode string
+
+const (
+	// FailOpen accepts them; they are recorded once the registry is back.
+	// Until then other nodes cannot route to them (410).
+	FailOpen FailMode = "open"
+	// FailClosed rejects them.
+	FailClosed FailMode = "closed"
+)
+
+// NodeConfig configures a Node.
+type NodeConfig struct {
+	// ID is this node's ID, unique per process start (NewNodeID). Required.
+	ID string
+	// LeaseTTL is how long the lease lasts without renewal; it is renewed
+	// every LeaseTTL/3. Other nodes clean up this node's connections once it
+	// expires. Default 15s.
+	LeaseTTL time.Duration
+	// FailMode for new connections during a registry outage. Default open.
+	FailMode FailMode
+	// RetryMin is the first delay after a failed renewal; it doubles up to
+	// LeaseTTL/3. Default 100ms.
+	RetryMin time.Duration
+	// MaxPending bounds writes remembered during an outage. Past it,
+	// registrations are dropped for a full re-assert and removals are
+	// dropped (counted in switchboard_registry_errors_total). Default 100000.
+	MaxPending int
+	// Batch configures the write coalescer.
+	Batch BatcherConfig
+}
+
+// Validate checks the config.
+func (c NodeConfig) Validate() error {
+	if !ValidNodeID(c.ID) {
+		return fmt.Errorf("cluster: node config: id %q: %w", c.ID, ErrInvalidNodeID)
+	}
+	if c.LeaseTTL < 0 || c.RetryMin < 0 || c.MaxPending < 0 {
+		return errors.New("cluster: node config: negative value")
+	}
+	if c.LeaseTTL != 0 && c.LeaseTTL < 30*time.Millisecond {
+		return fmt.Errorf("cluster: node config: lease TTL %v too short", c.LeaseTTL)
+	}
+	switch c.FailMode {
+	case "", FailOpen, FailClosed:
+	default:
+		return fmt.Errorf("cluster: node config: fail mode %q: want open or closed", c.FailMode)
+	}
+	return c.Batch.Validate()
+}
+
+func (c NodeConfig) withDefaults() NodeConfig {
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = 15 * time.Second
+	}
+	if c.FailMode == "" {
+		c.FailMode = FailOpen
+	}
+	if c.RetryMin == 0 {
+		c.RetryMin = 100 * time.Millisecond
+	}
+	if c.MaxPending == 0 {
+		c.MaxPending = 100000
+	}
+	return c
+}
+
+// NodeDeps are what a Node uses.
+type NodeDeps struct {
+	// Registry is required.
+	Registry Registry
+	// Reassert returns every live connection this node owns. It is called
+	// when the lease was lost (expired, or Redis came back empty), and the
+	// records are written again. Required.
+	Reassert func(ctx context.Context) []ConnRecord
+	// Revoked is called when other nodes declared this node dead and already
+	// announced its connections as disconnected: the owner must close the
+	// connections it still has, without DISCONNECT events. Optional.
+	Revoked func(ctx context.Context)
+	Logger  *slog.Logger
+	Metrics *Metrics
+}
+
+// Node is this process's membership in the cluster: it holds the lease,
+// records the connections the edge accepts, and fences the edge while it
+// cannot prove it owns what it serves.
+type Node struct {
+	cfg   NodeConfig
+	reg   Registry
+	deps  NodeDeps
+	log   *slog.Logger
+	m     *Metrics
+	batch *Batcher
+
+	mu           sync.Mutex
+	healthy      bool
+	outage       bool
+	needReassert bool
+	pendingReg   map[string]ConnRecord
+	pendingUnreg map[string]struct{}
+
+	stop     chan struct{}
+	stopOnce sync.Once
+	runOnce  sync.Once
+	done     chan struct{}
+}
+
+// NewNode returns a node; Run starts its heartbeat.
+func NewNode(cfg NodeConfig, deps NodeDeps) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.Registry == nil || deps.Reassert == nil {
+		return nil, errors.New("cluster: node needs a Registry and a Reassert func")
+	}
+	cfg = cfg.withDefaults()
+	log := deps.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	m := deps.Metrics.orNop()
+	b, err := NewBatcher(cfg.Batch, deps.Registry, m)
+	if err != nil {
+		return nil, err
+	}
+	return &Node{
+		cfg:          cfg,
+		reg:          deps.Registry,
+		deps:         deps,
+		log:          log.With("node", cfg.ID),
+		m:            m,
+		batch:        b,
+		needReassert: true,
+		pendingReg:   make(map[string]ConnRecord),
+		pendingUnreg: make(map[string]struct{}),
+		stop:         make(chan struct{}),
+		done:         make(chan struct{}),
+	}, nil
+}
+
+// ID is this node's ID.
+func (n *Node) ID() string { return n.cfg.ID }
+
+// Healthy reports whether the node holds its lease and has recorded its
+// connections. While false the edge must not accept connections: it may not
+// own what it would record. A registry outage alone keeps the node healthy
+// in fail-open mode (connections stay, new ones are recorded later) and makes
+// it unhealthy in fail-closed mode.
+func (n *Node) Healthy() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.healthy && !(n.outage && n.cfg.FailMode == FailClosed)
+}
+
+func (n *Node) setHealthy(h bool) {
+	n.mu.Lock()
+	n.healthy = h
+	n.mu.Unlock()
+	if h {
+		n.m.leaseHeld.Set(1)
+	} else {
+		n.m.leaseHeld.Set(0)
+	}
+}
+
+// RegisterNew records a connection the edge is about to accept (before the
+// 101). It blocks until the record is durable. When the registry is
+// unreachable it returns nil in fail-open mode (the record is written when
+// the registry is back) and an error wrapping ErrRegistryUnavailable in
+// fail-closed mode.
+func (n *Node) RegisterNew(ctx context.Context, rec ConnRecord) error {
+	if rec.Node == "" {
+		rec.Node = n.cfg.ID
+	}
+	if rec.Node != n.cfg.ID {
+		return fmt.Errorf("register %s: record names node %q, this is %q: %w", rec.ID, rec.Node, n.cfg.ID, ErrInvalidNodeID)
+	}
+	if err := checkRecord(rec); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	outage := n.outage
+	n.mu.Unlock()
+	var err error
+	if !outage {
+		// Known outage: do not make every connect wait for a timeout.
+		if err = n.batch.Register(ctx, rec); err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("register %s: %w", rec.ID, err)
+		}
+	}
+	if n.cfg.FailMode == FailClosed {
+		if err == nil {
+			return fmt.Errorf("register %s: %w", rec.ID, ErrRegistryUnavailable)
+		}
+		return fmt.Errorf("register %s: %w: %w", rec.ID, ErrRegistryUnavailable, err)
+	}
+	n.queueRegister(rec)
+	return nil
+}
+
+// Unregister removes a closed connection's record. A failure is not the
+// caller's problem: the removal is retried with the next heartbeat.
+func (n *Node) Unregister(ctx context.Context, id string) {
+	n.mu.Lock()
+	delete(n.pendingReg, id)
+	outage := n.outage
+	// A re-assert in progress may have read this connection as live: remove
+	// it again afterwards.
+	if n.needReassert {
+		n.addUnregLocked(id)
+	}
+	n.mu.Unlock()
+	if !outage {
+		if err := n.batch.Unregister(ctx, n.cfg.ID, id); err == nil {
+			return
+		}
+	}
+	n.mu.Lock()
+	n.addUnregLocked(id)
+	n.mu.Unlock()
+}
+
+func (n *Node) queueRegister(rec ConnRecord) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	delete(n.pendingUnreg, rec.ID)
+	if len(n.pendingReg)+len(n.pendingUnreg) >= n.cfg.MaxPending {
+		// Too many to remember one by one: re-assert everything instead.
+		clear(n.pendingReg)
+		n.needReassert = true
+	} else {
+		n.pendingReg[rec.ID] = rec
+	}
+	n.m.pending.Set(float64(len(n.pendingReg) + len(n.pendingUnreg)))
+}
+
+func (n *Node) addUnregLocked(id string) {
+	if len(n.pendingReg)+len(n.pendingUnreg) >= n.cfg.MaxPending {
+		n.m.registryErrors.WithLabelValues("unregister_dropped").Inc()
+		return
+	}
+	n.pendingUnreg[id] = struct{}{}
+	n.m.pending.Set(float64(len(n.pendingReg) + len(n.pendingUnreg)))
+}
+
+// Run renews the lease until ctx ends or Shutdown. The node becomes healthy
+// after the first renewal and re-assert succeed.
+func (n *Node) Run(ctx context.Context) error {
+	first := false
+	n.runOnce.Do(func() { first = true })
+	if !first {
+		return errors.New("cluster: node: Run called twice")
+	}
+	defer close(n.done)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := n.batch.Run(ctx); err != nil {
+			n.log.Error("batcher stopped", "err", err)
+		}
+	})
+	wg.Go(func() {
+		select {
+		case <-n.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	})
+	n.heartbeat(ctx)
+	cancel()
+	wg.Wait()
+	return nil
+}
+
+func (n *Node) heartbeat(ctx context.Context) {
+	interval := n.cfg.LeaseTTL / 3
+	retry := n.cfg.RetryMin
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if n.beat(ctx, interval) {
+			retry = n.cfg.RetryMin
+			t.Reset(interval)
+			continue
+		}
+		t.Reset(retry)
+		retry = min(2*retry, interval)
+	}
+}
+
+// beat renews the lease once and acts on what it found; false means retry
+// soon.
+func (n *Node) beat(ctx context.Context, interval time.Duration) bool {
+	rctx, cancel := context.WithTimeout(ctx, interval)
+	defer cancel()
+	st, err := n.reg.RenewLease(rctx, n.cfg.ID, n.cfg.LeaseTTL)
+	if err != nil {
+		if ctx.Err() != nil {
+			return true
+		}
+		n.m.renewals.WithLabelValues("error").Inc()
+		n.mu.Lock()
+		was := n.outage
+		n.outage = true
+		n.mu.Unlock()
+		if !was {
+			n.log.Warn("registry unreachable; keeping connections and retrying", "err", err, "fail_mode", string(n.cfg.FailMode))
+		}
+		return false
+	}
+	n.m.renewals.WithLabelValues(st.String()).Inc()
+	n.mu.Lock()
+	if n.outage {
+		n.log.Info("registry reachable again")
+	}
+	n.outage = false
+	n.mu.Unlock()
+
+	switch st {
+	case LeaseCleaning:
+		n.setHealthy(false)
+		n.log.Warn("lease expired and a janitor is cleaning up this node; fenced until it is done")
+		return false
+	case LeaseRevoked:
+		n.setHealthy(false)
+		n.log.Warn("this node was declared dead and its connections orphaned; dropping them")
+		if n.deps.Revoked != nil {
+			n.deps.Revoked(ctx)
+		}
+		n.mu.Lock()
+		n.needReassert = true
+		clear(n.pendingReg)
+		n.mu.Unlock()
+	case LeaseLost:
+		n.mu.Lock()
+		if !n.needReassert {
+			n.log.Warn("lease was lost (expired, or the registry lost its data); re-asserting connections")
+		}
+		n.needReassert = true
+		n.mu.Unlock()
+	}
+
+	n.mu.Lock()
+	need := n.needReassert
+	n.mu.Unlock()
+	if need {
+		n.setHealthy(false)
+		if err := n.reassert(rctx); err != nil {
+			n.m.registryErrors.WithLabelValues("reassert").Inc()
+			n.log.Warn("re-assert failed; retrying", "err", err)
+			return false
+		}
+	}
+	if err := n.flushPending(rctx); err != nil {
+		n.log.Warn("writing queued registry changes failed; retrying", "err", err)
+		return false
+	}
+	n.setHealthy(true)
+	return true
+}
+
+// reassert writes every live connection again, in pipelined chunks.
+func (n *Node) reassert(ctx context.Context) error {
+	n.mu.Lock()
+	queued := make([]string, 0, len(n.pendingReg))
+	for id := range n.pendingReg {
+		queued = append(queued, id)
+	}
+	n.mu.Unlock()
+	recs := n.deps.Reassert(ctx)
+	for start := 0; start < len(recs); start += n.batch.cfg.MaxBatch {
+		chunk := recs[start:min(start+n.batch.cfg.MaxBatch, len(recs))]
+		for i := range chunk {
+			if chunk[i].Node == "" {
+				chunk[i].Node = n.cfg.ID
+			}
+		}
+		if err := n.reg.Register(ctx, chunk...); err != nil {
+			return fmt.Errorf("re-assert %d connections: %w", len(recs), err)
+		}
+	}
+	n.mu.Lock()
+	n.needReassert = false
+	// Live connections queued before the snapshot are in it.
+	for _, id := range queued {
+		delete(n.pendingReg, id)
+	}
+	n.mu.Unlock()
+	n.log.Info("re-asserted connections", "count", len(recs))
+	return nil
+}
+
+// flushPending writes what was queued during an outage.
+func (n *Node) flushPending(ctx context.Context) error {
+	n.mu.Lock()
+	regs := make([]ConnRecord, 0, len(n.pendingReg))
+	for _, r := range n.pendingReg {
+		regs = append(regs, r)
+	}
+	unregs := make([]string, 0, len(n.pendingUnreg))
+	for id := range n.pendingUnreg {
+		unregs = append(unregs, id)
+	}
+	n.mu.Unlock()
+	if len(regs) == 0 && len(unregs) == 0 {
+		return nil
+	}
+	for start := 0; start < len(regs); start += n.batch.cfg.MaxBatch {
+		if err := n.reg.Register(ctx, regs[start:min(start+n.batch.cfg.MaxBatch, len(regs))]...); err != nil {
+			return err
+		}
+	}
+	for start := 0; start < len(unregs); start += n.batch.cfg.MaxBatch {
+		if err := n.reg.Unregister(ctx, n.cfg.ID, unregs[start:min(start+n.batch.cfg.MaxBatch, len(unregs))]...); err != nil {
+			return err
+		}
+	}
+	n.mu.Lock()
+	for _, r := range regs {
+		// Unless it closed meanwhile (then it is queued for removal).
+		if cur, ok := n.pendingReg[r.ID]; ok && cur.ID == r.ID {
+			delete(n.pendingReg, r.ID)
+		}
+	}
+	for _, id := range unregs {
+		delete(n.pendingUnreg, id)
+	}
+	n.m.pending.Set(float64(len(n.pendingReg) + len(n.pendingUnreg)))
+	n.mu.Unlock()
+	return nil
+}
+
+// Shutdown stops the heartbeat and the batcher. If the node has no
+// connections left in the registry it gives its lease up; otherwise the lease
+// expires and a janitor announces what is left. Safe to call twice.
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.stopOnce.Do(func() { close(n.stop) })
+	started := true
+	n.runOnce.Do(func() { started = false; close(n.done) })
+	if started {
+		select {
+		case <-n.done:
+		case <-ctx.Done():
+			return fmt.Errorf("cluster: node shutdown: %w", ctx.Err())
+		}
+	}
+	if err := n.batch.Shutdown(ctx); err != nil {
+		return err
+	}
+	n.setHealthy(false)
+	if err := n.flushPending(ctx); err != nil {
+		return fmt.Errorf("cluster: node shutdown: queued writes: %w", err)
+	}
+	left, err := n.reg.CountNode(ctx, n.cfg.ID)
+	if err != nil {
+		return fmt.Errorf("cluster: node shutdown: %w", err)
+	}
+	if left > 0 {
+		n.log.Warn("leaving connections for the janitor", "count", left)
+		return nil
+	}
+	if err := n.reg.ReleaseLease(ctx, n.cfg.ID); err != nil {
+		return fmt.Errorf("cluster: node shutdown: %w", err)
+	}
+	return nil
+}

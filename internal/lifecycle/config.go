@@ -1,0 +1,221 @@
+package lifecycle
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Mode says what happens to a $connect when the integration gives no usable
+// answer (nobody subscribed, no reply before the deadline, a malformed reply).
+type Mode string
+
+const (
+	// ModeRequired rejects the connection: 503 when nobody answers or NATS is
+	// unreachable, 504 on timeout, 502 on a malformed reply.
+	ModeRequired Mode = "required"
+	// ModeOptional accepts the connection as if the reply had been a bare 200.
+	ModeOptional Mode = "optional"
+	// ModeOff never asks: every connection is accepted without a request.
+	ModeOff Mode = "off"
+)
+
+// InvalidKeyPolicy says what happens to a message whose route key is not a
+// legal route key (see ValidRouteKey).
+type InvalidKeyPolicy string
+
+const (
+	// InvalidKeyDefault sends the message to $default, as API Gateway does
+	// for a key that matches no route.
+	InvalidKeyDefault InvalidKeyPolicy = "default"
+	// InvalidKeyDrop drops the message (counted).
+	InvalidKeyDrop InvalidKeyPolicy = "drop"
+)
+
+// Config configures a Lifecycle. The zero value is valid and means the
+// defaults stated on each field.
+type Config struct {
+	// Prefix is the first subject token(s) of every subject. Default "switchboard".
+	Prefix string
+	// ConnectMode: ModeRequired, ModeOptional or ModeOff. Default ModeRequired.
+	ConnectMode Mode
+	// ConnectTimeout bounds the $connect request/reply. Default 3s.
+	ConnectTimeout time.Duration
+	// MaxConnectReply is the largest $connect reply accepted, in bytes;
+	// larger is a malformed reply. Default 65536.
+	MaxConnectReply int
+	// MaxPrincipal is the largest principal/context (the authorizer object
+	// carried on every later event), in bytes of JSON. Default 8192 (API
+	// Gateway's authorizer result limit).
+	MaxPrincipal int
+	// MaxGroups is the most initial groups a $connect reply may set. Default 64.
+	MaxGroups int
+
+	// RouteSelection is the route selection expression. Default
+	// "$request.body.action". Forms: "$request.body.a.b", or a template such
+	// as "${request.body.service}/${request.body.action}", or a static key
+	// ("\$default" means $default).
+	RouteSelection string
+	// Routes, if not empty, is the allow-list of custom route keys: any other
+	// key goes to $default. It also bounds the route label of the metrics.
+	// Default empty (every legal key is routed).
+	Routes []string
+	// InvalidRouteKey: InvalidKeyDefault or InvalidKeyDrop. Default InvalidKeyDefault.
+	InvalidRouteKey InvalidKeyPolicy
+	// MaxRouteKey is the longest route key in bytes. Default 128.
+	MaxRouteKey int
+
+	// TwoWayRoutes lists the route keys (may include "$default") whose
+	// backend reply is sent back to the client; "*" means every route.
+	// Default none.
+	TwoWayRoutes []string
+	// RouteTimeout bounds the wait for a two-way route's reply. Default 10s.
+	RouteTimeout time.Duration
+	// MaxInflight bounds the two-way requests awaiting a reply; over it a
+	// message is dropped (counted). Default 4096.
+	MaxInflight int
+	// NoErrorFrame, if true, sends nothing to the client when a two-way
+	// route gets no reply. Default false: the client gets API Gateway's
+	// {"message":"Internal server error","connectionId":…,"requestId":…}.
+	NoErrorFrame bool
+
+	// QueueLen bounds the events waiting to be published. Default 16384.
+	QueueLen int
+	// QueueBytes bounds the bytes of events waiting to be published.
+	// Default 64 MiB.
+	QueueBytes int
+
+	// JetStream, if true, publishes CONNECT and DISCONNECT events to a
+	// JetStream stream (at-least-once, deduplicated by event ID). MESSAGE
+	// events and two-way route requests stay on core NATS. Default false.
+	JetStream bool
+	// Stream is the JetStream stream name, created if missing with subjects
+	// "<Prefix>.event.>". Default "SWITCHBOARD_EVENTS".
+	Stream string
+	// StreamMaxAge is how long the stream keeps events when it is created
+	// here. Default 24h.
+	StreamMaxAge time.Duration
+	// DedupeWindow is the stream's duplicate window when created here.
+	// Default 2m.
+	DedupeWindow time.Duration
+	// MaxAckPending bounds JetStream publishes awaiting their ack. Default 4096.
+	MaxAckPending int
+	// AckTimeout bounds the wait for one JetStream ack. Default 5s.
+	AckTimeout time.Duration
+	// JetStreamRetries is how often an event JetStream did not acknowledge
+	// is queued again (same event ID, so the stream deduplicates); after
+	// that it counts as failed. With AckTimeout it sets how long an outage
+	// events survive. Default 12; negative: never.
+	JetStreamRetries int
+
+	// NodeID, Stage, DomainName and APIID are copied into events where the
+	// ConnMeta leaves them empty. Defaults: "", "", "", "switchboard".
+	NodeID     string
+	Stage      string
+	DomainName string
+	APIID      string
+}
+
+// ErrConfig is wrapped by every Validate error.
+var ErrConfig = errors.New("lifecycle: invalid config")
+
+func (c Config) withDefaults() Config {
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	if c.Prefix == "" {
+		c.Prefix = "switchboard"
+	}
+	if c.ConnectMode == "" {
+		c.ConnectMode = ModeRequired
+	}
+	defDur(&c.ConnectTimeout, 3*time.Second)
+	def(&c.MaxConnectReply, 64<<10)
+	def(&c.MaxPrincipal, 8<<10)
+	def(&c.MaxGroups, 64)
+	if c.RouteSelection == "" {
+		c.RouteSelection = "$request.body.action"
+	}
+	if c.InvalidRouteKey == "" {
+		c.InvalidRouteKey = InvalidKeyDefault
+	}
+	def(&c.MaxRouteKey, 128)
+	defDur(&c.RouteTimeout, 10*time.Second)
+	def(&c.MaxInflight, 4096)
+	def(&c.QueueLen, 16384)
+	def(&c.QueueBytes, 64<<20)
+	if c.Stream == "" {
+		c.Stream = "SWITCHBOARD_EVENTS"
+	}
+	defDur(&c.StreamMaxAge, 24*time.Hour)
+	defDur(&c.DedupeWindow, 2*time.Minute)
+	def(&c.MaxAckPending, 4096)
+	defDur(&c.AckTimeout, 5*time.Second)
+	def(&c.JetStreamRetries, 12)
+	if c.APIID == "" {
+		c.APIID = "switchboard"
+	}
+	return c
+}
+
+// Validate reports the first problem with c (after defaults are applied).
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	for _, tok := range strings.Split(c.Prefix, ".") {
+		if !validToken(tok, 64) || strings.HasPrefix(tok, "$") {
+			return fmt.Errorf("%w: prefix %q: each dot-separated token must be a legal subject token", ErrConfig, c.Prefix)
+		}
+	}
+	switch c.ConnectMode {
+	case ModeRequired, ModeOptional, ModeOff:
+	default:
+		return fmt.Errorf("%w: connect mode %q (want required, optional or off)", ErrConfig, c.ConnectMode)
+	}
+	switch c.InvalidRouteKey {
+	case InvalidKeyDefault, InvalidKeyDrop:
+	default:
+		return fmt.Errorf("%w: invalid route key policy %q (want default or drop)", ErrConfig, c.InvalidRouteKey)
+	}
+	for name, v := range map[string]int{
+		"MaxConnectReply": c.MaxConnectReply, "MaxPrincipal": c.MaxPrincipal, "MaxGroups": c.MaxGroups,
+		"MaxRouteKey": c.MaxRouteKey, "MaxInflight": c.MaxInflight, "QueueLen": c.QueueLen,
+		"QueueBytes": c.QueueBytes, "MaxAckPending": c.MaxAckPending,
+	} {
+		if v < 0 {
+			return fmt.Errorf("%w: %s is negative", ErrConfig, name)
+		}
+	}
+	for name, v := range map[string]time.Duration{
+		"ConnectTimeout": c.ConnectTimeout, "RouteTimeout": c.RouteTimeout, "StreamMaxAge": c.StreamMaxAge,
+		"DedupeWindow": c.DedupeWindow, "AckTimeout": c.AckTimeout,
+	} {
+		if v < 0 {
+			return fmt.Errorf("%w: %s is negative", ErrConfig, name)
+		}
+	}
+	if _, err := compileSelector(c.RouteSelection); err != nil {
+		return fmt.Errorf("%w: route selection: %w", ErrConfig, err)
+	}
+	for _, r := range c.Routes {
+		if !validRouteKey(r, c.MaxRouteKey) {
+			return fmt.Errorf("%w: route %q is not a legal route key", ErrConfig, r)
+		}
+	}
+	for _, r := range c.TwoWayRoutes {
+		if r != "*" && r != RouteDefault && !validRouteKey(r, c.MaxRouteKey) {
+			return fmt.Errorf("%w: two-way route %q is not a legal route key", ErrConfig, r)
+		}
+	}
+	if c.JetStream && !validToken(c.Stream, 64) {
+		return fmt.Errorf("%w: stream name %q", ErrConfig, c.Stream)
+	}
+	return nil
+}

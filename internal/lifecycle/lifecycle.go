@@ -1,0 +1,590 @@
+// Package lifecycle connects a node's WebSocket connections to backends over
+// NATS: the $connect integration (request/reply with a deadline), CONNECT,
+// MESSAGE and DISCONNECT events in the shape of API Gateway's Lambda proxy
+// event, route selection, two-way routes and optional JetStream durability.
+// The wire protocol is docs/protocol.md. The edge calls it; it never calls
+// the edge, except through the reply callback of a two-way route.
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// NATS headers set on every event and request (see docs/protocol.md).
+const (
+	HeaderMsgID   = "Nats-Msg-Id"               // event ID; JetStream dedupes on it
+	HeaderConnID  = "Switchboard-Connection-Id" // lets a backend shard by connection without decoding
+	HeaderVersion = "Switchboard-Version"       // protocol version
+	HeaderAttempt = "Switchboard-Attempt"       // JetStream republish count, absent on the first try
+	// HeaderBinary on a two-way reply: "true" sends the reply as a binary
+	// frame (default text).
+	HeaderBinary = "Switchboard-Binary"
+	// HeaderError on a two-way reply: the backend failed; the client gets
+	// the error frame (unless Config.NoErrorFrame) and the reply body is
+	// not sent.
+	HeaderError = "Switchboard-Error"
+)
+
+// ErrDropped: the event was not queued (queue full or shutting down); it is
+// counted in switchboard_events_dropped_total.
+var ErrDropped = errors.New("lifecycle: event dropped")
+
+// Lifecycle publishes events and runs $connect and routes for one node. Its
+// methods are safe for concurrent use. New starts its goroutines; Shutdown
+// stops them.
+type Lifecycle struct {
+	cfg Config
+	nc  *nats.Conn
+	js  jetstream.JetStream // nil unless cfg.JetStream
+	log *slog.Logger
+	m   *metrics
+	def defaults
+	rt  router
+
+	subjConnect, subjEvConnect, subjEvDisconnect, subjRoutePrefix string
+	routeSubjects                                                 map[string]string // token → subject, for known tokens
+	twoWayAll                                                     bool
+	twoWay                                                        map[string]bool
+
+	// The queue: one publisher goroutine keeps every connection's events in
+	// the order they were queued. mu guards the close of queue.
+	mu       sync.RWMutex
+	closed   bool
+	queue    chan job
+	qbytes   atomic.Int64
+	abort    atomic.Bool // Shutdown's ctx expired: drop what is left
+	pubDone  chan struct{}
+	stopReap chan struct{}
+	wg       sync.WaitGroup
+
+	// Two-way requests awaiting replies, keyed by the last token of their
+	// reply subject.
+	inflight    atomic.Int64
+	pmu         sync.Mutex
+	pending     map[string]*pendingReq
+	nextToken   uint64
+	inboxPrefix string
+	replySub    *nats.Subscription
+
+	shutdownOnce sync.Once
+	shutdownErr  error
+}
+
+type job struct {
+	subject string
+	data    []byte
+	id      string
+	typ     string // event type, for metrics and JetStream choice
+	connID  string
+	attempt int // JetStream republishes so far
+	// two-way only
+	reply func([]byte, bool)
+	route string // metric label
+}
+
+type pendingReq struct {
+	reply    func([]byte, bool)
+	connID   string
+	id       string
+	route    string
+	start    time.Time
+	deadline time.Time
+}
+
+// New checks cfg, subscribes for two-way replies and, in JetStream mode,
+// creates the stream if missing. nc is owned by the caller and must outlive
+// Shutdown. reg and log may be nil (metrics unregistered, logs discarded).
+func New(cfg Config, nc *nats.Conn, reg prometheus.Registerer, log *slog.Logger) (*Lifecycle, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if nc == nil {
+		return nil, errors.New("lifecycle: nil NATS connection")
+	}
+	cfg = cfg.withDefaults()
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	sel, _ := compileSelector(cfg.RouteSelection) // checked by Validate
+	l := &Lifecycle{
+		cfg:              cfg,
+		nc:               nc,
+		log:              log,
+		def:              defaults{nodeID: cfg.NodeID, stage: cfg.Stage, domain: cfg.DomainName, apiID: cfg.APIID},
+		rt:               router{sel: sel, max: cfg.MaxRouteKey, policy: cfg.InvalidRouteKey},
+		subjConnect:      cfg.Prefix + ".connect",
+		subjEvConnect:    cfg.Prefix + ".event.connect",
+		subjEvDisconnect: cfg.Prefix + ".event.disconnect",
+		subjRoutePrefix:  cfg.Prefix + ".route.",
+		routeSubjects:    map[string]string{},
+		twoWay:           map[string]bool{},
+		queue:            make(chan job, cfg.QueueLen),
+		pubDone:          make(chan struct{}),
+		stopReap:         make(chan struct{}),
+		pending:          map[string]*pendingReq{},
+		inboxPrefix:      nats.NewInbox() + ".",
+	}
+	l.routeSubjects[DefaultToken] = l.subjRoutePrefix + DefaultToken
+	if len(cfg.Routes) > 0 {
+		l.rt.allow = map[string]bool{}
+		for _, r := range cfg.Routes {
+			l.rt.allow[r] = true
+			l.routeSubjects[r] = l.subjRoutePrefix + r
+		}
+	}
+	for _, r := range cfg.TwoWayRoutes {
+		if r == "*" {
+			l.twoWayAll = true
+		}
+		l.twoWay[r] = true
+	}
+	if cfg.JetStream {
+		if err := l.setupJetStream(); err != nil {
+			return nil, err
+		}
+	}
+	// Registered only once nothing else can fail but the subscription (which
+	// fails only on a closed connection), so a retried New rarely collides.
+	l.m = newMetrics(reg,
+		func() float64 { return float64(len(l.queue)) },
+		func() float64 { return float64(l.inflight.Load()) })
+	sub, err := nc.Subscribe(l.inboxPrefix+"*", l.onReply)
+	if err != nil {
+		return nil, fmt.Errorf("lifecycle: subscribe for route replies: %w", err)
+	}
+	l.replySub = sub
+
+	l.wg.Add(2)
+	go func() { defer l.wg.Done(); l.publishLoop() }()
+	go func() { defer l.wg.Done(); l.reapLoop() }()
+	return l, nil
+}
+
+func (l *Lifecycle) setupJetStream() error {
+	js, err := jetstream.New(l.nc,
+		jetstream.WithPublishAsyncMaxPending(l.cfg.MaxAckPending),
+		jetstream.WithPublishAsyncTimeout(l.cfg.AckTimeout),
+		jetstream.WithPublishAsyncAckHandler(func(_ jetstream.JetStream, m *nats.Msg, ack *jetstream.PubAck) {
+			// A retry acknowledged as a duplicate means the first try was
+			// stored but its ack lost: count the event once either way.
+			if !ack.Duplicate || m.Header.Get(HeaderAttempt) != "" {
+				l.m.published.WithLabelValues(subjectLabel(l, m.Subject)).Inc()
+			}
+		}),
+		jetstream.WithPublishAsyncErrHandler(l.onAckError),
+	)
+	if err != nil {
+		return fmt.Errorf("lifecycle: jetstream: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = js.Stream(ctx, l.cfg.Stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		_, err = js.CreateStream(ctx, jetstream.StreamConfig{
+			Name:       l.cfg.Stream,
+			Subjects:   []string{l.cfg.Prefix + ".event.>"},
+			MaxAge:     l.cfg.StreamMaxAge,
+			Duplicates: l.cfg.DedupeWindow,
+			Storage:    jetstream.FileStorage,
+		})
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			err = nil // another node created it first
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("lifecycle: stream %s: %w", l.cfg.Stream, err)
+	}
+	l.js = js
+	return nil
+}
+
+// onAckError queues an unacknowledged event again, up to
+// Config.JetStreamRetries times; the same Nats-Msg-Id makes a duplicate
+// harmless. Per-connection order is given up for the retried event.
+func (l *Lifecycle) onAckError(_ jetstream.JetStream, m *nats.Msg, err error) {
+	typ := subjectLabel(l, m.Subject)
+	attempt, _ := strconv.Atoi(m.Header.Get(HeaderAttempt))
+	if attempt < l.cfg.JetStreamRetries {
+		j := job{subject: m.Subject, data: m.Data, id: m.Header.Get(HeaderMsgID), connID: m.Header.Get(HeaderConnID), attempt: attempt + 1, typ: EventConnect}
+		if typ == "disconnect" {
+			j.typ = EventDisconnect
+		}
+		if l.enqueue(j) == nil {
+			l.m.retried.WithLabelValues(typ).Inc()
+			return
+		}
+	} else {
+		l.m.dropped.WithLabelValues(dropNATSError).Inc()
+	}
+	// enqueue counted its own drop reason.
+	l.m.failed.WithLabelValues(typ).Inc()
+	l.log.Warn("lifecycle: event not acknowledged by JetStream", "subject", m.Subject, "event_id", m.Header.Get(HeaderMsgID), "attempt", attempt, "err", err)
+}
+
+func subjectLabel(l *Lifecycle, subject string) string {
+	if subject == l.subjEvDisconnect {
+		return "disconnect"
+	}
+	return "connect"
+}
+
+// Authorize runs the $connect integration for a pending upgrade: a request
+// on <prefix>.connect carrying the CONNECT event, answered within
+// Config.ConnectTimeout. It blocks the calling handshake only; concurrent
+// calls proceed in parallel. When the integration fails (no responder,
+// timeout, malformed reply, NATS down) the decision follows Config.ConnectMode.
+// The error is non-nil only when ctx ended first (the client is gone); the
+// decision is then a 503 rejection.
+func (l *Lifecycle) Authorize(ctx context.Context, m *ConnMeta) (Decision, error) {
+	if l.cfg.ConnectMode == ModeOff {
+		l.m.decisions.WithLabelValues(outcomeSkip).Inc()
+		return Decision{Allow: true, Reason: "skipped"}, nil
+	}
+	start := time.Now()
+	id := nuid.Next()
+	body := appendEvent(make([]byte, 0, 1024), &l.def, m, &eventSpec{typ: EventConnect, routeKey: RouteConnect, id: id, now: start})
+	msg := &nats.Msg{Subject: l.subjConnect, Data: body, Header: l.header(id, m.ID)}
+	rctx, cancel := context.WithTimeout(ctx, l.cfg.ConnectTimeout)
+	reply, err := l.nc.RequestMsgWithContext(rctx, msg)
+	cancel()
+	l.m.connectDuration.Observe(time.Since(start).Seconds())
+	if err != nil {
+		if ctx.Err() != nil {
+			return Decision{Status: 503, Reason: "client gone"}, fmt.Errorf("lifecycle: $connect %s: %w", m.ID, ctx.Err())
+		}
+		switch {
+		case errors.Is(err, nats.ErrNoResponders):
+			return l.failed(m, failNoResponders, 503, err), nil
+		case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+			return l.failed(m, failTimeout, 504, err), nil
+		default:
+			return l.failed(m, failUnavailable, 503, err), nil
+		}
+	}
+	if len(reply.Data) > l.cfg.MaxConnectReply {
+		return l.failed(m, failBadReply, 502, fmt.Errorf("%w: %d bytes (max %d)", errBadReply, len(reply.Data), l.cfg.MaxConnectReply)), nil
+	}
+	d, err := parseReply(reply.Data, l.cfg.MaxPrincipal, l.cfg.MaxGroups)
+	if err != nil {
+		return l.failed(m, failBadReply, 502, err), nil
+	}
+	if d.Allow {
+		l.m.decisions.WithLabelValues(outcomeAllow).Inc()
+	} else {
+		l.m.decisions.WithLabelValues(outcomeDeny).Inc()
+	}
+	return d, nil
+}
+
+// failed applies the connect mode to an integration failure.
+func (l *Lifecycle) failed(m *ConnMeta, reason string, status int, err error) Decision {
+	l.m.connectFailures.WithLabelValues(reason).Inc()
+	l.log.Warn("lifecycle: $connect integration failed", "connection_id", m.ID, "reason", reason, "mode", string(l.cfg.ConnectMode), "err", err)
+	why := reason + ": " + err.Error()
+	if l.cfg.ConnectMode == ModeOptional {
+		l.m.decisions.WithLabelValues(outcomeErrAllow).Inc()
+		return Decision{Allow: true, Reason: why}
+	}
+	l.m.decisions.WithLabelValues(outcomeErrDeny).Inc()
+	return Decision{Status: status, Reason: why}
+}
+
+func (l *Lifecycle) header(id, connID string) nats.Header {
+	return nats.Header{
+		HeaderMsgID:   []string{id},
+		HeaderConnID:  []string{connID},
+		HeaderVersion: []string{"1"},
+	}
+}
+
+// Connected queues the CONNECT event of an established connection, to
+// <prefix>.event.connect. It never blocks; ErrDropped if not queued.
+func (l *Lifecycle) Connected(m *ConnMeta) error {
+	id := nuid.Next()
+	data := appendEvent(make([]byte, 0, 1024), &l.def, m, &eventSpec{typ: EventConnect, routeKey: RouteConnect, id: id, now: time.Now()})
+	return l.enqueue(job{subject: l.subjEvConnect, data: data, id: id, typ: EventConnect, connID: m.ID})
+}
+
+// Disconnected queues the DISCONNECT event, to <prefix>.event.disconnect,
+// with the close code and reason. The edge calls it exactly once per
+// established connection; the cluster janitor calls it with 1006 for the
+// connections of a dead node. It never blocks; ErrDropped if not queued, so
+// the janitor can retry.
+func (l *Lifecycle) Disconnected(m *ConnMeta, code int, reason string) error {
+	id := nuid.Next()
+	data := appendEvent(make([]byte, 0, 768+len(m.Principal)), &l.def, m, &eventSpec{typ: EventDisconnect, routeKey: RouteDisconnect, id: id, now: time.Now(), code: code, reason: reason})
+	return l.enqueue(job{subject: l.subjEvDisconnect, data: data, id: id, typ: EventDisconnect, connID: m.ID})
+}
+
+// Message routes a client message: it selects the route key, queues the
+// MESSAGE event to <prefix>.route.<token> and, for a two-way route, sends it
+// as a request whose reply is passed to reply (from another goroutine; reply
+// must not block). It never blocks: over the queue or in-flight bounds the
+// message is dropped and counted. payload is copied before Message returns.
+// reply may be nil (one-way only).
+func (l *Lifecycle) Message(m *ConnMeta, payload []byte, binary bool, reply func(data []byte, binary bool)) {
+	r := l.rt.route(payload, binary)
+	if r.invalid {
+		l.m.routeMessages.WithLabelValues(labelNone, routeInvalidKey).Inc()
+		if r.drop {
+			l.m.dropped.WithLabelValues(dropInvalidKey).Inc()
+			return
+		}
+	}
+	label := labelCustom
+	if r.key == RouteDefault || l.rt.allow != nil {
+		label = r.key
+	}
+	twoWay := reply != nil && (l.twoWayAll || l.twoWay[r.key])
+	if twoWay && l.inflight.Add(1) > int64(l.cfg.MaxInflight) {
+		l.inflight.Add(-1)
+		l.m.dropped.WithLabelValues(dropInflightFull).Inc()
+		l.m.routeMessages.WithLabelValues(label, routeDropped).Inc()
+		return
+	}
+	subject, ok := l.routeSubjects[r.token]
+	if !ok {
+		subject = l.subjRoutePrefix + r.token
+	}
+	id := nuid.Next()
+	size := 640 + len(m.Principal) + len(payload)
+	if binary {
+		size += len(payload) / 3
+	}
+	data := appendEvent(make([]byte, 0, size), &l.def, m, &eventSpec{typ: EventMessage, routeKey: r.key, id: id, now: time.Now(), body: payload, binary: binary})
+	j := job{subject: subject, data: data, id: id, typ: EventMessage, connID: m.ID, route: label}
+	if twoWay {
+		j.reply = reply
+	}
+	if l.enqueue(j) != nil {
+		if twoWay {
+			l.inflight.Add(-1)
+		}
+		l.m.routeMessages.WithLabelValues(label, routeDropped).Inc()
+		return
+	}
+	l.m.routeMessages.WithLabelValues(label, routeRouted).Inc()
+}
+
+// enqueue queues j without blocking, within the length and byte bounds.
+func (l *Lifecycle) enqueue(j job) error {
+	n := int64(len(j.data))
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.closed {
+		l.m.dropped.WithLabelValues(dropShutdown).Inc()
+		return ErrDropped
+	}
+	if l.qbytes.Add(n) > int64(l.cfg.QueueBytes) {
+		l.qbytes.Add(-n)
+		l.m.dropped.WithLabelValues(dropQueueFull).Inc()
+		return ErrDropped
+	}
+	select {
+	case l.queue <- j:
+		return nil
+	default:
+		l.qbytes.Add(-n)
+		l.m.dropped.WithLabelValues(dropQueueFull).Inc()
+		return ErrDropped
+	}
+}
+
+// publishLoop publishes queued jobs in order until the queue is closed and
+// empty.
+func (l *Lifecycle) publishLoop() {
+	defer close(l.pubDone)
+	for j := range l.queue {
+		l.qbytes.Add(-int64(len(j.data)))
+		if l.abort.Load() {
+			l.m.dropped.WithLabelValues(dropShutdown).Inc()
+			if j.reply != nil {
+				l.inflight.Add(-1)
+			}
+			continue
+		}
+		if j.reply != nil {
+			l.sendRequest(j)
+			continue
+		}
+		l.publish(j)
+	}
+}
+
+func (l *Lifecycle) publish(j job) {
+	msg := &nats.Msg{Subject: j.subject, Data: j.data, Header: l.header(j.id, j.connID)}
+	if j.attempt > 0 {
+		msg.Header[HeaderAttempt] = []string{strconv.Itoa(j.attempt)}
+	}
+	typ := eventLabel(j.typ)
+	if l.js != nil && j.typ != EventMessage {
+		// Counted as published when acknowledged (ack handler).
+		if _, err := l.js.PublishMsgAsync(msg); err != nil {
+			l.m.failed.WithLabelValues(typ).Inc()
+			l.m.dropped.WithLabelValues(dropNATSError).Inc()
+			l.log.Warn("lifecycle: jetstream publish failed", "subject", j.subject, "event_id", j.id, "err", err)
+		}
+		return
+	}
+	if err := l.nc.PublishMsg(msg); err != nil {
+		l.m.failed.WithLabelValues(typ).Inc()
+		l.m.dropped.WithLabelValues(dropNATSError).Inc()
+		return
+	}
+	l.m.published.WithLabelValues(typ).Inc()
+}
+
+// sendRequest publishes a two-way route message with a reply subject of our
+// reply subscription and records it as pending.
+func (l *Lifecycle) sendRequest(j job) {
+	now := time.Now()
+	p := &pendingReq{reply: j.reply, connID: j.connID, id: j.id, route: j.route, start: now, deadline: now.Add(l.cfg.RouteTimeout)}
+	l.pmu.Lock()
+	l.nextToken++
+	token := strconv.FormatUint(l.nextToken, 36)
+	l.pending[token] = p
+	l.pmu.Unlock()
+	msg := &nats.Msg{Subject: j.subject, Reply: l.inboxPrefix + token, Data: j.data, Header: l.header(j.id, j.connID)}
+	if err := l.nc.PublishMsg(msg); err != nil {
+		l.m.failed.WithLabelValues("message").Inc()
+		l.m.dropped.WithLabelValues(dropNATSError).Inc()
+		if p := l.take(token); p != nil {
+			l.finish(p, routeNoReply)
+		}
+		return
+	}
+	l.m.published.WithLabelValues("message").Inc()
+}
+
+// take removes and returns a pending request, or nil if already finished.
+func (l *Lifecycle) take(token string) *pendingReq {
+	l.pmu.Lock()
+	defer l.pmu.Unlock()
+	p := l.pending[token]
+	if p != nil {
+		delete(l.pending, token)
+	}
+	return p
+}
+
+// onReply handles a reply to a two-way route request (NATS client goroutine).
+func (l *Lifecycle) onReply(msg *nats.Msg) {
+	p := l.take(msg.Subject[len(l.inboxPrefix):])
+	if p == nil {
+		return // late: already timed out
+	}
+	switch {
+	case msg.Header.Get("Status") == "503":
+		l.finish(p, routeNoReply)
+	case msg.Header.Get(HeaderError) != "":
+		l.finish(p, routeError)
+	default:
+		l.m.replyDuration.Observe(time.Since(p.start).Seconds())
+		if len(msg.Data) > 0 {
+			p.reply(msg.Data, msg.Header.Get(HeaderBinary) == "true")
+		}
+		l.finish(p, routeReplied)
+	}
+}
+
+// finish accounts for a completed request and sends the error frame when it
+// failed.
+func (l *Lifecycle) finish(p *pendingReq, outcome string) {
+	l.inflight.Add(-1)
+	l.m.routeMessages.WithLabelValues(p.route, outcome).Inc()
+	if outcome != routeReplied && !l.cfg.NoErrorFrame {
+		p.reply(errorFrame(p.connID, p.id), false)
+	}
+}
+
+// errorFrame is API Gateway's frame for a failed integration.
+func errorFrame(connID, requestID string) []byte {
+	b := append(make([]byte, 0, 96), `{"message":"Internal server error","connectionId":`...)
+	b = appendString(b, connID)
+	b = append(b, `,"requestId":`...)
+	b = appendString(b, requestID)
+	return append(b, '}')
+}
+
+// reapLoop expires two-way requests past their deadline.
+func (l *Lifecycle) reapLoop() {
+	every := min(max(l.cfg.RouteTimeout/4, 10*time.Millisecond), time.Second)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var expired []*pendingReq
+	for {
+		select {
+		case <-l.stopReap:
+			return
+		case now := <-t.C:
+			expired = expired[:0]
+			l.pmu.Lock()
+			for tok, p := range l.pending {
+				if now.After(p.deadline) {
+					delete(l.pending, tok)
+					expired = append(expired, p)
+				}
+			}
+			l.pmu.Unlock()
+			for _, p := range expired {
+				l.finish(p, routeNoReply)
+			}
+		}
+	}
+}
+
+// Shutdown stops accepting events, publishes what is queued (and waits for
+// JetStream acks) until ctx ends, then drops the rest (counted) and stops
+// its goroutines. Two-way requests still pending are abandoned. It does not
+// close the NATS connection. Safe to call twice.
+func (l *Lifecycle) Shutdown(ctx context.Context) error {
+	l.shutdownOnce.Do(func() {
+		l.mu.Lock()
+		l.closed = true
+		close(l.queue)
+		l.mu.Unlock()
+
+		var err error
+		select {
+		case <-l.pubDone:
+		case <-ctx.Done():
+			l.abort.Store(true)
+			<-l.pubDone // quick now: the rest is dropped
+			err = fmt.Errorf("lifecycle: shutdown: events left unpublished: %w", ctx.Err())
+		}
+		if l.js != nil && err == nil {
+			select {
+			case <-l.js.PublishAsyncComplete():
+			case <-ctx.Done():
+				err = fmt.Errorf("lifecycle: shutdown: jetstream acks pending: %w", ctx.Err())
+			}
+		}
+		close(l.stopReap)
+		l.wg.Wait()
+		if uerr := l.replySub.Unsubscribe(); uerr != nil && !errors.Is(uerr, nats.ErrConnectionClosed) && !errors.Is(uerr, nats.ErrBadSubscription) {
+			err = errors.Join(err, fmt.Errorf("lifecycle: shutdown: %w", uerr))
+		}
+		l.pmu.Lock()
+		n := len(l.pending)
+		clear(l.pending)
+		l.pmu.Unlock()
+		l.inflight.Add(-int64(n))
+		l.shutdownErr = err
+	})
+	return l.shutdownErr
+}

@@ -2,7 +2,7 @@
 # run everything CI runs.
 GO ?= go
 
-.PHONY: run test vet build bench fuzz-seeds
+.PHONY: run test vet build bench docs
 
 run:
 	$(GO) run ./cmd/edge
@@ -21,3 +21,7 @@ test: vet
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# Regenerate the flag tables of docs/configuration.md from the code.
+docs:
+	UPDATE_DOCS=1 $(GO) test -count=1 -run TestConfigurationTables ./internal/app

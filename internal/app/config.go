@@ -171,6 +171,8 @@ func (c *EdgeConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&e.PendingQueueBytes, "pending-queue-bytes", 64<<10, "bytes posted during $connect held for delivery after the upgrade")
 	listVar(fs, &e.AllowedOrigins, "allowed-origins", "comma-separated Origin values accepted (empty: any)")
 	listVar(fs, &e.Subprotocols, "subprotocols", "comma-separated subprotocols the edge accepts itself, preferred first")
+	fs.StringVar(&e.AppPing, "app-ping", "", "a text message the edge answers itself, never routed (e.g. ping); empty: off")
+	fs.StringVar(&e.AppPong, "app-pong", "pong", "the edge's answer to -app-ping")
 	fs.IntVar(&e.Workers, "workers", 0, "reactor workers (0: 4×GOMAXPROCS)")
 	durVar(fs, &e.DrainWindow, "drain-window", 5*time.Second, "spread the closing of connections on shutdown over this window")
 

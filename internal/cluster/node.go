@@ -204,7 +204,7 @@ func (n *Node) RegisterNew(ctx context.Context, rec ConnRecord) error {
 		if err = n.batch.Register(ctx, rec); err == nil {
 			return nil
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || errors.Is(err, ErrClosed) {
 			return fmt.Errorf("register %s: %w", rec.ID, err)
 		}
 	}

@@ -124,6 +124,9 @@ func TestNodeGivesUpItsLeaseOnShutdownWhenEmpty(t *testing.T) {
 	if alive, _ := reg.NodeAlive(ctx, n.ID()); alive {
 		t.Fatal("lease still held after shutdown")
 	}
+	if err := n.RegisterNew(ctx, record(n.ID())); !errors.Is(err, ErrClosed) {
+		t.Fatalf("RegisterNew after Shutdown: %v, want ErrClosed", err)
+	}
 }
 
 // Redis killed and restarted empty: the node keeps its connections, notices
@@ -264,5 +267,21 @@ func TestBatcherCoalescesConcurrentRegistrations(t *testing.T) {
 	}
 	if err := b.Register(ctx, record("node-b")); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Register after Shutdown: %v, want ErrClosed", err)
+	}
+}
+
+func TestNodeIDsAreUniqueAndSafeAsSubjectTokens(t *testing.T) {
+	seen := map[string]bool{}
+	for _, prefix := range []string{"edge-0", "pod.name with spaces>*", "", "{x}"} {
+		for i := 0; i < 100; i++ {
+			id := NewNodeID(prefix)
+			if !ValidNodeID(id) {
+				t.Fatalf("NewNodeID(%q) = %q, not a valid node ID", prefix, id)
+			}
+			if seen[id] {
+				t.Fatalf("NewNodeID(%q) repeated %q", prefix, id)
+			}
+			seen[id] = true
+		}
 	}
 }

@@ -53,6 +53,12 @@ type Config struct {
 	// Subprotocols the edge accepts itself, in order of preference, when the
 	// $connect handler does not choose one.
 	Subprotocols []string
+	// AppPing, if set, is a text message the edge answers itself with
+	// AppPong (e.g. "ping" → "pong"): application keepalives never wake a
+	// backend. Both count as activity for the idle timeout.
+	AppPing string
+	// AppPong is the answer to AppPing. Default "pong".
+	AppPong string
 	// Workers read and process frames of readable sockets. Default 4×GOMAXPROCS.
 	Workers int
 	// TickInterval is how often timeouts are checked. Default 1 s.
@@ -73,6 +79,9 @@ func (c Config) withDefaults() Config {
 		if *v == 0 {
 			*v = d
 		}
+	}
+	if c.AppPing != "" && c.AppPong == "" {
+		c.AppPong = "pong"
 	}
 	if c.Listen == "" {
 		c.Listen = "127.0.0.1:8080"

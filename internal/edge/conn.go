@@ -557,6 +557,11 @@ func (c *Conn) deliver(data []byte, binary bool) {
 		return
 	}
 	c.srv.metrics.messagesIn.Inc()
+	if p := c.srv.cfg.AppPing; p != "" && !binary && string(data) == p {
+		c.srv.metrics.appPings.Inc()
+		_ = c.Send([]byte(c.srv.cfg.AppPong), false)
+		return
+	}
 	if c.srv.handler != nil {
 		c.srv.handler.Message(c, data, binary)
 	}

@@ -720,3 +720,23 @@ func TestMetricsLint(t *testing.T) {
 		t.Errorf("metric %s: %s", p.Metric, p.Text)
 	}
 }
+
+func TestApplicationPingIsAnsweredByTheEdge(t *testing.T) {
+	rec := newRecorder()
+	rec.echo = false
+	e := startEdge(t, Config{AppPing: "ping"}, rec)
+	c := dial(t, e.url, ws.Dialer{})
+	c.send(t, ws.NewTextFrame([]byte("ping")))
+	if f := c.readFrame(t); string(f.Payload) != "pong" {
+		t.Fatalf("got %q, want pong", f.Payload)
+	}
+	c.send(t, ws.NewTextFrame([]byte("pings")))
+	eventually(t, "other messages still routed", func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return len(rec.messages) == 1 && rec.messages[0] == "pings"
+	})
+	if n := metric(t, e.metrics.appPings); n != 1 {
+		t.Fatalf("app pings %v, want 1", n)
+	}
+}

@@ -16,6 +16,7 @@ type metrics struct {
 	bytesOut       prometheus.Counter
 	messagesIn     prometheus.Counter
 	pendingDropped prometheus.Counter
+	appPings       prometheus.Counter
 	handshake      prometheus.Histogram
 }
 
@@ -42,6 +43,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Complete client messages (after reassembly) handed to the node."}),
 		pendingDropped: f.NewCounter(prometheus.CounterOpts{Name: "switchboard_pending_posts_dropped_total",
 			Help: "Messages posted during $connect that were dropped (queue full or connection denied)."}),
+		appPings: f.NewCounter(prometheus.CounterOpts{Name: "switchboard_app_pings_total",
+			Help: "Application-level pings answered by the edge without a backend."}),
 		handshake: f.NewHistogram(prometheus.HistogramOpts{Name: "switchboard_handshake_duration_seconds",
 			Help:    "Time from accept to the 101 response, $connect included.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),

@@ -30,7 +30,9 @@ func (s *Server) handshake(nc net.Conn) {
 	deadline := start.Add(s.cfg.HandshakeTimeout)
 	_ = nc.SetDeadline(deadline)
 
-	buf := make([]byte, s.cfg.MaxHeaderBytes)
+	bp := s.hsPool.Get().(*[]byte)
+	defer s.hsPool.Put(bp)
+	buf := *bp
 	n, end, err := readRequest(nc, buf)
 	if err != nil {
 		s.rejectRaw(nc, err)
@@ -259,8 +261,10 @@ func parseRequest(raw []byte, nc net.Conn, t time.Time) (*Request, error) {
 		}
 		r.Header.Add(k, strings.TrimSpace(v))
 	}
-	r.Host = r.Header.Get("Host")
-	r.UserAgent = r.Header.Get("User-Agent")
+	// Clones: the header values are substrings of the whole request, which
+	// must not stay alive for the connection's lifetime.
+	r.Host = strings.Clone(r.Header.Get("Host"))
+	r.UserAgent = strings.Clone(r.Header.Get("User-Agent"))
 	r.Origin = r.Header.Get("Origin")
 	for _, v := range r.Header.Values("Sec-WebSocket-Protocol") {
 		for _, p := range strings.Split(v, ",") {

@@ -33,6 +33,7 @@ type Server struct {
 	reactor *reactor
 	hub     *hub
 	bufPool sync.Pool
+	hsPool  sync.Pool // upgrade request buffers
 	hsSem   chan struct{}
 
 	ctx      context.Context // cancelled when shutdown starts: ends $connect calls
@@ -93,6 +94,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 	}
 	bufSize := cfg.MaxFrameBytes + 14 // one maximal frame with its header
 	s.bufPool.New = func() any { b := make([]byte, bufSize); return &b }
+	s.hsPool.New = func() any { b := make([]byte, cfg.MaxHeaderBytes); return &b }
 	return s, nil
 }
 

@@ -1,0 +1,197 @@
+package swbench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// DefaultEdgeArgs are the edge's flags unless -edge-cmd is given: every
+// address it listens on is a free loopback port, so a run collides with
+// nothing else on the machine.
+// "echo" is a two-way route so the echo scenario's backend can answer;
+// -pprof lets the driver force a GC before measuring.
+const DefaultEdgeArgs = "-listen {listen} -admin-listen {admin} -api-listen {api} -nats-embedded-listen {nats} -two-way-routes echo -pprof -log-level warn"
+
+// CLI runs the swbench command line: "swbench idle|connect-rate|all [flags]"
+// from the repository root. Unless given commands, it builds the baseline,
+// swload and (if ./cmd/edge exists) the edge into a temporary directory.
+func CLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	usage := "usage: swbench idle|connect-rate|echo|all [flags]"
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		fmt.Fprintln(stderr, usage)
+		return flag.ErrHelp
+	}
+	scenario := args[0]
+	switch scenario {
+	case "idle", "connect-rate", "echo", "all":
+	default:
+		fmt.Fprintln(stderr, usage)
+		return fmt.Errorf("swbench: unknown scenario %q", scenario)
+	}
+	fs := flag.NewFlagSet("swbench "+scenario, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		n          = fs.Int("n", 15000, "connections per server")
+		perProc    = fs.Int("per-process", 18000, "connections per swload process (each gets its own source address 127.0.0.2, .3, …)")
+		rate       = fs.Float64("rate", 3000, "idle: new connections per second, all swload processes together")
+		conc       = fs.Int("concurrency", 256, "connect-rate: handshakes in flight per swload process")
+		repeat     = fs.Int("repeat", 1, "connect-rate: runs per server, taking turns; the median is reported")
+		gc         = fs.Bool("gc", true, "idle: force a GC in the server (/debug/pprof/heap?gc=1) before each sample")
+		settle     = fs.Duration("settle", 2*time.Second, "idle: wait after all connections are open before measuring")
+		servers    = fs.String("servers", "baseline,edge", "servers to measure, in order; the first is the baseline of the ratios")
+		baseCmd    = fs.String("baseline-cmd", "", "baseline command line with {listen} and {admin} (default: build ./bench/cmd/baseline)")
+		edgeCmd    = fs.String("edge-cmd", "", "edge command line; {listen}, {admin} and any other {name} become free loopback addresses (default: build ./cmd/edge, run with "+DefaultEdgeArgs+")")
+		swloadCmd  = fs.String("swload-cmd", "", "swload command (default: build ./bench/cmd/swload)")
+		echoConns  = fs.Int("echo-n", 1000, "echo: connections carrying the messages")
+		echoMsgs   = fs.Int("messages", 50000, "echo: messages in all")
+		msgRate    = fs.Float64("msg-rate", 10000, "echo: messages per second, all connections together")
+		msgSize    = fs.Int("size", 64, "echo: message size, bytes")
+		asJSON     = fs.Bool("json", false, "print results as JSON instead of tables")
+		buildDirFl = fs.String("build-dir", "", "where to build binaries (default: a temporary directory, removed at exit)")
+	)
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	dir := *buildDirFl
+	if dir == "" {
+		tmp, err := os.MkdirTemp("", "swbench-")
+		if err != nil {
+			return fmt.Errorf("swbench: %w", err)
+		}
+		defer os.RemoveAll(tmp)
+		dir = tmp
+	}
+	build := func(pkg string) (string, error) {
+		out := filepath.Join(dir, filepath.Base(pkg))
+		fmt.Fprintf(stderr, "building %s\n", pkg)
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
+		cmd.Stdout, cmd.Stderr = stderr, stderr
+		if err := cmd.Run(); err != nil {
+			return "", fmt.Errorf("swbench: go build %s (run swbench from the repository root): %w", pkg, err)
+		}
+		return out, nil
+	}
+	cfg := Config{Conns: *n, PerProcess: *perProc, Rate: *rate, Concurrency: *conc, Repeat: *repeat, GC: *gc, Settle: *settle, Log: stderr}
+	if *swloadCmd != "" {
+		cfg.Swload = Command{Argv: strings.Fields(*swloadCmd)}
+	} else {
+		bin, err := build("./bench/cmd/swload")
+		if err != nil {
+			return err
+		}
+		cfg.Swload = Command{Argv: []string{bin}}
+	}
+	for _, name := range strings.Split(*servers, ",") {
+		name = strings.TrimSpace(name)
+		var line string
+		switch name {
+		case "":
+			continue
+		case "baseline":
+			line = *baseCmd
+			if line == "" {
+				bin, err := build("./bench/cmd/baseline")
+				if err != nil {
+					return err
+				}
+				line = bin + " -listen {listen} -admin {admin} -pprof"
+			}
+		case "edge":
+			line = *edgeCmd
+			if line == "" {
+				if _, err := os.Stat("cmd/edge"); err != nil {
+					fmt.Fprintln(stderr, "swbench: ./cmd/edge not found: skipping the edge (give -edge-cmd to measure one)")
+					continue
+				}
+				bin, err := build("./cmd/edge")
+				if err != nil {
+					return err
+				}
+				line = bin + " " + DefaultEdgeArgs
+			}
+			// The echo scenario's backend attaches to the edge's NATS.
+			if strings.Contains(line, "{nats}") {
+				cfg.Servers = append(cfg.Servers, ServerSpec{Name: name, Cmd: Command{Argv: strings.Fields(line)}, NATS: "{nats}"})
+				continue
+			}
+		default:
+			return fmt.Errorf("swbench: unknown server %q (baseline or edge)", name)
+		}
+		cfg.Servers = append(cfg.Servers, ServerSpec{Name: name, Cmd: Command{Argv: strings.Fields(line)}})
+	}
+
+	report := map[string]any{}
+	var errs []error
+	if scenario == "idle" || scenario == "all" {
+		rows, err := RunIdle(ctx, cfg)
+		errs = append(errs, err)
+		report["idle"] = rows
+		if !*asJSON && len(rows) > 0 {
+			fmt.Fprintf(stdout, "\nIdle connections (%d per server)\n", cfg.Conns)
+			WriteIdleTable(stdout, rows)
+		}
+	}
+	if scenario == "connect-rate" || scenario == "all" {
+		rows, err := RunConnectRate(ctx, cfg)
+		errs = append(errs, err)
+		report["connectRate"] = rows
+		if !*asJSON && len(rows) > 0 {
+			fmt.Fprintf(stdout, "\nConnect rate (%d connections per server)\n", cfg.Conns)
+			WriteConnectTable(stdout, rows)
+		}
+	}
+	if scenario == "echo" || scenario == "all" {
+		rows, err := RunEcho(ctx, cfg, EchoConfig{Conns: *echoConns, Messages: *echoMsgs, MsgRate: *msgRate, MsgSize: *msgSize})
+		errs = append(errs, err)
+		report["echo"] = rows
+		if !*asJSON && len(rows) > 0 {
+			fmt.Fprintf(stdout, "\nEcho round trip (%d connections, %d messages of %d bytes at %.0f/s; the edge through a two-way route and a NATS backend)\n",
+				*echoConns, *echoMsgs, *msgSize, *msgRate)
+			WriteEchoTable(stdout, rows)
+		}
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(report); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// WriteIdleTable prints idle-memory rows.
+func WriteIdleTable(w io.Writer, rows []IdleRow) {
+	tw := newTable(w)
+	fmt.Fprintln(tw, "server\tconnections\tfailed\tRSS MiB\tRSS/conn KiB\theap/conn KiB\tgoroutines/conn\tRSS vs baseline\theap vs baseline\t")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.1f\t%.2f\t%.2f\t%.3f\t%.3f\t%.3f\t\n", r.Server, r.Conns, r.Failed,
+			r.RSSAfter/(1<<20), r.RSSPerConn/1024, r.HeapPerConn/1024, r.GoroutinesPer, r.RSSVsBaseline, r.HeapVsBaseline)
+	}
+	_ = tw.Flush()
+}
+
+// WriteConnectTable prints connect-rate rows.
+func WriteConnectTable(w io.Writer, rows []ConnectRow) {
+	tw := newTable(w)
+	fmt.Fprintln(tw, "server\tconnections\tfailed\tconnects/s\tp50\tp99\tvs baseline\truns\tmin–max connects/s\t")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%v\t%v\t%.3f\t%d\t%.0f–%.0f\t\n", r.Server, r.Conns, r.Failed, r.PerSecond,
+			r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.RateVsBaseline, r.Runs, r.Min, r.Max)
+	}
+	_ = tw.Flush()
+}
+
+func newTable(w io.Writer) *tabwriter.Writer {
+	return tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+}

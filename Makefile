@@ -24,4 +24,4 @@ bench:
 
 # Regenerate the flag tables of docs/configuration.md from the code.
 docs:
-	UPDATE_DOCS=1 $(GO) test -count=1 -run TestConfigurationTables ./internal/app
+	UPDATE_DOCS=1 $(GO) test -count=1 -run "TestConfigurationTables|TestMetricsDocListsEveryMetric" ./internal/app

@@ -27,6 +27,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "edge:", err)
 		os.Exit(2)
 	}
+	cfg.ApplyRuntime(os.Getenv)
 	log := app.NewLogger(cfg.LogFormat, cfg.LogLevel)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

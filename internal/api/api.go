@@ -33,6 +33,7 @@ type API struct {
 	log    *slog.Logger
 	m      *metrics
 	ids    *requestIDs
+	groups GroupsController // nil: the groups extension is off (EnableGroups)
 	tokens *tokens          // nil without bearer tokens
 	sigv4  *sigVerifier     // nil without access keys
 	now    func() time.Time // the clock SigV4 dates are checked against; tests move it
@@ -197,6 +198,8 @@ func operation(kind routeKind, method string) string {
 		if method == http.MethodPost {
 			return opBatch
 		}
+	default:
+		return groupOperation(kind, method)
 	}
 	return opUnknown
 }
@@ -204,7 +207,7 @@ func operation(kind routeKind, method string) string {
 var errBodyTooLarge = errors.New("body too large")
 
 func (a *API) serve(w http.ResponseWriter, r *http.Request, rt route, now time.Time) (string, int) {
-	if rt.kind == routeNone {
+	if rt.kind == routeNone || (rt.kind.extension() && a.groups == nil) {
 		// API Gateway answers an unknown path with 403 {"message":"Forbidden"}.
 		return opUnknown, writeError(w, r, errForbidden())
 	}
@@ -255,8 +258,10 @@ func (a *API) serve(w http.ResponseWriter, r *http.Request, rt route, now time.T
 		return op, a.delete(ctx, w, r, rt.id)
 	case opHead:
 		return op, a.head(ctx, w, r, rt.id)
-	default: // opBatch
+	case opBatch:
 		return op, a.batch(ctx, w, r, body)
+	default:
+		return op, a.serveGroups(ctx, w, r, rt, op, body)
 	}
 }
 

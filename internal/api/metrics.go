@@ -21,8 +21,16 @@ const (
 var operations = []string{opPost, opGet, opDelete, opHead, opBatch, opUnknown}
 
 type metrics struct {
-	requests *prometheus.CounterVec
-	duration map[string]prometheus.Observer
+	requests  *prometheus.CounterVec
+	durations *prometheus.HistogramVec
+	duration  map[string]prometheus.Observer
+}
+
+// addOperations adds the series of an extension's operations (before serving).
+func (m *metrics) addOperations(ops []string) {
+	for _, op := range ops {
+		m.duration[op] = m.durations.WithLabelValues(op)
+	}
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -40,7 +48,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			return nil, fmt.Errorf("api: register metrics: %w", err)
 		}
 	}
-	m := &metrics{requests: requests, duration: make(map[string]prometheus.Observer, len(operations))}
+	m := &metrics{requests: requests, durations: duration, duration: make(map[string]prometheus.Observer, len(operations))}
 	for _, op := range operations {
 		m.duration[op] = duration.WithLabelValues(op)
 	}

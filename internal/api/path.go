@@ -12,6 +12,13 @@ const (
 	routeNone  routeKind = iota // not an @connections path: 403 like API Gateway
 	routeConn                   // {prefix}/@connections/{id}
 	routeBatch                  // {prefix}/@connections (batch extension)
+	// The groups extension (groups.go); keep these last: extension() relies on it.
+	routeGroup       // {prefix}/@groups/{group}
+	routeGroupConns  // {prefix}/@groups/{group}/connections
+	routeGroupMember // {prefix}/@groups/{group}/connections/{id}
+	routeUser        // {prefix}/@users/{user}
+	routeUserConns   // {prefix}/@users/{user}/connections
+	routeBroadcast   // {prefix}/@broadcast
 )
 
 // route is a parsed request path. For routeConn, bad is non-empty when the
@@ -19,6 +26,7 @@ const (
 type route struct {
 	kind routeKind
 	id   string
+	name string // group or user name (extension routes), decoded and valid
 	bad  string
 }
 
@@ -45,6 +53,9 @@ func parsePath(p string) route {
 		}
 		if isConnectionsSegment(p[start:end]) {
 			return parseAfterConnections(p[end:])
+		}
+		if kind, ok := extensionSegment(p[start:end]); ok {
+			return parseExtension(kind, p[end:])
 		}
 		start = end + 1
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -51,6 +52,7 @@ type EdgeConfig struct {
 
 // Process is what every binary has: admin endpoints and logging.
 type Process struct {
+	GCPercent   int
 	AdminListen string
 	Pprof       bool
 	LogFormat   string
@@ -62,6 +64,15 @@ func (p *Process) registerFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&p.Pprof, "pprof", false, "serve /debug/pprof on the admin port")
 	fs.StringVar(&p.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&p.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.IntVar(&p.GCPercent, "gc-percent", 50, "Go GC target percentage (GOGC); lower keeps resident memory closer to the live heap. The GOGC environment variable wins when set")
+}
+
+// ApplyRuntime applies process-wide runtime settings: the GC target, unless
+// GOGC is set in the environment.
+func (p *Process) ApplyRuntime(getenv func(string) string) {
+	if getenv("GOGC") == "" && p.GCPercent != 0 {
+		debug.SetGCPercent(p.GCPercent)
+	}
 }
 
 func (p *Process) validate() []error {

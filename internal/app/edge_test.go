@@ -267,7 +267,7 @@ func TestClusterRoutesTheAWSSDKToTheOwningEdge(t *testing.T) {
 		ev = recordEvents(t, b)
 		b.OnConnect(func(_ context.Context, r *backend.ConnectRequest) backend.ConnectResponse {
 			ids <- r.ConnectionID()
-			return backend.ConnectResponse{}
+			return backend.ConnectResponse{Groups: []string{"room-1"}, UserID: "u-" + r.QueryStringParameters["u"]}
 		})
 	})
 
@@ -288,9 +288,9 @@ func TestClusterRoutesTheAWSSDKToTheOwningEdge(t *testing.T) {
 	t.Cleanup(func() { rcancel(); <-rdone })
 	waitReady(t, "http://"+r.AdminAddr()+"/readyz")
 
-	c1, _ := dialWS(t, "ws://"+e1.WSAddr()+"/", nil)
+	c1, _ := dialWS(t, "ws://"+e1.WSAddr()+"/?u=1", nil)
 	id1 := <-ids
-	c2, _ := dialWS(t, "ws://"+e2.WSAddr()+"/", nil)
+	c2, _ := dialWS(t, "ws://"+e2.WSAddr()+"/?u=2", nil)
 	id2 := <-ids
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -314,7 +314,37 @@ func TestClusterRoutesTheAWSSDKToTheOwningEdge(t *testing.T) {
 			t.Fatalf("GetConnection %s: %+v %v", tc.id, out, err)
 		}
 	}
-	// Each edge's own API reaches the other edge's connection too.
+	// One group send through the router reaches the members on both edges;
+	// a user send reaches only that user.
+	post := func(path, body string) {
+		t.Helper()
+		resp, err := http.Post("http://"+r.APIAddr()+path, "text/plain", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("POST %s: %d", path, resp.StatusCode)
+		}
+	}
+	post("/@groups/room-1", "to the room")
+	for _, c := range []*websocket.Conn{c1, c2} {
+		if got := readText(t, c); got != "to the room" {
+			t.Fatalf("group member got %q", got)
+		}
+	}
+	post("/@users/u-2", "to user 2")
+	if got := readText(t, c2); got != "to user 2" {
+		t.Fatalf("user got %q", got)
+	}
+	// Each edge's own API reaches the other edge's connection too (and c1
+	// must not have received the user message: its next frame is this one).
+	if err := connectionsPost(ctx, e2, id1, "edge2 to edge1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := readText(t, c1); got != "edge2 to edge1" {
+		t.Fatalf("c1 got %q, want only the messages meant for it", got)
+	}
 	api1, _ := connections.New("http://"+e1.APIAddr(), connections.Options{})
 	if err := api1.Post(ctx, id2, []byte("edge1 to edge2")); err != nil {
 		t.Fatal(err)
@@ -342,4 +372,12 @@ func TestClusterRoutesTheAWSSDKToTheOwningEdge(t *testing.T) {
 			t.Fatalf("no CONNECT for %s", id)
 		}
 	}
+}
+
+func connectionsPost(ctx context.Context, e *Edge, id, msg string) error {
+	api, err := connections.New("http://"+e.APIAddr(), connections.Options{})
+	if err != nil {
+		return err
+	}
+	return api.Post(ctx, id, []byte(msg))
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/switchboardgw/switchboard/internal/cluster"
 	"github.com/switchboardgw/switchboard/internal/edge"
+	"github.com/switchboardgw/switchboard/internal/groups"
 	"github.com/switchboardgw/switchboard/internal/lifecycle"
 )
 
@@ -34,6 +35,7 @@ type Edge struct {
 	janitor *cluster.Janitor
 	cmds    *cluster.CommandServer
 	router  *cluster.Router
+	groups  *groups.Service
 	handler *nodeHandler
 	ws      *edge.Server
 	api     *apiServer
@@ -107,13 +109,31 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 	// node with closures over e.ws.
 	e.node, err = cluster.NewNode(cluster.NodeConfig{ID: e.nodeID, LeaseTTL: cfg.LeaseTTL, FailMode: cluster.FailMode(cfg.RegistryFailure)},
 		cluster.NodeDeps{Registry: registry, Logger: log, Metrics: cm,
-			Reassert: func(context.Context) []cluster.ConnRecord { return reassertAll(e.ws) },
-			Revoked:  func(context.Context) { revokeAll(e.ws) },
+			Reassert: func(ctx context.Context) []cluster.ConnRecord {
+				if err := e.groups.Reassert(ctx); err != nil {
+					log.Warn("group memberships not re-asserted", "err", err)
+				}
+				return reassertAll(e.ws)
+			},
+			Revoked: func(context.Context) { revokeAll(e.ws) },
 		})
 	if err != nil {
 		return nil, err
 	}
-	e.handler = newNodeHandler(e.nodeID, e.lc, e.node, log)
+	gstore, err := newGroupStore(e.rdb, cfg.Redis.KeyPrefix)
+	if err != nil {
+		return nil, err
+	}
+	e.groups, err = groups.New(groups.Config{Prefix: cfg.NATS.Prefix, NodeID: e.nodeID}, groups.Deps{
+		NC: e.nc, Store: gstore, Registerer: e.reg, Logger: log,
+		Owner: func(ctx context.Context, id string) (string, error) {
+			r, err := registry.Lookup(ctx, id)
+			return r.Node, err
+		}})
+	if err != nil {
+		return nil, err
+	}
+	e.handler = newNodeHandler(e.nodeID, e.lc, e.node, e.groups, log)
 	e.janitor, err = cluster.NewJanitor(cluster.JanitorConfig{}, cluster.JanitorDeps{Registry: registry, Self: e.nodeID,
 		OnOrphan: e.handler.orphaned, Healthy: e.node.Healthy, Logger: log, Metrics: cm})
 	if err != nil {
@@ -134,7 +154,7 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 		return nil, err
 	}
 	if cfg.API.APIListen != "" {
-		if e.api, err = newAPIServer(cfg.API, e.router, e.reg, log); err != nil {
+		if e.api, err = newAPIServer(cfg.API, e.router, e.groups, e.reg, log); err != nil {
 			return nil, err
 		}
 	}
@@ -190,6 +210,7 @@ func (e *Edge) Run(ctx context.Context) error {
 	run("cluster node", func() error { return e.node.Run(rctx) })
 	run("janitor", func() error { return e.janitor.Run(rctx) })
 	run("command server", func() error { return e.cmds.Run(rctx) })
+	run("groups", func() error { return e.groups.Run(rctx) })
 	run("websocket", func() error { return e.ws.Run(rctx) })
 	run("admin", e.admin.run)
 	if e.api != nil {
@@ -243,6 +264,7 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 		}
 		add(e.ws.Shutdown(ctx)) // every connection closed and its DISCONNECT queued
 		e.handler.stop()        // every record removed (or queued for the registry)
+		add(e.groups.Shutdown(ctx))
 		if e.api != nil {
 			add(e.api.shutdown(ctx))
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/switchboardgw/switchboard/internal/cluster"
 	"github.com/switchboardgw/switchboard/internal/edge"
+	"github.com/switchboardgw/switchboard/internal/groups"
 	"github.com/switchboardgw/switchboard/internal/lifecycle"
 )
 
@@ -27,6 +28,7 @@ type nodeHandler struct {
 	nodeID string
 	lc     *lifecycle.Lifecycle
 	node   *cluster.Node
+	groups *groups.Service
 	log    *slog.Logger
 
 	// Unregistering a closed connection waits for a Redis round trip: it is
@@ -39,8 +41,8 @@ var _ edge.Handler = (*nodeHandler)(nil)
 
 const unregWorkers = 4
 
-func newNodeHandler(nodeID string, lc *lifecycle.Lifecycle, node *cluster.Node, log *slog.Logger) *nodeHandler {
-	h := &nodeHandler{nodeID: nodeID, lc: lc, node: node, log: log, unreg: make(chan string, 65536)}
+func newNodeHandler(nodeID string, lc *lifecycle.Lifecycle, node *cluster.Node, g *groups.Service, log *slog.Logger) *nodeHandler {
+	h := &nodeHandler{nodeID: nodeID, lc: lc, node: node, groups: g, log: log, unreg: make(chan string, 65536)}
 	h.unregWG.Add(unregWorkers)
 	for i := 0; i < unregWorkers; i++ {
 		go func() {
@@ -103,6 +105,11 @@ func (h *nodeHandler) Connect(ctx context.Context, c *edge.Conn, r *edge.Request
 
 func (h *nodeHandler) Open(c *edge.Conn) {
 	st := c.Value().(*connState)
+	// Memberships first: a backend reacting to CONNECT can already reach
+	// the connection through its user and groups.
+	if err := h.groups.Track(c, st.meta.UserID, st.meta.Groups); err != nil {
+		h.log.Warn("initial groups not joined", "conn", c.ID(), "err", err)
+	}
 	if err := h.lc.Connected(&st.meta); err != nil {
 		h.log.Warn("CONNECT event dropped", "conn", c.ID(), "err", err)
 	}
@@ -119,6 +126,7 @@ func (h *nodeHandler) Message(c *edge.Conn, data []byte, binary bool) {
 
 func (h *nodeHandler) Close(c *edge.Conn, code int, reason string, why edge.CloseReason) {
 	h.queueUnregister(c.ID())
+	h.groups.Untrack(c.ID())
 	st, _ := c.Value().(*connState)
 	if st == nil || !c.Established() || st.revoked.Load() {
 		return
@@ -140,6 +148,9 @@ func (h *nodeHandler) queueUnregister(id string) {
 
 // orphaned announces the end of a dead node's connection (janitor).
 func (h *nodeHandler) orphaned(ctx context.Context, rec cluster.ConnRecord) {
+	if err := h.groups.Orphaned(ctx, rec.ID, rec.UserID); err != nil {
+		h.log.Warn("memberships of a dead node's connection not removed", "conn", rec.ID, "err", err)
+	}
 	m := &lifecycle.ConnMeta{ID: rec.ID, NodeID: rec.Node, ConnectedAt: rec.ConnectedAt, SourceIP: rec.SourceIP,
 		UserAgent: rec.UserAgent, UserID: rec.UserID, Principal: rec.Principal}
 	for attempt := 0; ; attempt++ {

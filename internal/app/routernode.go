@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/switchboardgw/switchboard/internal/cluster"
+	"github.com/switchboardgw/switchboard/internal/groups"
 )
 
 // RouterConfig configures the stateless @connections API tier.
@@ -62,6 +63,7 @@ type Router struct {
 	nc     *nats.Conn
 	rdb    redis.UniversalClient
 	api    *apiServer
+	groups *groups.Service
 	admin  *admin
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -100,7 +102,19 @@ func NewRouter(cfg RouterConfig, log *slog.Logger) (_ *Router, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if r.api, err = newAPIServer(cfg.API, router, r.reg, log); err != nil {
+	gstore, err := newGroupStore(r.rdb, cfg.Redis.KeyPrefix)
+	if err != nil {
+		return nil, err
+	}
+	r.groups, err = groups.New(groups.Config{Prefix: cfg.NATS.Prefix}, groups.Deps{NC: r.nc, Store: gstore, Registerer: r.reg, Logger: log,
+		Owner: func(ctx context.Context, id string) (string, error) {
+			rec, err := registry.Lookup(ctx, id)
+			return rec.Node, err
+		}})
+	if err != nil {
+		return nil, err
+	}
+	if r.api, err = newAPIServer(cfg.API, router, r.groups, r.reg, log); err != nil {
 		return nil, err
 	}
 	if r.admin, err = newAdmin(cfg.AdminListen, r.reg, cfg.Pprof, log); err != nil {
@@ -125,8 +139,14 @@ func (r *Router) AdminAddr() string { return r.admin.ln.Addr().String() }
 func (r *Router) Run(ctx context.Context) error {
 	rctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
-	errc := make(chan error, 2)
-	r.wg.Add(2)
+	errc := make(chan error, 3)
+	r.wg.Add(3)
+	go func() {
+		defer r.wg.Done()
+		if err := r.groups.Run(rctx); err != nil && !errors.Is(err, context.Canceled) {
+			errc <- fmt.Errorf("groups: %w", err)
+		}
+	}()
 	go func() {
 		defer r.wg.Done()
 		if err := r.api.run(rctx); err != nil {
@@ -156,6 +176,7 @@ func (r *Router) Shutdown(ctx context.Context) error {
 	r.shutdownOnce.Do(func() {
 		r.admin.ready.Store(false)
 		err := r.api.shutdown(ctx)
+		err = errors.Join(err, r.groups.Shutdown(ctx))
 		if r.cancel != nil {
 			r.cancel()
 		}

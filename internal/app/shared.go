@@ -16,6 +16,7 @@ import (
 
 	"github.com/switchboardgw/switchboard/internal/api"
 	"github.com/switchboardgw/switchboard/internal/conn"
+	"github.com/switchboardgw/switchboard/internal/groups"
 )
 
 // newRedisClient builds a go-redis UniversalClient: standalone from a URL,
@@ -79,7 +80,7 @@ type apiServer struct {
 	ln  net.Listener
 }
 
-func newAPIServer(a API, ctrl conn.Controller, reg prometheus.Registerer, log *slog.Logger) (*apiServer, error) {
+func newAPIServer(a API, ctrl conn.Controller, g api.GroupsController, reg prometheus.Registerer, log *slog.Logger) (*apiServer, error) {
 	cfg, err := a.apiConfig()
 	if err != nil {
 		return nil, err
@@ -87,6 +88,9 @@ func newAPIServer(a API, ctrl conn.Controller, reg prometheus.Registerer, log *s
 	h, err := api.New(cfg, ctrl, reg, log)
 	if err != nil {
 		return nil, fmt.Errorf("api: %w", err)
+	}
+	if g != nil {
+		h.EnableGroups(g)
 	}
 	addr := a.APIListen
 	if cfg.RequiresLoopback() {
@@ -137,4 +141,13 @@ func displayAddr(addr string) string {
 		return net.JoinHostPort("127.0.0.1", port)
 	}
 	return addr
+}
+
+// newGroupStore is the cluster-wide membership store: Redis when the
+// registry is in Redis, else memory.
+func newGroupStore(rdb redis.UniversalClient, keyPrefix string) (groups.Store, error) {
+	if rdb == nil {
+		return groups.NewMemoryStore(), nil
+	}
+	return groups.NewRedisStore(groups.RedisStoreConfig{KeyPrefix: keyPrefix}, rdb)
 }

@@ -1,0 +1,69 @@
+package groups
+
+import (
+	"encoding/base32"
+	"strings"
+
+	"github.com/switchboardgw/switchboard/internal/lifecycle"
+)
+
+// ValidName reports whether s may name a group or a user: the rules of
+// lifecycle.ValidName (1–128 bytes of printable ASCII, no '.', '*', '>', '"',
+// '\\'). Every name is checked with it before it becomes a subject or a key.
+func ValidName(s string) bool { return lifecycle.ValidName(s) }
+
+// tokenEncoding turns a name with characters outside [A-Za-z0-9_-] into
+// [0-9a-v]: safe in a NATS subject and inside a Redis hash tag.
+var tokenEncoding = base32.HexEncoding.WithPadding(base32.NoPadding)
+
+// Token is the form of a valid name used in NATS subjects and Redis keys.
+// Names of [A-Za-z0-9_-] only are their own token; any other name (with '$',
+// '{', '}', ':', '/', …) is "=" followed by the lower-case base32hex of its
+// bytes. '=' never occurs in a plain name, so two names never share a token.
+func Token(name string) string {
+	if plain(name) {
+		return name
+	}
+	return "=" + strings.ToLower(tokenEncoding.EncodeToString([]byte(name)))
+}
+
+func plain(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// subjects are the NATS subjects of one deployment (one prefix).
+type subjects struct {
+	group, user string // "<prefix>.group." and "<prefix>.user."
+	broadcast   string // "<prefix>.broadcast"
+	members     string // "<prefix>.members." + node ID: membership commands
+}
+
+func newSubjects(prefix string) subjects {
+	return subjects{
+		group:     prefix + ".group.",
+		user:      prefix + ".user.",
+		broadcast: prefix + ".broadcast",
+		members:   prefix + ".members.",
+	}
+}
+
+func (s subjects) groupSubject(name string) string { return s.group + Token(name) }
+func (s subjects) userSubject(name string) string  { return s.user + Token(name) }
+
+// validSubjectPrefix accepts dot-separated tokens of [A-Za-z0-9_-].
+func validSubjectPrefix(p string) bool {
+	for _, tok := range strings.Split(p, ".") {
+		if tok == "" || !plain(tok) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,5 @@
+package groups
+
+import "net/url"
+
+func urlQuery(raw string) (url.Values, error) { return url.ParseQuery(raw) }

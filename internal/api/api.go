@@ -34,6 +34,7 @@ type API struct {
 	m      *metrics
 	ids    *requestIDs
 	groups GroupsController // nil: the groups extension is off (EnableGroups)
+	lister Lister           // nil: listing is off (EnableListing)
 	tokens *tokens          // nil without bearer tokens
 	sigv4  *sigVerifier     // nil without access keys
 	now    func() time.Time // the clock SigV4 dates are checked against; tests move it
@@ -198,6 +199,9 @@ func operation(kind routeKind, method string) string {
 		if method == http.MethodPost {
 			return opBatch
 		}
+		if method == http.MethodGet {
+			return opList
+		}
 	default:
 		return groupOperation(kind, method)
 	}
@@ -212,6 +216,9 @@ func (a *API) serve(w http.ResponseWriter, r *http.Request, rt route, now time.T
 		return opUnknown, writeError(w, r, errForbidden())
 	}
 	op := operation(rt.kind, r.Method)
+	if op == opList && a.lister == nil {
+		op = opUnknown // listing is an extension, off unless enabled
+	}
 	if op == opUnknown {
 		return op, writeError(w, r, &apiError{http.StatusMethodNotAllowed, codeMethodNotAllowed, "method " + r.Method + " not allowed"})
 	}
@@ -260,6 +267,8 @@ func (a *API) serve(w http.ResponseWriter, r *http.Request, rt route, now time.T
 		return op, a.head(ctx, w, r, rt.id)
 	case opBatch:
 		return op, a.batch(ctx, w, r, body)
+	case opList:
+		return op, a.list(ctx, w, r)
 	default:
 		return op, a.serveGroups(ctx, w, r, rt, op, body)
 	}

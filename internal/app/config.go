@@ -42,6 +42,7 @@ type EdgeConfig struct {
 	EventQueueLength int
 
 	LeaseTTL        time.Duration
+	JanitorInterval time.Duration
 	RegistryFailure string
 
 	// Drain: how long /readyz reports not-ready before connections close,
@@ -207,6 +208,7 @@ func (c *EdgeConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.EventQueueLength, "event-queue", 65536, "lifecycle events buffered while NATS is slow or away; more are dropped and counted")
 
 	durVar(fs, &c.LeaseTTL, "lease-ttl", 15*time.Second, "node lease TTL; a node silent this long is declared dead and cleaned up")
+	durVar(fs, &c.JanitorInterval, "janitor-interval", 5*time.Second, "how often a node looks for dead nodes to clean up (detection takes lease TTL plus up to this)")
 	fs.StringVar(&c.RegistryFailure, "registry-fail-mode", "open", "new connections while Redis is down: open (accept) or closed (reject 503)")
 
 	durVar(fs, &c.DrainDelay, "drain-delay", 0, "on SIGTERM, report not-ready for this long before closing connections")

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"io"
@@ -333,6 +334,21 @@ func TestClusterRoutesTheAWSSDKToTheOwningEdge(t *testing.T) {
 			t.Fatalf("group member got %q", got)
 		}
 	}
+	// Listing and counting (extension): per node and cluster-wide.
+	var list struct {
+		Count       int `json:"count"`
+		Connections []struct {
+			ID string `json:"connectionId"`
+		} `json:"connections"`
+	}
+	getJSON(t, "http://"+r.APIAddr()+"/@connections", &list)
+	if list.Count != 2 {
+		t.Fatalf("cluster count %d, want 2", list.Count)
+	}
+	getJSON(t, "http://"+r.APIAddr()+"/@connections?node="+e1.NodeID(), &list)
+	if list.Count != 1 || len(list.Connections) != 1 || list.Connections[0].ID != id1 {
+		t.Fatalf("node listing %+v, want only %s", list, id1)
+	}
 	post("/@users/u-2", "to user 2")
 	if got := readText(t, c2); got != "to user 2" {
 		t.Fatalf("user got %q", got)
@@ -380,4 +396,19 @@ func connectionsPost(ctx context.Context, e *Edge, id, msg string) error {
 		return err
 	}
 	return api.Post(ctx, id, []byte(msg))
+}
+
+func getJSON(t *testing.T, url string, v any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d", url, resp.StatusCode)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatal(err)
+	}
 }

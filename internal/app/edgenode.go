@@ -134,7 +134,7 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 		return nil, err
 	}
 	e.handler = newNodeHandler(e.nodeID, e.lc, e.node, e.groups, log)
-	e.janitor, err = cluster.NewJanitor(cluster.JanitorConfig{}, cluster.JanitorDeps{Registry: registry, Self: e.nodeID,
+	e.janitor, err = cluster.NewJanitor(cluster.JanitorConfig{Interval: cfg.JanitorInterval}, cluster.JanitorDeps{Registry: registry, Self: e.nodeID,
 		OnOrphan: e.handler.orphaned, Healthy: e.node.Healthy, Logger: log, Metrics: cm})
 	if err != nil {
 		return nil, err
@@ -154,7 +154,7 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 		return nil, err
 	}
 	if cfg.API.APIListen != "" {
-		if e.api, err = newAPIServer(cfg.API, e.router, e.groups, e.reg, log); err != nil {
+		if e.api, err = newAPIServer(cfg.API, e.router, e.groups, registry, e.reg, log); err != nil {
 			return nil, err
 		}
 	}

@@ -114,7 +114,7 @@ func NewRouter(cfg RouterConfig, log *slog.Logger) (_ *Router, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if r.api, err = newAPIServer(cfg.API, router, r.groups, r.reg, log); err != nil {
+	if r.api, err = newAPIServer(cfg.API, router, r.groups, registry, r.reg, log); err != nil {
 		return nil, err
 	}
 	if r.admin, err = newAdmin(cfg.AdminListen, r.reg, cfg.Pprof, log); err != nil {

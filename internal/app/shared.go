@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/switchboardgw/switchboard/internal/api"
+	"github.com/switchboardgw/switchboard/internal/cluster"
 	"github.com/switchboardgw/switchboard/internal/conn"
 	"github.com/switchboardgw/switchboard/internal/groups"
 )
@@ -80,7 +81,7 @@ type apiServer struct {
 	ln  net.Listener
 }
 
-func newAPIServer(a API, ctrl conn.Controller, g api.GroupsController, reg prometheus.Registerer, log *slog.Logger) (*apiServer, error) {
+func newAPIServer(a API, ctrl conn.Controller, g api.GroupsController, registry cluster.Registry, reg prometheus.Registerer, log *slog.Logger) (*apiServer, error) {
 	cfg, err := a.apiConfig()
 	if err != nil {
 		return nil, err
@@ -92,6 +93,7 @@ func newAPIServer(a API, ctrl conn.Controller, g api.GroupsController, reg prome
 	if g != nil {
 		h.EnableGroups(g)
 	}
+	h.EnableListing(registryLister{registry})
 	addr := a.APIListen
 	if cfg.RequiresLoopback() {
 		addr = loopbackAddr(addr)
@@ -150,4 +152,27 @@ func newGroupStore(rdb redis.UniversalClient, keyPrefix string) (groups.Store, e
 		return groups.NewMemoryStore(), nil
 	}
 	return groups.NewRedisStore(groups.RedisStoreConfig{KeyPrefix: keyPrefix}, rdb)
+}
+
+// registryLister answers the API's listing extension from the registry's
+// per-node sets and counters.
+type registryLister struct{ r cluster.Registry }
+
+func (l registryLister) Count(ctx context.Context, node string) (int64, error) {
+	if node == "" {
+		return l.r.CountAll(ctx)
+	}
+	return l.r.CountNode(ctx, node)
+}
+
+func (l registryLister) List(ctx context.Context, node, cursor string, limit int) ([]conn.Info, string, error) {
+	recs, next, err := l.r.NodeConns(ctx, node, cursor, limit)
+	if err != nil {
+		return nil, "", err
+	}
+	out := make([]conn.Info, len(recs))
+	for i, r := range recs {
+		out[i] = conn.Info{ID: r.ID, Node: r.Node, ConnectedAt: r.ConnectedAt, SourceIP: r.SourceIP, UserAgent: r.UserAgent, UserID: r.UserID}
+	}
+	return out, next, nil
 }

@@ -205,44 +205,76 @@ func (c *Conn) startFlusher() {
 // writeNow writes without blocking; it returns how much was written. EAGAIN
 // is not an error: the caller queues the rest.
 func (c *Conn) writeNow(a, b []byte) (int, error) {
-	var n int
-	var werr error
-	err := c.raw.Write(func(fd uintptr) bool {
-		for {
-			var m int
-			if len(b) == 0 || n >= len(a) {
-				rest := a
-				if n >= len(a) {
-					rest = b[n-len(a):]
-				} else {
-					rest = a[n:]
-				}
-				if len(rest) == 0 {
-					return true
-				}
-				m, werr = unix.Write(int(fd), rest)
-			} else {
-				m, werr = unix.Writev(int(fd), [][]byte{a[n:], b})
-			}
-			if m > 0 {
-				n += m
-			}
-			if werr == unix.EINTR {
-				continue
-			}
-			if werr == unix.EAGAIN {
-				werr = nil
-				return true
-			}
-			if werr != nil || n == len(a)+len(b) {
-				return true
-			}
-		}
-	})
+	op := ioOps.Get().(*ioOp)
+	op.a, op.b, op.n, op.err = a, b, 0, nil
+	err := c.raw.Write(op.write)
+	n, werr := op.n, op.err
+	op.a, op.b, op.iov = nil, nil, [2][]byte{}
+	ioOps.Put(op)
 	if err != nil {
 		return n, err
 	}
 	return n, werr
+}
+
+// ioOp carries one raw read or write through RawConn's callback. Pooled,
+// with its callbacks bound once, so the hot paths do not allocate a
+// closure per call.
+type ioOp struct {
+	a, b  []byte
+	n     int
+	err   error
+	iov   [2][]byte
+	write func(fd uintptr) bool
+	read  func(fd uintptr) bool
+}
+
+var ioOps = sync.Pool{New: func() any {
+	op := &ioOp{}
+	op.write, op.read = op.doWrite, op.doRead
+	return op
+}}
+
+func (op *ioOp) doWrite(fd uintptr) bool {
+	a, b := op.a, op.b
+	for {
+		var m int
+		if len(b) == 0 || op.n >= len(a) {
+			rest := a[min(op.n, len(a)):]
+			if op.n >= len(a) {
+				rest = b[op.n-len(a):]
+			}
+			if len(rest) == 0 {
+				return true
+			}
+			m, op.err = unix.Write(int(fd), rest)
+		} else {
+			op.iov[0], op.iov[1] = a[op.n:], b
+			m, op.err = unix.Writev(int(fd), op.iov[:])
+		}
+		if m > 0 {
+			op.n += m
+		}
+		if op.err == unix.EINTR {
+			continue
+		}
+		if op.err == unix.EAGAIN {
+			op.err = nil
+			return true
+		}
+		if op.err != nil || op.n == len(a)+len(b) {
+			return true
+		}
+	}
+}
+
+func (op *ioOp) doRead(fd uintptr) bool {
+	for {
+		op.n, op.err = unix.Read(int(fd), op.a)
+		if op.err != unix.EINTR {
+			return true
+		}
+	}
 }
 
 // flush writes the backlog with blocking writes bounded by WriteTimeout, then
@@ -430,17 +462,12 @@ func (c *Conn) releaseIn() {
 
 // readNow reads without blocking. It returns EAGAIN when nothing is there.
 func (c *Conn) readNow(p []byte) (int, error) {
-	var n int
-	var rerr error
-	err := c.raw.Read(func(fd uintptr) bool {
-		for {
-			n, rerr = unix.Read(int(fd), p)
-			if rerr == unix.EINTR {
-				continue
-			}
-			return true
-		}
-	})
+	op := ioOps.Get().(*ioOp)
+	op.a, op.n, op.err = p, 0, nil
+	err := c.raw.Read(op.read)
+	n, rerr := op.n, op.err
+	op.a = nil
+	ioOps.Put(op)
 	if err != nil {
 		return 0, err
 	}

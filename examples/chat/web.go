@@ -1,0 +1,30 @@
+package main
+
+import (
+	"embed"
+	"encoding/json"
+	"io/fs"
+	"net/http"
+)
+
+// The page is plain HTML and JavaScript: no build step.
+//
+//go:embed web
+var webFiles embed.FS
+
+// pageHandler serves the chat page and /config.json, which tells the page
+// which gateway to connect to.
+func (c *chat) pageHandler() http.Handler {
+	static, err := fs.Sub(webFiles, "web")
+	if err != nil {
+		panic(err) // the embedded directory is fixed at build time
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /", http.FileServerFS(static))
+	mux.HandleFunc("GET /config.json", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		_ = json.NewEncoder(w).Encode(map[string]string{"ws": c.cfg.WSURL})
+	})
+	return mux
+}

@@ -1,0 +1,65 @@
+package edge
+
+import (
+	"runtime"
+	"testing"
+)
+
+// BenchmarkSend measures the write path of one message to one connection
+// (header + payload written with one writev), the core of every post and
+// of fan-out.
+func BenchmarkSend(b *testing.B) {
+	rec := newRecorder()
+	s := newFuzzServer(b, rec)
+	c, cleanup := fuzzConn(b, s, rec)
+	defer cleanup()
+	msg := make([]byte, 64)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(msg)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := c.Send(msg, false); err != nil {
+			b.Fatal(err)
+		}
+		if i%256 == 255 { // let the reader drain so the queue never fills
+			for backlog(c) > 0 {
+				runtime.Gosched()
+			}
+		}
+	}
+}
+
+func backlog(c *Conn) int {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return len(c.wq)
+}
+
+// BenchmarkFrameParse measures reading and handling client frames: unmask,
+// UTF-8 check, delivery to the Handler.
+func BenchmarkFrameParse(b *testing.B) {
+	rec := newRecorder()
+	rec.echo = false
+	s := newFuzzServer(b, rec)
+	c, cleanup := fuzzConn(b, s, rec)
+	defer cleanup()
+	frame := []byte{0x81, 0x80 | 64, 1, 2, 3, 4}
+	frame = append(frame, make([]byte, 64)...)
+	b.ReportAllocs()
+	b.SetBytes(64)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c.readMu.Lock()
+		if c.in == nil {
+			c.in = s.getBuf()
+		}
+		c.inLen = copy(c.in, frame)
+		c.process()
+		c.readMu.Unlock()
+		if i%1024 == 0 {
+			rec.mu.Lock()
+			rec.messages = rec.messages[:0]
+			rec.mu.Unlock()
+		}
+	}
+}

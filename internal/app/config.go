@@ -34,6 +34,9 @@ type EdgeConfig struct {
 	ConnectTimeout   time.Duration
 	RouteExpression  string
 	TwoWayRoutes     []string
+	Routes           []string
+	InvalidRouteKey  string
+	NoErrorFrame     bool
 	RouteTimeout     time.Duration
 	JetStream        bool
 	JetStreamStream  string
@@ -152,6 +155,7 @@ type API struct {
 	APIAccessKeys []string
 	APIInsecure   bool
 	APIMaxBody    int
+	APIOctetBin   bool
 }
 
 func (a *API) registerFlags(fs *flag.FlagSet, listenDefault string) {
@@ -161,6 +165,7 @@ func (a *API) registerFlags(fs *flag.FlagSet, listenDefault string) {
 	listVar(fs, &a.APIAccessKeys, "api-access-keys", "comma-separated ACCESS_KEY_ID:SECRET pairs for AWS SigV4 (the AWS SDK with static credentials)")
 	fs.BoolVar(&a.APIInsecure, "api-insecure", false, "serve the @connections API without authentication on any address")
 	fs.IntVar(&a.APIMaxBody, "api-max-body", 128<<10, "largest @connections POST body (413 above)")
+	fs.BoolVar(&a.APIOctetBin, "api-octet-stream-binary", false, "a POST with Content-Type application/octet-stream always sends a binary frame (default: text when the body is valid UTF-8, since the AWS SDKs send octet-stream for everything)")
 }
 
 // RegisterFlags binds every field to a flag with its default.
@@ -180,7 +185,7 @@ func (c *EdgeConfig) RegisterFlags(fs *flag.FlagSet) {
 	durVar(fs, &e.FrameTimeout, "frame-timeout", 30*time.Second, "close a connection whose partial frame stays unfinished this long (1008)")
 	durVar(fs, &e.WriteTimeout, "write-timeout", 10*time.Second, "give up on a client that does not read for this long")
 	fs.IntVar(&e.MaxQueueBytes, "max-queue-bytes", 1<<20, "unsent bytes per connection before it is closed as a slow consumer")
-	fs.IntVar(&e.PendingQueueBytes, "pending-queue-bytes", 64<<10, "bytes posted during $connect held for delivery after the upgrade")
+	fs.IntVar(&e.PendingQueueBytes, "pending-queue-bytes", 64<<10, "bytes posted during $connect held for delivery after the upgrade; -1 refuses such posts with 410 like API Gateway")
 	listVar(fs, &e.AllowedOrigins, "allowed-origins", "comma-separated Origin values accepted (empty: any)")
 	listVar(fs, &e.Subprotocols, "subprotocols", "comma-separated subprotocols the edge accepts itself, preferred first")
 	fs.StringVar(&e.AppPing, "app-ping", "", "a text message the edge answers itself, never routed (e.g. ping); empty: off")
@@ -200,6 +205,9 @@ func (c *EdgeConfig) RegisterFlags(fs *flag.FlagSet) {
 	durVar(fs, &c.ConnectTimeout, "connect-timeout", 3*time.Second, "how long $connect waits for a backend's decision")
 	fs.StringVar(&c.RouteExpression, "route-selection-expression", "$request.body.action", "route selection expression, as in API Gateway")
 	listVar(fs, &c.TwoWayRoutes, "two-way-routes", "comma-separated route keys whose backend reply is sent to the client (* for all)")
+	listVar(fs, &c.Routes, "routes", "comma-separated allow-list of route keys; others go to $default (empty: every legal key is routed)")
+	fs.StringVar(&c.InvalidRouteKey, "invalid-route-key", "default", "a message whose route key is not legal: default (route to $default) or drop (counted)")
+	fs.BoolVar(&c.NoErrorFrame, "no-error-frame", false, "send nothing when a two-way route gets no reply (default: API Gateway's error frame)")
 	durVar(fs, &c.RouteTimeout, "route-timeout", 10*time.Second, "how long a two-way route waits for the backend's reply")
 	fs.BoolVar(&c.JetStream, "jetstream", false, "publish lifecycle events to a JetStream stream (durable, at-least-once)")
 	fs.StringVar(&c.JetStreamStream, "jetstream-stream", "SWITCHBOARD_EVENTS", "JetStream stream for events (created if missing)")
@@ -225,6 +233,11 @@ func (c *EdgeConfig) Validate() error {
 	case "off", "optional", "required":
 	default:
 		errs = append(errs, fmt.Errorf("connect mode %q: want off, optional or required", c.ConnectMode))
+	}
+	switch c.InvalidRouteKey {
+	case "default", "drop":
+	default:
+		errs = append(errs, fmt.Errorf("invalid route key policy %q: want default or drop", c.InvalidRouteKey))
 	}
 	switch c.RegistryFailure {
 	case "open", "closed":

@@ -49,9 +49,10 @@ func newRedisClient(r Redis) (redis.UniversalClient, error) {
 // bound to loopback (unless -api-insecure says otherwise).
 func (a API) apiConfig() (api.Config, error) {
 	cfg := api.Config{
-		MaxMessageBytes: a.APIMaxBody,
-		Insecure:        a.APIInsecure,
-		Auth:            api.AuthConfig{Tokens: a.APITokens, TokenFile: a.APITokensFile},
+		MaxMessageBytes:   a.APIMaxBody,
+		OctetStreamBinary: a.APIOctetBin,
+		Insecure:          a.APIInsecure,
+		Auth:              api.AuthConfig{Tokens: a.APITokens, TokenFile: a.APITokensFile},
 	}
 	if len(a.APIAccessKeys) > 0 {
 		cfg.Auth.AccessKeys = map[string]string{}

@@ -45,7 +45,8 @@ type Config struct {
 	// connection is closed as a slow consumer. Default 1 MiB.
 	MaxQueueBytes int
 	// PendingQueueBytes bounds messages posted while $connect is still
-	// running; they are delivered right after the upgrade. Default 64 KiB.
+	// running; they are delivered right after the upgrade. Default 64 KiB;
+	// negative refuses them with 410 (conn.ErrGone), as API Gateway does.
 	PendingQueueBytes int
 	// AllowedOrigins lists Origin values accepted on the upgrade ("*" = any).
 	// Empty accepts any origin (and requests without one).
@@ -128,8 +129,8 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s %v: must not be negative", d.name, d.v))
 		}
 	}
-	if c.Workers < 1 || c.MaxHandshakes < 1 || c.PendingQueueBytes < 0 {
-		errs = append(errs, errors.New("workers, max handshakes and pending queue bytes must be positive"))
+	if c.Workers < 1 || c.MaxHandshakes < 1 {
+		errs = append(errs, errors.New("workers and max handshakes must be positive"))
 	}
 	return errors.Join(errs...)
 }

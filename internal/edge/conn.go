@@ -143,7 +143,12 @@ func (c *Conn) write(a, b []byte, control bool) error {
 		return conn.ErrGone
 	}
 	if c.state.Load() == statePending {
-		// Posted while $connect runs: held and sent right after the 101.
+		// Posted while $connect runs: held and sent right after the 101
+		// (or refused like API Gateway does, if so configured).
+		if c.srv.cfg.PendingQueueBytes < 0 && !control {
+			c.wmu.Unlock()
+			return conn.ErrGone
+		}
 		if len(c.wq)+size > c.srv.cfg.PendingQueueBytes && !control {
 			c.wmu.Unlock()
 			c.srv.metrics.pendingDropped.Inc()

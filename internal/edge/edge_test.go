@@ -740,3 +740,17 @@ func TestApplicationPingIsAnsweredByTheEdge(t *testing.T) {
 		t.Fatalf("app pings %v, want 1", n)
 	}
 }
+
+func TestPostsDuringConnectCanBeRefusedLikeAPIGateway(t *testing.T) {
+	rec := newRecorder()
+	posted := make(chan error, 1)
+	rec.connect = func(ctx context.Context, c *Conn, r *Request) (*Accept, error) {
+		posted <- c.srv.Post(ctx, c.ID(), []byte("too early"), false)
+		return &Accept{}, nil
+	}
+	e := startEdge(t, Config{PendingQueueBytes: -1}, rec)
+	dial(t, e.url, ws.Dialer{})
+	if err := <-posted; !errors.Is(err, errGoneForTest()) {
+		t.Fatalf("post during $connect: %v, want ErrGone (410)", err)
+	}
+}

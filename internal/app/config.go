@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/switchboardgw/switchboard/internal/admission"
 	"github.com/switchboardgw/switchboard/internal/edge"
 )
 
@@ -25,6 +26,13 @@ type EdgeConfig struct {
 	API
 
 	NodeID string
+
+	JWT       JWTFlags
+	Admission admission.Config
+	// Proxies: trusted proxy CIDRs, which header they write, PROXY protocol.
+	TrustedProxies  []string
+	ForwardedHeader string
+	ProxyProtocol   string
 
 	// Embedded NATS server, run when NATS.URL is empty.
 	NATSEmbedListen string
@@ -54,8 +62,38 @@ type EdgeConfig struct {
 	DrainTimeout time.Duration
 }
 
+// JWTFlags configure the built-in $connect JWT authorizer (off unless a
+// keys file or JWKS file is given).
+type JWTFlags struct {
+	KeysFile          string
+	JWKSFile          string
+	Algorithms        []string
+	Header            string
+	Query             string
+	SubprotocolPrefix string
+	Audience          string
+	Issuer            string
+	UserClaim         string
+	Leeway            time.Duration
+}
+
+func (j *JWTFlags) registerFlags(fs *flag.FlagSet) {
+	fs.StringVar(&j.KeysFile, "jwt-keys-file", "", "PEM public key(s) or HMAC secret file for the built-in $connect JWT authorizer (re-read on change)")
+	fs.StringVar(&j.JWKSFile, "jwt-jwks-file", "", "JWKS file for the JWT authorizer (re-read on change)")
+	listVar(fs, &j.Algorithms, "jwt-algorithms", "accepted JWT algorithms (default: HS256,RS256,ES256 as the keys allow)")
+	fs.StringVar(&j.Header, "jwt-header", "Authorization", "header carrying the token (Bearer scheme for Authorization)")
+	fs.StringVar(&j.Query, "jwt-query", "", "query parameter carrying the token (e.g. token; empty: off)")
+	fs.StringVar(&j.SubprotocolPrefix, "jwt-subprotocol-prefix", "", "Sec-WebSocket-Protocol entry prefix carrying the token (empty: off)")
+	fs.StringVar(&j.Audience, "jwt-audience", "", "required aud claim (empty: not checked)")
+	fs.StringVar(&j.Issuer, "jwt-issuer", "", "required iss claim (empty: not checked)")
+	fs.StringVar(&j.UserClaim, "jwt-user-claim", "sub", "claim that becomes the connection's user ID")
+	durVar(fs, &j.Leeway, "jwt-leeway", 30*time.Second, "clock skew allowed on exp and nbf")
+}
+
 // Process is what every binary has: admin endpoints and logging.
 type Process struct {
+	TLSCert     string
+	TLSKey      string
 	GCPercent   int
 	AdminListen string
 	Pprof       bool
@@ -68,6 +106,8 @@ func (p *Process) registerFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&p.Pprof, "pprof", false, "serve /debug/pprof on the admin port")
 	fs.StringVar(&p.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&p.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&p.TLSCert, "tls-cert", "", "certificate file: serve the @connections API over TLS (reloaded when it changes); WebSocket TLS is terminated in front of the edge")
+	fs.StringVar(&p.TLSKey, "tls-key", "", "private key file for -tls-cert")
 	fs.IntVar(&p.GCPercent, "gc-percent", 50, "Go GC target percentage (GOGC); lower keeps resident memory closer to the live heap. The GOGC environment variable wins when set")
 }
 
@@ -83,6 +123,9 @@ func (p *Process) validate() []error {
 	var errs []error
 	if _, err := parseLevel(p.LogLevel); err != nil {
 		errs = append(errs, err)
+	}
+	if (p.TLSCert == "") != (p.TLSKey == "") {
+		errs = append(errs, errors.New("-tls-cert and -tls-key go together"))
 	}
 	if p.LogFormat != "text" && p.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("log format %q: want text or json", p.LogFormat))
@@ -197,6 +240,16 @@ func (c *EdgeConfig) RegisterFlags(fs *flag.FlagSet) {
 	c.NATS.registerFlags(fs, "NATS server URL(s), comma-separated (empty: run an embedded NATS server)")
 	c.Redis.registerFlags(fs, "Redis URL of the ownership registry, e.g. redis://user:pass@host:6379/0 (empty: in-memory, single node)")
 	c.API.registerFlags(fs, "127.0.0.1:9090")
+	c.JWT.registerFlags(fs)
+	a := &c.Admission
+	fs.Float64Var(&a.ConnRate, "conn-rate", 0, "new connections per second on this node, 429 above (0: unlimited)")
+	fs.Float64Var(&a.ConnRatePerIP, "conn-rate-per-ip", 0, "new connections per second from one source IP (IPv6: per /64), 429 above (0: unlimited)")
+	fs.IntVar(&a.MaxConns, "max-conns", 0, "open connections on this node, 503 above (0: unlimited)")
+	fs.IntVar(&a.MaxConnsPerUser, "max-conns-per-user", 0, "open connections of one user on this node, 429 above (0: unlimited)")
+	fs.Float64Var(&a.MsgRate, "msg-rate", 0, "inbound messages per second per connection; above it the connection is closed with 1008 (0: unlimited)")
+	listVar(fs, &c.TrustedProxies, "trusted-proxies", "comma-separated CIDRs of proxies whose forwarding header is believed (and which may send PROXY protocol)")
+	fs.StringVar(&c.ForwardedHeader, "forwarded-header", "X-Forwarded-For", "header trusted proxies write: X-Forwarded-For or Forwarded")
+	fs.StringVar(&c.ProxyProtocol, "proxy-protocol", "off", "PROXY protocol v1/v2 on the WebSocket listener: off, optional or required")
 	fs.StringVar(&c.NodeID, "node-id", "", "node ID (default: hostname plus a random suffix, new at every start)")
 
 	fs.StringVar(&c.NATSEmbedListen, "nats-embedded-listen", "127.0.0.1:4223", "embedded NATS server address (used when -nats-url is empty)")
@@ -233,6 +286,14 @@ func (c *EdgeConfig) Validate() error {
 	case "off", "optional", "required":
 	default:
 		errs = append(errs, fmt.Errorf("connect mode %q: want off, optional or required", c.ConnectMode))
+	}
+	switch c.ProxyProtocol {
+	case "off", "optional", "required":
+	default:
+		errs = append(errs, fmt.Errorf("proxy protocol %q: want off, optional or required", c.ProxyProtocol))
+	}
+	if err := c.Admission.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	switch c.InvalidRouteKey {
 	case "default", "drop":

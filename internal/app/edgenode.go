@@ -8,14 +8,22 @@ import (
 	"sync"
 	"time"
 
+	"net"
+	"net/http"
+	"net/netip"
+
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/switchboardgw/switchboard/internal/admission"
+	"github.com/switchboardgw/switchboard/internal/authz"
+	"github.com/switchboardgw/switchboard/internal/clientip"
 	"github.com/switchboardgw/switchboard/internal/cluster"
 	"github.com/switchboardgw/switchboard/internal/edge"
 	"github.com/switchboardgw/switchboard/internal/groups"
 	"github.com/switchboardgw/switchboard/internal/lifecycle"
+	"github.com/switchboardgw/switchboard/internal/proxyproto"
 )
 
 // Edge is a running edge node: WebSocket server, lifecycle events over NATS
@@ -36,10 +44,13 @@ type Edge struct {
 	cmds    *cluster.CommandServer
 	router  *cluster.Router
 	groups  *groups.Service
-	handler *nodeHandler
-	ws      *edge.Server
-	api     *apiServer
-	admin   *admin
+
+	clientIP func(peer string, h http.Header) string
+	trusted  []netip.Prefix
+	handler  *nodeHandler
+	ws       *edge.Server
+	api      *apiServer
+	admin    *admin
 
 	cancel       context.CancelFunc
 	wg           sync.WaitGroup
@@ -135,13 +146,22 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 		return nil, err
 	}
 	e.handler = newNodeHandler(e.nodeID, e.lc, e.node, e.groups, log)
+	if err := e.buildSecurity(cfg, log); err != nil {
+		return nil, err
+	}
 	e.janitor, err = cluster.NewJanitor(cluster.JanitorConfig{Interval: cfg.JanitorInterval}, cluster.JanitorDeps{Registry: registry, Self: e.nodeID,
 		OnOrphan: e.handler.orphaned, Healthy: e.node.Healthy, Logger: log, Metrics: cm})
 	if err != nil {
 		return nil, err
 	}
-	e.ws, err = edge.New(cfg.Edge, edge.Options{NodeID: e.nodeID, Handler: e.handler, Registerer: e.reg, Logger: log})
+	ln, err := e.listen(cfg)
 	if err != nil {
+		return nil, err
+	}
+	e.ws, err = edge.New(cfg.Edge, edge.Options{NodeID: e.nodeID, Handler: e.handler, Registerer: e.reg, Logger: log,
+		Listener: ln, ClientIP: e.clientIP})
+	if err != nil {
+		ln.Close()
 		return nil, err
 	}
 	e.cmds, err = cluster.NewCommandServer(cluster.CommandServerConfig{Prefix: cfg.NATS.Prefix, Node: e.nodeID},
@@ -156,6 +176,9 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 	}
 	if cfg.API.APIListen != "" {
 		if e.api, err = newAPIServer(cfg.API, e.router, e.groups, registry, e.reg, log); err != nil {
+			return nil, err
+		}
+		if err := e.api.enableTLS(cfg.Process, log); err != nil {
 			return nil, err
 		}
 	}
@@ -330,4 +353,59 @@ func connectNATS(url string, cfg NATS, name string, log *slog.Logger) (*nats.Con
 		return nil, fmt.Errorf("nats connect %s: %w", url, err)
 	}
 	return nc, nil
+}
+
+// buildSecurity sets up the JWT authorizer, admission control and client IP
+// resolution from cfg (each off unless configured).
+func (e *Edge) buildSecurity(cfg EdgeConfig, log *slog.Logger) error {
+	prefixes, err := clientip.ParsePrefixes(cfg.TrustedProxies)
+	if err != nil {
+		return fmt.Errorf("trusted proxies: %w", err)
+	}
+	e.trusted = prefixes
+	if len(prefixes) > 0 {
+		cip, err := clientip.New(clientip.Config{TrustedProxies: prefixes, Header: cfg.ForwardedHeader})
+		if err != nil {
+			return err
+		}
+		e.clientIP = cip.ClientIPString
+	}
+	if j := cfg.JWT; j.KeysFile != "" || j.JWKSFile != "" {
+		var aud []string
+		if j.Audience != "" {
+			aud = []string{j.Audience}
+		}
+		e.handler.jwt, err = authz.New(authz.Config{KeysFile: j.KeysFile, JWKSFile: j.JWKSFile, Algorithms: j.Algorithms,
+			Header: j.Header, Query: j.Query, SubprotocolPrefix: j.SubprotocolPrefix, Audience: aud, Issuer: j.Issuer,
+			UserClaim: j.UserClaim, Leeway: j.Leeway, ValidUserID: lifecycle.ValidName}, log)
+		if err != nil {
+			return fmt.Errorf("jwt: %w", err)
+		}
+	}
+	a := cfg.Admission
+	if a.ConnRate > 0 || a.ConnRatePerIP > 0 || a.MaxConns > 0 || a.MaxConnsPerUser > 0 || a.MsgRate > 0 {
+		if e.handler.adm, err = admission.New(a, e.reg); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// listen opens the WebSocket listener, behind a PROXY protocol reader when
+// configured.
+func (e *Edge) listen(cfg EdgeConfig) (net.Listener, error) {
+	ln, err := net.Listen("tcp", cfg.Edge.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("edge listen %s: %w", cfg.Edge.Listen, err)
+	}
+	if cfg.ProxyProtocol == "off" {
+		return ln, nil
+	}
+	pl, err := proxyproto.Listen(ln, proxyproto.Config{Required: cfg.ProxyProtocol == "required",
+		Trusted: e.trusted, HeaderTimeout: cfg.Edge.HandshakeTimeout})
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("proxy protocol: %w", err)
+	}
+	return pl, nil
 }

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/switchboardgw/switchboard/internal/admission"
+	"github.com/switchboardgw/switchboard/internal/authz"
 	"github.com/switchboardgw/switchboard/internal/cluster"
 	"github.com/switchboardgw/switchboard/internal/edge"
 	"github.com/switchboardgw/switchboard/internal/groups"
@@ -20,6 +22,9 @@ import (
 type connState struct {
 	meta    lifecycle.ConnMeta
 	revoked atomic.Bool // other nodes sent DISCONNECT for it: do not send another
+	release func()      // admission slot; nil when admission is off
+	lim     admission.MessageLimiter
+	limited bool // closed for its message rate (worker-owned)
 }
 
 // nodeHandler joins the edge to the rest of the node: $connect through the
@@ -29,6 +34,8 @@ type nodeHandler struct {
 	lc     *lifecycle.Lifecycle
 	node   *cluster.Node
 	groups *groups.Service
+	jwt    *authz.JWT   // nil: no built-in JWT authorizer
+	adm    *admission.A // nil: no admission limits
 	log    *slog.Logger
 
 	// Unregistering a closed connection waits for a Redis round trip: it is
@@ -67,14 +74,45 @@ func (h *nodeHandler) Connect(ctx context.Context, c *edge.Conn, r *edge.Request
 	if !h.node.Healthy() {
 		return nil, &edge.Reject{Status: http.StatusServiceUnavailable, Reason: "node fenced: cluster lease not held"}
 	}
-	st := &connState{meta: lifecycle.ConnMeta{
+	// The built-in JWT authorizer answers before anything else runs.
+	var jr authz.Result
+	protocols := r.Protocols
+	if h.jwt != nil {
+		var err error
+		if jr, err = h.jwt.Authorize(r); err != nil {
+			s := authz.StatusOf(err)
+			h.log.Debug("JWT refused", "conn", c.ID(), "reason", authz.ReasonOf(err))
+			return nil, &edge.Reject{Status: s, Header: http.Header{"Www-Authenticate": {"Bearer"}}, Reason: http.StatusText(s)}
+		}
+		protocols = h.jwt.StripToken(r.Protocols)
+	}
+	release := func() {}
+	if h.adm != nil {
+		rel, err := h.adm.Admit(c.SourceIP(), jr.UserID)
+		if err != nil {
+			s := admission.StatusOf(err)
+			return nil, &edge.Reject{Status: s, Reason: http.StatusText(s)}
+		}
+		release = rel
+	}
+	accepted := false
+	defer func() {
+		if !accepted {
+			release()
+		}
+	}()
+	st := &connState{release: release, meta: lifecycle.ConnMeta{
 		ID: c.ID(), NodeID: h.nodeID, ConnectedAt: c.ConnectedAt(), SourceIP: c.SourceIP(), UserAgent: c.UserAgent(),
 		DomainName: hostOnly(r.Host), Path: r.Path, Headers: lifecycle.HeadersFromHTTP(r.Header), Query: lifecycle.ParseQuery(r.RawQuery),
-		Subprotocols: r.Protocols,
+		Subprotocols: protocols, UserID: jr.UserID, Principal: jr.Principal,
 	}}
+	if h.adm != nil {
+		st.lim = h.adm.MessageLimiter()
+	}
 	// Registered before $connect runs: the backend deciding $connect can
 	// already post to the connection (held until the 101).
-	rec := cluster.ConnRecord{ID: c.ID(), Node: h.nodeID, ConnectedAt: c.ConnectedAt(), SourceIP: c.SourceIP(), UserAgent: c.UserAgent()}
+	rec := cluster.ConnRecord{ID: c.ID(), Node: h.nodeID, ConnectedAt: c.ConnectedAt(), SourceIP: c.SourceIP(), UserAgent: c.UserAgent(),
+		UserID: jr.UserID, Principal: jr.Principal}
 	if err := h.node.RegisterNew(ctx, rec); err != nil {
 		h.log.Warn("connection not registered", "conn", c.ID(), "err", err)
 		return nil, &edge.Reject{Status: http.StatusServiceUnavailable, Reason: "registry unavailable"}
@@ -92,15 +130,34 @@ func (h *nodeHandler) Connect(ctx context.Context, c *edge.Conn, r *edge.Request
 		}
 		return nil, &edge.Reject{Status: d.Status, Header: d.Header, Reason: body}
 	}
-	st.meta.UserID, st.meta.Principal, st.meta.Groups = d.UserID, d.Principal, d.Groups
+	// The backend's answer refines what the JWT said; it does not erase it.
+	if d.UserID != "" && d.UserID != st.meta.UserID {
+		if h.adm != nil {
+			rel, err := h.adm.AdmitUser(d.UserID)
+			if err != nil {
+				h.queueUnregister(c.ID())
+				s := admission.StatusOf(err)
+				return nil, &edge.Reject{Status: s, Reason: http.StatusText(s)}
+			}
+			prev := st.release
+			st.release = func() { prev(); rel() }
+			release = st.release
+		}
+		st.meta.UserID = d.UserID
+	}
+	if len(d.Principal) > 0 {
+		st.meta.Principal = d.Principal
+	}
+	st.meta.Groups = d.Groups
 	if d.UserID != "" || len(d.Principal) > 0 {
 		// The record carries them so a DISCONNECT for a dead node has them.
-		rec.UserID, rec.Principal = d.UserID, d.Principal
+		rec.UserID, rec.Principal = st.meta.UserID, st.meta.Principal
 		if err := h.node.RegisterNew(ctx, rec); err != nil {
 			h.log.Warn("connection identity not recorded", "conn", c.ID(), "err", err)
 		}
 	}
-	return &edge.Accept{Header: d.Header, UserID: d.UserID, Value: st}, nil
+	accepted = true
+	return &edge.Accept{Header: d.Header, Subprotocol: jr.Subprotocol, UserID: st.meta.UserID, Value: st}, nil
 }
 
 func (h *nodeHandler) Open(c *edge.Conn) {
@@ -119,6 +176,14 @@ func (h *nodeHandler) Open(c *edge.Conn) {
 
 func (h *nodeHandler) Message(c *edge.Conn, data []byte, binary bool) {
 	st := c.Value().(*connState)
+	if h.adm != nil && !st.lim.Allow(time.Now()) {
+		if !st.limited {
+			st.limited = true
+			h.adm.MessageRejected()
+			c.Close(edge.CodePolicy, "message rate exceeded", edge.ReasonPolicy)
+		}
+		return
+	}
 	h.lc.Message(&st.meta, data, binary, func(reply []byte, binary bool) {
 		_ = c.Send(reply, binary)
 	})
@@ -128,6 +193,9 @@ func (h *nodeHandler) Close(c *edge.Conn, code int, reason string, why edge.Clos
 	h.queueUnregister(c.ID())
 	h.groups.Untrack(c.ID())
 	st, _ := c.Value().(*connState)
+	if st != nil && st.release != nil {
+		st.release()
+	}
 	if st == nil || !c.Established() || st.revoked.Load() {
 		return
 	}

@@ -117,6 +117,9 @@ func NewRouter(cfg RouterConfig, log *slog.Logger) (_ *Router, err error) {
 	if r.api, err = newAPIServer(cfg.API, router, r.groups, registry, r.reg, log); err != nil {
 		return nil, err
 	}
+	if err := r.api.enableTLS(cfg.Process, log); err != nil {
+		return nil, err
+	}
 	if r.admin, err = newAdmin(cfg.AdminListen, r.reg, cfg.Pprof, log); err != nil {
 		return nil, err
 	}

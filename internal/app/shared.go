@@ -18,6 +18,7 @@ import (
 	"github.com/switchboardgw/switchboard/internal/cluster"
 	"github.com/switchboardgw/switchboard/internal/conn"
 	"github.com/switchboardgw/switchboard/internal/groups"
+	"github.com/switchboardgw/switchboard/internal/tlsreload"
 )
 
 // newRedisClient builds a go-redis UniversalClient: standalone from a URL,
@@ -80,6 +81,22 @@ type apiServer struct {
 	api *api.API
 	srv *http.Server
 	ln  net.Listener
+	tls bool
+}
+
+// enableTLS serves the API over TLS with a certificate reloaded when its
+// files change (-tls-cert, -tls-key).
+func (s *apiServer) enableTLS(p Process, log *slog.Logger) error {
+	if p.TLSCert == "" {
+		return nil
+	}
+	rl, err := tlsreload.New(tlsreload.Config{CertFile: p.TLSCert, KeyFile: p.TLSKey}, log)
+	if err != nil {
+		return fmt.Errorf("api tls: %w", err)
+	}
+	s.srv.TLSConfig = rl.TLSConfig()
+	s.tls = true
+	return nil
 }
 
 func newAPIServer(a API, ctrl conn.Controller, g api.GroupsController, registry cluster.Registry, reg prometheus.Registerer, log *slog.Logger) (*apiServer, error) {
@@ -120,7 +137,12 @@ func loopbackAddr(addr string) string {
 func (s *apiServer) run(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- s.api.Run(ctx) }()
-	err := s.srv.Serve(s.ln)
+	var err error
+	if s.tls {
+		err = s.srv.ServeTLS(s.ln, "", "")
+	} else {
+		err = s.srv.Serve(s.ln)
+	}
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}

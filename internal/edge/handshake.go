@@ -43,6 +43,9 @@ func (s *Server) handshake(nc net.Conn) {
 		s.reject(nc, "bad_request", http.StatusBadRequest, err.Error())
 		return
 	}
+	if s.clientIP != nil {
+		req.SourceIP = s.clientIP(req.SourceIP, req.Header)
+	}
 	if s.draining.Load() {
 		s.reject(nc, "draining", http.StatusServiceUnavailable, "server shutting down")
 		return

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -25,8 +26,9 @@ var ErrClosed = errors.New("edge: server closed")
 type Server struct {
 	cfg     Config
 	nodeID  string
-	handler Handler
-	log     *slog.Logger
+	handler  Handler
+	clientIP func(peer string, h http.Header) string
+	log      *slog.Logger
 	metrics *metrics
 
 	ln      net.Listener
@@ -58,6 +60,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Listener to serve on instead of listening on Config.Listen.
 	Listener net.Listener
+	// ClientIP turns the peer address and the request headers into the
+	// client's address (trusted proxies' X-Forwarded-For); nil keeps the peer.
+	ClientIP func(peer string, h http.Header) string
 }
 
 // New validates cfg and listens. Serving starts with Run.
@@ -87,7 +92,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
-		cfg: cfg, nodeID: opts.NodeID, handler: opts.Handler, log: opts.Logger,
+		cfg: cfg, nodeID: opts.NodeID, handler: opts.Handler, clientIP: opts.ClientIP, log: opts.Logger,
 		metrics: newMetrics(opts.Registerer), ln: ln, reactor: r, hub: newHub(),
 		hsSem: make(chan struct{}, cfg.MaxHandshakes), ctx: ctx, cancel: cancel,
 		done: make(chan struct{}),

@@ -1,6 +1,8 @@
 package api
 
 import (
+	"github.com/switchboardgw/switchboard/internal/testenv"
+
 	"bytes"
 	"context"
 	"io"
@@ -161,17 +163,7 @@ func serve(t testing.TB, a *API) *httptest.Server {
 	return srv
 }
 
-// eventually polls cond until it holds or a generous deadline passes.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+var eventually = testenv.Eventually
 
 var testConnectedAt = time.Date(2026, 3, 4, 5, 6, 7, 891_000_000, time.UTC)
 

@@ -73,16 +73,7 @@ func waitReady(t *testing.T, url string) {
 	})
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+var eventually = testenv.Eventually
 
 // events records lifecycle events by type, as a backend sees them.
 type events struct {

@@ -2,8 +2,6 @@ package cluster
 
 import (
 	"context"
-	"fmt"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,35 +15,11 @@ import (
 // machines are slow and shared; a passing test never waits this long.
 const waitFor = 20 * time.Second
 
-// eventually polls cond until it holds or waitFor passes.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", waitFor, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+var eventually = testenv.Eventually
 
 var prefixSeq atomic.Int64
 
-// uniquePrefix gives each test its own Redis keys, so tests share servers
-// and run in parallel.
-func uniquePrefix(t testing.TB) string {
-	name := strings.Map(func(r rune) rune {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
-			return r
-		}
-		return '_'
-	}, t.Name())
-	if len(name) > 40 {
-		name = name[len(name)-40:]
-	}
-	return fmt.Sprintf("t%d_%d_%s", time.Now().UnixNano()%1e9, prefixSeq.Add(1), name)
-}
+var uniquePrefix = testenv.UniquePrefix
 
 // newRedisClient connects to a test Redis with short timeouts, so that a
 // killed server shows up as errors quickly.

@@ -49,13 +49,23 @@ type RedisConfig struct {
 // Validate checks the prefix: braces would change the hash tags that keep
 // multi-key scripts in one Redis Cluster slot.
 func (c RedisConfig) Validate() error {
-	for i := 0; i < len(c.KeyPrefix); i++ {
-		ch := c.KeyPrefix[i]
+	if err := ValidKeyPrefix(c.KeyPrefix); err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	return nil
+}
+
+// ValidKeyPrefix accepts a Redis key prefix of [A-Za-z0-9_.:-]: no braces,
+// which would change the hash tags that keep multi-key scripts in one
+// Redis Cluster slot. Every Redis store of the project checks it.
+func ValidKeyPrefix(p string) error {
+	for i := 0; i < len(p); i++ {
+		ch := p[i]
 		switch {
 		case ch >= 'a' && ch <= 'z', ch >= 'A' && ch <= 'Z', ch >= '0' && ch <= '9',
 			ch == '_', ch == '.', ch == ':', ch == '-':
 		default:
-			return fmt.Errorf("cluster: redis key prefix %q: character %q not allowed", c.KeyPrefix, ch)
+			return fmt.Errorf("redis key prefix %q: character %q not allowed", p, ch)
 		}
 	}
 	return nil

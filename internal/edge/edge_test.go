@@ -1,6 +1,8 @@
 package edge
 
 import (
+	"github.com/switchboardgw/switchboard/internal/testenv"
+
 	"bufio"
 	"context"
 	"errors"
@@ -183,16 +185,7 @@ func (c *client) send(t *testing.T, f ws.Frame) {
 
 func metric(t *testing.T, c prometheus.Collector) float64 { t.Helper(); return testutil.ToFloat64(c) }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+var eventually = testenv.Eventually
 
 func TestEchoTextAndBinary(t *testing.T) {
 	e := startEdge(t, Config{}, newRecorder())

@@ -1,6 +1,8 @@
 package groups
 
 import (
+	swcluster "github.com/switchboardgw/switchboard/internal/cluster"
+
 	"context"
 	"fmt"
 	"strconv"
@@ -20,14 +22,8 @@ type RedisStoreConfig struct {
 
 // Validate rejects a prefix with characters that could change a key's hash tag.
 func (c RedisStoreConfig) Validate() error {
-	for i := 0; i < len(c.KeyPrefix); i++ {
-		ch := c.KeyPrefix[i]
-		switch {
-		case ch >= 'a' && ch <= 'z', ch >= 'A' && ch <= 'Z', ch >= '0' && ch <= '9',
-			ch == '_', ch == '.', ch == ':', ch == '-':
-		default:
-			return fmt.Errorf("groups: redis key prefix %q: character %q not allowed", c.KeyPrefix, ch)
-		}
+	if err := swcluster.ValidKeyPrefix(c.KeyPrefix); err != nil {
+		return fmt.Errorf("groups: %w", err)
 	}
 	return nil
 }

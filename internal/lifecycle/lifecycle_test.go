@@ -21,16 +21,7 @@ import (
 // deadline for conditions in tests: generous, the CI machine is slow.
 const deadline = 30 * time.Second
 
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	end := time.Now().Add(deadline)
-	for !cond() {
-		if time.Now().After(end) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+var eventually = testenv.Eventually
 
 func newLC(t testing.TB, cfg Config, nc *nats.Conn) (*Lifecycle, *prometheus.Registry) {
 	t.Helper()

@@ -20,16 +20,7 @@ import (
 
 const deadline = 30 * time.Second
 
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	end := time.Now().Add(deadline)
-	for !cond() {
-		if time.Now().After(end) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+var eventually = testenv.Eventually
 
 // gateway is the real lifecycle package standing in for an edge node.
 func gateway(t testing.TB, n *testenv.NATS, cfg lifecycle.Config) *lifecycle.Lifecycle {

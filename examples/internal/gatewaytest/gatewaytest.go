@@ -5,6 +5,8 @@
 package gatewaytest
 
 import (
+	"github.com/switchboardgw/switchboard/internal/testenv"
+
 	"context"
 	"encoding/json"
 	"flag"
@@ -74,13 +76,7 @@ func StartEdge(t testing.TB, args ...string) Edge {
 // Eventually polls cond until it holds, failing the test after Deadline.
 func Eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(Deadline)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testenv.Eventually(t, what, cond)
 }
 
 // Dial opens a WebSocket to url; the connection is closed when the test ends.

@@ -9,4 +9,4 @@ import (
 var os_ErrDeadline = os.ErrDeadlineExceeded
 
 func errBufferFullForTest() error { return conn.ErrBufferFull }
-func errGoneForTest() error { return conn.ErrGone }
+func errGoneForTest() error       { return conn.ErrGone }

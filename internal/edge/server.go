@@ -24,12 +24,12 @@ var ErrClosed = errors.New("edge: server closed")
 
 // Server is one edge node's WebSocket side.
 type Server struct {
-	cfg     Config
-	nodeID  string
+	cfg      Config
+	nodeID   string
 	handler  Handler
 	clientIP func(peer string, h http.Header) string
 	log      *slog.Logger
-	metrics *metrics
+	metrics  *metrics
 
 	ln      net.Listener
 	reactor *reactor

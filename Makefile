@@ -11,6 +11,8 @@ build:
 	$(GO) build -o bin/ ./cmd/...
 
 vet:
+	@unformatted="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
 # The whole suite: vet, then every test (unit, integration with a real

@@ -294,7 +294,14 @@ func (l *Lifecycle) Authorize(ctx context.Context, m *ConnMeta) (Decision, error
 // failed applies the connect mode to an integration failure.
 func (l *Lifecycle) failed(m *ConnMeta, reason string, status int, err error) Decision {
 	l.m.connectFailures.WithLabelValues(reason).Inc()
-	l.log.Warn("lifecycle: $connect integration failed", "connection_id", m.ID, "reason", reason, "mode", string(l.cfg.ConnectMode), "err", err)
+	// No backend subscribed is the normal state of an optional integration
+	// (a node run without $connect handling): not worth a log line per
+	// connection. The metric counts it either way.
+	level := slog.LevelWarn
+	if reason == failNoResponders && l.cfg.ConnectMode == ModeOptional {
+		level = slog.LevelDebug
+	}
+	l.log.Log(context.Background(), level, "lifecycle: $connect integration failed", "connection_id", m.ID, "reason", reason, "mode", string(l.cfg.ConnectMode), "err", err)
 	why := reason + ": " + err.Error()
 	if l.cfg.ConnectMode == ModeOptional {
 		l.m.decisions.WithLabelValues(outcomeErrAllow).Inc()

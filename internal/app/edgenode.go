@@ -125,7 +125,7 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 				if err := e.groups.Reassert(ctx); err != nil {
 					log.Warn("group memberships not re-asserted", "err", err)
 				}
-				return reassertAll(e.ws)
+				return reassertAll(e.ws, e.nodeID)
 			},
 			Revoked: func(context.Context) { revokeAll(e.ws) },
 		})

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -20,7 +21,15 @@ import (
 // connState is what the node keeps per connection (Conn.Value): the event
 // metadata and whether the cluster already announced its end.
 type connState struct {
-	meta    lifecycle.ConnMeta
+	// meta is the full metadata during the handshake (headers, query) for
+	// $connect and the CONNECT event; dropped at Open. Later events are
+	// built from the Conn and the three fields below, so an idle
+	// connection keeps ~100 bytes here instead of the whole ConnMeta.
+	meta      *lifecycle.ConnMeta
+	principal json.RawMessage
+	groups    []string
+	domain    string
+
 	revoked atomic.Bool // other nodes sent DISCONNECT for it: do not send another
 	release func()      // admission slot; nil when admission is off
 	lim     admission.MessageLimiter
@@ -101,7 +110,7 @@ func (h *nodeHandler) Connect(ctx context.Context, c *edge.Conn, r *edge.Request
 			release()
 		}
 	}()
-	st := &connState{release: release, meta: lifecycle.ConnMeta{
+	st := &connState{release: release, meta: &lifecycle.ConnMeta{
 		ID: c.ID(), NodeID: h.nodeID, ConnectedAt: c.ConnectedAt(), SourceIP: c.SourceIP(), UserAgent: c.UserAgent(),
 		DomainName: hostOnly(r.Host), Path: r.Path, Headers: lifecycle.HeadersFromHTTP(r.Header), Query: lifecycle.ParseQuery(r.RawQuery),
 		Subprotocols: protocols, UserID: jr.UserID, Principal: jr.Principal,
@@ -117,7 +126,7 @@ func (h *nodeHandler) Connect(ctx context.Context, c *edge.Conn, r *edge.Request
 		h.log.Warn("connection not registered", "conn", c.ID(), "err", err)
 		return nil, &edge.Reject{Status: http.StatusServiceUnavailable, Reason: "registry unavailable"}
 	}
-	d, err := h.lc.Authorize(ctx, &st.meta)
+	d, err := h.lc.Authorize(ctx, st.meta)
 	if err != nil || !d.Allow {
 		h.queueUnregister(c.ID())
 		if err != nil {
@@ -156,6 +165,7 @@ func (h *nodeHandler) Connect(ctx context.Context, c *edge.Conn, r *edge.Request
 			h.log.Warn("connection identity not recorded", "conn", c.ID(), "err", err)
 		}
 	}
+	st.principal, st.groups, st.domain = st.meta.Principal, st.meta.Groups, st.meta.DomainName
 	accepted = true
 	return &edge.Accept{Header: d.Header, Subprotocol: jr.Subprotocol, UserID: st.meta.UserID, Value: st}, nil
 }
@@ -167,11 +177,11 @@ func (h *nodeHandler) Open(c *edge.Conn) {
 	if err := h.groups.Track(c, st.meta.UserID, st.meta.Groups); err != nil {
 		h.log.Warn("initial groups not joined", "conn", c.ID(), "err", err)
 	}
-	if err := h.lc.Connected(&st.meta); err != nil {
+	if err := h.lc.Connected(st.meta); err != nil {
 		h.log.Warn("CONNECT event dropped", "conn", c.ID(), "err", err)
 	}
 	// The request's headers and query only ride on CONNECT: free them.
-	st.meta.Headers, st.meta.Query, st.meta.Path, st.meta.Subprotocols = nil, nil, "", nil
+	st.meta = nil
 }
 
 func (h *nodeHandler) Message(c *edge.Conn, data []byte, binary bool) {
@@ -184,7 +194,8 @@ func (h *nodeHandler) Message(c *edge.Conn, data []byte, binary bool) {
 		}
 		return
 	}
-	h.lc.Message(&st.meta, data, binary, func(reply []byte, binary bool) {
+	m := h.eventMeta(c, st)
+	h.lc.Message(&m, data, binary, func(reply []byte, binary bool) {
 		_ = c.Send(reply, binary)
 	})
 }
@@ -199,7 +210,8 @@ func (h *nodeHandler) Close(c *edge.Conn, code int, reason string, why edge.Clos
 	if st == nil || !c.Established() || st.revoked.Load() {
 		return
 	}
-	if err := h.lc.Disconnected(&st.meta, code, reason); err != nil {
+	m := h.eventMeta(c, st)
+	if err := h.lc.Disconnected(&m, code, reason); err != nil {
 		h.log.Warn("DISCONNECT event dropped", "conn", c.ID(), "err", err)
 	}
 }
@@ -250,7 +262,7 @@ func revokeAll(ws *edge.Server) {
 }
 
 // reassertAll lists the live connections for the registry after it lost them.
-func reassertAll(ws *edge.Server) []cluster.ConnRecord {
+func reassertAll(ws *edge.Server, nodeID string) []cluster.ConnRecord {
 	var recs []cluster.ConnRecord
 	ws.Each(func(c *edge.Conn) {
 		if !c.Established() {
@@ -260,8 +272,8 @@ func reassertAll(ws *edge.Server) []cluster.ConnRecord {
 		if !ok {
 			return
 		}
-		recs = append(recs, cluster.ConnRecord{ID: c.ID(), Node: st.meta.NodeID, ConnectedAt: c.ConnectedAt(),
-			SourceIP: c.SourceIP(), UserAgent: c.UserAgent(), UserID: st.meta.UserID, Principal: st.meta.Principal})
+		recs = append(recs, cluster.ConnRecord{ID: c.ID(), Node: nodeID, ConnectedAt: c.ConnectedAt(),
+			SourceIP: c.SourceIP(), UserAgent: c.UserAgent(), UserID: c.UserID(), Principal: st.principal})
 	})
 	return recs
 }
@@ -276,4 +288,10 @@ func hostOnly(host string) string {
 		}
 	}
 	return host
+}
+
+// eventMeta is the metadata of an established connection's later events.
+func (h *nodeHandler) eventMeta(c *edge.Conn, st *connState) lifecycle.ConnMeta {
+	return lifecycle.ConnMeta{ID: c.ID(), NodeID: h.nodeID, ConnectedAt: c.ConnectedAt(), SourceIP: c.SourceIP(),
+		UserAgent: c.UserAgent(), UserID: c.UserID(), Principal: st.principal, Groups: st.groups, DomainName: st.domain}
 }

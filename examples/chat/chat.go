@@ -239,7 +239,9 @@ func (c *chat) onConnect(ctx context.Context, r *backend.ConnectRequest) backend
 		c.log.Error("chat: join on connect", "err", err)
 		return backend.Deny(http.StatusInternalServerError, "")
 	}
-	return backend.ConnectResponse{UserID: name}
+	// The gateway puts the connection in the room's group as it connects:
+	// messages to the room reach it from the first frame.
+	return backend.ConnectResponse{UserID: name, Groups: []string{room}}
 }
 
 // onConnected announces the new member to its room (itself included, which
@@ -270,6 +272,14 @@ func (c *chat) onJoin(ctx context.Context, m *backend.Message) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("join: %w", err)
 	}
+	if err := c.api.AddToGroup(ctx, req.Room, m.ConnectionID()); err != nil {
+		return nil, fmt.Errorf("join: %w", err)
+	}
+	if left != "" {
+		if err := c.api.RemoveFromGroup(ctx, left, m.ConnectionID()); err != nil {
+			return nil, fmt.Errorf("join: leave %s: %w", left, err)
+		}
+	}
 	name := m.Switchboard.UserID
 	if left != "" {
 		c.broadcast(ctx, left, presence{Type: "left", Room: left, Name: name})
@@ -286,6 +296,9 @@ func (c *chat) onLeave(ctx context.Context, m *backend.Message) ([]byte, error) 
 	if left == "" {
 		c.tell(ctx, m.ConnectionID(), errorFrame{Type: "error", Message: "leave: you are not in a room"})
 		return nil, nil
+	}
+	if err := c.api.RemoveFromGroup(ctx, left, m.ConnectionID()); err != nil {
+		return nil, fmt.Errorf("leave: %w", err)
 	}
 	p := presence{Type: "left", Room: left, Name: m.Switchboard.UserID}
 	c.tell(ctx, m.ConnectionID(), p) // no longer a member: told directly
@@ -326,8 +339,9 @@ func (c *chat) onDefault(ctx context.Context, m *backend.Message) ([]byte, error
 	return nil, nil
 }
 
-// broadcast posts v to every member of room, one @connections POST each
-// (gateway groups will make it one call). A member that is gone is dropped.
+// broadcast sends v to every member of room with ONE call: the room is a
+// gateway group, fanned out on every edge that has members (no loop over
+// connection IDs, no GoneException per member).
 func (c *chat) broadcast(ctx context.Context, room string, v any) {
 	ctx, cancel := context.WithTimeout(ctx, broadcastTimeout)
 	defer cancel()
@@ -336,13 +350,8 @@ func (c *chat) broadcast(ctx context.Context, room string, v any) {
 		c.log.Error("chat: encode", "err", err)
 		return
 	}
-	ids, err := c.rooms.Members(ctx, room)
-	if err != nil {
-		c.log.Error("chat: members", "room", room, "err", err)
-		return
-	}
-	for _, id := range ids {
-		c.post(ctx, id, data)
+	if err := c.api.SendToGroup(ctx, room, data, ""); err != nil {
+		c.log.Warn("chat: send to room", "room", room, "err", err)
 	}
 }
 

@@ -14,7 +14,6 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/switchboardgw/switchboard/examples/internal/gatewaytest"
-	"github.com/switchboardgw/switchboard/internal/conn"
 )
 
 // frame is any frame the chat sends to clients.
@@ -192,25 +191,36 @@ func TestTwoClientsInARoomSeeEachOtherAndOtherRoomsDoNot(t *testing.T) {
 	}
 }
 
-func TestGoneMemberIsDropped(t *testing.T) {
-	ch, e := startChat(t)
+// Rooms are gateway groups: the room's membership lives in the gateway
+// (set at $connect, changed by join/leave, removed when a connection
+// closes), and a room message is one call for all its members.
+func TestRoomsAreGatewayGroups(t *testing.T) {
+	_, e := startChat(t)
 	alice := gatewaytest.Dial(t, joinURL(e, "alice", "lobby"))
 	joined(t, alice, "alice", "lobby")
-	// A member whose connection no longer exists, as after a missed
-	// $disconnect: the API answers 410 and the chat forgets it.
-	stale := conn.NewID()
-	ctx := context.Background()
-	if _, err := ch.rooms.Join(ctx, "lobby", stale); err != nil {
+	bob := gatewaytest.Dial(t, joinURL(e, "bob", "lobby"))
+	joined(t, bob, "bob", "lobby")
+	count := func(room string) int {
+		resp, err := http.Get("http://" + e.APIAddr() + "/@groups/" + room)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out struct {
+			Connections int `json:"connections"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+			t.Fatal(err)
+		}
+		return out.Connections
+	}
+	gatewaytest.Eventually(t, "both in the lobby group", func() bool { return count("lobby") == 2 })
+	gatewaytest.Send(t, bob, `{"action":"join","room":"kitchen"}`)
+	gatewaytest.Eventually(t, "bob moved to the kitchen group", func() bool { return count("lobby") == 1 && count("kitchen") == 1 })
+	if err := alice.Close(websocket.StatusNormalClosure, "bye"); err != nil {
 		t.Fatal(err)
 	}
-	gatewaytest.Send(t, alice, `{"action":"send","text":"anyone there?"}`)
-	if f, _ := next(t, alice, "message"); f.Text != "anyone there?" {
-		t.Fatalf("alice got %+v", f)
-	}
-	gatewaytest.Eventually(t, "the gone member dropped", func() bool {
-		ids, _ := ch.rooms.Members(ctx, "lobby")
-		return !slices.Contains(ids, stale) && len(ids) == 1
-	})
+	gatewaytest.Eventually(t, "the closed connection left its group", func() bool { return count("lobby") == 0 })
 }
 
 func TestPageIsServedAndPointsAtTheGateway(t *testing.T) {

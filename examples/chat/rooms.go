@@ -6,11 +6,11 @@ import (
 	"sync"
 )
 
-// rooms is where room membership lives. A connection is in at most one room.
-// memRooms keeps it in this process's memory; once the gateway's groups API
-// (/@groups/{group}/...) is available, an implementation backed by gateway
-// groups can replace it without touching the chat logic, and membership then
-// survives backend restarts and is shared by backend replicas.
+// rooms is the backend's view of who is in which room, for presence notices
+// and the room list. A connection is in at most one room. The delivery
+// itself goes through gateway groups (one POST /@groups/{room} per message,
+// memberships kept by the gateway and dropped when a connection closes);
+// memRooms keeps this view in the process's memory.
 type rooms interface {
 	// Join moves connection id into room and reports the room it left ("" if none).
 	Join(ctx context.Context, room, id string) (left string, err error)

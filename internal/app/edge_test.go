@@ -18,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/apigatewaymanagementapi/types"
 	"github.com/coder/websocket"
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/switchboardgw/switchboard/internal/testenv"
@@ -233,7 +234,13 @@ func TestSingleNodeDefaultEndToEnd(t *testing.T) {
 	if err := api.Post(ctx, id, []byte("late")); !errors.Is(err, connections.ErrGone) {
 		t.Fatalf("post after close: %v, want ErrGone", err)
 	}
-	problems, err := testutil.GatherAndLint(e.Registry())
+	lintMetrics(t, e.Registry())
+}
+
+// lintMetrics checks what /metrics serves against Prometheus' naming rules.
+func lintMetrics(t *testing.T, g prometheus.Gatherer) {
+	t.Helper()
+	problems, err := testutil.GatherAndLint(g)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,6 +286,7 @@ func TestClusterRoutesTheAWSSDKToTheOwningEdge(t *testing.T) {
 	go func() { rdone <- r.Run(rctx) }()
 	t.Cleanup(func() { rcancel(); <-rdone })
 	waitReady(t, "http://"+r.AdminAddr()+"/readyz")
+	t.Cleanup(func() { lintMetrics(t, r.reg); lintMetrics(t, e1.Registry()) })
 
 	c1, _ := dialWS(t, "ws://"+e1.WSAddr()+"/?u=1", nil)
 	id1 := <-ids

@@ -33,6 +33,9 @@ type EdgeConfig struct {
 	TrustedProxies  []string
 	ForwardedHeader string
 	ProxyProtocol   string
+	// WebSocket TLS (wss://), terminated in process.
+	WSTLSCert string
+	WSTLSKey  string
 
 	// Embedded NATS server, run when NATS.URL is empty.
 	NATSEmbedListen string
@@ -249,6 +252,8 @@ func (c *EdgeConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.Float64Var(&a.MsgRate, "msg-rate", 0, "inbound messages per second per connection; above it the connection is closed with 1008 (0: unlimited)")
 	listVar(fs, &c.TrustedProxies, "trusted-proxies", "comma-separated CIDRs of proxies whose forwarding header is believed (and which may send PROXY protocol)")
 	fs.StringVar(&c.ForwardedHeader, "forwarded-header", "X-Forwarded-For", "header trusted proxies write: X-Forwarded-For or Forwarded")
+	fs.StringVar(&c.WSTLSCert, "ws-tls-cert", "", "certificate file: serve wss:// on -listen, terminated in process (2 goroutines per TLS connection; reloaded when it changes). Empty: plain ws:// (terminate TLS at the load balancer)")
+	fs.StringVar(&c.WSTLSKey, "ws-tls-key", "", "private key file for -ws-tls-cert")
 	fs.StringVar(&c.ProxyProtocol, "proxy-protocol", "off", "PROXY protocol v1/v2 on the WebSocket listener: off, optional or required")
 	fs.StringVar(&c.NodeID, "node-id", "", "node ID (default: hostname plus a random suffix, new at every start)")
 
@@ -286,6 +291,9 @@ func (c *EdgeConfig) Validate() error {
 	case "off", "optional", "required":
 	default:
 		errs = append(errs, fmt.Errorf("connect mode %q: want off, optional or required", c.ConnectMode))
+	}
+	if (c.WSTLSCert == "") != (c.WSTLSKey == "") {
+		errs = append(errs, errors.New("-ws-tls-cert and -ws-tls-key go together"))
 	}
 	switch c.ProxyProtocol {
 	case "off", "optional", "required":

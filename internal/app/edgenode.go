@@ -24,6 +24,8 @@ import (
 	"github.com/switchboardgw/switchboard/internal/groups"
 	"github.com/switchboardgw/switchboard/internal/lifecycle"
 	"github.com/switchboardgw/switchboard/internal/proxyproto"
+	"github.com/switchboardgw/switchboard/internal/tlsreload"
+	"github.com/switchboardgw/switchboard/internal/tlsterm"
 )
 
 // Edge is a running edge node: WebSocket server, lifecycle events over NATS
@@ -47,6 +49,7 @@ type Edge struct {
 
 	clientIP func(peer string, h http.Header) string
 	trusted  []netip.Prefix
+	tlsLn    *tlsterm.Listener // wss:// bridges; nil without -ws-tls-cert
 	handler  *nodeHandler
 	ws       *edge.Server
 	api      *apiServer
@@ -287,7 +290,10 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 			}
 		}
 		add(e.ws.Shutdown(ctx)) // every connection closed and its DISCONNECT queued
-		e.handler.stop()        // every record removed (or queued for the registry)
+		if e.tlsLn != nil {
+			e.tlsLn.Wait() // the TLS bridges end with their connections
+		}
+		e.handler.stop() // every record removed (or queued for the registry)
 		add(e.groups.Shutdown(ctx))
 		if e.api != nil {
 			add(e.api.shutdown(ctx))
@@ -398,14 +404,30 @@ func (e *Edge) listen(cfg EdgeConfig) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("edge listen %s: %w", cfg.Edge.Listen, err)
 	}
-	if cfg.ProxyProtocol == "off" {
-		return ln, nil
+	if cfg.ProxyProtocol != "off" { // the PROXY header comes first, before any TLS
+		pl, err := proxyproto.Listen(ln, proxyproto.Config{Required: cfg.ProxyProtocol == "required",
+			Trusted: e.trusted, HeaderTimeout: cfg.Edge.HandshakeTimeout})
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("proxy protocol: %w", err)
+		}
+		ln = pl
 	}
-	pl, err := proxyproto.Listen(ln, proxyproto.Config{Required: cfg.ProxyProtocol == "required",
-		Trusted: e.trusted, HeaderTimeout: cfg.Edge.HandshakeTimeout})
-	if err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("proxy protocol: %w", err)
+	if cfg.WSTLSCert != "" {
+		rl, err := tlsreload.New(tlsreload.Config{CertFile: cfg.WSTLSCert, KeyFile: cfg.WSTLSKey}, e.log)
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("websocket tls: %w", err)
+		}
+		tcfg := rl.TLSConfig()
+		tcfg.NextProtos = []string{"http/1.1"} // WebSocket upgrades are HTTP/1.1
+		tl, err := tlsterm.Listen(ln, tcfg, cfg.Edge.HandshakeTimeout)
+		if err != nil {
+			ln.Close()
+			return nil, err
+		}
+		ln = tl
+		e.tlsLn = tl
 	}
-	return pl, nil
+	return ln, nil
 }

@@ -1,0 +1,138 @@
+// Package tlsterm terminates TLS in front of the edge's epoll reactor, in
+// process: each accepted TLS connection is bridged to one end of a local
+// socketpair and the other, plain end is what the edge accepts, so the
+// reactor keeps working on raw file descriptors. A TLS connection costs two
+// goroutines (reading and writing the TLS stream) and a socketpair; plain
+// connections cost nothing. For very large deployments, terminating wss://
+// at the load balancer keeps the edge at zero goroutines per connection.
+package tlsterm
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Listener accepts TLS connections on inner and hands out plain ones.
+type Listener struct {
+	inner     net.Listener
+	tls       *tls.Config
+	timeout   time.Duration
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// Listen wraps inner. handshakeTimeout bounds each TLS handshake (default 10 s).
+func Listen(inner net.Listener, cfg *tls.Config, handshakeTimeout time.Duration) (*Listener, error) {
+	if cfg == nil || (len(cfg.Certificates) == 0 && cfg.GetCertificate == nil && cfg.GetConfigForClient == nil) {
+		return nil, errors.New("tlsterm: a TLS config with a certificate is required")
+	}
+	if handshakeTimeout <= 0 {
+		handshakeTimeout = 10 * time.Second
+	}
+	return &Listener{inner: inner, tls: cfg, timeout: handshakeTimeout}, nil
+}
+
+// Accept returns the plain end of a bridged connection at once; the TLS
+// handshake runs on the bridge's goroutine, so a slow client never holds
+// up the accept loop (a failed handshake shows up as EOF).
+func (l *Listener) Accept() (net.Conn, error) {
+	for {
+		raw, err := l.inner.Accept()
+		if err != nil {
+			return nil, err
+		}
+		plain, bridge, err := socketpair()
+		if err != nil {
+			raw.Close()
+			var errno unix.Errno
+			if errors.As(err, &errno) && (errno == unix.EMFILE || errno == unix.ENFILE) {
+				return nil, err // out of descriptors: let the caller back off
+			}
+			continue
+		}
+		l.wg.Add(1)
+		go l.bridge(tls.Server(raw, l.tls), bridge)
+		return &Conn{UnixConn: plain, peer: raw}, nil
+	}
+}
+
+// Close stops accepting. Bridges end with their connections.
+func (l *Listener) Close() error {
+	var err error
+	l.closeOnce.Do(func() { err = l.inner.Close() })
+	return err
+}
+
+// Wait returns when every bridge has ended (after the edge closed its
+// connections).
+func (l *Listener) Wait() { l.wg.Wait() }
+
+// Addr is the TLS listener's address.
+func (l *Listener) Addr() net.Addr { return l.inner.Addr() }
+
+// bridge copies between the TLS stream and the socketpair until either
+// side ends, then closes both.
+func (l *Listener) bridge(tc *tls.Conn, b *net.UnixConn) {
+	defer l.wg.Done()
+	defer b.Close()
+	defer tc.Close()
+	_ = tc.SetDeadline(time.Now().Add(l.timeout))
+	if err := tc.Handshake(); err != nil {
+		return
+	}
+	_ = tc.SetDeadline(time.Time{})
+	done := make(chan struct{})
+	go func() { // edge → client; owned by this bridge, which waits for it
+		defer close(done)
+		_, _ = io.Copy(tc, b)
+		_ = tc.CloseWrite() // close_notify: the edge is done writing
+		_ = tc.Close()      // unblocks the read below if the client lingers
+	}()
+	_, _ = io.Copy(b, tc) // client → edge
+	_ = b.CloseWrite()    // the edge reads EOF, closes, and ends the copy above
+	<-done
+}
+
+// Conn is the plain end the edge reads and writes through its reactor. It
+// reports the TLS client's addresses, not the socketpair's.
+type Conn struct {
+	*net.UnixConn
+	peer net.Conn // the TLS side; asked late, so a PROXY protocol header is parsed by then
+}
+
+// RemoteAddr is the TLS client's address.
+func (c *Conn) RemoteAddr() net.Addr { return c.peer.RemoteAddr() }
+
+// LocalAddr is the TLS listener's address.
+func (c *Conn) LocalAddr() net.Addr { return c.peer.LocalAddr() }
+
+func socketpair() (plain, bridge *net.UnixConn, err error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("tlsterm: socketpair: %w", err)
+	}
+	conns := make([]*net.UnixConn, 2)
+	for i, fd := range fds {
+		f := os.NewFile(uintptr(fd), "tlsterm")
+		c, err := net.FileConn(f)
+		f.Close() // FileConn dup'ed it
+		if err != nil {
+			if i == 1 {
+				conns[0].Close()
+			} else {
+				unix.Close(fds[1])
+			}
+			return nil, nil, fmt.Errorf("tlsterm: %w", err)
+		}
+		conns[i] = c.(*net.UnixConn)
+	}
+	return conns[0], conns[1], nil
+}

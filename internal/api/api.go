@@ -194,6 +194,8 @@ func operation(kind routeKind, method string) string {
 			return opDelete
 		case http.MethodHead:
 			return opHead
+		case http.MethodPut:
+			return opState
 		}
 	case routeBatch:
 		if method == http.MethodPost {
@@ -228,7 +230,7 @@ func (a *API) serve(w http.ResponseWriter, r *http.Request, rt route, now time.T
 	}
 
 	var body []byte
-	if r.Method == http.MethodPost || auth.sig != nil {
+	if r.Method == http.MethodPost || r.Method == http.MethodPut || auth.sig != nil {
 		limit := a.cfg.MaxMessageBytes
 		if op == opBatch {
 			limit = a.cfg.MaxBatchBytes
@@ -269,6 +271,8 @@ func (a *API) serve(w http.ResponseWriter, r *http.Request, rt route, now time.T
 		return op, a.batch(ctx, w, r, body)
 	case opList:
 		return op, a.list(ctx, w, r)
+	case opState:
+		return op, a.setState(ctx, w, r, rt.id, body)
 	default:
 		return op, a.serveGroups(ctx, w, r, rt, op, body)
 	}
@@ -422,6 +426,25 @@ func (a *API) delete(ctx context.Context, w http.ResponseWriter, r *http.Request
 		}
 	}
 	if err := a.ctrl.Close(ctx, id, code, reason); err != nil {
+		return writeError(w, r, classify(err))
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return http.StatusNoContent
+}
+
+// setState answers PUT /@connections/{id} (extension): the JSON object in
+// the body replaces the state (authorizer context) the connection carries on
+// its later events. 204, 400 for a body that is not a JSON object within
+// conn.MaxState, 410 for a gone connection.
+func (a *API) setState(ctx context.Context, w http.ResponseWriter, r *http.Request, id string, body []byte) int {
+	ss, ok := a.ctrl.(conn.StateSetter)
+	if !ok {
+		return writeError(w, r, &apiError{http.StatusMethodNotAllowed, codeMethodNotAllowed, "connection state is not supported here"})
+	}
+	if !conn.ValidState(body) {
+		return writeError(w, r, errBadRequest(fmt.Sprintf("state must be a JSON object of at most %d bytes", conn.MaxState)))
+	}
+	if err := ss.SetState(ctx, id, body); err != nil {
 		return writeError(w, r, classify(err))
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -76,6 +76,8 @@ func classify(err error) *apiError {
 		return errBadRequest("invalid connection id")
 	case errors.Is(err, conn.ErrInvalidCloseCode):
 		return errBadRequest("invalid close code")
+	case errors.Is(err, conn.ErrInvalidState):
+		return errBadRequest("invalid connection state")
 	case errors.Is(err, conn.ErrUnavailable):
 		return &apiError{http.StatusServiceUnavailable, codeUnavailable, "connection owner unavailable"}
 	case errors.Is(err, context.DeadlineExceeded):
@@ -98,7 +100,7 @@ func writeError(w http.ResponseWriter, r *http.Request, e *apiError) int {
 	h[hdrErrorType] = []string{e.code}
 	h[hdrContentType] = valJSON
 	if e.status == http.StatusMethodNotAllowed {
-		h["Allow"] = []string{"GET, POST, DELETE, HEAD"}
+		h["Allow"] = []string{"GET, POST, PUT, DELETE, HEAD"}
 	}
 	body, _ := json.Marshal(errorBody{Type: e.code, Message: e.message}) // cannot fail: two strings
 	h[hdrContentLen] = []string{strconv.Itoa(len(body))}

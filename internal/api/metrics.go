@@ -15,10 +15,11 @@ const (
 	opDelete  = "delete"
 	opHead    = "head"
 	opBatch   = "batch"
+	opState   = "state"
 	opUnknown = "unknown"
 )
 
-var operations = []string{opPost, opGet, opDelete, opHead, opBatch, opUnknown}
+var operations = []string{opPost, opGet, opDelete, opHead, opBatch, opState, opUnknown}
 
 type metrics struct {
 	requests  *prometheus.CounterVec

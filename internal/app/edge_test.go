@@ -368,6 +368,24 @@ func TestClusterRoutesTheAWSSDKToTheOwningEdge(t *testing.T) {
 		t.Fatalf("cross-edge post: %q", got)
 	}
 
+	// Per-connection state (extension): replaced through the router on the
+	// owning edge, then carried on the connection's DISCONNECT.
+	put := func(id, body string) int {
+		req, _ := http.NewRequest(http.MethodPut, "http://"+r.APIAddr()+"/@connections/"+id, strings.NewReader(body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := put(id2, `{"principalId":"u-2","plan":"gold"}`); code != http.StatusNoContent {
+		t.Fatalf("PUT state: %d, want 204", code)
+	}
+	if code := put(id2, `["not","an","object"]`); code != http.StatusBadRequest {
+		t.Fatalf("PUT bad state: %d, want 400", code)
+	}
+
 	if _, err := sdk.DeleteConnection(ctx, &apigatewaymanagementapi.DeleteConnectionInput{ConnectionId: aws.String(id1)}); err != nil {
 		t.Fatal(err)
 	}
@@ -383,6 +401,11 @@ func TestClusterRoutesTheAWSSDKToTheOwningEdge(t *testing.T) {
 			return errors.As(err, &gone)
 		})
 		eventually(t, "one DISCONNECT for "+id, func() bool { return len(ev.disconnect(id)) == 1 })
+		if id == id2 {
+			if auth, _ := ev.disconnect(id)[0].RequestContext.Authorizer.(map[string]any); auth["plan"] != "gold" {
+				t.Fatalf("DISCONNECT of %s carries %#v, want the state set through the API", id, ev.disconnect(id)[0].RequestContext.Authorizer)
+			}
+		}
 		if ev.connect(id) == nil {
 			t.Fatalf("no CONNECT for %s", id)
 		}

@@ -168,12 +168,12 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 		return nil, err
 	}
 	e.cmds, err = cluster.NewCommandServer(cluster.CommandServerConfig{Prefix: cfg.NATS.Prefix, Node: e.nodeID},
-		cluster.CommandServerDeps{NC: e.nc, Controller: e.ws, Logger: log, Metrics: cm})
+		cluster.CommandServerDeps{NC: e.nc, Controller: localConns{e.ws, e.handler}, Logger: log, Metrics: cm})
 	if err != nil {
 		return nil, err
 	}
 	e.router, err = cluster.NewRouter(cluster.RouterConfig{Prefix: cfg.NATS.Prefix, Self: e.nodeID},
-		cluster.RouterDeps{NC: e.nc, Registry: registry, Local: e.ws, Logger: log, Metrics: cm})
+		cluster.RouterDeps{NC: e.nc, Registry: registry, Local: localConns{e.ws, e.handler}, Logger: log, Metrics: cm})
 	if err != nil {
 		return nil, err
 	}

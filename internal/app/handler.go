@@ -13,6 +13,7 @@ import (
 	"github.com/switchboardgw/switchboard/internal/admission"
 	"github.com/switchboardgw/switchboard/internal/authz"
 	"github.com/switchboardgw/switchboard/internal/cluster"
+	"github.com/switchboardgw/switchboard/internal/conn"
 	"github.com/switchboardgw/switchboard/internal/edge"
 	"github.com/switchboardgw/switchboard/internal/groups"
 	"github.com/switchboardgw/switchboard/internal/lifecycle"
@@ -26,7 +27,7 @@ type connState struct {
 	// built from the Conn and the three fields below, so an idle
 	// connection keeps ~100 bytes here instead of the whole ConnMeta.
 	meta      *lifecycle.ConnMeta
-	principal json.RawMessage
+	principal atomic.Pointer[json.RawMessage] // replaced by PUT /@connections/{id}
 	groups    []string
 	domain    string
 
@@ -165,7 +166,8 @@ func (h *nodeHandler) Connect(ctx context.Context, c *edge.Conn, r *edge.Request
 			h.log.Warn("connection identity not recorded", "conn", c.ID(), "err", err)
 		}
 	}
-	st.principal, st.groups, st.domain = st.meta.Principal, st.meta.Groups, st.meta.DomainName
+	st.setPrincipal(st.meta.Principal)
+	st.groups, st.domain = st.meta.Groups, st.meta.DomainName
 	accepted = true
 	return &edge.Accept{Header: d.Header, Subprotocol: jr.Subprotocol, UserID: st.meta.UserID, Value: st}, nil
 }
@@ -273,7 +275,7 @@ func reassertAll(ws *edge.Server, nodeID string) []cluster.ConnRecord {
 			return
 		}
 		recs = append(recs, cluster.ConnRecord{ID: c.ID(), Node: nodeID, ConnectedAt: c.ConnectedAt(),
-			SourceIP: c.SourceIP(), UserAgent: c.UserAgent(), UserID: c.UserID(), Principal: st.principal})
+			SourceIP: c.SourceIP(), UserAgent: c.UserAgent(), UserID: c.UserID(), Principal: st.getPrincipal()})
 	})
 	return recs
 }
@@ -293,5 +295,54 @@ func hostOnly(host string) string {
 // eventMeta is the metadata of an established connection's later events.
 func (h *nodeHandler) eventMeta(c *edge.Conn, st *connState) lifecycle.ConnMeta {
 	return lifecycle.ConnMeta{ID: c.ID(), NodeID: h.nodeID, ConnectedAt: c.ConnectedAt(), SourceIP: c.SourceIP(),
-		UserAgent: c.UserAgent(), UserID: c.UserID(), Principal: st.principal, Groups: st.groups, DomainName: st.domain}
+		UserAgent: c.UserAgent(), UserID: c.UserID(), Principal: st.getPrincipal(), Groups: st.groups, DomainName: st.domain}
+}
+
+func (st *connState) setPrincipal(p json.RawMessage) {
+	if len(p) == 0 {
+		st.principal.Store(nil)
+		return
+	}
+	st.principal.Store(&p)
+}
+
+func (st *connState) getPrincipal() json.RawMessage {
+	if p := st.principal.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// localConns is this node's connections as the cluster sees them: the
+// edge's hub, plus the per-connection state the node keeps.
+type localConns struct {
+	*edge.Server
+	h *nodeHandler
+}
+
+var _ conn.StateSetter = localConns{}
+
+// SetState replaces the state (authorizer context) a local connection
+// carries on its later events, and in its registry record so that a
+// DISCONNECT sent for it by another node carries it too.
+func (l localConns) SetState(ctx context.Context, id string, state json.RawMessage) error {
+	if !conn.ValidState(state) {
+		return conn.ErrInvalidState
+	}
+	c := l.Lookup(id)
+	if c == nil || !c.Established() {
+		return conn.ErrGone
+	}
+	st, ok := c.Value().(*connState)
+	if !ok {
+		return conn.ErrGone
+	}
+	state = append(json.RawMessage(nil), state...)
+	st.setPrincipal(state)
+	rec := cluster.ConnRecord{ID: id, Node: l.h.nodeID, ConnectedAt: c.ConnectedAt(), SourceIP: c.SourceIP(),
+		UserAgent: c.UserAgent(), UserID: c.UserID(), Principal: state}
+	if err := l.h.node.RegisterNew(ctx, rec); err != nil {
+		l.h.log.Warn("connection state not recorded in the registry", "conn", id, "err", err)
+	}
+	return nil
 }

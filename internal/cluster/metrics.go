@@ -142,6 +142,8 @@ func resultLabel(err error) string {
 		return "invalid_close_code"
 	case errors.Is(err, conn.ErrUnavailable):
 		return "unavailable"
+	case errors.Is(err, conn.ErrInvalidState):
+		return "invalid_state"
 	}
 	return "error"
 }

@@ -183,6 +183,33 @@ func (r *Router) Close(ctx context.Context, id string, code int, reason string) 
 	return err
 }
 
+// SetState implements conn.StateSetter: it replaces the state a connection
+// carries on its later events, on whichever node owns it.
+func (r *Router) SetState(ctx context.Context, id string, state json.RawMessage) error {
+	start := time.Now()
+	if !conn.ValidState(state) {
+		err := fmt.Errorf("state of %s: %w", id, conn.ErrInvalidState)
+		r.done(cmdState, "local", start, err)
+		return err
+	}
+	if r.isLocal(id) {
+		ss, ok := r.deps.Local.(conn.StateSetter)
+		if !ok {
+			return fmt.Errorf("state of %s: %w: this node keeps no state", id, errRemote)
+		}
+		err := ss.SetState(ctx, id, state)
+		r.done(cmdState, "local", start, err)
+		return err
+	}
+	msg := nats.NewMsg("")
+	msg.Header.Set(hdrCommand, cmdState)
+	msg.Header.Set(hdrID, id)
+	msg.Data = state
+	_, err := r.remote(ctx, id, msg)
+	r.done(cmdState, "remote", start, err)
+	return err
+}
+
 func (r *Router) isLocal(id string) bool {
 	return r.deps.Local != nil && conn.ValidID(id) && r.deps.Local.Owns(id)
 }

@@ -192,7 +192,7 @@ func (s *CommandServer) handle(ctx context.Context, m *nats.Msg) {
 	defer cancel()
 	cmd := m.Header.Get(hdrCommand)
 	switch cmd {
-	case cmdPost, cmdInfo, cmdClose:
+	case cmdPost, cmdInfo, cmdClose, cmdState:
 	default:
 		cmd = "unknown" // bounded metric label
 	}
@@ -215,6 +215,14 @@ func (s *CommandServer) handle(ctx context.Context, m *nats.Msg) {
 			err = conn.ErrInvalidCloseCode
 		} else {
 			err = s.deps.Controller.Close(ctx, id, code, string(m.Data))
+		}
+	case cmd == cmdState:
+		if ss, ok := s.deps.Controller.(conn.StateSetter); !ok {
+			err = errors.New("this node keeps no connection state")
+		} else if !conn.ValidState(m.Data) {
+			err = conn.ErrInvalidState
+		} else {
+			err = ss.SetState(ctx, id, m.Data)
 		}
 	default:
 		err = fmt.Errorf("unknown command %q", headerSafe(m.Header.Get(hdrCommand)))

@@ -12,7 +12,7 @@ import (
 // travel in NATS headers and a post's payload is the message data as is, so
 // the hot path has no JSON and no base64. docs/cluster.md describes it.
 const (
-	hdrCommand = "Sb-Cmd"    // post | info | close
+	hdrCommand = "Sb-Cmd"    // post | info | close | state
 	hdrID      = "Sb-Id"     // connection ID
 	hdrBinary  = "Sb-Binary" // "1": post as a binary frame
 	hdrCode    = "Sb-Code"   // close code; the reason is the data
@@ -22,6 +22,7 @@ const (
 	cmdPost  = "post"
 	cmdInfo  = "info"
 	cmdClose = "close"
+	cmdState = "state" // the data is the new state (JSON object)
 )
 
 // errRemote is an owner-side failure without a conn error of its own.
@@ -44,6 +45,8 @@ func statusError(status, msg string) error {
 		return conn.ErrInvalidCloseCode
 	case "unavailable":
 		return conn.ErrUnavailable
+	case "invalid_state":
+		return conn.ErrInvalidState
 	}
 	if msg == "" {
 		msg = status

@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"time"
 )
@@ -28,7 +29,39 @@ var (
 	ErrInvalidCloseCode = errors.New("invalid close code")
 	// ErrUnavailable: the owner could not be reached in time (HTTP 503/504).
 	ErrUnavailable = errors.New("connection owner unavailable")
+	// ErrInvalidState: connection state that is not a JSON object within
+	// MaxState bytes (HTTP 400).
+	ErrInvalidState = errors.New("invalid connection state")
 )
+
+// MaxState bounds a connection's state, in bytes of JSON: API Gateway's
+// authorizer result limit.
+const MaxState = 8 << 10
+
+// StateSetter is implemented by Controllers that can replace the state a
+// connection carries on its later events (the authorizer context set by
+// $connect). An extension over API Gateway, which has no session state.
+type StateSetter interface {
+	SetState(ctx context.Context, id string, state json.RawMessage) error
+}
+
+// ValidState reports whether state may be a connection's state: a JSON
+// object of at most MaxState bytes.
+func ValidState(state []byte) bool {
+	if len(state) == 0 || len(state) > MaxState || !json.Valid(state) {
+		return false
+	}
+	for _, b := range state {
+		switch b {
+		case ' ', '\t', '\r', '\n':
+			continue
+		case '{':
+			return true
+		}
+		return false
+	}
+	return false
+}
 
 // Info is what GET /@connections/{id} reports, plus Switchboard's extensions.
 type Info struct {

@@ -31,3 +31,17 @@ func TestValidCloseCode(t *testing.T) {
 		}
 	}
 }
+
+func TestValidState(t *testing.T) {
+	for s, want := range map[string]bool{
+		`{}`: true, ` {"a":1}`: true, `{"principalId":"u","plan":"gold"}`: true,
+		``: false, `[]`: false, `"x"`: false, `{`: false, `null`: false, `{"a":1} x`: false,
+	} {
+		if got := ValidState([]byte(s)); got != want {
+			t.Errorf("ValidState(%q) = %v, want %v", s, got, want)
+		}
+	}
+	if ValidState([]byte(`{"a":"` + string(make([]byte, MaxState)) + `"}`)) {
+		t.Error("state over MaxState accepted")
+	}
+}

@@ -80,6 +80,26 @@ type Config struct {
 	// {"message":"Internal server error","connectionId":…,"requestId":…}.
 	NoErrorFrame bool
 
+	// SilentNoRoute, if true, loses a one-way message that nobody subscribes
+	// to without telling the client (no reply subject is set on one-way
+	// MESSAGE events). Default false: as on API Gateway when a message has
+	// no route and there is no $default, the client gets the error frame
+	// {"message":"Forbidden","connectionId":…,"requestId":…}. Detection uses
+	// NATS's no-responders status (docs/protocol.md, "No route").
+	SilentNoRoute bool
+	// NoRouteWindow is how long a one-way message stays watched for NATS's
+	// no-responders status. The status comes one round trip to the NATS
+	// server after the publish, so the window only needs to cover a slow
+	// server; a message whose status comes later gets no error frame.
+	// Default 1s.
+	NoRouteWindow time.Duration
+	// MaxNoRoutePending bounds the one-way messages watched at once (those
+	// published within the last NoRouteWindow). Over it a message is still
+	// published, but without a reply subject, so it gets no error frame;
+	// counted as outcome "untracked". Each watched message costs about 200
+	// bytes. Default 65536.
+	MaxNoRoutePending int
+
 	// QueueLen bounds the events waiting to be published. Default 16384.
 	QueueLen int
 	// QueueBytes bounds the bytes of events waiting to be published.
@@ -150,6 +170,8 @@ func (c Config) withDefaults() Config {
 	def(&c.MaxRouteKey, 128)
 	defDur(&c.RouteTimeout, 10*time.Second)
 	def(&c.MaxInflight, 4096)
+	defDur(&c.NoRouteWindow, time.Second)
+	def(&c.MaxNoRoutePending, 65536)
 	def(&c.QueueLen, 16384)
 	def(&c.QueueBytes, 64<<20)
 	if c.Stream == "" {
@@ -186,7 +208,7 @@ func (c Config) Validate() error {
 	}
 	for name, v := range map[string]int{
 		"MaxConnectReply": c.MaxConnectReply, "MaxPrincipal": c.MaxPrincipal, "MaxGroups": c.MaxGroups,
-		"MaxRouteKey": c.MaxRouteKey, "MaxInflight": c.MaxInflight, "QueueLen": c.QueueLen,
+		"MaxRouteKey": c.MaxRouteKey, "MaxInflight": c.MaxInflight, "MaxNoRoutePending": c.MaxNoRoutePending, "QueueLen": c.QueueLen,
 		"QueueBytes": c.QueueBytes, "MaxAckPending": c.MaxAckPending,
 	} {
 		if v < 0 {
@@ -194,7 +216,7 @@ func (c Config) Validate() error {
 		}
 	}
 	for name, v := range map[string]time.Duration{
-		"ConnectTimeout": c.ConnectTimeout, "RouteTimeout": c.RouteTimeout, "StreamMaxAge": c.StreamMaxAge,
+		"ConnectTimeout": c.ConnectTimeout, "RouteTimeout": c.RouteTimeout, "NoRouteWindow": c.NoRouteWindow, "StreamMaxAge": c.StreamMaxAge,
 		"DedupeWindow": c.DedupeWindow, "AckTimeout": c.AckTimeout,
 	} {
 		if v < 0 {

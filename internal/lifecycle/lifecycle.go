@@ -35,7 +35,15 @@ const (
 	// the error frame (unless Config.NoErrorFrame) and the reply body is
 	// not sent.
 	HeaderError = "Switchboard-Error"
+	// HeaderOneWay "true" on a MESSAGE event that has a reply subject only
+	// so that NATS reports when nobody subscribes: do not reply (a reply is
+	// ignored).
+	HeaderOneWay = "Switchboard-One-Way"
 )
+
+// noRouteTag starts the reply-subject token of a watched one-way message.
+// Two-way tokens are base 36 (0-9a-z), so the two never collide.
+const noRouteTag = '_'
 
 // ErrDropped: the event was not queued (queue full or shutting down); it is
 // counted in switchboard_events_dropped_total.
@@ -78,6 +86,18 @@ type Lifecycle struct {
 	inboxPrefix string
 	replySub    *nats.Subscription
 
+	// One-way messages watched for NATS's no-responders status (see
+	// sendWatched). All share one window, so they expire in publish order:
+	// a ring of (token, deadline) bounds them and is popped from the head,
+	// without scanning. nmu guards the map, the ring and nextNR.
+	nmu     sync.Mutex
+	noRoute map[uint64]noRouteMsg
+	nrRing  []nrSlot
+	nrHead  int
+	nrLen   int
+	nextNR  uint64
+	epoch   time.Time // deadlines are monotonic nanoseconds since epoch
+
 	shutdownOnce sync.Once
 	shutdownErr  error
 }
@@ -92,6 +112,21 @@ type job struct {
 	// two-way only
 	reply func([]byte, bool)
 	route string // metric label
+	// one-way with a reply callback: where the no-route error frame goes
+	watch func([]byte, bool)
+}
+
+// noRouteMsg is what the error frame of a watched one-way message needs.
+type noRouteMsg struct {
+	reply  func([]byte, bool)
+	connID string
+	id     string
+	route  string
+}
+
+type nrSlot struct {
+	token    uint64
+	deadline int64
 }
 
 type pendingReq struct {
@@ -138,6 +173,11 @@ func New(cfg Config, nc *nats.Conn, reg prometheus.Registerer, log *slog.Logger)
 		stopReap:         make(chan struct{}),
 		pending:          map[string]*pendingReq{},
 		inboxPrefix:      nats.NewInbox() + ".",
+		epoch:            time.Now(),
+	}
+	if !cfg.SilentNoRoute {
+		l.noRoute = map[uint64]noRouteMsg{}
+		l.nrRing = make([]nrSlot, cfg.MaxNoRoutePending)
 	}
 	l.routeSubjects[DefaultToken] = l.subjRoutePrefix + DefaultToken
 	if len(cfg.Routes) > 0 {
@@ -343,7 +383,9 @@ func (l *Lifecycle) Disconnected(m *ConnMeta, code int, reason string) error {
 // as a request whose reply is passed to reply (from another goroutine; reply
 // must not block). It never blocks: over the queue or in-flight bounds the
 // message is dropped and counted. payload is copied before Message returns.
-// reply may be nil (one-way only).
+// reply may be nil (one-way only). On a one-way route, reply gets API
+// Gateway's no-route error frame when nobody subscribes to the route's
+// subject, unless Config.SilentNoRoute.
 func (l *Lifecycle) Message(m *ConnMeta, payload []byte, binary bool, reply func(data []byte, binary bool)) {
 	r := l.rt.route(payload, binary)
 	if r.invalid {
@@ -377,6 +419,8 @@ func (l *Lifecycle) Message(m *ConnMeta, payload []byte, binary bool, reply func
 	j := job{subject: subject, data: data, id: id, typ: EventMessage, connID: m.ID, route: label}
 	if twoWay {
 		j.reply = reply
+	} else if reply != nil && !l.cfg.SilentNoRoute {
+		j.watch = reply
 	}
 	if l.enqueue(j) != nil {
 		if twoWay {
@@ -425,11 +469,14 @@ func (l *Lifecycle) publishLoop() {
 			}
 			continue
 		}
-		if j.reply != nil {
+		switch {
+		case j.reply != nil:
 			l.sendRequest(j)
-			continue
+		case j.watch != nil:
+			l.sendWatched(j)
+		default:
+			l.publish(j)
 		}
-		l.publish(j)
 	}
 }
 
@@ -478,6 +525,87 @@ func (l *Lifecycle) sendRequest(j job) {
 	l.m.published.WithLabelValues("message").Inc()
 }
 
+// sendWatched publishes a one-way route message with a reply subject on our
+// reply subscription, so that the NATS server answers it with a
+// no-responders status (503) when nobody subscribes: that is API Gateway's
+// "no route and no $default" case. The message is watched for
+// NoRouteWindow; a backend that receives it and does not reply costs
+// nothing more. Over MaxNoRoutePending it is published unwatched.
+func (l *Lifecycle) sendWatched(j job) {
+	now := int64(time.Since(l.epoch))
+	l.nmu.Lock()
+	l.expireNoRouteLocked(now)
+	if l.nrLen == len(l.nrRing) {
+		l.nmu.Unlock()
+		l.m.routeMessages.WithLabelValues(j.route, routeUntracked).Inc()
+		l.publish(j)
+		return
+	}
+	l.nextNR++
+	tok := l.nextNR
+	l.noRoute[tok] = noRouteMsg{reply: j.watch, connID: j.connID, id: j.id, route: j.route}
+	l.nrRing[(l.nrHead+l.nrLen)%len(l.nrRing)] = nrSlot{token: tok, deadline: now + int64(l.cfg.NoRouteWindow)}
+	l.nrLen++
+	l.nmu.Unlock()
+
+	// Registered before the publish: the 503 may come back at once.
+	reply := make([]byte, 0, len(l.inboxPrefix)+14)
+	reply = append(append(reply, l.inboxPrefix...), noRouteTag)
+	reply = strconv.AppendUint(reply, tok, 36)
+	msg := &nats.Msg{Subject: j.subject, Reply: string(reply), Data: j.data, Header: l.header(j.id, j.connID)}
+	msg.Header[HeaderOneWay] = []string{"true"}
+	if err := l.nc.PublishMsg(msg); err != nil {
+		l.takeNoRoute(tok)
+		l.m.failed.WithLabelValues("message").Inc()
+		l.m.dropped.WithLabelValues(dropNATSError).Inc()
+		return
+	}
+	l.m.published.WithLabelValues("message").Inc()
+}
+
+// expireNoRouteLocked forgets watched messages past their window: ring
+// slots in order, and their map entries if still there.
+func (l *Lifecycle) expireNoRouteLocked(now int64) {
+	for l.nrLen > 0 {
+		s := l.nrRing[l.nrHead]
+		if s.deadline > now {
+			return
+		}
+		delete(l.noRoute, s.token)
+		l.nrHead = (l.nrHead + 1) % len(l.nrRing)
+		l.nrLen--
+	}
+}
+
+// takeNoRoute removes and returns a watched message, ok false if already
+// expired or answered. Its ring slot stays until its deadline.
+func (l *Lifecycle) takeNoRoute(tok uint64) (noRouteMsg, bool) {
+	l.nmu.Lock()
+	defer l.nmu.Unlock()
+	p, ok := l.noRoute[tok]
+	if ok {
+		delete(l.noRoute, tok)
+	}
+	return p, ok
+}
+
+// onNoRouteReply handles what comes back for a watched one-way message: the
+// server's no-responders status sends the error frame, exactly once (the
+// entry is taken). Anything else is a backend replying to a one-way
+// message, which is ignored.
+func (l *Lifecycle) onNoRouteReply(token string, msg *nats.Msg) {
+	tok, err := strconv.ParseUint(token, 36, 64)
+	if err != nil {
+		return
+	}
+	p, ok := l.takeNoRoute(tok)
+	if !ok || msg.Header.Get("Status") != "503" {
+		return
+	}
+	l.m.routeMessages.WithLabelValues(p.route, routeNoRoute).Inc()
+	p.reply(noRouteFrame(p.connID, p.id), false)
+}
+
 // take removes and returns a pending request, or nil if already finished.
 func (l *Lifecycle) take(token string) *pendingReq {
 	l.pmu.Lock()
@@ -491,7 +619,12 @@ func (l *Lifecycle) take(token string) *pendingReq {
 
 // onReply handles a reply to a two-way route request (NATS client goroutine).
 func (l *Lifecycle) onReply(msg *nats.Msg) {
-	p := l.take(msg.Subject[len(l.inboxPrefix):])
+	token := msg.Subject[len(l.inboxPrefix):]
+	if len(token) > 0 && token[0] == noRouteTag {
+		l.onNoRouteReply(token[1:], msg)
+		return
+	}
+	p := l.take(token)
 	if p == nil {
 		return // late: already timed out
 	}
@@ -521,16 +654,32 @@ func (l *Lifecycle) finish(p *pendingReq, outcome string) {
 
 // errorFrame is API Gateway's frame for a failed integration.
 func errorFrame(connID, requestID string) []byte {
-	b := append(make([]byte, 0, 96), `{"message":"Internal server error","connectionId":`...)
+	return appendErrorFrame(`{"message":"Internal server error","connectionId":`, connID, requestID)
+}
+
+// noRouteFrame is API Gateway's frame for a message with no route and no
+// $default. Its body is not documented; "Forbidden" is what API Gateway
+// users report (aws-samples/simple-websockets-chat-app#24), and the other
+// fields follow the documented error frames.
+func noRouteFrame(connID, requestID string) []byte {
+	return appendErrorFrame(`{"message":"Forbidden","connectionId":`, connID, requestID)
+}
+
+func appendErrorFrame(head, connID, requestID string) []byte {
+	b := append(make([]byte, 0, 96), head...)
 	b = appendString(b, connID)
 	b = append(b, `,"requestId":`...)
 	b = appendString(b, requestID)
 	return append(b, '}')
 }
 
-// reapLoop expires two-way requests past their deadline.
+// reapLoop expires two-way requests past their deadline, and watched
+// one-way messages past their window when no publish did it.
 func (l *Lifecycle) reapLoop() {
 	every := min(max(l.cfg.RouteTimeout/4, 10*time.Millisecond), time.Second)
+	if !l.cfg.SilentNoRoute {
+		every = min(every, max(l.cfg.NoRouteWindow/2, 10*time.Millisecond))
+	}
 	t := time.NewTicker(every)
 	defer t.Stop()
 	var expired []*pendingReq
@@ -550,6 +699,11 @@ func (l *Lifecycle) reapLoop() {
 			l.pmu.Unlock()
 			for _, p := range expired {
 				l.finish(p, routeNoReply)
+			}
+			if !l.cfg.SilentNoRoute {
+				l.nmu.Lock()
+				l.expireNoRouteLocked(int64(time.Since(l.epoch)))
+				l.nmu.Unlock()
 			}
 		}
 	}
@@ -591,6 +745,10 @@ func (l *Lifecycle) Shutdown(ctx context.Context) error {
 		clear(l.pending)
 		l.pmu.Unlock()
 		l.inflight.Add(-int64(n))
+		l.nmu.Lock()
+		clear(l.noRoute)
+		l.nrHead, l.nrLen = 0, 0
+		l.nmu.Unlock()
 		l.shutdownErr = err
 	})
 	return l.shutdownErr

@@ -463,7 +463,14 @@ func TestTwoWayRoutes(t *testing.T) {
 		t.Fatalf("replied = %v", v)
 	}
 
-	// One-way routes never wait for a reply even when reply is given.
+	// One-way routes never wait for a reply even when reply is given. (A
+	// subscriber for "other": with none, it would get the no-route frame.)
+	if _, err := backend.Subscribe("switchboard.route.other", func(*nats.Msg) {}); err != nil {
+		t.Fatal(err)
+	}
+	if err := backend.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	var ro replies
 	l.Message(m, []byte(`{"action":"other"}`), false, ro.fn)
 	l.Message(m, []byte(`{"action":"echo"}`), false, ro.fn)

@@ -30,6 +30,8 @@ const (
 	routeReplied    = "replied"     // two-way reply delivered
 	routeNoReply    = "no_reply"    // two-way: timeout or no responders
 	routeError      = "error"       // two-way: backend answered with an error
+	routeNoRoute    = "no_route"    // one-way: nobody subscribes (NATS no-responders); error frame sent
+	routeUntracked  = "untracked"   // one-way: published unwatched, MaxNoRoutePending was reached
 
 	labelCustom = "custom"
 	labelNone   = "none"
@@ -81,7 +83,7 @@ func newMetrics(reg prometheus.Registerer, queued, inflight func() float64) *met
 		}, []string{"type"}),
 		routeMessages: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchboard_route_messages_total",
-			Help: "Client messages by route (allow-listed key, $default, custom or none) and outcome.",
+			Help: "Client messages by route (allow-listed key, $default, custom or none) and outcome: routed, invalid_key, dropped, replied, no_reply, error (two-way), no_route, untracked (one-way).",
 		}, []string{"route", "outcome"}),
 		replyDuration: f.NewHistogram(prometheus.HistogramOpts{
 			Name:    "switchboard_route_reply_duration_seconds",

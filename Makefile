@@ -2,7 +2,7 @@
 # run everything CI runs.
 GO ?= go
 
-.PHONY: run test vet build bench docs
+.PHONY: run test vet build bench bench-all docs
 
 run:
 	$(GO) run ./cmd/edge
@@ -23,6 +23,18 @@ test: vet
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# Every figure of docs/benchmarks.md on this machine: the process-level
+# scenarios side by side with the goroutine-per-connection baseline (idle
+# memory, connect rate, echo, drain), then the Go benchmarks (@connections
+# POST same node and through a router, group fan-out, registry, frame path,
+# event encoding, API handler).
+bench-all:
+	$(GO) run ./bench/cmd/swbench all -n 15000 -repeat 3
+	$(GO) test -run '^$$' -bench BenchmarkAPIPost -benchtime 3000x ./internal/app
+	$(GO) test -run '^$$' -bench GroupFanout ./internal/groups
+	$(GO) test -run '^$$' -bench 'BenchmarkRegister|BenchmarkRouterPost' -benchtime 3s ./internal/cluster
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/edge ./internal/lifecycle ./internal/api
 
 # Regenerate the flag tables of docs/configuration.md from the code.
 docs:

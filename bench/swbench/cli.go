@@ -26,14 +26,14 @@ const DefaultEdgeArgs = "-listen {listen} -admin-listen {admin} -api-listen {api
 // from the repository root. Unless given commands, it builds the baseline,
 // swload and (if ./cmd/edge exists) the edge into a temporary directory.
 func CLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	usage := "usage: swbench idle|connect-rate|echo|all [flags]"
+	usage := "usage: swbench idle|connect-rate|echo|drain|all [flags]"
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		fmt.Fprintln(stderr, usage)
 		return flag.ErrHelp
 	}
 	scenario := args[0]
 	switch scenario {
-	case "idle", "connect-rate", "echo", "all":
+	case "idle", "connect-rate", "echo", "drain", "all":
 	default:
 		fmt.Fprintln(stderr, usage)
 		return fmt.Errorf("swbench: unknown scenario %q", scenario)
@@ -158,6 +158,15 @@ func CLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stdout, "\nEcho round trip (%d connections, %d messages of %d bytes at %.0f/s; the edge through a two-way route and a NATS backend)\n",
 				*echoConns, *echoMsgs, *msgSize, *msgRate)
 			WriteEchoTable(stdout, rows)
+		}
+	}
+	if scenario == "drain" || scenario == "all" {
+		rows, err := RunDrain(ctx, cfg)
+		errs = append(errs, err)
+		report["drain"] = rows
+		if !*asJSON && len(rows) > 0 {
+			fmt.Fprintf(stdout, "\nDrain on SIGTERM (%d idle connections per server)\n", cfg.Conns)
+			WriteDrainTable(stdout, rows)
 		}
 	}
 	if *asJSON {

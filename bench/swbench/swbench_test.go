@@ -259,3 +259,25 @@ func TestEchoBackendRepliesWithTheEventBody(t *testing.T) {
 		t.Errorf("reply %q, want the body %q", reply.Data, body)
 	}
 }
+
+// The drain scenario SIGTERMs a server holding idle connections and times
+// its exit; every client sees its connection ended by the server.
+func TestDrainScenarioTimesTheShutdown(t *testing.T) {
+	rows, err := RunDrain(context.Background(), Config{
+		Servers: []ServerSpec{{Name: "baseline", Cmd: self("baseline", "-listen", "{listen}", "-admin", "{admin}")}},
+		Swload:  self("swload"),
+		Conns:   100,
+		Rate:    5000,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 1 || rows[0].Conns != 100 || rows[0].ClosedByServer != 100 || rows[0].Seconds <= 0 {
+		t.Fatalf("rows %+v, want 100 connections, all closed by the server, a positive time", rows)
+	}
+	var sb strings.Builder
+	WriteDrainTable(&sb, rows)
+	if !strings.Contains(sb.String(), "SIGTERM → exit") {
+		t.Errorf("table:\n%s", sb.String())
+	}
+}

@@ -48,6 +48,7 @@ type EdgeConfig struct {
 	Routes           []string
 	InvalidRouteKey  string
 	NoErrorFrame     bool
+	SilentNoRoute    bool
 	RouteTimeout     time.Duration
 	JetStream        bool
 	JetStreamStream  string
@@ -265,6 +266,7 @@ func (c *EdgeConfig) RegisterFlags(fs *flag.FlagSet) {
 	listVar(fs, &c.TwoWayRoutes, "two-way-routes", "comma-separated route keys whose backend reply is sent to the client (* for all)")
 	listVar(fs, &c.Routes, "routes", "comma-separated allow-list of route keys; others go to $default (empty: every legal key is routed)")
 	fs.StringVar(&c.InvalidRouteKey, "invalid-route-key", "default", "a message whose route key is not legal: default (route to $default) or drop (counted)")
+	fs.BoolVar(&c.SilentNoRoute, "silent-no-route", false, "send nothing when a one-way message has no subscriber (default: API Gateway's error frame {\"message\":\"Forbidden\",…})")
 	fs.BoolVar(&c.NoErrorFrame, "no-error-frame", false, "send nothing when a two-way route gets no reply (default: API Gateway's error frame)")
 	durVar(fs, &c.RouteTimeout, "route-timeout", 10*time.Second, "how long a two-way route waits for the backend's reply")
 	fs.BoolVar(&c.JetStream, "jetstream", false, "publish lifecycle events to a JetStream stream (durable, at-least-once)")

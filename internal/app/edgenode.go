@@ -111,7 +111,7 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 	e.lc, err = lifecycle.New(lifecycle.Config{
 		Prefix: cfg.NATS.Prefix, ConnectMode: lifecycle.Mode(cfg.ConnectMode), ConnectTimeout: cfg.ConnectTimeout,
 		RouteSelection: cfg.RouteExpression, TwoWayRoutes: cfg.TwoWayRoutes, RouteTimeout: cfg.RouteTimeout,
-		Routes: cfg.Routes, InvalidRouteKey: lifecycle.InvalidKeyPolicy(cfg.InvalidRouteKey), NoErrorFrame: cfg.NoErrorFrame,
+		Routes: cfg.Routes, InvalidRouteKey: lifecycle.InvalidKeyPolicy(cfg.InvalidRouteKey), NoErrorFrame: cfg.NoErrorFrame, SilentNoRoute: cfg.SilentNoRoute,
 		QueueLen: cfg.EventQueueLength, JetStream: cfg.JetStream, Stream: cfg.JetStreamStream,
 		NodeID: e.nodeID, Stage: cfg.Stage, DomainName: cfg.DomainName,
 	}, e.nc, e.reg, log)

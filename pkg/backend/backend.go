@@ -36,6 +36,9 @@ const (
 	// HeaderError on a two-way reply: the handler failed; the client gets
 	// the gateway's error frame.
 	HeaderError = "Switchboard-Error"
+	// HeaderOneWay "true" on a message that carries a reply subject only so
+	// the gateway learns when nobody subscribes: it expects no reply.
+	HeaderOneWay = "Switchboard-One-Way"
 )
 
 // Options configures a Backend. The zero value is valid.
@@ -243,7 +246,7 @@ func (b *Backend) Route(key string, h RouteHandler) {
 		if herr != nil {
 			b.log.Warn("backend: route handler failed", "route", key, "connection_id", msg.ConnectionID(), "err", herr)
 		}
-		if m.Reply == "" {
+		if !wantsReply(m) {
 			return
 		}
 		var hdr nats.Header
@@ -259,7 +262,7 @@ func (b *Backend) Default(h RouteHandler) { b.Route("$default", h) }
 
 // respond answers a request, if it is one: data, or the error header.
 func (b *Backend) respond(m *nats.Msg, data []byte, herr error, hdrs ...nats.Header) {
-	if m.Reply == "" {
+	if !wantsReply(m) {
 		return
 	}
 	r := &nats.Msg{Subject: m.Reply, Data: data, Header: nats.Header{}}
@@ -402,4 +405,10 @@ func routeToken(key string) string {
 		}
 	}
 	return key
+}
+
+// wantsReply reports whether m is a request (a two-way route, $connect):
+// one-way messages may carry a reply subject that expects nothing.
+func wantsReply(m *nats.Msg) bool {
+	return m.Reply != "" && m.Header.Get(HeaderOneWay) != "true"
 }

@@ -293,3 +293,37 @@ func BenchmarkConnectRoundTrip(b *testing.B) {
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "connects/s")
 }
+
+// One-way messages carry a reply subject only so the gateway hears "no
+// responders"; the SDK must not answer them. A one-way and then a two-way
+// message on the same route (one subscription, handled in order): the first
+// reply must be the two-way one's.
+func TestOneWayMessagesGetNoReply(t *testing.T) {
+	n := testenv.StartNATS(t)
+	b, _ := backend.New(n.Connect(t), backend.Options{})
+	b.Route("note", func(_ context.Context, m *backend.Message) ([]byte, error) { return m.Data, nil })
+	start(t, b)
+	nc := n.Connect(t)
+	inbox := nats.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	event := func(body string) []byte {
+		return []byte(`{"requestContext":{"routeKey":"note","eventType":"MESSAGE","connectionId":"AAAAAAAAAAAAAAAA"},"body":"` + body + `","isBase64Encoded":false}`)
+	}
+	if err := nc.PublishMsg(&nats.Msg{Subject: "switchboard.route.note", Reply: inbox,
+		Header: nats.Header{backend.HeaderOneWay: {"true"}}, Data: event("one-way")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.PublishMsg(&nats.Msg{Subject: "switchboard.route.note", Reply: inbox, Data: event("two-way")}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := sub.NextMsg(testenv.WaitFor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(m.Data) != "two-way" {
+		t.Fatalf("first reply %q, want only the two-way message's", m.Data)
+	}
+}

@@ -128,7 +128,7 @@ func (a *Adapter) onRoute(ctx context.Context, m *nats.Msg) {
 	if err != nil {
 		a.log.Warn("lambdaadapter: route handler failed", "subject", m.Subject, "err", err)
 	}
-	if m.Reply == "" {
+	if m.Reply == "" || m.Header.Get(backend.HeaderOneWay) == "true" {
 		return // one-way: as with AWS_PROXY without a route response, the body is dropped
 	}
 	r := nats.NewMsg(m.Reply)

@@ -26,15 +26,7 @@ func RunDrain(ctx context.Context, c Config) ([]DrainRow, error) {
 		return nil, err
 	}
 	c = c.withDefaults()
-	var rows []DrainRow
-	for _, spec := range c.Servers {
-		row, err := drainOne(ctx, c, spec)
-		if err != nil {
-			return rows, fmt.Errorf("swbench: drain %s: %w", spec.Name, err)
-		}
-		rows = append(rows, row)
-	}
-	return rows, nil
+	return runEach(c, "drain", func(spec ServerSpec) (DrainRow, error) { return drainOne(ctx, c, spec) }, nil)
 }
 
 func drainOne(ctx context.Context, c Config, spec ServerSpec) (row DrainRow, err error) {

@@ -62,19 +62,8 @@ func RunEcho(ctx context.Context, c Config, e EchoConfig) ([]EchoRow, error) {
 		return nil, err
 	}
 	c, e = c.withDefaults(), e.withDefaults()
-	var rows []EchoRow
-	for _, spec := range c.Servers {
-		row, err := echoOne(ctx, c, e, spec)
-		if err != nil {
-			return rows, fmt.Errorf("swbench: echo %s: %w", spec.Name, err)
-		}
-		row.P99VsBaseline = 1
-		if len(rows) > 0 {
-			row.P99VsBaseline = ratio(float64(row.P99), float64(rows[0].P99))
-		}
-		rows = append(rows, row)
-	}
-	return rows, nil
+	return runEach(c, "echo", func(spec ServerSpec) (EchoRow, error) { return echoOne(ctx, c, e, spec) },
+		func(row *EchoRow, base EchoRow) { row.P99VsBaseline = ratio(float64(row.P99), float64(base.P99)) })
 }
 
 func echoOne(ctx context.Context, c Config, e EchoConfig, spec ServerSpec) (row EchoRow, err error) {

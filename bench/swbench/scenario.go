@@ -251,18 +251,29 @@ func RunIdle(ctx context.Context, c Config) ([]IdleRow, error) {
 		return nil, err
 	}
 	c = c.withDefaults()
-	var rows []IdleRow
+	return runEach(c, "idle", func(spec ServerSpec) (IdleRow, error) { return idleOne(ctx, c, spec) },
+		func(row *IdleRow, base IdleRow) {
+			row.RSSVsBaseline = ratio(row.RSSPerConn, base.RSSPerConn)
+			row.HeapVsBaseline = ratio(row.HeapPerConn, base.HeapPerConn)
+		})
+}
+
+// runEach runs one scenario on every server in turn and, when rel is set,
+// gives each row its ratios to the first row (the baseline; the first row
+// is compared with itself).
+func runEach[R any](c Config, scenario string, one func(ServerSpec) (R, error), rel func(row *R, base R)) ([]R, error) {
+	var rows []R
 	for _, spec := range c.Servers {
-		row, err := idleOne(ctx, c, spec)
+		row, err := one(spec)
 		if err != nil {
-			return rows, fmt.Errorf("swbench: idle %s: %w", spec.Name, err)
+			return rows, fmt.Errorf("swbench: %s %s: %w", scenario, spec.Name, err)
 		}
-		if len(rows) > 0 {
-			b := rows[0]
-			row.RSSVsBaseline = ratio(row.RSSPerConn, b.RSSPerConn)
-			row.HeapVsBaseline = ratio(row.HeapPerConn, b.HeapPerConn)
-		} else {
-			row.RSSVsBaseline, row.HeapVsBaseline = 1, 1
+		if rel != nil {
+			base := row
+			if len(rows) > 0 {
+				base = rows[0]
+			}
+			rel(&row, base)
 		}
 		rows = append(rows, row)
 	}

@@ -408,22 +408,9 @@ func (a *API) head(ctx context.Context, w http.ResponseWriter, r *http.Request, 
 }
 
 func (a *API) delete(ctx context.Context, w http.ResponseWriter, r *http.Request, id string) int {
-	code, reason := defaultDeleteCloseCode, defaultDeleteCloseReason
-	if r.URL.RawQuery != "" {
-		q := r.URL.Query()
-		if s, ok := q["code"]; ok {
-			c, err := strconv.Atoi(s[0])
-			if err != nil || !conn.ValidCloseCode(c) {
-				return writeError(w, r, errBadRequest("code must be a close code a server may send (1000-1003, 1007-1014, 3000-4999)"))
-			}
-			code, reason = c, ""
-		}
-		if s, ok := q["reason"]; ok {
-			reason = s[0]
-			if len(reason) > conn.MaxCloseReason || !utf8.ValidString(reason) {
-				return writeError(w, r, errBadRequest("reason must be valid UTF-8 of at most 123 bytes"))
-			}
-		}
+	code, reason, perr := closeParams(r)
+	if perr != nil {
+		return writeError(w, r, perr)
 	}
 	if err := a.ctrl.Close(ctx, id, code, reason); err != nil {
 		return writeError(w, r, classify(err))
@@ -449,4 +436,29 @@ func (a *API) setState(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return http.StatusNoContent
+}
+
+// closeParams reads the close extension's ?code= and ?reason= (DELETE of a
+// connection, of a user's connections): API Gateway's 1000 "Connection
+// Closed Normally" when absent; a code alone sends no reason.
+func closeParams(r *http.Request) (int, string, *apiError) {
+	code, reason := defaultDeleteCloseCode, defaultDeleteCloseReason
+	if r.URL.RawQuery == "" {
+		return code, reason, nil
+	}
+	q := r.URL.Query()
+	if s, ok := q["code"]; ok {
+		c, err := strconv.Atoi(s[0])
+		if err != nil || !conn.ValidCloseCode(c) {
+			return 0, "", errBadRequest("code must be a close code a server may send (1000-1003, 1007-1014, 3000-4999)")
+		}
+		code, reason = c, ""
+	}
+	if s, ok := q["reason"]; ok {
+		reason = s[0]
+		if len(reason) > conn.MaxCloseReason || !utf8.ValidString(reason) {
+			return 0, "", errBadRequest("reason must be valid UTF-8 of at most 123 bytes")
+		}
+	}
+	return code, reason, nil
 }

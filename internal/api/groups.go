@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"unicode/utf8"
 
 	"github.com/switchboardgw/switchboard/internal/conn"
 	"github.com/switchboardgw/switchboard/internal/lifecycle"
@@ -302,20 +301,9 @@ func (a *API) serveGroups(ctx context.Context, w http.ResponseWriter, r *http.Re
 		w.WriteHeader(http.StatusNoContent)
 		return http.StatusNoContent
 	case opUserClose:
-		code, reason := defaultDeleteCloseCode, defaultDeleteCloseReason
-		q := r.URL.Query()
-		if s, ok := q["code"]; ok {
-			c, err := strconv.Atoi(s[0])
-			if err != nil || !conn.ValidCloseCode(c) {
-				return writeError(w, r, errBadRequest("code must be a close code a server may send (1000-1003, 1007-1014, 3000-4999)"))
-			}
-			code, reason = c, ""
-		}
-		if s, ok := q["reason"]; ok {
-			reason = s[0]
-			if len(reason) > conn.MaxCloseReason || !utf8.ValidString(reason) {
-				return writeError(w, r, errBadRequest("reason must be valid UTF-8 of at most 123 bytes"))
-			}
+		code, reason, perr := closeParams(r)
+		if perr != nil {
+			return writeError(w, r, perr)
 		}
 		if err := g.CloseUser(ctx, rt.name, code, reason); err != nil {
 			return fail(err)

@@ -140,6 +140,10 @@ func (p *Process) validate() []error {
 // NATS is how a process reaches the NATS server(s).
 type NATS struct {
 	URL       string
+	NKeySeed  string
+	CAFile    string
+	CertFile  string
+	KeyFile   string
 	CredsFile string
 	User      string
 	Password  string
@@ -150,6 +154,10 @@ type NATS struct {
 func (n *NATS) registerFlags(fs *flag.FlagSet, urlUsage string) {
 	fs.StringVar(&n.URL, "nats-url", "", urlUsage)
 	fs.StringVar(&n.CredsFile, "nats-creds", "", "NATS credentials (.creds) file")
+	fs.StringVar(&n.NKeySeed, "nats-nkey-seed", "", "NATS NKey seed file")
+	fs.StringVar(&n.CAFile, "nats-ca", "", "CA certificate file for NATS over TLS (tls:// URLs; default: the system roots)")
+	fs.StringVar(&n.CertFile, "nats-tls-cert", "", "client certificate file for NATS mutual TLS")
+	fs.StringVar(&n.KeyFile, "nats-tls-key", "", "client key file for -nats-tls-cert")
 	fs.StringVar(&n.User, "nats-user", "", "NATS user")
 	fs.StringVar(&n.Password, "nats-password", "", "NATS password")
 	fs.StringVar(&n.Token, "nats-token", "", "NATS token")
@@ -157,6 +165,9 @@ func (n *NATS) registerFlags(fs *flag.FlagSet, urlUsage string) {
 }
 
 func (n *NATS) validate() []error {
+	if (n.CertFile == "") != (n.KeyFile == "") {
+		return []error{errors.New("-nats-tls-cert and -nats-tls-key go together")}
+	}
 	if n.Prefix == "" || strings.ContainsAny(n.Prefix, " \t*>") {
 		return []error{fmt.Errorf("prefix %q: must be a non-empty NATS subject without wildcards", n.Prefix)}
 	}

@@ -747,3 +747,28 @@ func TestPostsDuringConnectCanBeRefusedLikeAPIGateway(t *testing.T) {
 		t.Fatalf("post during $connect: %v, want ErrGone (410)", err)
 	}
 }
+
+// A close that lands between the 101 and the connection's registration in
+// the reactor still reaches the client as a close frame with its code.
+func TestCloseRightAfterTheUpgradeKeepsItsCode(t *testing.T) {
+	rec := newRecorder()
+	e := startEdge(t, Config{}, rec)
+	for i := 0; i < 20; i++ {
+		c := dial(t, e.url, ws.Dialer{})
+		var id string
+		eventually(t, "connection in the hub", func() bool {
+			e.Each(func(c *Conn) { id = c.ID() })
+			return id != ""
+		})
+		if err := e.Close(context.Background(), id, 4401, "again"); err != nil {
+			t.Fatal(err)
+		}
+		if code, reason := c.expectClose(t); code != 4401 || reason != "again" {
+			t.Fatalf("close %d %q, want 4401 again", code, reason)
+		}
+		if ev := rec.waitClose(t); ev.code != 4401 || !ev.established {
+			t.Fatalf("reported %+v", ev)
+		}
+		eventually(t, "hub empty", func() bool { return e.Count() == 0 })
+	}
+}

@@ -184,11 +184,11 @@ func (s *Server) open(c *Conn, leftover []byte) error {
 		return fmt.Errorf("socket fd: %w", err)
 	}
 	c.wmu.Lock()
-	if c.closing {
-		c.wmu.Unlock()
-		c.teardown()
-		return nil
-	}
+	// A close (an API DELETE, a drain) that arrived between the 101 and
+	// here: the client is connected, so it gets its close frame after Open.
+	closeLater := c.closing
+	code, reason, why := c.closeCode, c.closeReason, c.closeWhy
+	c.closing = false
 	c.state.Store(stateOpen)
 	c.established.Store(true)
 	s.metrics.accepted.Inc()
@@ -199,6 +199,10 @@ func (s *Server) open(c *Conn, leftover []byte) error {
 	c.wmu.Unlock()
 	if s.handler != nil {
 		s.handler.Open(c)
+	}
+	if closeLater {
+		c.Close(code, reason, why)
+		return nil
 	}
 	if len(leftover) > 0 {
 		c.in = s.getBuf()

@@ -1,12 +1,17 @@
 package swbench
 
 import (
+	"strconv"
+
+	"github.com/switchboardgw/switchboard/internal/freeport"
+
 	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+
 	"net"
 	"net/http"
 	"os"
@@ -156,12 +161,11 @@ func (t *tailBuffer) String() string {
 
 // freeAddr returns a loopback address with a port free right now.
 func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := freeport.Pick()
 	if err != nil {
-		return "", fmt.Errorf("swbench: find a free port: %w", err)
+		return "", fmt.Errorf("swbench: %w", err)
 	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), nil
 }
 
 // waitReady polls url until it answers 200, the process exits, or timeout.

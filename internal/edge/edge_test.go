@@ -522,9 +522,11 @@ func TestIdleTimeoutAndMaxDuration(t *testing.T) {
 		}
 	})
 	t.Run("activity keeps it open", func(t *testing.T) {
-		e := startEdge(t, Config{IdleTimeout: 300 * time.Millisecond}, newRecorder())
+		// 20 pings 100 ms apart outlast the 1.5 s idle timeout several
+		// times over; each gap is far inside it, even on a slow machine.
+		e := startEdge(t, Config{IdleTimeout: 1500 * time.Millisecond}, newRecorder())
 		c := dial(t, e.url, ws.Dialer{})
-		for i := 0; i < 8; i++ { // pings count as activity
+		for i := 0; i < 20; i++ { // pings count as activity
 			c.send(t, ws.NewPingFrame(nil))
 			if f := c.readFrame(t); f.Header.OpCode != ws.OpPong {
 				t.Fatalf("got %v", f.Header.OpCode)
@@ -548,7 +550,7 @@ func TestIdleTimeoutAndMaxDuration(t *testing.T) {
 }
 
 func TestServerPingsFindDeadPeers(t *testing.T) {
-	e := startEdge(t, Config{PingInterval: 100 * time.Millisecond, PingTimeout: 200 * time.Millisecond}, newRecorder())
+	e := startEdge(t, Config{PingInterval: 200 * time.Millisecond, PingTimeout: time.Second}, newRecorder())
 	c := dial(t, e.url, ws.Dialer{})
 	// A live client answers the ping and stays.
 	f := c.readFrame(t)

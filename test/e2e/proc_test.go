@@ -1,12 +1,13 @@
 package e2e
 
 import (
+	"github.com/switchboardgw/switchboard/internal/freeport"
+
 	"bytes"
 	"context"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net"
+
 	"net/http"
 	"os"
 	"os/exec"
@@ -47,33 +48,12 @@ func eventually(t testing.TB, timeout time.Duration, what string, cond func() er
 // freePort returns a loopback port that was free a moment ago.
 func freePort(t testing.TB) int {
 	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	// Below Linux's ephemeral range (32768–60999): a port chosen here and
-	// bound by a child a moment later cannot meanwhile become the source
-	// port of some outgoing connection, and the set keeps this process from
-	// handing the same port out twice.
-	for i := 0; i < 1000; i++ {
-		port := 20000 + rand.IntN(12000)
-		if portsGiven[port] {
-			continue
-		}
-		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			continue
-		}
-		ln.Close()
-		portsGiven[port] = true
-		return port
+	port, err := freeport.Pick()
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no free port below the ephemeral range")
-	return 0
+	return port
 }
-
-var (
-	portsMu    sync.Mutex
-	portsGiven = map[int]bool{}
-)
 
 // proc is one child process (an edge or a router). It is killed when the
 // test ends, and with the test process (Pdeathsig) if that dies first.

@@ -88,10 +88,20 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 		}
 		natsURL = e.emb.URL()
 	}
-	if e.nc, err = connectNATS(natsURL, cfg.NATS, "switchboard-edge-"+e.nodeID, log); err != nil {
+	var natsOpts []nats.Option
+	if !cfg.JetStream {
+		// Core mode: an event published while NATS is away is dropped and
+		// counted. nats.go's reconnect buffer would flush it on reconnect,
+		// where it is lost without a trace if no backend has resubscribed yet.
+		natsOpts = append(natsOpts, nats.ReconnectBufSize(-1))
+	}
+	if e.nc, err = connectNATS(natsURL, cfg.NATS, "switchboard-edge-"+e.nodeID, log, natsOpts...); err != nil {
 		return nil, err
 	}
 
+	if err := natsConnectedGauge(e.reg, e.nc); err != nil {
+		return nil, err
+	}
 	var registry cluster.Registry
 	if cfg.Redis.Configured() {
 		if e.rdb, err = newRedisClient(cfg.Redis); err != nil {
@@ -332,7 +342,7 @@ func (e *Edge) closeDeps() {
 	}
 }
 
-func connectNATS(url string, cfg NATS, name string, log *slog.Logger) (*nats.Conn, error) {
+func connectNATS(url string, cfg NATS, name string, log *slog.Logger, extra ...nats.Option) (*nats.Conn, error) {
 	opts := []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
@@ -345,6 +355,7 @@ func connectNATS(url string, cfg NATS, name string, log *slog.Logger) (*nats.Con
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", nc.ConnectedUrl()) }),
 	}
+	opts = append(opts, extra...)
 	if cfg.CredsFile != "" {
 		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
 	}

@@ -86,6 +86,9 @@ func NewRouter(cfg RouterConfig, log *slog.Logger) (_ *Router, err error) {
 	if r.nc, err = connectNATS(cfg.NATS.URL, cfg.NATS, "switchboard-router", log); err != nil {
 		return nil, err
 	}
+	if err := natsConnectedGauge(r.reg, r.nc); err != nil {
+		return nil, err
+	}
 	if r.rdb, err = newRedisClient(cfg.Redis); err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
@@ -198,4 +199,18 @@ func (l registryLister) List(ctx context.Context, node, cursor string, limit int
 		out[i] = conn.Info{ID: r.ID, Node: r.Node, ConnectedAt: r.ConnectedAt, SourceIP: r.SourceIP, UserAgent: r.UserAgent, UserID: r.UserID}
 	}
 	return out, next, nil
+}
+
+// natsConnectedGauge reports whether the process's NATS connection is up:
+// while it is 0, events are dropped (counted) and remote commands fail fast.
+func natsConnectedGauge(reg prometheus.Registerer, nc *nats.Conn) error {
+	return reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "switchboard_nats_connected",
+		Help: "1 while this process is connected to NATS, 0 while it is reconnecting.",
+	}, func() float64 {
+		if nc.IsConnected() {
+			return 1
+		}
+		return 0
+	}))
 }

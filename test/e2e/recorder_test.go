@@ -280,3 +280,18 @@ func (r *recorder) checkInvariant(established []string, wantCodes map[string]int
 	}
 	r.t.Logf("invariant holds: %d established, %d CONNECT, %d DISCONNECT (%d redeliveries ignored)", len(established), connects, disconnects, r.dupes)
 }
+
+// forget drops what the recorder knows of a connection whose events were
+// counted as dropped (core mode), so the invariant covers the others.
+func (r *recorder) forget(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.byID, id)
+}
+
+// known reports whether the recorder holds events of a connection.
+func (r *recorder) known(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.byID[id] != nil
+}

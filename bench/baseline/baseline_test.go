@@ -1,28 +1,20 @@
 package baseline
 
 import (
+	"github.com/switchboardgw/switchboard/internal/testenv"
+
 	"context"
 	"errors"
 	"log/slog"
 	"runtime"
 	"testing"
-	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+var waitFor = testenv.Eventually
 
 func TestEchoesEachMessageWithOneGoroutinePerConnectionAndClosesOnShutdown(t *testing.T) {
 	reg := prometheus.NewRegistry()

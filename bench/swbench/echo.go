@@ -99,13 +99,8 @@ func echoOne(ctx context.Context, c Config, e EchoConfig, spec ServerSpec) (row 
 	if err != nil {
 		return row, err
 	}
-	for _, p := range ps {
-		select {
-		case <-p.waited:
-		case <-ctx.Done():
-			stopAll(ps)
-			return row, ctx.Err()
-		}
+	if err := awaitExit(ctx, ps); err != nil {
+		return row, err
 	}
 	results, err := finish(ps, 60*time.Second)
 	if err != nil {

@@ -202,6 +202,20 @@ func awaitReady(ctx context.Context, ps []*proc) (int, error) {
 	return total, nil
 }
 
+// awaitExit waits for loaders that end by themselves; on cancellation it
+// stops them all.
+func awaitExit(ctx context.Context, ps []*proc) error {
+	for _, p := range ps {
+		select {
+		case <-p.waited:
+		case <-ctx.Done():
+			stopAll(ps)
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
 // finish stops (if still running) and collects every loader's JSON result.
 func finish(ps []*proc, timeout time.Duration) ([]swload.Result, error) {
 	var errs []error
@@ -415,13 +429,8 @@ func connectOne(ctx context.Context, c Config, spec ServerSpec) (row ConnectRow,
 		return row, err
 	}
 	// Each loader exits by itself once its connections are tried and closed.
-	for _, p := range ps {
-		select {
-		case <-p.waited:
-		case <-ctx.Done():
-			stopAll(ps)
-			return row, ctx.Err()
-		}
+	if err := awaitExit(ctx, ps); err != nil {
+		return row, err
 	}
 	results, err := finish(ps, 60*time.Second)
 	if err != nil {

@@ -1,6 +1,8 @@
 package swload
 
 import (
+	"github.com/switchboardgw/switchboard/internal/testenv"
+
 	"context"
 	"log/slog"
 	"net"
@@ -18,17 +20,7 @@ import (
 	"github.com/switchboardgw/switchboard/bench/baseline"
 )
 
-// waitFor polls cond until it holds or a generous deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+var waitFor = testenv.Eventually
 
 func startBaseline(t *testing.T) (*baseline.Server, *prometheus.Registry) {
 	t.Helper()

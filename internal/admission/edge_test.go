@@ -1,6 +1,8 @@
 package admission_test
 
 import (
+	"github.com/switchboardgw/switchboard/internal/testenv"
+
 	"context"
 	"errors"
 	"io"
@@ -161,13 +163,7 @@ func TestEdgeConnectionLimits(t *testing.T) {
 
 	// A closed connection gives its slot back (once the edge has seen it go).
 	a2.Close()
-	deadline := time.Now().Add(20 * time.Second)
-	for adm.Conns() != 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("Conns = %d after a close, want 2", adm.Conns())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.Eventually(t, "the closed connection's slot released", func() bool { return adm.Conns() == 2 })
 	a3, err := dial(url, "alice")
 	if err != nil {
 		t.Fatalf("slot not released: %v", err)
@@ -238,13 +234,7 @@ func TestEdgeMessageFloodClosesOnlyTheAbuser(t *testing.T) {
 		}
 	}
 	wg.Wait()
-	deadline := time.Now().Add(20 * time.Second)
-	for len(h.closeCodes()) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the abuser was never closed")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.Eventually(t, "the abuser closed", func() bool { return len(h.closeCodes()) > 0 })
 	if got := h.closeCodes(); len(got) != 1 || got[0] != edge.CodePolicy {
 		t.Fatalf("close codes = %v, want one 1008 (the abuser only)", got)
 	}

@@ -51,9 +51,9 @@ func BenchmarkFrameParse(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		c.readMu.Lock()
 		if c.in == nil {
-			c.in = s.getBuf()
+			c.takeIn()
 		}
-		c.inLen = copy(c.in, frame)
+		c.inLen = copy(*c.in, frame)
 		c.process()
 		c.readMu.Unlock()
 		if i%1024 == 0 {

@@ -54,7 +54,7 @@ type Conn struct {
 
 	// Read side, owned by the one worker running onReadable (EPOLLONESHOT).
 	readMu     sync.Mutex
-	in         []byte // pooled; nil while no partial frame is buffered
+	in         *[]byte // pooled buffer; nil while no partial frame is buffered
 	inLen      int
 	unparsed   bool   // in holds bytes not yet parsed (handshake leftovers)
 	msg        []byte // fragments being reassembled
@@ -424,10 +424,9 @@ func (c *Conn) onReadable() bool {
 			break
 		}
 		if c.in == nil {
-			c.in = c.srv.getBuf()
-			c.inLen = 0
+			c.takeIn()
 		}
-		space := c.in[c.inLen:]
+		space := (*c.in)[c.inLen:]
 		n, err := c.readNow(space)
 		if n > 0 {
 			c.inLen += n
@@ -458,9 +457,16 @@ func (c *Conn) onReadable() bool {
 	return true
 }
 
+// takeIn borrows a read buffer for a partial frame; releaseIn returns it.
+// The pool holds the *[]byte itself, so neither allocates.
+func (c *Conn) takeIn() {
+	c.in = c.srv.bufPool.Get().(*[]byte)
+	c.inLen = 0
+}
+
 func (c *Conn) releaseIn() {
 	if c.in != nil {
-		c.srv.putBuf(c.in)
+		c.srv.bufPool.Put(c.in)
 		c.in, c.inLen = nil, 0
 	}
 }
@@ -487,10 +493,9 @@ func (c *Conn) readNow(p []byte) (int, error) {
 
 // process handles every complete frame in the input buffer.
 func (c *Conn) process() {
-	cfg := &c.srv.cfg
 	off := 0
 	for c.state.Load() == stateOpen {
-		buf := c.in[off:c.inLen]
+		buf := (*c.in)[off:c.inLen]
 		h, err := parseHeader(buf)
 		if err == errIncomplete {
 			break
@@ -515,12 +520,11 @@ func (c *Conn) process() {
 		c.handleFrame(&h, payload)
 	}
 	if off > 0 {
-		c.inLen = copy(c.in, c.in[off:c.inLen])
+		c.inLen = copy(*c.in, (*c.in)[off:c.inLen])
 		if c.inLen == 0 {
 			c.partialAt.Store(0)
 		}
 	}
-	_ = cfg
 }
 
 // checkHeader enforces the RFC 6455 rules a header alone can break.

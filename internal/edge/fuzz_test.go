@@ -79,13 +79,13 @@ func FuzzFrames(f *testing.F) {
 			for len(part) > 0 && c.state.Load() == stateOpen {
 				c.readMu.Lock()
 				if c.in == nil {
-					c.in = s.getBuf()
+					c.takeIn()
 				}
-				n := copy(c.in[c.inLen:], part)
+				n := copy((*c.in)[c.inLen:], part)
 				part = part[n:]
 				c.inLen += n
 				c.process()
-				full := c.inLen == len(c.in)
+				full := c.inLen == len(*c.in)
 				c.readMu.Unlock()
 				if full && c.state.Load() == stateOpen {
 					t.Fatalf("buffer full without a complete frame or a close")

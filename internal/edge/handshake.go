@@ -205,8 +205,8 @@ func (s *Server) open(c *Conn, leftover []byte) error {
 		return nil
 	}
 	if len(leftover) > 0 {
-		c.in = s.getBuf()
-		c.inLen = copy(c.in, leftover)
+		c.takeIn()
+		c.inLen = copy(*c.in, leftover)
 		c.unparsed = true
 	}
 	return s.reactor.add(c, len(leftover) > 0)

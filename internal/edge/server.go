@@ -273,6 +273,3 @@ func (s *Server) check(c *Conn, now int64) func() {
 	}
 	return nil
 }
-
-func (s *Server) getBuf() []byte  { return *(s.bufPool.Get().(*[]byte)) }
-func (s *Server) putBuf(b []byte) { s.bufPool.Put(&b) }

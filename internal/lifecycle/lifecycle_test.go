@@ -653,6 +653,16 @@ func TestJetStreamKeepsEventsForAnOfflineConsumerAndDedupes(t *testing.T) {
 // BenchmarkPublishThroughput: MESSAGE events from Message() to a subscriber
 // on another connection, counted when received (nothing dropped).
 func BenchmarkPublishThroughput(b *testing.B) {
+	l := benchPublish(b, nil)
+	if d := testutil.ToFloat64(l.m.dropped.WithLabelValues(dropQueueFull)); d > 0 {
+		b.Fatalf("dropped %v", d)
+	}
+}
+
+// benchPublish sends b.N MESSAGE events through Message, with reply as the
+// message's reply callback, to a subscriber that counts them, and reports
+// events/s once every one has arrived.
+func benchPublish(b *testing.B, reply func([]byte, bool)) *Lifecycle {
 	n := testenv.StartNATS(b)
 	sub := n.Connect(b)
 	var mu sync.Mutex
@@ -671,13 +681,11 @@ func BenchmarkPublishThroughput(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		l.Message(m, payload, false, nil)
+		l.Message(m, payload, false, reply)
 	}
 	eventually(b, "all received", func() bool { mu.Lock(); defer mu.Unlock(); return received == b.N })
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
-	if d := testutil.ToFloat64(l.m.dropped.WithLabelValues(dropQueueFull)); d > 0 {
-		b.Fatalf("dropped %v", d)
-	}
+	return l
 }
 
 func TestJetStreamEventsSurviveANATSOutage(t *testing.T) {

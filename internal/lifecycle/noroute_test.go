@@ -309,28 +309,6 @@ func TestNoRouteFrameShape(t *testing.T) {
 // callback, so every one-way message is watched for no-responders (up to
 // the bound): the per-message cost of the no-route frame.
 func BenchmarkPublishWatched(b *testing.B) {
-	n := testenv.StartNATS(b)
-	sub := n.Connect(b)
-	var mu sync.Mutex
-	received := 0
-	s, err := sub.Subscribe("switchboard.route.>", func(*nats.Msg) { mu.Lock(); received++; mu.Unlock() })
-	if err != nil {
-		b.Fatal(err)
-	}
-	_ = s.SetPendingLimits(-1, -1)
-	if err := sub.Flush(); err != nil {
-		b.Fatal(err)
-	}
-	l, _ := newLC(b, Config{QueueLen: 1 << 20, QueueBytes: 1 << 30}, n.Connect(b))
-	m := meta()
-	payload := []byte(`{"action":"sendmessage","data":"hello, world, this is a typical chat message"}`)
-	reply := func([]byte, bool) { b.Error("frame for a message a backend heard") }
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		l.Message(m, payload, false, reply)
-	}
-	eventually(b, "all received", func() bool { mu.Lock(); defer mu.Unlock(); return received == b.N })
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+	l := benchPublish(b, func([]byte, bool) { b.Error("frame for a message a backend heard") })
 	b.ReportMetric(testutil.ToFloat64(l.m.routeMessages.WithLabelValues(labelCustom, routeUntracked)), "untracked")
 }

@@ -1,6 +1,8 @@
 package tlsreload
 
 import (
+	"github.com/switchboardgw/switchboard/internal/testenv"
+
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -88,16 +90,7 @@ func serve(t *testing.T, r *Reloader) func() string {
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+var waitFor = testenv.Eventually
 
 func TestCertificateRotates(t *testing.T) {
 	dir := t.TempDir()

@@ -135,19 +135,11 @@ func TestLambdaHandlerRunsUnchanged(t *testing.T) {
 	if err := l.Disconnected(m, 1001, "going away"); err != nil {
 		t.Fatal(err)
 	}
-	end := time.Now().Add(deadline)
-	for {
+	testenv.Eventually(t, "the $disconnect invocation", func() bool {
 		h.mu.Lock()
-		n := len(h.disconnects)
-		h.mu.Unlock()
-		if n == 1 {
-			break
-		}
-		if time.Now().After(end) {
-			t.Fatal("no $disconnect invocation")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		defer h.mu.Unlock()
+		return len(h.disconnects) == 1
+	})
 	dc := h.disconnects[0].RequestContext
 	if dc.ConnectionID != m.ID || dc.EventType != "DISCONNECT" || dc.DisconnectStatusCode != 1001 || *dc.DisconnectReason != "going away" {
 		t.Fatalf("$disconnect event %+v", dc)

@@ -1,6 +1,7 @@
 package lifecycle
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -33,9 +34,27 @@ const (
 	InvalidKeyDrop InvalidKeyPolicy = "drop"
 )
 
+// Fence is the cluster's say over whether this node may still speak for its
+// connections (cluster.Node implements it). The publisher asks it before
+// every event, so a node paused past its lease publishes nothing for
+// connections the cluster has already announced as gone.
+type Fence interface {
+	// Wait returns nil at once while the node holds its lease. While the
+	// lease is in doubt (it may have expired: a pause, a lost registry) it
+	// blocks until the lease is renewed or found revoked, or ctx ends.
+	Wait(ctx context.Context) error
+	// Epoch changes every time the cluster revokes this node's connections:
+	// an event queued in an earlier epoch belongs to a connection that was
+	// already announced as disconnected, and is dropped.
+	Epoch() uint64
+}
+
 // Config configures a Lifecycle. The zero value is valid and means the
 // defaults stated on each field.
 type Config struct {
+	// Fence, if set, gates every publish (see Fence). Default none: events
+	// are always published.
+	Fence Fence
 	// Prefix is the first subject token(s) of every subject. Default "switchboard".
 	Prefix string
 	// ConnectMode: ModeRequired, ModeOptional or ModeOff. Default ModeRequired.

@@ -73,6 +73,8 @@ type Lifecycle struct {
 	queue    chan job
 	qbytes   atomic.Int64
 	abort    atomic.Bool // Shutdown's ctx expired: drop what is left
+	abortCtx context.Context
+	abortNow context.CancelFunc // ends a Fence wait when abort is set
 	pubDone  chan struct{}
 	stopReap chan struct{}
 	wg       sync.WaitGroup
@@ -114,6 +116,7 @@ type job struct {
 	route string // metric label
 	// one-way with a reply callback: where the no-route error frame goes
 	watch func([]byte, bool)
+	epoch uint64 // Fence epoch when queued
 }
 
 // noRouteMsg is what the error frame of a watched one-way message needs.
@@ -175,6 +178,7 @@ func New(cfg Config, nc *nats.Conn, reg prometheus.Registerer, log *slog.Logger)
 		inboxPrefix:      nats.NewInbox() + ".",
 		epoch:            time.Now(),
 	}
+	l.abortCtx, l.abortNow = context.WithCancel(context.Background())
 	if !cfg.SilentNoRoute {
 		l.noRoute = map[uint64]noRouteMsg{}
 		l.nrRing = make([]nrSlot, cfg.MaxNoRoutePending)
@@ -441,6 +445,9 @@ func (l *Lifecycle) enqueue(j job) error {
 		l.m.dropped.WithLabelValues(dropShutdown).Inc()
 		return ErrDropped
 	}
+	if f := l.cfg.Fence; f != nil {
+		j.epoch = f.Epoch()
+	}
 	if l.qbytes.Add(n) > int64(l.cfg.QueueBytes) {
 		l.qbytes.Add(-n)
 		l.m.dropped.WithLabelValues(dropQueueFull).Inc()
@@ -462,8 +469,8 @@ func (l *Lifecycle) publishLoop() {
 	defer close(l.pubDone)
 	for j := range l.queue {
 		l.qbytes.Add(-int64(len(j.data)))
-		if l.abort.Load() {
-			l.m.dropped.WithLabelValues(dropShutdown).Inc()
+		if reason := l.mayPublish(&j); reason != "" {
+			l.m.dropped.WithLabelValues(reason).Inc()
 			if j.reply != nil {
 				l.inflight.Add(-1)
 			}
@@ -478,6 +485,25 @@ func (l *Lifecycle) publishLoop() {
 			l.publish(j)
 		}
 	}
+}
+
+// mayPublish waits for the Fence and returns the drop reason of a job that
+// must not be published, or "".
+func (l *Lifecycle) mayPublish(j *job) string {
+	if l.abort.Load() {
+		return dropShutdown
+	}
+	f := l.cfg.Fence
+	if f == nil {
+		return ""
+	}
+	if err := f.Wait(l.abortCtx); err != nil {
+		return dropShutdown
+	}
+	if f.Epoch() != j.epoch {
+		return dropFenced
+	}
+	return ""
 }
 
 func (l *Lifecycle) publish(j job) {
@@ -725,6 +751,7 @@ func (l *Lifecycle) Shutdown(ctx context.Context) error {
 		case <-l.pubDone:
 		case <-ctx.Done():
 			l.abort.Store(true)
+			l.abortNow()
 			<-l.pubDone // quick now: the rest is dropped
 			err = fmt.Errorf("lifecycle: shutdown: events left unpublished: %w", ctx.Err())
 		}
@@ -737,6 +764,7 @@ func (l *Lifecycle) Shutdown(ctx context.Context) error {
 		}
 		close(l.stopReap)
 		l.wg.Wait()
+		l.abortNow()
 		if uerr := l.replySub.Unsubscribe(); uerr != nil && !errors.Is(uerr, nats.ErrConnectionClosed) && !errors.Is(uerr, nats.ErrBadSubscription) {
 			err = errors.Join(err, fmt.Errorf("lifecycle: shutdown: %w", uerr))
 		}

@@ -23,6 +23,7 @@ const (
 	dropShutdown     = "shutdown"
 	dropInflightFull = "inflight_full"
 	dropInvalidKey   = "invalid_route_key"
+	dropFenced       = "fenced" // queued before the node's connections were revoked
 
 	routeRouted     = "routed"      // published one-way or sent as a request
 	routeInvalidKey = "invalid_key" // selected key refused (then $default or dropped)

@@ -81,7 +81,8 @@ func New(cfg Config, ctrl conn.Controller, reg prometheus.Registerer, log *slog.
 		for k, v := range cfg.Auth.AccessKeys {
 			keys[k] = v
 		}
-		a.sigv4 = &sigVerifier{keys: keys, region: cfg.Auth.Region, service: cfg.Auth.Service, skew: cfg.Auth.MaxClockSkew}
+		a.sigv4 = &sigVerifier{keys: keys, region: cfg.Auth.Region, service: cfg.Auth.Service, skew: cfg.Auth.MaxClockSkew,
+			hosts: append([]string(nil), cfg.Auth.Hosts...)}
 	}
 	m, err := newMetrics(reg)
 	if err != nil {

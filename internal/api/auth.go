@@ -134,6 +134,9 @@ func (a *API) authenticate(r *http.Request, now time.Time) (authResult, *apiErro
 	if a.cfg.RequiresLoopback() && !isLoopback(r.RemoteAddr) {
 		return authResult{}, errForbidden()
 	}
+	if e := a.checkBrowser(r); e != nil {
+		return authResult{}, e
+	}
 	if !a.cfg.Auth.Configured() {
 		return authResult{ok: true}, nil // Insecure or LoopbackOnly
 	}

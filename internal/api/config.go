@@ -59,8 +59,18 @@ type Config struct {
 
 	// LoopbackOnly accepts requests from loopback addresses only (and the
 	// caller binds the listener to loopback). Required when no Auth is
-	// configured and Insecure is false. Default false.
+	// configured and Insecure is false. Default false. Without Auth, the
+	// request's Host must also name loopback (localhost or a loopback IP),
+	// so a web page cannot reach the API through DNS rebinding.
 	LoopbackOnly bool
+
+	// AllowedOrigins are the Origin header values accepted, compared
+	// case-insensitively (e.g. "https://admin.example.com"). A request that
+	// carries any other Origin is refused with 403: only browsers send
+	// Origin, and without this a web page the operator visits could POST to
+	// an unauthenticated loopback API. The AWS SDKs, curl and servers send
+	// none and are not affected. Default none: every Origin is refused.
+	AllowedOrigins []string
 }
 
 // AuthConfig configures caller authentication. Several methods may be
@@ -97,6 +107,13 @@ type AuthConfig struct {
 	// MaxClockSkew is how far a SigV4 request's X-Amz-Date may be from now.
 	// Default 15m (AWS's window).
 	MaxClockSkew time.Duration
+
+	// Hosts, when set, are the only Host values a SigV4 signature is
+	// accepted for, compared case-insensitively: a request signed for
+	// another host (another gateway sharing the keys, another service) is
+	// refused with 403. An entry without a port matches any port; one with
+	// a port matches that port only. Default none (any host).
+	Hosts []string
 }
 
 // Configured reports whether any authentication method is configured.
@@ -139,6 +156,19 @@ func (c Config) Validate() error {
 	for i, t := range c.Auth.Tokens {
 		if err := checkToken(t); err != nil {
 			errs = append(errs, fmt.Errorf("Auth.Tokens[%d]: %w", i, err))
+		}
+	}
+	if len(c.Auth.Hosts) > 0 && len(c.Auth.AccessKeys) == 0 {
+		errs = append(errs, errors.New("Auth.Hosts pins the SigV4 host but no AccessKeys are configured"))
+	}
+	for i, h := range c.Auth.Hosts {
+		if h == "" || strings.ContainsAny(h, " \t/,") {
+			errs = append(errs, fmt.Errorf("Auth.Hosts[%d]: invalid host %q", i, h))
+		}
+	}
+	for i, o := range c.AllowedOrigins {
+		if !validOrigin(o) {
+			errs = append(errs, fmt.Errorf("AllowedOrigins[%d]: %q is not an origin (scheme://host[:port])", i, o))
 		}
 	}
 	for id, secret := range c.Auth.AccessKeys {

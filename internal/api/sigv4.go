@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"sort"
@@ -31,6 +32,7 @@ var (
 	errSigScope     = errors.New("credential scope not accepted")
 	errSigDate      = errors.New("request date missing or outside the allowed clock skew")
 	errSigMismatch  = errors.New("signature does not match")
+	errSigHost      = errors.New("signed for a host this API does not answer to")
 )
 
 type sigVerifier struct {
@@ -38,6 +40,29 @@ type sigVerifier struct {
 	region  string // "" = any
 	service string
 	skew    time.Duration
+	hosts   []string // "" entries never; empty = any host
+}
+
+// hostAllowed reports whether the Host the request was signed for is one of
+// the configured hosts. An entry without a port matches the host on any
+// port (the SDKs sign "host:port" for a non-default port).
+func (v *sigVerifier) hostAllowed(host string) bool {
+	if len(v.hosts) == 0 {
+		return true
+	}
+	bare := host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		bare = h
+	}
+	for _, want := range v.hosts {
+		if strings.EqualFold(host, want) {
+			return true
+		}
+		if _, _, err := net.SplitHostPort(want); err != nil && strings.EqualFold(bare, strings.Trim(want, "[]")) {
+			return true
+		}
+	}
+	return false
 }
 
 // sigRequest is a parsed, not yet verified, SigV4 request.
@@ -122,6 +147,12 @@ func (v *sigVerifier) parse(r *http.Request, now time.Time) (*sigRequest, error)
 	if !hasHost || !hasDate {
 		// an unsigned date could be moved forward to replay the request
 		return nil, errSigMalformed
+	}
+	// Host is signed (checked above), so r.Host is the host the caller
+	// signed for: a signature made for another endpoint sharing these keys
+	// is not replayed here.
+	if !v.hostAllowed(r.Host) {
+		return nil, fmt.Errorf("%w: %q", errSigHost, truncate(r.Host, 100))
 	}
 	return sr, nil
 }

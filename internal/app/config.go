@@ -214,6 +214,9 @@ type API struct {
 	APIInsecure   bool
 	APIMaxBody    int
 	APIOctetBin   bool
+	// Browser and signature defences (see docs/security.md).
+	APIAllowedOrigins []string
+	APISigV4Hosts     []string
 }
 
 func (a *API) registerFlags(fs *flag.FlagSet, listenDefault string) {
@@ -223,7 +226,16 @@ func (a *API) registerFlags(fs *flag.FlagSet, listenDefault string) {
 	listVar(fs, &a.APIAccessKeys, "api-access-keys", "comma-separated ACCESS_KEY_ID:SECRET pairs for AWS SigV4 (the AWS SDK with static credentials)")
 	fs.BoolVar(&a.APIInsecure, "api-insecure", false, "serve the @connections API without authentication on any address")
 	fs.IntVar(&a.APIMaxBody, "api-max-body", 128<<10, "largest @connections POST body (413 above)")
+	listVar(fs, &a.APIAllowedOrigins, "api-allowed-origins", "comma-separated Origin values (scheme://host[:port]) the @connections API accepts from browsers; a request with any other Origin header gets 403 (empty: every Origin refused; SDKs and curl send none)")
+	listVar(fs, &a.APISigV4Hosts, "api-sigv4-host", "comma-separated hosts a SigV4 signature must have been made for (the signed Host; an entry without a port matches any port); others get 403 (empty: any host)")
 	fs.BoolVar(&a.APIOctetBin, "api-octet-stream-binary", false, "a POST with Content-Type application/octet-stream always sends a binary frame (default: text when the body is valid UTF-8, since the AWS SDKs send octet-stream for everything)")
+}
+
+func (a *API) validate() []error {
+	if len(a.APISigV4Hosts) > 0 && len(a.APIAccessKeys) == 0 {
+		return []error{errors.New("-api-sigv4-host pins the host of SigV4 signatures: it needs -api-access-keys")}
+	}
+	return nil
 }
 
 // RegisterFlags binds every field to a flag with its default.
@@ -283,7 +295,7 @@ func (c *EdgeConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.JetStream, "jetstream", false, "publish lifecycle events to a JetStream stream (durable, at-least-once)")
 	fs.StringVar(&c.JetStreamStream, "jetstream-stream", "SWITCHBOARD_EVENTS", "JetStream stream for events (created if missing)")
 	fs.StringVar(&c.Stage, "stage", "$default", "stage name reported in events")
-	fs.StringVar(&c.DomainName, "domain-name", "", "domain name reported in events (default: the request's Host)")
+	fs.StringVar(&c.DomainName, "domain-name", "", "domain name reported in events (requestContext.domainName), whatever Host the client sent (default: the request's Host header, which the client chooses)")
 	fs.IntVar(&c.EventQueueLength, "event-queue", 65536, "lifecycle events buffered while NATS is slow or away; more are dropped and counted")
 
 	durVar(fs, &c.LeaseTTL, "lease-ttl", 15*time.Second, "node lease TTL; a node silent this long is declared dead and cleaned up")
@@ -313,6 +325,12 @@ func (c *EdgeConfig) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("proxy protocol %q: want off, optional or required", c.ProxyProtocol))
 	}
+	if c.ProxyProtocol != "off" && len(c.TrustedProxies) == 0 {
+		// A PROXY header believed from anyone lets every client choose its
+		// own source address (and so its rate limits and sourceIp).
+		errs = append(errs, errors.New("-proxy-protocol optional|required needs -trusted-proxies: "+
+			"the addresses or CIDRs of the load balancers that send the PROXY header (a header from any other peer is not believed)"))
+	}
 	if err := c.Admission.Validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -329,6 +347,7 @@ func (c *EdgeConfig) Validate() error {
 	errs = append(errs, c.Process.validate()...)
 	errs = append(errs, c.NATS.validate()...)
 	errs = append(errs, c.Redis.validate()...)
+	errs = append(errs, c.API.validate()...)
 	if c.LeaseTTL < time.Second {
 		errs = append(errs, fmt.Errorf("lease TTL %v: must be at least 1s", c.LeaseTTL))
 	}

@@ -159,6 +159,7 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 		return nil, err
 	}
 	e.handler = newNodeHandler(e.nodeID, e.lc, e.node, e.groups, log)
+	e.handler.domain = cfg.DomainName
 	if err := e.buildSecurity(cfg, log); err != nil {
 		return nil, err
 	}

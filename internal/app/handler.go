@@ -47,6 +47,7 @@ type nodeHandler struct {
 	jwt    *authz.JWT   // nil: no built-in JWT authorizer
 	adm    *admission.A // nil: no admission limits
 	log    *slog.Logger
+	domain string // -domain-name: reported in events instead of the client's Host when set
 
 	// Unregistering a closed connection waits for a Redis round trip: it is
 	// queued so reactor workers and the drain never wait for it.
@@ -113,7 +114,7 @@ func (h *nodeHandler) Connect(ctx context.Context, c *edge.Conn, r *edge.Request
 	}()
 	st := &connState{release: release, meta: &lifecycle.ConnMeta{
 		ID: c.ID(), NodeID: h.nodeID, ConnectedAt: c.ConnectedAt(), SourceIP: c.SourceIP(), UserAgent: c.UserAgent(),
-		DomainName: hostOnly(r.Host), Path: r.Path, Headers: lifecycle.HeadersFromHTTP(r.Header), Query: lifecycle.ParseQuery(r.RawQuery),
+		DomainName: h.eventDomain(r.Host), Path: r.Path, Headers: lifecycle.HeadersFromHTTP(r.Header), Query: lifecycle.ParseQuery(r.RawQuery),
 		Subprotocols: protocols, UserID: jr.UserID, Principal: jr.Principal,
 	}}
 	if h.adm != nil {

@@ -42,6 +42,7 @@ func (c *RouterConfig) Validate() error {
 	errs = append(errs, c.Process.validate()...)
 	errs = append(errs, c.NATS.validate()...)
 	errs = append(errs, c.Redis.validate()...)
+	errs = append(errs, c.API.validate()...)
 	if c.NATS.URL == "" {
 		errs = append(errs, errors.New("-nats-url is required: the router reaches edges over NATS"))
 	}

@@ -54,7 +54,8 @@ func (a API) apiConfig() (api.Config, error) {
 		MaxMessageBytes:   a.APIMaxBody,
 		OctetStreamBinary: a.APIOctetBin,
 		Insecure:          a.APIInsecure,
-		Auth:              api.AuthConfig{Tokens: a.APITokens, TokenFile: a.APITokensFile},
+		Auth:              api.AuthConfig{Tokens: a.APITokens, TokenFile: a.APITokensFile, Hosts: a.APISigV4Hosts},
+		AllowedOrigins:    a.APIAllowedOrigins,
 	}
 	if len(a.APIAccessKeys) > 0 {
 		cfg.Auth.AccessKeys = map[string]string{}

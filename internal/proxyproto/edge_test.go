@@ -39,7 +39,7 @@ func TestEdgeBehindProxyListener(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := Listen(inner, Config{Required: true})
+	ln, err := Listen(inner, Config{Required: true, TrustAll: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,16 +20,27 @@ type Config struct {
 	// there). Default: false.
 	Required bool
 	// Trusted peers (the load balancers) whose headers are believed.
-	// Default: every peer, which is right only when nothing but the load
-	// balancer can reach the listener.
+	// Required unless TrustAll: a header from any peer would let every
+	// client choose its own source address.
 	Trusted []netip.Prefix
+	// TrustAll believes a header from every peer. Right only when nothing
+	// but the load balancer can reach the listener; it must be chosen
+	// explicitly. Default: false.
+	TrustAll bool
 	// HeaderTimeout bounds the wait for the header, on top of any read
 	// deadline the application set. Default: 5s; negative means none.
 	HeaderTimeout time.Duration
 }
 
+// ErrNoTrustedPeers is returned by Listen when neither Trusted nor TrustAll
+// says whose headers to believe.
+var ErrNoTrustedPeers = errors.New("proxyproto: no trusted peers: set Trusted (the load balancers) or TrustAll")
+
 // Validate reports whether c is usable.
 func (c Config) Validate() error {
+	if len(c.Trusted) == 0 && !c.TrustAll {
+		return ErrNoTrustedPeers
+	}
 	for _, p := range c.Trusted {
 		if !p.IsValid() {
 			return errors.New("proxyproto: invalid trusted prefix")
@@ -160,7 +171,7 @@ func (c *Conn) handshake() error {
 }
 
 func (c *Conn) trusted(a netip.Addr) bool {
-	if len(c.cfg.Trusted) == 0 {
+	if c.cfg.TrustAll {
 		return true
 	}
 	a = a.Unmap()

@@ -77,7 +77,7 @@ func TestRemoteAddrFromHeader(t *testing.T) {
 		{"v2 LOCAL", v2(0, 0, nil), ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			l := listen(t, Config{Required: true})
+			l := listen(t, Config{Required: true, TrustAll: true})
 			// The header split over several writes, the payload right behind it.
 			half := len(tc.hdr) / 2
 			cl := dialAndSend(t, l, tc.hdr[:1], tc.hdr[1:half], append(bytes.Clone(tc.hdr[half:]), payload...))
@@ -100,7 +100,7 @@ func TestRemoteAddrFromHeader(t *testing.T) {
 // After the first Read, the socket holds every payload byte: the edge's
 // reactor reads the file descriptor directly.
 func TestNoPayloadBytesHeldBack(t *testing.T) {
-	l := listen(t, Config{Required: true})
+	l := listen(t, Config{Required: true, TrustAll: true})
 	hdr := []byte("PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\r\n")
 	cl := dialAndSend(t, l, append(bytes.Clone(hdr), "GET"...))
 	c := accept(t, l)
@@ -144,7 +144,7 @@ func TestNoPayloadBytesHeldBack(t *testing.T) {
 }
 
 func TestOptionalHeader(t *testing.T) {
-	l := listen(t, Config{})
+	l := listen(t, Config{TrustAll: true})
 	payload := []byte("GET / HTTP/1.1\r\n\r\n")
 	cl := dialAndSend(t, l, payload)
 	c := accept(t, l)
@@ -157,7 +157,7 @@ func TestOptionalHeader(t *testing.T) {
 }
 
 func TestRequiredHeaderMissing(t *testing.T) {
-	l := listen(t, Config{Required: true})
+	l := listen(t, Config{Required: true, TrustAll: true})
 	dialAndSend(t, l, []byte("GET / HTTP/1.1\r\n\r\n"))
 	c := accept(t, l)
 	if _, err := c.Read(make([]byte, 10)); !errors.Is(err, ErrNoHeader) {
@@ -166,7 +166,7 @@ func TestRequiredHeaderMissing(t *testing.T) {
 }
 
 func TestMalformedHeaderRefused(t *testing.T) {
-	l := listen(t, Config{})
+	l := listen(t, Config{TrustAll: true})
 	dialAndSend(t, l, []byte("PROXY TCP4 192.0.2.1 nope 1 2\r\nGET / HTTP/1.1\r\n\r\n"))
 	c := accept(t, l)
 	if _, err := c.Read(make([]byte, 10)); !errors.Is(err, ErrMalformed) {
@@ -210,7 +210,7 @@ func TestUntrustedPeer(t *testing.T) {
 // A client that never sends its header holds up neither Accept nor other
 // connections, and its own Read ends at HeaderTimeout.
 func TestSlowClientDoesNotBlockAccept(t *testing.T) {
-	l := listen(t, Config{Required: true, HeaderTimeout: 200 * time.Millisecond})
+	l := listen(t, Config{Required: true, TrustAll: true, HeaderTimeout: 200 * time.Millisecond})
 	dialAndSend(t, l) // silent
 	silent := accept(t, l)
 	dialAndSend(t, l, []byte("PROXY TCP4 192.0.2.9 198.51.100.2 7 443\r\nhi"))
@@ -228,7 +228,7 @@ func TestSlowClientDoesNotBlockAccept(t *testing.T) {
 // The header timeout does not outlive the header: the application's own
 // deadline is put back.
 func TestDeadlineRestored(t *testing.T) {
-	l := listen(t, Config{Required: true, HeaderTimeout: 100 * time.Millisecond})
+	l := listen(t, Config{Required: true, TrustAll: true, HeaderTimeout: 100 * time.Millisecond})
 	cl := dialAndSend(t, l, []byte("PROXY UNKNOWN\r\n"))
 	c := accept(t, l) // deadline 20s from now
 	if err := c.Handshake(); err != nil {
@@ -246,7 +246,23 @@ func TestListenNeedsTCP(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ul.Close()
-	if _, err := Listen(ul, Config{}); err == nil {
+	if _, err := Listen(ul, Config{TrustAll: true}); err == nil {
 		t.Fatal("unix listener accepted")
+	}
+}
+
+// Without a list of trusted peers, a header from anyone would be believed:
+// every client could choose its source address. Listen refuses unless
+// TrustAll says so explicitly.
+func TestListenNeedsTrustedPeers(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inner.Close()
+	for _, cfg := range []Config{{}, {Required: true}} {
+		if _, err := Listen(inner, cfg); !errors.Is(err, ErrNoTrustedPeers) {
+			t.Fatalf("Listen(%+v) err = %v, want ErrNoTrustedPeers", cfg, err)
+		}
 	}
 }

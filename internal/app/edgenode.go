@@ -82,7 +82,7 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 
 	natsURL := cfg.NATS.URL
 	if natsURL == "" {
-		e.emb, err = startEmbeddedNATS(cfg.NATSEmbedListen, cfg.NATSEmbedJSDir)
+		e.emb, err = startEmbeddedNATS(cfg.NATSEmbedListen, cfg.NATSEmbedJSDir, log)
 		if err != nil {
 			return nil, err
 		}

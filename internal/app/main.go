@@ -31,6 +31,7 @@ func Main(name string, args []string, register func(*flag.FlagSet), proc *Proces
 	}
 	proc.ApplyRuntime(os.Getenv)
 	log := NewLogger(proc.LogFormat, proc.LogLevel)
+	routeLibraryLogs(log)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	r, err := build(log)

@@ -2,6 +2,7 @@ package app
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
 	"strconv"
 	"time"
@@ -13,7 +14,8 @@ import (
 // single-node default, so a backend can attach without running one.
 type embeddedNATS struct{ srv *server.Server }
 
-func startEmbeddedNATS(addr, storeDir string) (*embeddedNATS, error) {
+// Its log lines go to log (NoLog keeps nats-server's own stderr logger off).
+func startEmbeddedNATS(addr, storeDir string, log *slog.Logger) (*embeddedNATS, error) {
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats listen %q: %w", addr, err)
@@ -34,6 +36,7 @@ func startEmbeddedNATS(addr, storeDir string) (*embeddedNATS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)
 	}
+	s.SetLoggerV2(natsServerLogger{log: log.With("lib", "nats-server")}, false, false, false)
 	go s.Start() // nats-server owns this goroutine; Shutdown waits for it
 	if !s.ReadyForConnections(10 * time.Second) {
 		s.Shutdown()

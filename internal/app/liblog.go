@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/redis/go-redis/v9"
@@ -19,16 +21,57 @@ import (
 // program embedding NewEdge or NewRouter without Main chooses for itself.
 func routeLibraryLogs(log *slog.Logger) {
 	slog.SetDefault(log) // also points the standard "log" package at log's handler
-	redis.SetLogger(redisLogger{log: log.With("lib", "go-redis")})
+	redis.SetLogger(newRedisLogger(log.With("lib", "go-redis"), redisLogEvery))
 }
+
+// redisLogEvery is how often one go-redis message (one call site: its
+// format string) is logged: while Redis is down its pool reports every
+// failed dial, several times a second.
+const redisLogEvery = 10 * time.Second
 
 // redisLogger adapts slog to go-redis's logger. go-redis gives no level;
 // what it logs at its default level (errors) is about Redis being
-// unreachable or misbehaving, which the node rides out: a warning.
-type redisLogger struct{ log *slog.Logger }
+// unreachable or misbehaving, which the node rides out: a warning. Each
+// message is logged at most once per interval, with how many were
+// suppressed since; the map is bounded by go-redis's call sites.
+type redisLogger struct {
+	log   *slog.Logger
+	every time.Duration
 
-func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	mu   sync.Mutex
+	last map[string]*redisLogState
+}
+
+type redisLogState struct {
+	at         time.Time
+	suppressed int
+}
+
+func newRedisLogger(log *slog.Logger, every time.Duration) *redisLogger {
+	return &redisLogger{log: log, every: every, last: map[string]*redisLogState{}}
+}
+
+func (l *redisLogger) Printf(ctx context.Context, format string, v ...any) {
 	if !l.log.Enabled(ctx, slog.LevelWarn) {
+		return
+	}
+	now := time.Now()
+	l.mu.Lock()
+	st := l.last[format]
+	if st == nil {
+		st = &redisLogState{}
+		l.last[format] = st
+	}
+	if !st.at.IsZero() && now.Sub(st.at) < l.every {
+		st.suppressed++
+		l.mu.Unlock()
+		return
+	}
+	suppressed := st.suppressed
+	st.at, st.suppressed = now, 0
+	l.mu.Unlock()
+	if suppressed > 0 {
+		l.log.WarnContext(ctx, libMessage(format, v, "redis: "), "suppressed", suppressed)
 		return
 	}
 	l.log.WarnContext(ctx, libMessage(format, v, "redis: "))

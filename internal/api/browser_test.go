@@ -243,3 +243,18 @@ func TestSigV4HostPinned(t *testing.T) {
 		})
 	}
 }
+
+func TestSigV4HostMatching(t *testing.T) {
+	v := &sigVerifier{hosts: []string{"gw.example", "api.example:443", "[::1]:9090", "Other.Example:8443"}}
+	for host, want := range map[string]bool{
+		"gw.example": true, "GW.example:9090": true, "gw.example.evil": false, "evil.gw.example": false,
+		"api.example": true, "api.example:443": true, "api.example:444": false,
+		"[::1]:9090": true, "[::1]": false, "[::1]:9091": false,
+		"other.example:8443": true, "other.example": false,
+		"": false,
+	} {
+		if got := v.hostAllowed(host); got != want {
+			t.Errorf("hostAllowed(%q) = %v, want %v", host, got, want)
+		}
+	}
+}

@@ -45,20 +45,30 @@ type sigVerifier struct {
 
 // hostAllowed reports whether the Host the request was signed for is one of
 // the configured hosts. An entry without a port matches the host on any
-// port (the SDKs sign "host:port" for a non-default port).
+// port; the SDKs sign "host:port" for a non-default port and the bare host
+// for 80 and 443, so a Host without a port also matches an entry naming
+// either of those.
 func (v *sigVerifier) hostAllowed(host string) bool {
 	if len(v.hosts) == 0 {
 		return true
 	}
-	bare := host
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		bare = h
+	bare, port := host, ""
+	if h, p, err := net.SplitHostPort(host); err == nil {
+		bare, port = h, p
 	}
+	bare = strings.Trim(bare, "[]")
 	for _, want := range v.hosts {
-		if strings.EqualFold(host, want) {
-			return true
+		wh, wp, err := net.SplitHostPort(want)
+		if err != nil { // no port in the entry: any port
+			if strings.EqualFold(bare, strings.Trim(want, "[]")) {
+				return true
+			}
+			continue
 		}
-		if _, _, err := net.SplitHostPort(want); err != nil && strings.EqualFold(bare, strings.Trim(want, "[]")) {
+		if !strings.EqualFold(bare, wh) {
+			continue
+		}
+		if port == wp || port == "" && (wp == "443" || wp == "80") {
 			return true
 		}
 	}

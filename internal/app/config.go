@@ -274,11 +274,11 @@ func (c *EdgeConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&a.MaxConns, "max-conns", 0, "open connections on this node, 503 above (0: unlimited)")
 	fs.IntVar(&a.MaxConnsPerUser, "max-conns-per-user", 0, "open connections of one user on this node, 429 above (0: unlimited)")
 	fs.Float64Var(&a.MsgRate, "msg-rate", 0, "inbound messages per second per connection; above it the connection is closed with 1008 (0: unlimited)")
-	listVar(fs, &c.TrustedProxies, "trusted-proxies", "comma-separated CIDRs of proxies whose forwarding header is believed (and which may send PROXY protocol)")
+	listVar(fs, &c.TrustedProxies, "trusted-proxies", "comma-separated CIDRs (or addresses) of proxies whose forwarding header is believed, and the only peers whose PROXY header is (required by -proxy-protocol)")
 	fs.StringVar(&c.ForwardedHeader, "forwarded-header", "X-Forwarded-For", "header trusted proxies write: X-Forwarded-For or Forwarded")
 	fs.StringVar(&c.WSTLSCert, "ws-tls-cert", "", "certificate file: serve wss:// on -listen, terminated in process (2 goroutines per TLS connection; reloaded when it changes). Empty: plain ws:// (terminate TLS at the load balancer)")
 	fs.StringVar(&c.WSTLSKey, "ws-tls-key", "", "private key file for -ws-tls-cert")
-	fs.StringVar(&c.ProxyProtocol, "proxy-protocol", "off", "PROXY protocol v1/v2 on the WebSocket listener: off, optional or required")
+	fs.StringVar(&c.ProxyProtocol, "proxy-protocol", "off", "PROXY protocol v1/v2 on the WebSocket listener: off, optional or required (both need -trusted-proxies)")
 	fs.StringVar(&c.NodeID, "node-id", "", "node ID (default: hostname plus a random suffix, new at every start)")
 
 	fs.StringVar(&c.NATSEmbedListen, "nats-embedded-listen", "127.0.0.1:4223", "embedded NATS server address (used when -nats-url is empty)")

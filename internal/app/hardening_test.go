@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -318,5 +319,54 @@ func TestEdgeAPIRefusesForeignOrigin(t *testing.T) {
 	_, data, err := c.Read(ctx)
 	if err != nil || string(data) != "listed" {
 		t.Fatalf("client got %q (%v), want only the listed origin's message", data, err)
+	}
+}
+
+// The attack on a real node: a client that reaches -listen directly sends a
+// PROXY header claiming 6.6.6.6. With -trusted-proxies naming only the load
+// balancer (127.0.0.2 here), the client's header is not believed (its
+// handshake fails) while the load balancer's is: one CONNECT, from 6.6.6.6
+// through 127.0.0.2, none with a spoofed address from 127.0.0.1.
+func TestProxyProtocolHeaderFromUntrustedPeerNotBelieved(t *testing.T) {
+	e := startTestEdge(t, testEdgeConfig(t, "-proxy-protocol", "optional", "-trusted-proxies", "127.0.0.2"))
+	var ev *events
+	startBackend(t, e.NATSURL(), func(b *backend.Backend) { ev = recordEvents(t, b) })
+	const upgrade = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	handshake := func(from string) string {
+		d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+		c, err := d.Dial("tcp", e.WSAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, "PROXY TCP4 6.6.6.6 127.0.0.1 1111 8080\r\n"+upgrade); err != nil {
+			t.Fatal(err)
+		}
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		return strings.TrimSpace(line)
+	}
+	if got := handshake("127.0.0.1"); strings.HasPrefix(got, "HTTP/1.1 101") {
+		t.Fatalf("untrusted peer's PROXY header: %q, want the handshake refused", got)
+	}
+	if got := handshake("127.0.0.2"); !strings.HasPrefix(got, "HTTP/1.1 101") {
+		t.Fatalf("trusted proxy's PROXY header: %q, want 101", got)
+	}
+	eventually(t, "CONNECT through the trusted proxy", func() bool {
+		ev.mu.Lock()
+		defer ev.mu.Unlock()
+		return len(ev.connects) > 0
+	})
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	spoofed := 0
+	for _, c := range ev.connects {
+		if c.RequestContext.Identity.SourceIP == "6.6.6.6" {
+			spoofed++
+		}
+	}
+	if len(ev.connects) != 1 || spoofed != 1 {
+		t.Fatalf("%d CONNECTs, %d with 6.6.6.6: want exactly the trusted proxy's one", len(ev.connects), spoofed)
 	}
 }

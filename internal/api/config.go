@@ -167,7 +167,7 @@ func (c Config) Validate() error {
 		}
 	}
 	for i, o := range c.AllowedOrigins {
-		if !validOrigin(o) {
+		if !ValidOrigin(o) {
 			errs = append(errs, fmt.Errorf("AllowedOrigins[%d]: %q is not an origin (scheme://host[:port])", i, o))
 		}
 	}

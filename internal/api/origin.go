@@ -52,9 +52,9 @@ func (a *API) originAllowed(values []string) bool {
 	return false
 }
 
-// validOrigin reports whether s is an origin as browsers serialise it:
-// scheme://host[:port], nothing else.
-func validOrigin(s string) bool {
+// ValidOrigin reports whether s is an origin as browsers serialise it:
+// scheme://host[:port], nothing else (what AllowedOrigins takes).
+func ValidOrigin(s string) bool {
 	u, err := url.Parse(s)
 	return err == nil && u.Scheme != "" && u.Host != "" && u.User == nil &&
 		u.Path == "" && u.RawQuery == "" && u.Fragment == "" && !strings.HasSuffix(s, "?") && !strings.HasSuffix(s, "#")

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/switchboardgw/switchboard/internal/admission"
+	"github.com/switchboardgw/switchboard/internal/api"
 	"github.com/switchboardgw/switchboard/internal/edge"
 )
 
@@ -232,10 +233,16 @@ func (a *API) registerFlags(fs *flag.FlagSet, listenDefault string) {
 }
 
 func (a *API) validate() []error {
+	var errs []error
 	if len(a.APISigV4Hosts) > 0 && len(a.APIAccessKeys) == 0 {
-		return []error{errors.New("-api-sigv4-host pins the host of SigV4 signatures: it needs -api-access-keys")}
+		errs = append(errs, errors.New("-api-sigv4-host pins the host of SigV4 signatures: it needs -api-access-keys"))
 	}
-	return nil
+	for _, o := range a.APIAllowedOrigins {
+		if !api.ValidOrigin(o) {
+			errs = append(errs, fmt.Errorf("-api-allowed-origins %q: want an origin, scheme://host[:port]", o))
+		}
+	}
+	return errs
 }
 
 // RegisterFlags binds every field to a flag with its default.

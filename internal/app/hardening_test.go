@@ -370,3 +370,21 @@ func TestProxyProtocolHeaderFromUntrustedPeerNotBelieved(t *testing.T) {
 		t.Fatalf("%d CONNECTs, %d with 6.6.6.6: want exactly the trusted proxy's one", len(ev.connects), spoofed)
 	}
 }
+
+func TestAPIBrowserAndSigV4FlagsValidated(t *testing.T) {
+	for args, want := range map[string]string{
+		"-api-sigv4-host gw.example":          "-api-sigv4-host pins the host of SigV4 signatures: it needs -api-access-keys",
+		"-api-allowed-origins admin.example":  `-api-allowed-origins "admin.example"`,
+		"-api-allowed-origins https://a.b/c/": `-api-allowed-origins "https://a.b/c/"`,
+	} {
+		c := testEdgeConfig(t, strings.Fields(args)...)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: Validate = %v, want %q", args, err, want)
+		}
+	}
+	c := testEdgeConfig(t, "-api-access-keys", "AKID:secret", "-api-sigv4-host", "gw.example,gw.example:9090",
+		"-api-allowed-origins", "https://admin.example,http://127.0.0.1:8000")
+	if err := c.Validate(); err != nil {
+		t.Fatalf("valid flags: %v", err)
+	}
+}

@@ -14,7 +14,9 @@ import (
 // single-node default, so a backend can attach without running one.
 type embeddedNATS struct{ srv *server.Server }
 
-// Its log lines go to log (NoLog keeps nats-server's own stderr logger off).
+// startEmbeddedNATS starts the server on addr, with JetStream in storeDir if
+// set. Its log lines go to log (NoLog keeps nats-server's own stderr logger
+// off, also across a config reload).
 func startEmbeddedNATS(addr, storeDir string, log *slog.Logger) (*embeddedNATS, error) {
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {

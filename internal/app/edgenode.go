@@ -49,6 +49,9 @@ type Edge struct {
 
 	clientIP func(peer string, h http.Header) string
 	trusted  []netip.Prefix
+	// trustedPeer: a TCP peer in -trusted-proxies (nil when none), exempt
+	// from -max-handshakes-per-ip on its own address.
+	trustedPeer func(netip.Addr) bool
 	tlsLn    *tlsterm.Listener // wss:// bridges; nil without -ws-tls-cert
 	handler  *nodeHandler
 	ws       *edge.Server
@@ -172,7 +175,7 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 		return nil, err
 	}
 	e.ws, err = edge.New(cfg.Edge, edge.Options{NodeID: e.nodeID, Handler: e.handler, Registerer: e.reg, Logger: log,
-		Listener: ln, ClientIP: e.clientIP})
+		Listener: ln, ClientIP: e.clientIP, TrustedPeer: e.trustedPeer})
 	if err != nil {
 		ln.Close()
 		return nil, err
@@ -399,6 +402,7 @@ func (e *Edge) buildSecurity(cfg EdgeConfig, log *slog.Logger) error {
 			return err
 		}
 		e.clientIP = cip.ClientIPString
+		e.trustedPeer = cip.Trusted
 	}
 	if j := cfg.JWT; j.KeysFile != "" || j.JWKSFile != "" {
 		var aud []string

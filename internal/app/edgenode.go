@@ -47,11 +47,12 @@ type Edge struct {
 	router  *cluster.Router
 	groups  *groups.Service
 
-	clientIP func(peer string, h http.Header) string
-	trusted  []netip.Prefix
 	// trustedPeer: a TCP peer in -trusted-proxies (nil when none), exempt
 	// from -max-handshakes-per-ip on its own address.
 	trustedPeer func(netip.Addr) bool
+
+	clientIP func(peer string, h http.Header) string
+	trusted  []netip.Prefix
 	tlsLn    *tlsterm.Listener // wss:// bridges; nil without -ws-tls-cert
 	handler  *nodeHandler
 	ws       *edge.Server

@@ -97,14 +97,17 @@ func TestHalfOpenFloodFromOneSource(t *testing.T) {
 	})
 
 	// Probes from another address while the flood is held.
-	var took []time.Duration
+	var (
+		took    []time.Duration
+		probers []*wsClient
+	)
 	tick := time.NewTicker(300 * time.Millisecond)
 	defer tick.Stop()
 	for i := range probes {
 		if i > 0 {
 			<-tick.C
 		}
-		d, err := probe(addr, "127.0.0.3")
+		c, d, err := probe(t, target.wsURL(), "127.0.0.3")
 		if err != nil {
 			t.Fatalf("probe %d of %d from 127.0.0.3 during the flood: %v after %s", i+1, probes, err, d.Round(time.Millisecond))
 		}
@@ -112,7 +115,9 @@ func TestHalfOpenFloodFromOneSource(t *testing.T) {
 			t.Fatalf("probe %d of %d from 127.0.0.3 took %s to connect during the flood, bound %s", i+1, probes, d, probeBound)
 		}
 		took = append(took, d)
+		probers = append(probers, c)
 	}
+	cl.learnIDs(probers)
 
 	// Each flood socket was either held (no answer yet) or answered 429 at
 	// once, before sending a byte; the edge counted exactly the refused.
@@ -156,24 +161,23 @@ func TestHalfOpenFloodFromOneSource(t *testing.T) {
 		}
 		return nil
 	})
+	codes := map[string]int{}
+	for _, c := range probers {
+		codes[c.id] = 1000
+	}
+	cl.finish(probers, codes)
 	t.Logf("flood of %d idle sockets from one source opened in %s: %d held, %d answered 429 at accept; probes from another source connected in %v (bound %s)",
 		flood, floodOpened.Round(time.Millisecond), held.Load(), refused.Load(), took, probeBound)
 }
 
-// probe completes a WebSocket connect to addr from the loopback address
-// src and closes it, returning how long the connect took.
-func probe(addr, src string) (time.Duration, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	d := ws.Dialer{NetDial: func(ctx context.Context, network, a string) (net.Conn, error) {
+// probe opens a WebSocket client to url from the loopback address src,
+// returning how long the connect took.
+func probe(t testing.TB, url, src string) (*wsClient, time.Duration, error) {
+	d := ws.Dialer{Timeout: 15 * time.Second, NetDial: func(ctx context.Context, network, a string) (net.Conn, error) {
 		nd := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
 		return nd.DialContext(ctx, network, a)
 	}}
 	start := time.Now()
-	conn, _, _, err := d.Dial(ctx, "ws://"+addr+"/?c=probe")
-	took := time.Since(start)
-	if err != nil {
-		return took, err
-	}
-	return took, conn.Close()
+	c, err := dialWith(t, d, url, 0, nil)
+	return c, time.Since(start), err
 }

@@ -188,8 +188,9 @@ var (
 	respIPHandshakes = []byte("HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
 )
 
-// refuseUnread answers a connection on the accept loop and closes it. The
-// socket was just accepted, so its send buffer is empty and the short write
+// refuseUnread answers a connection without reading its request and closes
+// it: on the accept loop, or right after a PROXY header. Nothing has been
+// written to the socket yet, so its send buffer is empty and the short write
 // completes at once; the deadline only guards against the impossible, so
 // the accept loop never waits on a client.
 func refuseUnread(nc net.Conn, resp []byte) {

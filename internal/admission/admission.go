@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/switchboardgw/switchboard/internal/clientip"
 )
 
 // Config sets the limits. Zero means the default; every limit defaults to
@@ -77,7 +79,7 @@ func (c Config) withDefaults() Config {
 		c.MaxTrackedIPs = 65536
 	}
 	if c.IPv6Prefix == 0 {
-		c.IPv6Prefix = 64
+		c.IPv6Prefix = clientip.DefaultIPv6Prefix
 	}
 	return c
 }
@@ -278,16 +280,10 @@ func (a *A) allowIP(addr netip.Addr, now int64) bool {
 	return allowed
 }
 
-// sourceKey is the unit a per-IP limit applies to: the IPv4 address, or the
-// IPv6 address's prefix.
+// sourceKey is the unit a per-IP limit applies to (clientip.SourceKey: the
+// IPv4 address, or the IPv6 address's prefix).
 func (a *A) sourceKey(addr netip.Addr) netip.Prefix {
-	addr = addr.Unmap().WithZone("")
-	bits := 32
-	if addr.Is6() {
-		bits = a.cfg.IPv6Prefix
-	}
-	p, _ := addr.Prefix(bits)
-	return p
+	return clientip.SourceKey(addr, a.cfg.IPv6Prefix)
 }
 
 // TrackedSources is the number of sources whose rate state is kept.

@@ -255,6 +255,7 @@ func (c *EdgeConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&e.MaxHeaderBytes, "max-header-bytes", 8<<10, "largest upgrade request (HTTP 431 above)")
 	durVar(fs, &e.HandshakeTimeout, "handshake-timeout", 10*time.Second, "time allowed for the upgrade request and $connect")
 	fs.IntVar(&e.MaxHandshakes, "max-handshakes", 4096, "handshakes in progress at once (HTTP 503 above)")
+	fs.IntVar(&e.MaxHandshakesPerIP, "max-handshakes-per-ip", 0, "handshakes in progress from one source IP (IPv6: per /64), counted from accept; more get HTTP 429 before anything is read. Peers in -trusted-proxies are exempt: their clients are counted once the PROXY or forwarding header names them (0: -max-handshakes/8; negative: no limit)")
 	durVar(fs, &e.IdleTimeout, "idle-timeout", 10*time.Minute, "close connections silent this long (1001); negative disables")
 	durVar(fs, &e.MaxDuration, "max-duration", 2*time.Hour, "close connections open this long (1001); negative disables")
 	durVar(fs, &e.PingInterval, "ping-interval", 0, "send a protocol ping after this much silence (0: off)")

@@ -47,6 +47,10 @@ type Edge struct {
 	router  *cluster.Router
 	groups  *groups.Service
 
+	// trustedPeer: a TCP peer in -trusted-proxies (nil when none), exempt
+	// from -max-handshakes-per-ip on its own address.
+	trustedPeer func(netip.Addr) bool
+
 	clientIP func(peer string, h http.Header) string
 	trusted  []netip.Prefix
 	tlsLn    *tlsterm.Listener // wss:// bridges; nil without -ws-tls-cert
@@ -173,7 +177,7 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 		return nil, err
 	}
 	e.ws, err = edge.New(cfg.Edge, edge.Options{NodeID: e.nodeID, Handler: e.handler, Registerer: e.reg, Logger: log,
-		Listener: ln, ClientIP: e.clientIP})
+		Listener: ln, ClientIP: e.clientIP, TrustedPeer: e.trustedPeer})
 	if err != nil {
 		ln.Close()
 		return nil, err
@@ -400,6 +404,7 @@ func (e *Edge) buildSecurity(cfg EdgeConfig, log *slog.Logger) error {
 			return err
 		}
 		e.clientIP = cip.ClientIPString
+		e.trustedPeer = cip.Trusted
 	}
 	if j := cfg.JWT; j.KeysFile != "" || j.JWKSFile != "" {
 		var aud []string

@@ -191,3 +191,26 @@ func parseForwardedFor(elem string) (netip.Addr, bool) {
 	}
 	return netip.Addr{}, false
 }
+
+// DefaultIPv6Prefix is the prefix length IPv6 sources are grouped by for
+// per-source limits: one subscriber usually holds a whole /64, so counting
+// single IPv6 addresses would let one client use 2^64 of them.
+const DefaultIPv6Prefix = 64
+
+// SourceKey is the unit a per-source limit applies to: the IPv4 address
+// (IPv4-mapped IPv6 counts as IPv4), or the IPv6 address's prefix of
+// ipv6Bits (DefaultIPv6Prefix when 0). Zones are dropped. Every per-source
+// limit (admission's rate, the edge's handshakes in progress) keys on it, so
+// they agree on what one source is.
+func SourceKey(a netip.Addr, ipv6Bits int) netip.Prefix {
+	a = a.Unmap().WithZone("")
+	bits := 32
+	if a.Is6() {
+		bits = ipv6Bits
+		if bits == 0 {
+			bits = DefaultIPv6Prefix
+		}
+	}
+	p, _ := a.Prefix(bits)
+	return p
+}

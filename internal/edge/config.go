@@ -25,6 +25,15 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// MaxHandshakes bounds handshakes in progress; more get HTTP 503. Default 4096.
 	MaxHandshakes int
+	// MaxHandshakesPerIP bounds the handshakes in progress from one source
+	// (an IPv4 address, an IPv6 /64), counted from accept, before anything
+	// is read: more are answered 429 at once and closed, so a single source
+	// of idle sockets cannot take every MaxHandshakes slot. Connections from
+	// a trusted proxy (Options.TrustedPeer) are charged to the client the
+	// PROXY header or forwarding header names instead. Default
+	// MaxHandshakes/8 (512 with the default MaxHandshakes); negative: no
+	// per-source limit.
+	MaxHandshakesPerIP int
 	// IdleTimeout closes a connection with no frame in either direction from
 	// the client for this long (1001). Default 10 min; negative disables.
 	IdleTimeout time.Duration
@@ -91,6 +100,7 @@ func (c Config) withDefaults() Config {
 	def(&c.MaxFrameBytes, 32<<10)
 	def(&c.MaxHeaderBytes, 8<<10)
 	def(&c.MaxHandshakes, 4096)
+	def(&c.MaxHandshakesPerIP, max(1, c.MaxHandshakes/8))
 	def(&c.MaxQueueBytes, 1<<20)
 	def(&c.PendingQueueBytes, 64<<10)
 	def(&c.Workers, 4*runtime.GOMAXPROCS(0))

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
@@ -22,13 +23,31 @@ var headerEnd = []byte("\r\n\r\n")
 
 // handshake reads the upgrade request, asks the Handler, and upgrades. It
 // runs on its own goroutine so a slow $connect never holds up another
-// handshake; HandshakeTimeout bounds the whole of it.
-func (s *Server) handshake(nc net.Conn) {
+// handshake; HandshakeTimeout bounds the whole of it. slot is the share of
+// its source it holds since accept (none for a trusted proxy's connection).
+func (s *Server) handshake(nc net.Conn, slot hsSlot) {
 	defer s.wg.Done()
 	defer func() { <-s.hsSem }()
+	defer s.releaseSource(&slot)
 	start := time.Now()
 	deadline := start.Add(s.cfg.HandshakeTimeout)
 	_ = nc.SetDeadline(deadline)
+
+	// Behind a load balancer speaking PROXY protocol, the client is known
+	// as soon as the header is read: charge it before waiting for its
+	// request, so that idle sockets relayed for one client take that
+	// client's share, not every slot.
+	if hs, ok := nc.(interface{ Handshake() error }); ok && !slot.held && s.perSource != nil {
+		if err := hs.Handshake(); err != nil {
+			s.rejectRaw(nc, err)
+			return
+		}
+		if !s.claimSource(&slot, remoteAddr(nc)) {
+			s.metrics.rejected.WithLabelValues(rejectIPHandshakes).Inc()
+			refuseUnread(nc, respIPHandshakes)
+			return
+		}
+	}
 
 	bp := s.hsPool.Get().(*[]byte)
 	defer s.hsPool.Put(bp)
@@ -45,6 +64,12 @@ func (s *Server) handshake(nc net.Conn) {
 	}
 	if s.clientIP != nil {
 		req.SourceIP = s.clientIP(req.SourceIP, req.Header)
+	}
+	// A trusted proxy's connection whose client only the forwarding header
+	// names: charge that client before $connect runs.
+	if addr, err := netip.ParseAddr(req.SourceIP); err == nil && !s.claimSource(&slot, addr) {
+		s.reject(nc, rejectIPHandshakes, http.StatusTooManyRequests, "too many handshakes from this address")
+		return
 	}
 	if s.draining.Load() {
 		s.reject(nc, "draining", http.StatusServiceUnavailable, "server shutting down")
@@ -245,6 +270,7 @@ var (
 	errHeaderTooLarge = errors.New("request headers too large")
 	errBadRequestLine = errors.New("malformed request line")
 	errBadHeaderLine  = errors.New("malformed header line")
+	errDuplicateKey   = errors.New("more than one Sec-WebSocket-Key header")
 )
 
 // parseRequest extracts what $connect needs from the raw request. gobwas/ws
@@ -267,6 +293,12 @@ func parseRequest(raw []byte, nc net.Conn, t time.Time) (*Request, error) {
 			return nil, errBadHeaderLine
 		}
 		r.Header.Add(k, strings.TrimSpace(v))
+	}
+	// RFC 6455 11.3.1: the key must not appear more than once. gobwas/ws
+	// would take one of them; refuse instead, so the client and the edge
+	// cannot disagree on which key the Sec-WebSocket-Accept answers.
+	if len(r.Header.Values("Sec-WebSocket-Key")) > 1 {
+		return nil, errDuplicateKey
 	}
 	// Clones: the header values are substrings of the whole request, which
 	// must not stay alive for the connection's lifetime.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,6 +21,7 @@ func FuzzHandshake(f *testing.F) {
 		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: a, b\r\nOrigin: https://o.example\r\n\r\n"
 	f.Add([]byte(good))
 	f.Add([]byte(good + "\x81\x85\x01\x02\x03\x04hello"))
+	f.Add([]byte(strings.Replace(good, "Sec-WebSocket-Version", "sec-websocket-key: AQIDBAUGBwgJCgsMDQ4PEA==\r\nSec-WebSocket-Version", 1)))
 	f.Add([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
 	f.Add([]byte("GET / HTTP/1.0\r\n\r\n"))
 	f.Add([]byte("POST / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n"))
@@ -50,6 +52,9 @@ func FuzzHandshake(f *testing.F) {
 		}
 		if len(req.URI) > end || len(req.UserAgent) > end || len(req.Host) > end {
 			t.Fatal("parsed values longer than the request")
+		}
+		if k := req.Header.Values("Sec-WebSocket-Key"); len(k) > 1 {
+			t.Fatalf("parsed a request with %d Sec-WebSocket-Key headers", len(k))
 		}
 		before := false
 		u := ws.Upgrader{OnBeforeUpgrade: func() (ws.HandshakeHeader, error) { before = true; return nil, nil }}

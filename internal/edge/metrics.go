@@ -20,6 +20,12 @@ type metrics struct {
 	handshake      prometheus.Histogram
 }
 
+// Rejection reasons counted at accept, before anything is read.
+const (
+	rejectOverload     = "overload"      // MaxHandshakes in progress
+	rejectIPHandshakes = "ip_handshakes" // the source has MaxHandshakesPerIP in progress
+)
+
 func newMetrics(reg prometheus.Registerer) *metrics {
 	f := promauto.With(reg)
 	m := &metrics{
@@ -49,11 +55,28 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "Time from accept to the 101 response, $connect included.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 	}
-	for _, r := range []string{"bad_request", "timeout", "too_large", "origin", "path", "denied", "overload", "draining", "error"} {
+	for _, r := range []string{"bad_request", "timeout", "too_large", "origin", "path", "denied", rejectOverload, rejectIPHandshakes, "draining", "error"} {
 		m.rejected.WithLabelValues(r)
 	}
 	for r := CloseReason(0); r < reasonCount; r++ {
 		m.closed.WithLabelValues(r.String())
 	}
 	return m
+}
+
+// registerHandshakeGauges exports the handshake slots in use, overall and
+// by source, read when scraped.
+func registerHandshakeGauges(reg prometheus.Registerer, s *Server) {
+	f := promauto.With(reg)
+	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "switchboard_handshakes_in_progress",
+		Help: "Handshakes in progress (accepted, not yet upgraded or refused); at most -max-handshakes."},
+		func() float64 { return float64(len(s.hsSem)) })
+	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "switchboard_handshake_sources",
+		Help: "Sources (IPv4 addresses, IPv6 /64s) with a handshake in progress counted against -max-handshakes-per-ip."},
+		func() float64 {
+			if s.perSource == nil {
+				return 0
+			}
+			return float64(s.perSource.sources())
+		})
 }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -37,6 +38,9 @@ type Server struct {
 	bufPool sync.Pool
 	hsPool  sync.Pool // upgrade request buffers
 	hsSem   chan struct{}
+	// perSource caps handshakes in progress per source; nil: no cap.
+	perSource   *sourceLimit
+	trustedPeer func(netip.Addr) bool
 
 	ctx      context.Context // cancelled when shutdown starts: ends $connect calls
 	cancel   context.CancelFunc
@@ -63,6 +67,12 @@ type Options struct {
 	// ClientIP turns the peer address and the request headers into the
 	// client's address (trusted proxies' X-Forwarded-For); nil keeps the peer.
 	ClientIP func(peer string, h http.Header) string
+	// TrustedPeer reports whether a TCP peer is a trusted proxy (the load
+	// balancer). Its connections are not charged to its own address under
+	// MaxHandshakesPerIP, since it carries every client: each is charged to
+	// the client its PROXY header or forwarding header names, once known.
+	// nil: no peer is trusted, every connection is charged to its peer.
+	TrustedPeer func(netip.Addr) bool
 }
 
 // New validates cfg and listens. Serving starts with Run.
@@ -94,9 +104,13 @@ func New(cfg Config, opts Options) (*Server, error) {
 	s := &Server{
 		cfg: cfg, nodeID: opts.NodeID, handler: opts.Handler, clientIP: opts.ClientIP, log: opts.Logger,
 		metrics: newMetrics(opts.Registerer), ln: ln, reactor: r, hub: newHub(),
-		hsSem: make(chan struct{}, cfg.MaxHandshakes), ctx: ctx, cancel: cancel,
+		hsSem: make(chan struct{}, cfg.MaxHandshakes), trustedPeer: opts.TrustedPeer, ctx: ctx, cancel: cancel,
 		done: make(chan struct{}),
 	}
+	if cfg.MaxHandshakesPerIP > 0 {
+		s.perSource = newSourceLimit(cfg.MaxHandshakesPerIP)
+	}
+	registerHandshakeGauges(opts.Registerer, s)
 	bufSize := cfg.MaxFrameBytes + 14 // one maximal frame with its header
 	s.bufPool.New = func() any { b := make([]byte, bufSize); return &b }
 	s.hsPool.New = func() any { b := make([]byte, cfg.MaxHeaderBytes); return &b }
@@ -147,18 +161,42 @@ func (s *Server) acceptLoop() error {
 			return err
 		}
 		delay = 0
+		// The source's share first: a source over it must not take a
+		// node-wide slot either.
+		var slot hsSlot
+		if !s.claimSource(&slot, remoteAddr(nc)) {
+			refuseUnread(nc, respIPHandshakes)
+			s.metrics.rejected.WithLabelValues(rejectIPHandshakes).Inc()
+			continue
+		}
 		select {
 		case s.hsSem <- struct{}{}:
 		default:
-			s.metrics.rejected.WithLabelValues("overload").Inc()
-			_ = nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-			_, _ = nc.Write([]byte("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
-			_ = nc.Close()
+			s.releaseSource(&slot)
+			refuseUnread(nc, respOverload)
+			s.metrics.rejected.WithLabelValues(rejectOverload).Inc()
 			continue
 		}
 		s.wg.Add(1)
-		go s.handshake(nc)
+		go s.handshake(nc, slot)
 	}
+}
+
+// Answers for connections refused at accept, written without reading.
+var (
+	respOverload     = []byte("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+	respIPHandshakes = []byte("HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+)
+
+// refuseUnread answers a connection without reading its request and closes
+// it: on the accept loop, or right after a PROXY header. Nothing has been
+// written to the socket yet, so its send buffer is empty and the short write
+// completes at once; the deadline only guards against the impossible, so
+// the accept loop never waits on a client.
+func refuseUnread(nc net.Conn, resp []byte) {
+	_ = nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	_, _ = nc.Write(resp)
+	_ = nc.Close()
 }
 
 // Shutdown drains the node: stop accepting, end handshakes, close every

@@ -111,6 +111,19 @@ type Conn struct {
 // RemoteAddr is the TLS client's address.
 func (c *Conn) RemoteAddr() net.Addr { return c.peer.RemoteAddr() }
 
+// Handshake reads the TLS side's PROXY protocol header, if it is a
+// PROXY protocol connection (the header comes before the TLS handshake),
+// so that RemoteAddr names the client before any TLS byte arrives; it
+// returns nil at once otherwise. The edge calls it to charge a load
+// balancer's connection to its client (-max-handshakes-per-ip) while the
+// TLS handshake is still to come. Safe to call while the bridge reads.
+func (c *Conn) Handshake() error {
+	if h, ok := c.peer.(interface{ Handshake() error }); ok {
+		return h.Handshake()
+	}
+	return nil
+}
+
 // LocalAddr is the TLS listener's address.
 func (c *Conn) LocalAddr() net.Addr { return c.peer.LocalAddr() }
 

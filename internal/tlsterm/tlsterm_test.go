@@ -21,6 +21,7 @@ import (
 	"github.com/gobwas/ws/wsutil"
 
 	"github.com/switchboardgw/switchboard/internal/edge"
+	"github.com/switchboardgw/switchboard/internal/proxyproto"
 	"github.com/switchboardgw/switchboard/internal/testenv"
 )
 
@@ -137,5 +138,47 @@ func TestWSSThroughTheReactor(t *testing.T) {
 	defer h.mu.Unlock()
 	if len(h.ips) != 1 || h.ips[0] != "127.0.0.1" {
 		t.Fatalf("Connect saw %q, want one connection from 127.0.0.1 (the plain client must not get that far)", h.ips)
+	}
+}
+
+// Behind a PROXY protocol balancer the client is known from the header,
+// before any TLS byte: Handshake reads it, so the edge can charge that
+// client's handshake slots to it while the TLS handshake is still to come.
+func TestHandshakeReadsThePROXYHeaderBeforeTLS(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl, err := proxyproto.Listen(inner, proxyproto.Config{Required: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := Listen(pl, &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}}, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { ln.Close(); ln.Wait() }()
+	c, err := net.Dial("tcp", inner.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "PROXY TCP4 192.0.2.9 127.0.0.1 40000 443\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	nc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	hs, ok := nc.(interface{ Handshake() error })
+	if !ok {
+		t.Fatal("tlsterm.Conn has no Handshake")
+	}
+	if err := hs.Handshake(); err != nil {
+		t.Fatalf("Handshake: %v", err)
+	}
+	if got := nc.RemoteAddr().String(); got != "192.0.2.9:40000" {
+		t.Fatalf("RemoteAddr %s after the PROXY header, want 192.0.2.9:40000 (no TLS byte sent yet)", got)
 	}
 }

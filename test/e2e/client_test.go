@@ -62,10 +62,15 @@ func dial(t testing.TB, url string, edge int) (*wsClient, error) {
 // dialHeld is dial for a client that reads nothing until hold is closed: a
 // slow reader.
 func dialHeld(t testing.TB, url string, edge int, hold chan struct{}) (*wsClient, error) {
+	return dialWith(t, ws.Dialer{Timeout: 20 * time.Second}, url, edge, hold)
+}
+
+// dialWith is dialHeld through d (e.g. from a given source address).
+func dialWith(t testing.TB, d ws.Dialer, url string, edge int, hold chan struct{}) (*wsClient, error) {
 	c := &wsClient{key: fmt.Sprintf("k%d", clientSeq.Add(1)), edge: edge, done: make(chan struct{}), hold: hold}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	conn, br, _, err := ws.Dialer{Timeout: 20 * time.Second}.Dial(ctx, url+"/?c="+c.key)
+	conn, br, _, err := d.Dial(ctx, url+"/?c="+c.key)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", url, err)
 	}

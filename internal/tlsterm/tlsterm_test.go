@@ -149,7 +149,7 @@ func TestHandshakeReadsThePROXYHeaderBeforeTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pl, err := proxyproto.Listen(inner, proxyproto.Config{Required: true})
+	pl, err := proxyproto.Listen(inner, proxyproto.Config{Required: true, TrustAll: true})
 	if err != nil {
 		t.Fatal(err)
 	}

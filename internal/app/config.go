@@ -263,6 +263,8 @@ func (c *EdgeConfig) RegisterFlags(fs *flag.FlagSet) {
 	durVar(fs, &e.FrameTimeout, "frame-timeout", 30*time.Second, "close a connection whose partial frame stays unfinished this long (1008)")
 	durVar(fs, &e.WriteTimeout, "write-timeout", 10*time.Second, "give up on a client that does not read for this long")
 	fs.IntVar(&e.MaxQueueBytes, "max-queue-bytes", 1<<20, "unsent bytes per connection before it is closed as a slow consumer")
+	fs.Float64Var(&e.ControlRate, "control-rate", 10, "pings and pongs per second one client may send (the edge answers them itself); above it, after -control-burst, the connection is closed with 1008, reason control_rate (negative: unlimited; 0 means the default)")
+	fs.IntVar(&e.ControlBurst, "control-burst", 50, "pings and pongs a client may send at once before -control-rate applies")
 	fs.IntVar(&e.PendingQueueBytes, "pending-queue-bytes", 64<<10, "bytes posted during $connect held for delivery after the upgrade; -1 refuses such posts with 410 like API Gateway")
 	listVar(fs, &e.AllowedOrigins, "allowed-origins", "comma-separated Origin values accepted (empty: any)")
 	listVar(fs, &e.Subprotocols, "subprotocols", "comma-separated subprotocols the edge accepts itself, preferred first")

@@ -3,6 +3,7 @@ package edge
 import (
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
 	"time"
 )
@@ -53,6 +54,15 @@ type Config struct {
 	// MaxQueueBytes bounds a connection's unsent bytes; over it the
 	// connection is closed as a slow consumer. Default 1 MiB.
 	MaxQueueBytes int
+	// ControlRate limits the control frames (pings and pongs) one client
+	// may send, per second on average; above it the connection is closed
+	// with 1008 (ReasonControlRate). Control frames are answered by the
+	// edge itself, so this is what keeps a ping flood from costing the node
+	// CPU. Default 10; negative disables.
+	ControlRate float64
+	// ControlBurst is how many control frames a client may send at once
+	// before ControlRate applies. Default 50.
+	ControlBurst int
 	// PendingQueueBytes bounds messages posted while $connect is still
 	// running; they are delivered right after the upgrade. Default 64 KiB;
 	// negative refuses them with 410 (conn.ErrGone), as API Gateway does.
@@ -103,6 +113,10 @@ func (c Config) withDefaults() Config {
 	def(&c.MaxHandshakesPerIP, max(1, c.MaxHandshakes/8))
 	def(&c.MaxQueueBytes, 1<<20)
 	def(&c.PendingQueueBytes, 64<<10)
+	def(&c.ControlBurst, 50)
+	if c.ControlRate == 0 {
+		c.ControlRate = 10
+	}
 	def(&c.Workers, 4*runtime.GOMAXPROCS(0))
 	dur(&c.HandshakeTimeout, 10*time.Second)
 	dur(&c.IdleTimeout, 10*time.Minute)
@@ -138,6 +152,12 @@ func (c Config) Validate() error {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("%s %v: must not be negative", d.name, d.v))
 		}
+	}
+	if math.IsNaN(c.ControlRate) || math.IsInf(c.ControlRate, 1) {
+		errs = append(errs, fmt.Errorf("control rate %v: want a number (negative disables)", c.ControlRate))
+	}
+	if c.ControlBurst < 0 || c.ControlBurst > 1<<20 {
+		errs = append(errs, fmt.Errorf("control burst %d: want 1 to %d", c.ControlBurst, 1<<20))
 	}
 	if c.Workers < 1 || c.MaxHandshakes < 1 {
 		errs = append(errs, errors.New("workers and max handshakes must be positive"))

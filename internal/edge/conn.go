@@ -60,12 +60,17 @@ type Conn struct {
 	msg        []byte // fragments being reassembled
 	msgBinary  bool
 	fragmented bool
+	ctrlTAT    int64 // ControlRate's state: theoretical arrival time, unix nanos
 
-	// Write side.
+	// Write side. Everything queued for the client counts against its
+	// bound: wq holds every byte not yet written, those a writer is on
+	// included, and pong is the one pong waiting behind a backlog (nil
+	// unless one is: an idle connection pays a pointer, not a buffer).
 	wmu      sync.Mutex
-	wq       []byte // bytes not yet written, in order
-	flushing bool   // a writer goroutine owns the socket's write side
-	closing  bool   // a close is in progress: no more writes
+	wq       []byte  // bytes not yet written, in order
+	pong     *[]byte // pooled; the answer to the latest ping not yet written
+	flushing bool    // a writer goroutine owns the socket's write side
+	closing  bool    // a close is in progress: no more writes
 
 	armMu sync.Mutex // orders re-arming against teardown (fd reuse)
 
@@ -120,12 +125,12 @@ func (c *Conn) Send(data []byte, binary bool) error {
 		op = opBinary
 	}
 	var hdr [10]byte
-	return c.write(appendHeader(hdr[:0], true, op, len(data)), data, false)
+	return c.write(appendHeader(hdr[:0], true, op, len(data)), data, dataFrame)
 }
 
 // SendFrame writes a complete frame made by AppendFrame. Fan-out encodes the
 // frame once and hands the same bytes to every member.
-func (c *Conn) SendFrame(frame []byte) error { return c.write(frame, nil, false) }
+func (c *Conn) SendFrame(frame []byte) error { return c.write(frame, nil, dataFrame) }
 
 // Close closes the connection with a close frame carrying code and reason,
 // after whatever is already queued.
@@ -133,9 +138,42 @@ func (c *Conn) Close(code int, reason string, why CloseReason) {
 	c.closeWith(code, reason, why)
 }
 
-// write queues or writes a+b. Control frames may exceed the queue bound by
-// their few bytes so a close or pong is never refused.
-func (c *Conn) write(a, b []byte, control bool) error {
+// frameKind says how a frame counts against a connection's queue bound.
+type frameKind uint8
+
+const (
+	dataFrame    frameKind = iota // messages, error frames, replies: MaxQueueBytes (PendingQueueBytes before the upgrade)
+	controlFrame                  // server pings: may use controlAllowance above the bound
+	pongFrame                     // answers to client pings: coalesced while a backlog exists
+)
+
+// maxControlFrame is the largest control frame the edge sends: a 2-byte
+// header and the 125-byte payload limit of RFC 6455 §5.5.
+const maxControlFrame = 2 + 125
+
+// controlAllowance is how far control frames may take a connection's queue
+// above its bound, so that a pong, a ping or the close frame is not refused
+// for its few bytes: room for one server ping, the one pending pong and the
+// close frame. It is fixed whatever the client sends, because pongs
+// coalesce into one slot and the close frame is queued once.
+const controlAllowance = 2 + 2*maxControlFrame
+
+// pongPool holds the pending-pong slots: only connections with a backlog
+// and an unanswered ping hold one.
+var pongPool = sync.Pool{New: func() any { b := make([]byte, 0, maxControlFrame); return &b }}
+
+// queued is what the connection holds for the client. Called with wmu held.
+func (c *Conn) queued() int {
+	n := len(c.wq)
+	if c.pong != nil {
+		n += len(*c.pong)
+	}
+	return n
+}
+
+// write queues or writes a+b. Every byte queued counts against the
+// connection's bound; control frames may use controlAllowance above it.
+func (c *Conn) write(a, b []byte, kind frameKind) error {
 	size := len(a) + len(b)
 	c.wmu.Lock()
 	if c.closing || c.state.Load() == stateClosed {
@@ -145,11 +183,15 @@ func (c *Conn) write(a, b []byte, control bool) error {
 	if c.state.Load() == statePending {
 		// Posted while $connect runs: held and sent right after the 101
 		// (or refused like API Gateway does, if so configured).
-		if c.srv.cfg.PendingQueueBytes < 0 && !control {
+		limit := c.srv.cfg.PendingQueueBytes
+		if kind != dataFrame {
+			limit = max(limit, 0) + controlAllowance
+		}
+		if limit < 0 {
 			c.wmu.Unlock()
 			return conn.ErrGone
 		}
-		if len(c.wq)+size > c.srv.cfg.PendingQueueBytes && !control {
+		if len(c.wq)+size > limit {
 			c.wmu.Unlock()
 			c.srv.metrics.pendingDropped.Inc()
 			return conn.ErrBufferFull
@@ -159,10 +201,23 @@ func (c *Conn) write(a, b []byte, control bool) error {
 		return nil
 	}
 	if c.flushing || len(c.wq) > 0 {
-		if len(c.wq)+size > c.srv.cfg.MaxQueueBytes && !control {
+		limit := c.srv.cfg.MaxQueueBytes
+		if kind != dataFrame {
+			limit += controlAllowance
+		}
+		extra := size
+		if kind == pongFrame && c.pong != nil {
+			extra -= len(*c.pong) // replaces the pending one
+		}
+		if c.queued()+extra > limit {
 			c.wmu.Unlock()
 			c.abort(CodePolicy, "slow consumer", ReasonSlowConsumer)
 			return conn.ErrBufferFull
+		}
+		if kind == pongFrame {
+			c.setPong(a, b)
+			c.wmu.Unlock()
+			return nil
 		}
 		c.wq = append(append(c.wq, a...), b...)
 		c.wmu.Unlock()
@@ -183,6 +238,42 @@ func (c *Conn) write(a, b []byte, control bool) error {
 	}
 	c.wmu.Unlock()
 	return nil
+}
+
+// setPong makes a+b the one pong waiting behind the backlog, replacing a
+// pong not yet written: RFC 6455 §5.5.3 allows answering only the most
+// recent ping, so a client that pings and never reads costs at most one
+// control frame, not one per ping. Called with wmu held, while a writer
+// owns the socket.
+func (c *Conn) setPong(a, b []byte) {
+	if c.pong == nil {
+		c.pong = pongPool.Get().(*[]byte)
+	} else {
+		c.srv.metrics.pongsCoalesced.Inc()
+	}
+	*c.pong = append(append((*c.pong)[:0], a...), b...)
+	c.startFlusher()
+}
+
+// queuePong moves the pending pong to the end of wq, where the writer
+// sends it: wq always ends at a frame boundary. Called with wmu held.
+func (c *Conn) queuePong() {
+	if c.pong == nil {
+		return
+	}
+	c.wq = append(c.wq, *c.pong...)
+	c.srv.metrics.framesOut.Inc()
+	c.srv.metrics.bytesOut.Add(float64(len(*c.pong)))
+	c.dropPong()
+}
+
+// dropPong returns the pending-pong slot to its pool. Called with wmu held.
+func (c *Conn) dropPong() {
+	if c.pong != nil {
+		*c.pong = (*c.pong)[:0]
+		pongPool.Put(c.pong)
+		c.pong = nil
+	}
 }
 
 // queueRest queues what writeNow could not write and starts a writer. Called
@@ -284,13 +375,17 @@ func (op *ioOp) doRead(fd uintptr) bool {
 
 // flush writes the backlog with blocking writes bounded by WriteTimeout, then
 // exits. It tears the connection down if a close was waiting for the backlog.
+// The bytes being written stay in wq until they are written, so the queue
+// bound covers them too: a client that does not read holds at most
+// MaxQueueBytes (plus controlAllowance), never that much again per write.
 func (c *Conn) flush() {
 	defer c.srv.wg.Done()
 	for {
 		c.wmu.Lock()
+		c.queuePong()
 		buf := c.wq
-		c.wq = nil
 		if len(buf) == 0 {
+			c.wq = nil // let the backing array go
 			c.flushing = false
 			closing := c.closing
 			c.wmu.Unlock()
@@ -311,10 +406,20 @@ func (c *Conn) flush() {
 			c.wmu.Lock()
 			c.flushing = false
 			c.wq = nil
+			c.dropPong()
 			c.wmu.Unlock()
 			c.abort(CodeAbnormal, reason, why)
 			return
 		}
+		c.wmu.Lock()
+		// Writers only appended after buf meanwhile, unless teardown
+		// emptied the queue.
+		if len(c.wq) >= len(buf) {
+			c.wq = c.wq[len(buf):]
+		} else {
+			c.wq = nil
+		}
+		c.wmu.Unlock()
 	}
 }
 
@@ -343,6 +448,14 @@ func (c *Conn) closeReport(code, reported int, reason string, why CloseReason) {
 	var hdr [10]byte
 	h := appendHeader(hdr[:0], true, opClose, len(p))
 	if c.flushing || len(c.wq) > 0 {
+		c.queuePong() // nothing may follow the close frame
+		if len(c.wq)+len(h)+len(p) > c.srv.cfg.MaxQueueBytes+controlAllowance {
+			// Even the close frame does not fit: the client is not
+			// reading, so it would never see it. Cut it off.
+			c.wmu.Unlock()
+			c.teardown()
+			return
+		}
 		c.wq = append(append(c.wq, h...), p...)
 		c.startFlusher()
 		c.wmu.Unlock()
@@ -397,6 +510,7 @@ func (c *Conn) teardown() {
 		}
 		c.closing = true
 		c.wq = nil
+		c.dropPong()
 		c.wmu.Unlock()
 		c.srv.metrics.closed.WithLabelValues(why.String()).Inc()
 		if c.established.Load() {
@@ -494,6 +608,7 @@ func (c *Conn) readNow(p []byte) (int, error) {
 // process handles every complete frame in the input buffer.
 func (c *Conn) process() {
 	off := 0
+	now := time.Now().UnixNano()
 	for c.state.Load() == stateOpen {
 		buf := (*c.in)[off:c.inLen]
 		h, err := parseHeader(buf)
@@ -514,15 +629,21 @@ func (c *Conn) process() {
 		payload := buf[h.hdrSize:total]
 		unmask(payload, h.mask)
 		off += total
-		c.lastActive.Store(time.Now().UnixNano())
+		c.lastActive.Store(now)
 		c.pingSent.Store(0)
 		c.srv.metrics.framesIn.Inc()
-		c.handleFrame(&h, payload)
+		c.handleFrame(&h, payload, now)
 	}
 	if off > 0 {
 		c.inLen = copy(*c.in, (*c.in)[off:c.inLen])
+		// FrameTimeout measures one frame's age: a frame completed, so the
+		// bytes left over (if any) are a new frame that began with this
+		// read. A client streaming frames whose reads end mid-frame is
+		// never "stuck"; one that stalls inside a frame still is.
 		if c.inLen == 0 {
 			c.partialAt.Store(0)
+		} else {
+			c.partialAt.Store(now)
 		}
 	}
 }
@@ -546,14 +667,20 @@ func (c *Conn) checkHeader(h *frameHeader) bool {
 	return false
 }
 
-func (c *Conn) handleFrame(h *frameHeader, payload []byte) {
+func (c *Conn) handleFrame(h *frameHeader, payload []byte, now int64) {
 	cfg := &c.srv.cfg
 	switch h.op {
 	case opPing:
+		if !c.allowControl(now) {
+			return
+		}
 		var hdr [10]byte
-		_ = c.write(appendHeader(hdr[:0], true, opPong, len(payload)), payload, true)
+		_ = c.write(appendHeader(hdr[:0], true, opPong, len(payload)), payload, pongFrame)
 	case opPong:
 		// Liveness only; lastActive and pingSent were updated by the caller.
+		// Unsolicited pongs are allowed (RFC 6455 §5.5.3) but cost a
+		// worker's time like pings do, so they count against the rate.
+		c.allowControl(now)
 	case opClose:
 		c.onClose(payload)
 	case opText, opBinary:
@@ -585,6 +712,28 @@ func (c *Conn) handleFrame(h *frameHeader, payload []byte) {
 			c.deliver(msg, c.msgBinary)
 		}
 	}
+}
+
+// allowControl counts a ping or pong from the client against ControlRate
+// (GCRA, as in internal/admission: ctrlTAT is the whole state). Over the
+// rate the client is cut off at once with 1008 — with a close frame if it
+// can be written without waiting: a flooder that does not read is not
+// given WriteTimeout to drain a graceful close. Runs on the read worker.
+func (c *Conn) allowControl(now int64) bool {
+	rate := c.srv.cfg.ControlRate
+	if rate < 0 {
+		return true
+	}
+	// Rates below one per hour are clamped to that (and cannot overflow).
+	iv := int64(min(max(1, float64(time.Second)/rate), float64(time.Hour)))
+	tolerance := iv * int64(max(c.srv.cfg.ControlBurst, 1)-1)
+	t := max(c.ctrlTAT, now)
+	if t-now > tolerance {
+		c.abort(CodePolicy, "control frame rate exceeded", ReasonControlRate)
+		return false
+	}
+	c.ctrlTAT = t + iv
+	return true
 }
 
 func (c *Conn) deliver(data []byte, binary bool) {

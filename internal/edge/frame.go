@@ -34,6 +34,8 @@ var (
 // parseHeader parses a frame header at the start of b without copying. It
 // returns errIncomplete when b does not yet hold the whole header: the reactor
 // parses whatever bytes have arrived and keeps the rest for the next read.
+// A length in a longer form than needed, or with the 64-bit form's top bit
+// set, is errBadLength: the connection is closed 1002.
 func parseHeader(b []byte) (h frameHeader, err error) {
 	if len(b) < 2 {
 		return h, errIncomplete
@@ -49,13 +51,19 @@ func parseHeader(b []byte) (h frameHeader, err error) {
 			return h, errIncomplete
 		}
 		h.length = int64(binary.BigEndian.Uint16(b[2:4]))
+		if h.length < 126 {
+			// RFC 6455 §5.2: "the minimal number of bytes MUST be used".
+			return h, errBadLength
+		}
 		n = 4
 	case 127:
 		if len(b) < 10 {
 			return h, errIncomplete
 		}
 		v := binary.BigEndian.Uint64(b[2:10])
-		if v>>63 != 0 {
+		if v>>63 != 0 || v <= 0xffff {
+			// The top bit must be 0, and a length that fits in 16 bits
+			// must use the 16-bit form (RFC 6455 §5.2).
 			return h, errBadLength
 		}
 		h.length = int64(v)

@@ -66,6 +66,9 @@ func FuzzFrames(f *testing.F) {
 	f.Add([]byte{0x81, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4}, uint16(5))
 	f.Add([]byte{0x81, 0x05, 'h', 'e', 'l', 'l', 'o'}, uint16(2))
 	f.Add(mask(ws.NewTextFrame([]byte{0xff})), uint16(4))
+	f.Add([]byte{0x81, 0xfe, 0x00, 0x05, 1, 2, 3, 4, 'h', 'e', 'l', 'l', 'o'}, uint16(3))               // 16-bit length for 5
+	f.Add([]byte{0x82, 0xff, 0, 0, 0, 0, 0, 0, 0x01, 0x00, 1, 2, 3, 4}, uint16(6))                      // 64-bit length for 256
+	f.Add(append(mask(ws.NewPingFrame([]byte("a"))), mask(ws.NewTextFrame([]byte("b")))...), uint16(8)) // a read ends mid-frame
 	rec := newRecorder()
 	rec.echo = false
 	s := newFuzzServer(f, rec)

@@ -17,6 +17,7 @@ type metrics struct {
 	messagesIn     prometheus.Counter
 	pendingDropped prometheus.Counter
 	appPings       prometheus.Counter
+	pongsCoalesced prometheus.Counter
 	handshake      prometheus.Histogram
 }
 
@@ -51,6 +52,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Messages posted during $connect that were dropped (queue full or connection denied)."}),
 		appPings: f.NewCounter(prometheus.CounterOpts{Name: "switchboard_app_pings_total",
 			Help: "Application-level pings answered by the edge without a backend."}),
+		pongsCoalesced: f.NewCounter(prometheus.CounterOpts{Name: "switchboard_pongs_coalesced_total",
+			Help: "Pongs never sent because a later ping of the same client replaced them while its queue had a backlog (RFC 6455 §5.5.3)."}),
 		handshake: f.NewHistogram(prometheus.HistogramOpts{Name: "switchboard_handshake_duration_seconds",
 			Help:    "Time from accept to the 101 response, $connect included.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),

@@ -21,6 +21,7 @@ const (
 	ReasonDrain                            // the node is shutting down (1001)
 	ReasonPolicy                           // a policy decision of the node, e.g. rate limit (1008)
 	ReasonFenced                           // the node lost its cluster lease (1012)
+	ReasonControlRate                      // pings and pongs from the client over ControlRate (1008)
 	reasonCount
 )
 
@@ -41,6 +42,7 @@ var reasonNames = [...]string{
 	ReasonDrain:         "drain",
 	ReasonPolicy:        "policy",
 	ReasonFenced:        "fenced",
+	ReasonControlRate:   "control_rate",
 }
 
 func (r CloseReason) String() string {

@@ -306,7 +306,7 @@ func (s *Server) check(c *Conn, now int64) func() {
 		return func() {
 			c.pingSent.Store(time.Now().UnixNano())
 			var hdr [10]byte
-			_ = c.write(appendHeader(hdr[:0], true, opPing, 0), nil, true)
+			_ = c.write(appendHeader(hdr[:0], true, opPing, 0), nil, controlFrame)
 		}
 	}
 	return nil

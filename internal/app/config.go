@@ -57,6 +57,7 @@ type EdgeConfig struct {
 	EventQueueLength int
 
 	LeaseTTL        time.Duration
+	FenceMargin     time.Duration
 	JanitorInterval time.Duration
 	RegistryFailure string
 
@@ -287,6 +288,7 @@ func (c *EdgeConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.EventQueueLength, "event-queue", 65536, "lifecycle events buffered while NATS is slow or away; more are dropped and counted")
 
 	durVar(fs, &c.LeaseTTL, "lease-ttl", 15*time.Second, "node lease TTL; a node silent this long is declared dead and cleaned up")
+	durVar(fs, &c.FenceMargin, "fence-margin", 0, "a node that has not renewed its lease for lease-ttl minus this fences itself (holds events, serves no API call for its connections, 503 to new ones) until it renews or learns it was declared dead; 0 means lease-ttl/5")
 	durVar(fs, &c.JanitorInterval, "janitor-interval", 5*time.Second, "how often a node looks for dead nodes to clean up (detection takes lease TTL plus up to this)")
 	fs.StringVar(&c.RegistryFailure, "registry-fail-mode", "open", "new connections while Redis is down: open (accept) or closed (reject 503)")
 
@@ -331,6 +333,9 @@ func (c *EdgeConfig) Validate() error {
 	errs = append(errs, c.Redis.validate()...)
 	if c.LeaseTTL < time.Second {
 		errs = append(errs, fmt.Errorf("lease TTL %v: must be at least 1s", c.LeaseTTL))
+	}
+	if c.FenceMargin < 0 || c.FenceMargin >= c.LeaseTTL/2 {
+		errs = append(errs, fmt.Errorf("fence margin %v: must be 0 (lease-ttl/5) or less than half the lease TTL %v", c.FenceMargin, c.LeaseTTL))
 	}
 	return errors.Join(errs...)
 }

@@ -59,6 +59,7 @@ type edgeNode struct {
 	cl                         *cluster
 	idx                        int
 	nodeID                     string
+	keepID                     bool // restart with the same -node-id (a StatefulSet pod)
 	wsPort, apiPort, adminPort int
 	p                          *proc
 }
@@ -137,12 +138,15 @@ func (cl *cluster) redisArgs() []string {
 }
 
 // start runs the edge process (again, after a stop) on its ports with a new
-// node ID, as a restarted pod would have; it does not wait for readiness.
+// node ID, as a restarted pod would have (the same one if keepID); it does
+// not wait for readiness.
 func (e *edgeNode) start() {
 	cl := e.cl
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	e.nodeID = fmt.Sprintf("edge%d-%s", e.idx, hex.EncodeToString(b[:]))
+	if !e.keepID || e.nodeID == "" {
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		e.nodeID = fmt.Sprintf("edge%d-%s", e.idx, hex.EncodeToString(b[:]))
+	}
 	args := []string{
 		"-listen", fmt.Sprintf("127.0.0.1:%d", e.wsPort),
 		"-api-listen", fmt.Sprintf("127.0.0.1:%d", e.apiPort), "-api-insecure",

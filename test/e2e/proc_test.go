@@ -114,6 +114,30 @@ func (p *proc) kill() {
 	<-p.done
 }
 
+// pause sends SIGSTOP, as a VM freeze, a long GC pause or CPU starvation
+// would look from outside: the process keeps its sockets and runs on where
+// it stopped after resume. The process is always resumed when the test ends
+// (before it is killed), so that no stopped process is left behind.
+func (p *proc) pause() {
+	p.t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		p.t.Fatalf("SIGSTOP %s: %v", p.name, err)
+	}
+	p.t.Cleanup(func() {
+		if p.running() {
+			_ = p.cmd.Process.Signal(syscall.SIGCONT)
+		}
+	})
+}
+
+// resume sends SIGCONT.
+func (p *proc) resume() {
+	p.t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		p.t.Fatalf("SIGCONT %s: %v", p.name, err)
+	}
+}
+
 // terminate sends SIGTERM, as Kubernetes does, and waits for the exit; it
 // fails the test if the process does not exit cleanly within timeout.
 func (p *proc) terminate(timeout time.Duration) time.Duration {

@@ -35,6 +35,8 @@ type clusterConfig struct {
 	routers      int  // default 1
 	// edgeArgs adds flags for edge i.
 	edgeArgs func(i int) []string
+	// keepID, if set, says which edges keep their -node-id across restarts.
+	keepID func(i int) bool
 }
 
 // cluster is one scenario's system: Redis, NATS (embedded in the test
@@ -107,6 +109,7 @@ func startCluster(t testing.TB, cfg clusterConfig) *cluster {
 
 	for i := range cfg.edges {
 		e := &edgeNode{cl: cl, idx: i, wsPort: freePort(t), apiPort: freePort(t), adminPort: freePort(t)}
+		e.keepID = cfg.keepID != nil && cfg.keepID(i)
 		cl.edges = append(cl.edges, e)
 		e.start()
 	}

@@ -268,7 +268,7 @@ func (c *EdgeConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.WSTLSCert, "ws-tls-cert", "", "certificate file: serve wss:// on -listen, terminated in process (2 goroutines per TLS connection; reloaded when it changes). Empty: plain ws:// (terminate TLS at the load balancer)")
 	fs.StringVar(&c.WSTLSKey, "ws-tls-key", "", "private key file for -ws-tls-cert")
 	fs.StringVar(&c.ProxyProtocol, "proxy-protocol", "off", "PROXY protocol v1/v2 on the WebSocket listener: off, optional or required")
-	fs.StringVar(&c.NodeID, "node-id", "", "node ID (default: hostname plus a random suffix, new at every start)")
+	fs.StringVar(&c.NodeID, "node-id", "", "node ID (default: hostname plus a random suffix, new at every start); a fixed ID (a StatefulSet pod name) is fine: each start is its own incarnation and first announces what the previous process left")
 
 	fs.StringVar(&c.NATSEmbedListen, "nats-embedded-listen", "127.0.0.1:4223", "embedded NATS server address (used when -nats-url is empty)")
 	fs.StringVar(&c.NATSEmbedJSDir, "nats-embedded-jetstream-dir", "", "enable JetStream in the embedded NATS server, storing here")

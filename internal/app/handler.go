@@ -398,8 +398,10 @@ func (l localConns) local(ctx context.Context, id string) (*edge.Conn, error) {
 	if c == nil {
 		return nil, conn.ErrGone
 	}
-	if st, ok := c.Value().(*connState); ok && c.Established() && l.h.isRevoked(st) {
-		return nil, conn.ErrGone
+	if c.Established() { // Value is set by the handshake before this turns true
+		if st, ok := c.Value().(*connState); ok && l.h.isRevoked(st) {
+			return nil, conn.ErrGone
+		}
 	}
 	return c, nil
 }

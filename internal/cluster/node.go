@@ -333,7 +333,10 @@ func (n *Node) RegisterNew(ctx context.Context, rec ConnRecord) error {
 		return err
 	}
 	n.mu.Lock()
-	outage := n.outage
+	// Until this process holds the lease, nothing is written into the node's
+	// set: it may still hold what an earlier incarnation left, being cleaned
+	// up (announced and deleted). Queued, it is written after the lease.
+	outage := n.outage || !n.held
 	n.mu.Unlock()
 	var err error
 	if !outage {

@@ -383,6 +383,11 @@ type localConns struct {
 
 var _ conn.StateSetter = localConns{}
 
+// fenceWaitMax bounds how long an API call for a local connection waits for
+// a lease in doubt (a pause is settled at the first renewal after it; a
+// registry outage may last): then it is answered 503.
+const fenceWaitMax = 5 * time.Second
+
 // errFenced: an API call for a local connection waited for the lease in
 // doubt until its deadline.
 var errFenced = fmt.Errorf("node fenced: cluster lease in doubt: %w", conn.ErrUnavailable)
@@ -391,7 +396,10 @@ var errFenced = fmt.Errorf("node fenced: cluster lease in doubt: %w", conn.ErrUn
 // lease is in doubt the call waits (the cluster may have announced the
 // connection's end already); a connection revoked meanwhile is gone.
 func (l localConns) local(ctx context.Context, id string) (*edge.Conn, error) {
-	if err := l.h.node.Wait(ctx); err != nil {
+	wctx, cancel := context.WithTimeout(ctx, fenceWaitMax)
+	err := l.h.node.Wait(wctx)
+	cancel()
+	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errFenced, err)
 	}
 	c := l.Lookup(id)

@@ -89,6 +89,11 @@ func startProc(t testing.TB, name, bin string, args ...string) *proc {
 	}()
 	t.Cleanup(func() {
 		p.kill()
+		// With E2E_RACE=1 a race in a child process fails the test too.
+		if out := p.log.String(); strings.Contains(out, "WARNING: DATA RACE") {
+			i := strings.Index(out, "WARNING: DATA RACE")
+			t.Errorf("%s: data race:\n%.4000s", name, out[i:])
+		}
 		if t.Failed() {
 			t.Logf("--- log of %s (last 40 lines) ---\n%s", name, p.log.tail(40))
 		}

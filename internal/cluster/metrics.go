@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,7 +29,8 @@ type Metrics struct {
 
 	renewals     *prometheus.CounterVec
 	leaseHeld    prometheus.Gauge
-	leaseInDoubt prometheus.Gauge
+	leaseInDoubt prometheus.GaugeFunc
+	inDoubt      atomic.Pointer[func() bool] // the node's fence, asked at scrape time
 	revocations  prometheus.Counter
 
 	cleanups     prometheus.Counter
@@ -87,10 +89,6 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "switchboard_lease_held",
 			Help: "1 while this node holds its lease and serves; 0 while fenced.",
 		}),
-		leaseInDoubt: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "switchboard_lease_in_doubt",
-			Help: "1 while the lease may have expired (no successful renewal for lease TTL − fence margin): events are held and the node serves no API call for its connections.",
-		}),
 		revocations: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchboard_lease_revocations_total",
 			Help: "Times this node found it was declared dead (or superseded by a later process with its node ID) and dropped its connections without DISCONNECT.",
@@ -108,6 +106,17 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Dead-node cleanups that failed and will be retried.",
 		}),
 	}
+	// Computed from the clock when scraped, like the fence itself: no timer
+	// needs to have fired for it to show a lease in doubt.
+	m.leaseInDoubt = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "switchboard_lease_in_doubt",
+		Help: "1 while the lease may have expired (no successful renewal for lease TTL − fence margin): events are held and the node serves no API call for its connections.",
+	}, func() float64 {
+		if f := m.inDoubt.Load(); f != nil && (*f)() {
+			return 1
+		}
+		return 0
+	})
 	if reg != nil {
 		for _, c := range m.collectors() {
 			if err := reg.Register(c); err != nil {

@@ -188,7 +188,7 @@ func NewNode(cfg NodeConfig, deps NodeDeps) (*Node, error) {
 	if now == nil {
 		now = time.Now
 	}
-	return &Node{
+	n := &Node{
 		cfg:          cfg,
 		reg:          deps.Registry,
 		deps:         deps,
@@ -204,7 +204,10 @@ func NewNode(cfg NodeConfig, deps NodeDeps) (*Node, error) {
 		pendingUnreg: make(map[string]struct{}),
 		stop:         make(chan struct{}),
 		done:         make(chan struct{}),
-	}, nil
+	}
+	f := n.inDoubt
+	m.inDoubt.Store(&f)
+	return n, nil
 }
 
 // ID is this node's ID.
@@ -242,11 +245,7 @@ func (n *Node) inDoubtLocked(now time.Time) bool {
 	if !n.held || n.superseded {
 		return false
 	}
-	doubt := now.Sub(n.renewedAt) > n.cfg.LeaseTTL-n.cfg.FenceMargin
-	if doubt {
-		n.m.leaseInDoubt.Set(1)
-	}
-	return doubt
+	return now.Sub(n.renewedAt) > n.cfg.LeaseTTL-n.cfg.FenceMargin
 }
 
 // wake asks the heartbeat to renew now.
@@ -301,9 +300,14 @@ func (n *Node) renewed(start time.Time) {
 func (n *Node) resolveLocked() {
 	close(n.changed)
 	n.changed = make(chan struct{})
-	if !n.inDoubtLocked(n.now()) {
-		n.m.leaseInDoubt.Set(0)
-	}
+}
+
+// inDoubt reports, for the metric, whether the lease is in doubt now.
+func (n *Node) inDoubt() bool {
+	now := n.now()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.inDoubtLocked(now)
 }
 
 func (n *Node) setHealthy(h bool) {

@@ -208,11 +208,14 @@ func (h *nodeHandler) Message(c *edge.Conn, data []byte, binary bool) {
 		return
 	}
 	m := h.eventMeta(c, st)
-	h.unlessRevoked(st, func() {
+	// unlessRevoked, inlined on the hot path (no closure per message).
+	h.gate.RLock()
+	if !h.isRevoked(st) {
 		h.lc.Message(&m, data, binary, func(reply []byte, binary bool) {
 			_ = c.Send(reply, binary)
 		})
-	})
+	}
+	h.gate.RUnlock()
 }
 
 func (h *nodeHandler) Close(c *edge.Conn, code int, reason string, why edge.CloseReason) {

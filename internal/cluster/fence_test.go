@@ -298,3 +298,23 @@ func TestFenceSupersededByALaterIncarnation(t *testing.T) {
 		t.Fatalf("the later process's lease after the old one's shutdown: alive %v, %v", alive, err)
 	}
 }
+
+// Wait is asked before every event and every API call: while the lease is
+// held it takes no lock.
+func BenchmarkNodeWaitHeld(b *testing.B) {
+	n, err := NewNode(NodeConfig{ID: NewNodeID("edge"), LeaseTTL: time.Hour},
+		NodeDeps{Registry: NewMemoryRegistry(nil), Reassert: newLiveConns().reassert})
+	if err != nil {
+		b.Fatal(err)
+	}
+	n.renewed(time.Now())
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := n.Wait(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

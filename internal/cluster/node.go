@@ -159,6 +159,10 @@ type Node struct {
 	changed    chan struct{} // closed (and replaced) when the fence resolves
 	epoch      atomic.Uint64
 	kick       chan struct{} // wakes the heartbeat: the lease is in doubt
+	// Wait's lock-free fast path: while the lease is held, the time (since
+	// base, monotonic) until which it is not in doubt; 0: take the lock.
+	base      time.Time
+	fastUntil atomic.Int64
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -205,6 +209,7 @@ func NewNode(cfg NodeConfig, deps NodeDeps) (*Node, error) {
 		stop:         make(chan struct{}),
 		done:         make(chan struct{}),
 	}
+	n.base = now()
 	f := n.inDoubt
 	m.inDoubt.Store(&f)
 	return n, nil
@@ -262,6 +267,9 @@ func (n *Node) wake() {
 // The edge calls it before every event it publishes and every API call it
 // serves for its own connections.
 func (n *Node) Wait(ctx context.Context) error {
+	if u := n.fastUntil.Load(); u != 0 && int64(n.now().Sub(n.base)) <= u {
+		return nil
+	}
 	for {
 		now := n.now()
 		n.mu.Lock()
@@ -300,6 +308,11 @@ func (n *Node) renewed(start time.Time) {
 func (n *Node) resolveLocked() {
 	close(n.changed)
 	n.changed = make(chan struct{})
+	if n.held && !n.revoking && !n.superseded {
+		n.fastUntil.Store(int64(n.renewedAt.Sub(n.base) + n.cfg.LeaseTTL - n.cfg.FenceMargin))
+	} else {
+		n.fastUntil.Store(0)
+	}
 }
 
 // inDoubt reports, for the metric, whether the lease is in doubt now.
@@ -564,6 +577,7 @@ func (n *Node) beat(ctx context.Context, interval time.Duration) bool {
 func (n *Node) revoke(ctx context.Context, start time.Time, held bool) {
 	n.mu.Lock()
 	n.revoking = true
+	n.fastUntil.Store(0)
 	n.mu.Unlock()
 	n.setHealthy(false)
 	n.m.revocations.Inc()

@@ -58,6 +58,7 @@ type EdgeConfig struct {
 	EventQueueLength int
 
 	LeaseTTL        time.Duration
+	FenceMargin     time.Duration
 	JanitorInterval time.Duration
 	RegistryFailure string
 
@@ -289,7 +290,7 @@ func (c *EdgeConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.WSTLSCert, "ws-tls-cert", "", "certificate file: serve wss:// on -listen, terminated in process (2 goroutines per TLS connection; reloaded when it changes). Empty: plain ws:// (terminate TLS at the load balancer)")
 	fs.StringVar(&c.WSTLSKey, "ws-tls-key", "", "private key file for -ws-tls-cert")
 	fs.StringVar(&c.ProxyProtocol, "proxy-protocol", "off", "PROXY protocol v1/v2 on the WebSocket listener: off, optional or required (both need -trusted-proxies)")
-	fs.StringVar(&c.NodeID, "node-id", "", "node ID (default: hostname plus a random suffix, new at every start)")
+	fs.StringVar(&c.NodeID, "node-id", "", "node ID (default: hostname plus a random suffix, new at every start); a fixed ID (a StatefulSet pod name) is fine: each start is its own incarnation and first announces what the previous process left")
 
 	fs.StringVar(&c.NATSEmbedListen, "nats-embedded-listen", "127.0.0.1:4223", "embedded NATS server address (used when -nats-url is empty)")
 	fs.StringVar(&c.NATSEmbedJSDir, "nats-embedded-jetstream-dir", "", "enable JetStream in the embedded NATS server, storing here")
@@ -309,6 +310,7 @@ func (c *EdgeConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.EventQueueLength, "event-queue", 65536, "lifecycle events buffered while NATS is slow or away; more are dropped and counted")
 
 	durVar(fs, &c.LeaseTTL, "lease-ttl", 15*time.Second, "node lease TTL; a node silent this long is declared dead and cleaned up")
+	durVar(fs, &c.FenceMargin, "fence-margin", 0, "a node that has not renewed its lease for lease-ttl minus this fences itself (holds events, serves no API call for its connections, 503 to new ones) until it renews or learns it was declared dead; 0 means lease-ttl/5")
 	durVar(fs, &c.JanitorInterval, "janitor-interval", 5*time.Second, "how often a node looks for dead nodes to clean up (detection takes lease TTL plus up to this)")
 	fs.StringVar(&c.RegistryFailure, "registry-fail-mode", "open", "new connections while Redis is down: open (accept) or closed (reject 503)")
 
@@ -360,6 +362,9 @@ func (c *EdgeConfig) Validate() error {
 	errs = append(errs, c.API.validate()...)
 	if c.LeaseTTL < time.Second {
 		errs = append(errs, fmt.Errorf("lease TTL %v: must be at least 1s", c.LeaseTTL))
+	}
+	if c.FenceMargin < 0 || c.FenceMargin >= c.LeaseTTL/2 {
+		errs = append(errs, fmt.Errorf("fence margin %v: must be 0 (lease-ttl/5) or less than half the lease TTL %v", c.FenceMargin, c.LeaseTTL))
 	}
 	return errors.Join(errs...)
 }

@@ -122,7 +122,32 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 		return nil, err
 	}
 
-	e.lc, err = lifecycle.New(lifecycle.Config{
+	// The edge server and the cluster node need each other (the node asks
+	// the hub for its connections; the handler asks the node): build the
+	// node with closures over e.ws. It comes first: it is the fence of
+	// every event the lifecycle publishes and every API call and fan-out
+	// the edge serves for its own connections.
+	e.node, err = cluster.NewNode(cluster.NodeConfig{ID: e.nodeID, LeaseTTL: cfg.LeaseTTL, FenceMargin: cfg.FenceMargin,
+		FailMode: cluster.FailMode(cfg.RegistryFailure)},
+		cluster.NodeDeps{Registry: registry, Logger: log, Metrics: cm,
+			Reassert: func(ctx context.Context) []cluster.ConnRecord {
+				if err := e.groups.Reassert(ctx); err != nil {
+					log.Warn("group memberships not re-asserted", "err", err)
+				}
+				return e.handler.reassertAll(e.ws, e.nodeID)
+			},
+			Revoked: func(context.Context) { e.handler.revokeAll(e.ws) },
+			// A fixed -node-id restarted within its lease: announce what
+			// the previous process left, with the janitor's own cleanup.
+			CleanPrevious: func(ctx context.Context) error {
+				_, err := e.janitor.CleanNode(ctx, e.nodeID)
+				return err
+			},
+		})
+	if err != nil {
+		return nil, err
+	}
+	e.lc, err = lifecycle.New(lifecycle.Config{Fence: e.node,
 		Prefix: cfg.NATS.Prefix, ConnectMode: lifecycle.Mode(cfg.ConnectMode), ConnectTimeout: cfg.ConnectTimeout,
 		RouteSelection: cfg.RouteExpression, TwoWayRoutes: cfg.TwoWayRoutes, RouteTimeout: cfg.RouteTimeout,
 		Routes: cfg.Routes, InvalidRouteKey: lifecycle.InvalidKeyPolicy(cfg.InvalidRouteKey), NoErrorFrame: cfg.NoErrorFrame, SilentNoRoute: cfg.SilentNoRoute,
@@ -133,28 +158,12 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 		return nil, fmt.Errorf("lifecycle: %w", err)
 	}
 
-	// The edge server and the cluster node need each other (the node asks
-	// the hub for its connections; the handler asks the node): build the
-	// node with closures over e.ws.
-	e.node, err = cluster.NewNode(cluster.NodeConfig{ID: e.nodeID, LeaseTTL: cfg.LeaseTTL, FailMode: cluster.FailMode(cfg.RegistryFailure)},
-		cluster.NodeDeps{Registry: registry, Logger: log, Metrics: cm,
-			Reassert: func(ctx context.Context) []cluster.ConnRecord {
-				if err := e.groups.Reassert(ctx); err != nil {
-					log.Warn("group memberships not re-asserted", "err", err)
-				}
-				return reassertAll(e.ws, e.nodeID)
-			},
-			Revoked: func(context.Context) { revokeAll(e.ws) },
-		})
-	if err != nil {
-		return nil, err
-	}
 	gstore, err := newGroupStore(e.rdb, cfg.Redis.KeyPrefix)
 	if err != nil {
 		return nil, err
 	}
 	e.groups, err = groups.New(groups.Config{Prefix: cfg.NATS.Prefix, NodeID: e.nodeID}, groups.Deps{
-		NC: e.nc, Store: gstore, Registerer: e.reg, Logger: log,
+		NC: e.nc, Store: gstore, Registerer: e.reg, Logger: log, Fence: e.node,
 		Owner: func(ctx context.Context, id string) (string, error) {
 			r, err := registry.Lookup(ctx, id)
 			return r.Node, err

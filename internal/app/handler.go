@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -32,6 +33,7 @@ type connState struct {
 	domain    string
 
 	revoked atomic.Bool // other nodes sent DISCONNECT for it: do not send another
+	gen     uint64      // nodeHandler.gen when accepted: a later gen means revoked
 	release func()      // admission slot; nil when admission is off
 	lim     admission.MessageLimiter
 	limited bool // closed for its message rate (worker-owned)
@@ -48,6 +50,13 @@ type nodeHandler struct {
 	adm    *admission.A // nil: no admission limits
 	log    *slog.Logger
 	domain string // -domain-name: reported in events instead of the client's Host when set
+
+	// Revocation (the cluster already sent DISCONNECT for every connection
+	// accepted before it): gen counts revocations; gate is held (read) from
+	// a connection's check until its event is queued, so that revokeAll can
+	// wait until no event of a revoked connection can still be queued.
+	gate sync.RWMutex
+	gen  atomic.Uint64
 
 	// Unregistering a closed connection waits for a Redis round trip: it is
 	// queued so reactor workers and the drain never wait for it.
@@ -112,7 +121,7 @@ func (h *nodeHandler) Connect(ctx context.Context, c *edge.Conn, r *edge.Request
 			release()
 		}
 	}()
-	st := &connState{release: release, meta: &lifecycle.ConnMeta{
+	st := &connState{release: release, gen: h.gen.Load(), meta: &lifecycle.ConnMeta{
 		ID: c.ID(), NodeID: h.nodeID, ConnectedAt: c.ConnectedAt(), SourceIP: c.SourceIP(), UserAgent: c.UserAgent(),
 		DomainName: h.eventDomain(r.Host), Path: r.Path, Headers: lifecycle.HeadersFromHTTP(r.Header), Query: lifecycle.ParseQuery(r.RawQuery),
 		Subprotocols: protocols, UserID: jr.UserID, Principal: jr.Principal,
@@ -180,9 +189,11 @@ func (h *nodeHandler) Open(c *edge.Conn) {
 	if err := h.groups.Track(c, st.meta.UserID, st.meta.Groups); err != nil {
 		h.log.Warn("initial groups not joined", "conn", c.ID(), "err", err)
 	}
-	if err := h.lc.Connected(st.meta); err != nil {
-		h.log.Warn("CONNECT event dropped", "conn", c.ID(), "err", err)
-	}
+	h.unlessRevoked(st, func() {
+		if err := h.lc.Connected(st.meta); err != nil {
+			h.log.Warn("CONNECT event dropped", "conn", c.ID(), "err", err)
+		}
+	})
 	// The request's headers and query only ride on CONNECT: free them.
 	st.meta = nil
 }
@@ -198,9 +209,14 @@ func (h *nodeHandler) Message(c *edge.Conn, data []byte, binary bool) {
 		return
 	}
 	m := h.eventMeta(c, st)
-	h.lc.Message(&m, data, binary, func(reply []byte, binary bool) {
-		_ = c.Send(reply, binary)
-	})
+	// unlessRevoked, inlined on the hot path (no closure per message).
+	h.gate.RLock()
+	if !h.isRevoked(st) {
+		h.lc.Message(&m, data, binary, func(reply []byte, binary bool) {
+			_ = c.Send(reply, binary)
+		})
+	}
+	h.gate.RUnlock()
 }
 
 func (h *nodeHandler) Close(c *edge.Conn, code int, reason string, why edge.CloseReason) {
@@ -210,13 +226,34 @@ func (h *nodeHandler) Close(c *edge.Conn, code int, reason string, why edge.Clos
 	if st != nil && st.release != nil {
 		st.release()
 	}
-	if st == nil || !c.Established() || st.revoked.Load() {
+	if st == nil || !c.Established() {
 		return
 	}
 	m := h.eventMeta(c, st)
-	if err := h.lc.Disconnected(&m, code, reason); err != nil {
-		h.log.Warn("DISCONNECT event dropped", "conn", c.ID(), "err", err)
+	h.unlessRevoked(st, func() {
+		if err := h.lc.Disconnected(&m, code, reason); err != nil {
+			h.log.Warn("DISCONNECT event dropped", "conn", c.ID(), "err", err)
+		}
+	})
+}
+
+// isRevoked: the cluster already announced the connection's end.
+func (h *nodeHandler) isRevoked(st *connState) bool {
+	return st.revoked.Load() || st.gen != h.gen.Load()
+}
+
+// unlessRevoked queues a connection's event (emit) unless the cluster
+// already announced its end. The check and the queueing happen under the
+// revocation gate: an event that passed the check is queued (its Fence
+// epoch read) before revokeAll returns, so the epoch change that follows
+// drops it.
+func (h *nodeHandler) unlessRevoked(st *connState, emit func()) {
+	h.gate.RLock()
+	defer h.gate.RUnlock()
+	if h.isRevoked(st) {
+		return
 	}
+	emit()
 }
 
 func (h *nodeHandler) queueUnregister(id string) {
@@ -248,32 +285,59 @@ func (h *nodeHandler) orphaned(ctx context.Context, rec cluster.ConnRecord) {
 	}
 }
 
-// revokeAll closes every local connection after other nodes declared this
-// node dead and already sent their DISCONNECT events.
-func revokeAll(ws *edge.Server) {
+// revokeGateWait bounds revokeAll's wait for events being queued. An event
+// queue that applies backpressure could hold one longer while the publisher
+// waits for the fence: past the bound the revocation goes on, which is still
+// safe as long as the queue reads the Fence epoch before it blocks.
+const revokeGateWait = time.Second
+
+// revokeAll closes every local connection (1012, no DISCONNECT) after other
+// nodes declared this node dead and already sent their DISCONNECT events:
+// the cluster node calls it while its fence holds every event and API call,
+// and changes the epoch once it returns.
+func (h *nodeHandler) revokeAll(ws *edge.Server) {
+	// Every connection accepted so far is revoked, those still in $connect
+	// too (their record was announced with the rest).
+	h.gen.Add(1)
 	var conns []*edge.Conn
 	ws.Each(func(c *edge.Conn) { conns = append(conns, c) })
 	for _, c := range conns {
-		if !c.Established() {
-			continue // still in $connect: registered afresh under the new lease
-		}
-		if st, ok := c.Value().(*connState); ok {
-			st.revoked.Store(true)
+		if c.Established() {
+			if st, ok := c.Value().(*connState); ok {
+				st.revoked.Store(true)
+			}
 		}
 		c.Close(edge.CodeServiceRestart, "node lost its cluster lease", edge.ReasonFenced)
 	}
+	// Wait for events that passed their check before gen changed.
+	locked := make(chan struct{})
+	go func() {
+		h.gate.Lock()
+		close(locked)
+	}()
+	select {
+	case <-locked:
+		h.gate.Unlock()
+	case <-time.After(revokeGateWait):
+		h.log.Warn("revocation: an event is still being queued; going on", "wait", revokeGateWait)
+		go func() {
+			<-locked
+			h.gate.Unlock()
+		}()
+	}
+	h.log.Warn("connections revoked: closed without DISCONNECT (already announced by the cluster)", "count", len(conns))
 }
 
 // reassertAll lists the live connections for the registry after it lost them.
-func reassertAll(ws *edge.Server, nodeID string) []cluster.ConnRecord {
+func (h *nodeHandler) reassertAll(ws *edge.Server, nodeID string) []cluster.ConnRecord {
 	var recs []cluster.ConnRecord
 	ws.Each(func(c *edge.Conn) {
 		if !c.Established() {
 			return // Value is still being set by the handshake
 		}
 		st, ok := c.Value().(*connState)
-		if !ok {
-			return
+		if !ok || h.isRevoked(st) {
+			return // revoked: closing, announced already
 		}
 		recs = append(recs, cluster.ConnRecord{ID: c.ID(), Node: nodeID, ConnectedAt: c.ConnectedAt(),
 			SourceIP: c.SourceIP(), UserAgent: c.UserAgent(), UserID: c.UserID(), Principal: st.getPrincipal()})
@@ -323,6 +387,61 @@ type localConns struct {
 
 var _ conn.StateSetter = localConns{}
 
+// fenceWaitMax bounds how long an API call for a local connection waits for
+// a lease in doubt (a pause is settled at the first renewal after it; a
+// registry outage may last): then it is answered 503.
+const fenceWaitMax = 5 * time.Second
+
+// errFenced: an API call for a local connection waited for the lease in
+// doubt until its deadline.
+var errFenced = fmt.Errorf("node fenced: cluster lease in doubt: %w", conn.ErrUnavailable)
+
+// local returns id's connection once the fence allows serving it: while the
+// lease is in doubt the call waits (the cluster may have announced the
+// connection's end already); a connection revoked meanwhile is gone.
+func (l localConns) local(ctx context.Context, id string) (*edge.Conn, error) {
+	wctx, cancel := context.WithTimeout(ctx, fenceWaitMax)
+	err := l.h.node.Wait(wctx)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errFenced, err)
+	}
+	c := l.Lookup(id)
+	if c == nil {
+		return nil, conn.ErrGone
+	}
+	if c.Established() { // Value is set by the handshake before this turns true
+		if st, ok := c.Value().(*connState); ok && l.h.isRevoked(st) {
+			return nil, conn.ErrGone
+		}
+	}
+	return c, nil
+}
+
+// Post implements conn.Controller behind the fence.
+func (l localConns) Post(ctx context.Context, id string, data []byte, binary bool) error {
+	if _, err := l.local(ctx, id); err != nil {
+		return err
+	}
+	return l.Server.Post(ctx, id, data, binary)
+}
+
+// Info implements conn.Controller behind the fence.
+func (l localConns) Info(ctx context.Context, id string) (conn.Info, error) {
+	if _, err := l.local(ctx, id); err != nil {
+		return conn.Info{}, err
+	}
+	return l.Server.Info(ctx, id)
+}
+
+// Close implements conn.Controller behind the fence.
+func (l localConns) Close(ctx context.Context, id string, code int, reason string) error {
+	if _, err := l.local(ctx, id); err != nil {
+		return err
+	}
+	return l.Server.Close(ctx, id, code, reason)
+}
+
 // SetState replaces the state (authorizer context) a local connection
 // carries on its later events, and in its registry record so that a
 // DISCONNECT sent for it by another node carries it too.
@@ -330,8 +449,11 @@ func (l localConns) SetState(ctx context.Context, id string, state json.RawMessa
 	if !conn.ValidState(state) {
 		return conn.ErrInvalidState
 	}
-	c := l.Lookup(id)
-	if c == nil || !c.Established() {
+	c, err := l.local(ctx, id)
+	if err != nil {
+		return err
+	}
+	if !c.Established() {
 		return conn.ErrGone
 	}
 	st, ok := c.Value().(*connState)

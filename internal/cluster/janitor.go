@@ -165,6 +165,21 @@ func (j *Janitor) Sweep(ctx context.Context) (int, error) {
 	return total, errors.Join(errs...)
 }
 
+// CleanNode runs the cleanup of one expired node now, whatever its ID: a
+// process restarted with a fixed node ID runs it for what its previous
+// incarnation left (Sweep skips this node's own ID). It does nothing and
+// returns 0, nil if node's lease is current or another holder is cleaning it.
+func (j *Janitor) CleanNode(ctx context.Context, node string) (int, error) {
+	if !ValidNodeID(node) {
+		return 0, fmt.Errorf("clean up %q: %w", node, ErrInvalidNodeID)
+	}
+	n, err := j.cleanNode(ctx, node)
+	if err != nil {
+		return n, fmt.Errorf("clean up %s: %w", node, err)
+	}
+	return n, nil
+}
+
 // errLockLost: the cleanup lock expired under us; another node continues.
 var errLockLost = errors.New("cleanup lock lost")
 

@@ -45,7 +45,7 @@ func TestTwoJanitorsCleanUpADeadNodeExactlyOnce(t *testing.T) {
 	reg, _ := startRedisRegistry(t)
 	ctx := testCtx(t)
 	dead := NewNodeID("dead")
-	if _, err := reg.RenewLease(ctx, dead, time.Minute); err != nil {
+	if _, err := reg.RenewLease(ctx, dead, Incarnation{}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	const n = 1500
@@ -60,7 +60,7 @@ func TestTwoJanitorsCleanUpADeadNodeExactlyOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The node "dies": its last renewal gives a short lease that runs out.
-	if _, err := reg.RenewLease(ctx, dead, shortTTL); err != nil {
+	if _, err := reg.RenewLease(ctx, dead, Incarnation{}, shortTTL); err != nil {
 		t.Fatal(err)
 	}
 
@@ -68,7 +68,7 @@ func TestTwoJanitorsCleanUpADeadNodeExactlyOnce(t *testing.T) {
 	m, _ := NewMetrics(nil)
 	var janitors []*Janitor
 	for _, self := range []string{NewNodeID("alive1"), NewNodeID("alive2")} {
-		if _, err := reg.RenewLease(ctx, self, time.Minute); err != nil {
+		if _, err := reg.RenewLease(ctx, self, Incarnation{}, time.Minute); err != nil {
 			t.Fatal(err)
 		}
 		j, err := NewJanitor(JanitorConfig{Interval: 20 * time.Millisecond, PageSize: 100},
@@ -134,10 +134,10 @@ func TestJanitorLeavesLiveNodesAndItselfAlone(t *testing.T) {
 	reg := NewMemoryRegistry(nil)
 	ctx := testCtx(t)
 	self, live := NewNodeID("self"), NewNodeID("live")
-	if _, err := reg.RenewLease(ctx, live, time.Minute); err != nil {
+	if _, err := reg.RenewLease(ctx, live, Incarnation{}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := reg.RenewLease(ctx, self, shortTTL); err != nil {
+	if _, err := reg.RenewLease(ctx, self, Incarnation{}, shortTTL); err != nil {
 		t.Fatal(err)
 	}
 	if err := reg.Register(ctx, record(live), record(self)); err != nil {

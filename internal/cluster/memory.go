@@ -24,6 +24,7 @@ type MemoryRegistry struct {
 	nodes  map[string]map[string]struct{} // node → connection IDs
 	leases map[string]time.Time           // node → expiry
 	dead   map[string]time.Time           // node → when removed
+	incs   map[string]string              // node → incarnation token of the lease holder
 	locks  map[string]memLock             // node → cleanup lock
 }
 
@@ -46,6 +47,7 @@ func NewMemoryRegistry(now func() time.Time) *MemoryRegistry {
 		nodes:  make(map[string]map[string]struct{}),
 		leases: make(map[string]time.Time),
 		dead:   make(map[string]time.Time),
+		incs:   make(map[string]string),
 		locks:  make(map[string]memLock),
 	}
 }
@@ -111,7 +113,7 @@ func (m *MemoryRegistry) Lookup(ctx context.Context, id string) (ConnRecord, err
 }
 
 // RenewLease implements Registry.
-func (m *MemoryRegistry) RenewLease(ctx context.Context, node string, ttl time.Duration) (LeaseState, error) {
+func (m *MemoryRegistry) RenewLease(ctx context.Context, node string, inc Incarnation, ttl time.Duration) (LeaseState, error) {
 	if !ValidNodeID(node) {
 		return 0, fmt.Errorf("renew lease %q: %w", node, ErrInvalidNodeID)
 	}
@@ -119,10 +121,27 @@ func (m *MemoryRegistry) RenewLease(ctx context.Context, node string, ttl time.D
 	defer m.mu.Unlock()
 	now := m.now()
 	exp, had := m.leases[node]
+	cur := m.incs[node]
 	if _, dead := m.dead[node]; dead {
 		delete(m.dead, node)
 		m.leases[node] = now.Add(ttl)
-		return LeaseRevoked, nil
+		if cur == inc.Token {
+			return LeaseRevoked, nil
+		}
+		m.incs[node] = inc.Token // an earlier incarnation was cleaned up
+		return LeaseLost, nil
+	}
+	if had && cur != inc.Token {
+		switch {
+		case !inc.New:
+			return LeaseSuperseded, nil
+		case m.lockHeld(node, now):
+			return LeaseCleaning, nil
+		}
+		if !exp.Before(now) {
+			m.leases[node] = now.Add(-time.Millisecond) // expired for its cleanup
+		}
+		return LeasePrevious, nil
 	}
 	if had && !exp.Before(now) {
 		m.leases[node] = now.Add(ttl)
@@ -132,6 +151,7 @@ func (m *MemoryRegistry) RenewLease(ctx context.Context, node string, ttl time.D
 		return LeaseCleaning, nil
 	}
 	m.leases[node] = now.Add(ttl)
+	m.incs[node] = inc.Token
 	return LeaseLost, nil
 }
 
@@ -159,6 +179,7 @@ func (m *MemoryRegistry) ReleaseLease(ctx context.Context, node string) error {
 	}
 	delete(m.nodes, node)
 	delete(m.leases, node)
+	delete(m.incs, node)
 	return nil
 }
 
@@ -223,6 +244,9 @@ func (m *MemoryRegistry) RemoveNode(ctx context.Context, node string) (bool, err
 	for n, at := range m.dead {
 		if now.Sub(at) > tombstoneTTL {
 			delete(m.dead, n)
+			if _, ok := m.leases[n]; !ok {
+				delete(m.incs, n)
+			}
 		}
 	}
 	return true, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,8 +27,11 @@ type Metrics struct {
 	routed       *prometheus.CounterVec
 	served       *prometheus.CounterVec
 
-	renewals  *prometheus.CounterVec
-	leaseHeld prometheus.Gauge
+	renewals     *prometheus.CounterVec
+	leaseHeld    prometheus.Gauge
+	leaseInDoubt prometheus.GaugeFunc
+	inDoubt      atomic.Pointer[func() bool] // the node's fence, asked at scrape time
+	revocations  prometheus.Counter
 
 	cleanups     prometheus.Counter
 	orphans      prometheus.Counter
@@ -79,11 +83,15 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"command", "result"}),
 		renewals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchboard_lease_renewals_total",
-			Help: "Lease renewals, by outcome: held, lost, revoked, cleaning, error.",
+			Help: "Lease renewals, by outcome: held, lost, revoked, cleaning, previous, superseded, error.",
 		}, []string{"outcome"}),
 		leaseHeld: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "switchboard_lease_held",
 			Help: "1 while this node holds its lease and serves; 0 while fenced.",
+		}),
+		revocations: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_lease_revocations_total",
+			Help: "Times this node found it was declared dead (or superseded by a later process with its node ID) and dropped its connections without DISCONNECT.",
 		}),
 		cleanups: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchboard_cleanup_dead_nodes_total",
@@ -98,6 +106,17 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Dead-node cleanups that failed and will be retried.",
 		}),
 	}
+	// Computed from the clock when scraped, like the fence itself: no timer
+	// needs to have fired for it to show a lease in doubt.
+	m.leaseInDoubt = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "switchboard_lease_in_doubt",
+		Help: "1 while the lease may have expired (no successful renewal for lease TTL − fence margin): events are held and the node serves no API call for its connections.",
+	}, func() float64 {
+		if f := m.inDoubt.Load(); f != nil && (*f)() {
+			return 1
+		}
+		return 0
+	})
 	if reg != nil {
 		for _, c := range m.collectors() {
 			if err := reg.Register(c); err != nil {
@@ -112,7 +131,7 @@ func (m *Metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		m.registryDuration, m.registryErrors, m.batchSize, m.pending,
 		m.cacheHits, m.cacheMisses, m.routeSeconds, m.routed, m.served,
-		m.renewals, m.leaseHeld, m.cleanups, m.orphans, m.cleanupFails,
+		m.renewals, m.leaseHeld, m.leaseInDoubt, m.revocations, m.cleanups, m.orphans, m.cleanupFails,
 	}
 }
 
@@ -189,9 +208,9 @@ func (i *instrumented) Lookup(ctx context.Context, id string) (ConnRecord, error
 	return v, err
 }
 
-func (i *instrumented) RenewLease(ctx context.Context, node string, ttl time.Duration) (LeaseState, error) {
+func (i *instrumented) RenewLease(ctx context.Context, node string, inc Incarnation, ttl time.Duration) (LeaseState, error) {
 	start := time.Now()
-	v, err := i.r.RenewLease(ctx, node, ttl)
+	v, err := i.r.RenewLease(ctx, node, inc, ttl)
 	i.observe("renew_lease", start, err)
 	return v, err
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -34,6 +35,13 @@ type NodeConfig struct {
 	// every LeaseTTL/3. Other nodes clean up this node's connections once it
 	// expires. Default 15s.
 	LeaseTTL time.Duration
+	// FenceMargin: the lease is in doubt (the node fences itself) once
+	// LeaseTTL − FenceMargin has passed, on this process's monotonic clock,
+	// since the start of its last successful renewal. The lease cannot
+	// expire earlier than that start + LeaseTTL; the margin covers clock
+	// rate differences and the time between a check and the act it allows.
+	// Default LeaseTTL/5.
+	FenceMargin time.Duration
 	// FailMode for new connections during a registry outage. Default open.
 	FailMode FailMode
 	// RetryMin is the first delay after a failed renewal; it doubles up to
@@ -58,6 +66,9 @@ func (c NodeConfig) Validate() error {
 	if c.LeaseTTL != 0 && c.LeaseTTL < 30*time.Millisecond {
 		return fmt.Errorf("cluster: node config: lease TTL %v too short", c.LeaseTTL)
 	}
+	if c.FenceMargin < 0 || (c.FenceMargin > 0 && c.FenceMargin >= c.withDefaults().LeaseTTL/2) {
+		return fmt.Errorf("cluster: node config: fence margin %v: want 0 (default) or less than half the lease TTL", c.FenceMargin)
+	}
 	switch c.FailMode {
 	case "", FailOpen, FailClosed:
 	default:
@@ -69,6 +80,9 @@ func (c NodeConfig) Validate() error {
 func (c NodeConfig) withDefaults() NodeConfig {
 	if c.LeaseTTL == 0 {
 		c.LeaseTTL = 15 * time.Second
+	}
+	if c.FenceMargin == 0 {
+		c.FenceMargin = c.LeaseTTL / 5
 	}
 	if c.FailMode == "" {
 		c.FailMode = FailOpen
@@ -91,16 +105,35 @@ type NodeDeps struct {
 	// records are written again. Required.
 	Reassert func(ctx context.Context) []ConnRecord
 	// Revoked is called when other nodes declared this node dead and already
-	// announced its connections as disconnected: the owner must close the
-	// connections it still has, without DISCONNECT events. Optional.
+	// announced its connections as disconnected (or a later process with
+	// the same node ID took over): the owner must close the connections it
+	// still has, without DISCONNECT events, and must not let any event of
+	// theirs be queued once it returns. The epoch changes after it returns
+	// and only then are Wait's callers released. Optional.
 	Revoked func(ctx context.Context)
+	// CleanPrevious runs the janitor's cleanup of this node's own ID
+	// (Janitor.CleanNode): called when this process found the lease of an
+	// earlier incarnation, before it takes the lease. Optional: without it
+	// the node waits for another node's janitor.
+	CleanPrevious func(ctx context.Context) error
+	// Now is the clock (tests); default time.Now, whose monotonic reading
+	// the fence uses.
+	Now     func() time.Time
 	Logger  *slog.Logger
 	Metrics *Metrics
 }
 
 // Node is this process's membership in the cluster: it holds the lease,
 // records the connections the edge accepts, and fences the edge while it
-// cannot prove it owns what it serves.
+// cannot prove it owns what it serves. It implements lifecycle.Fence.
+//
+// The fence is computed from the monotonic clock at the moment of asking
+// (after a SIGSTOP/SIGCONT or a long GC pause no timer may have fired yet):
+// once LeaseTTL − FenceMargin has passed since the start of the last
+// successful renewal, the lease is in doubt. Then Healthy is false, Wait
+// blocks (and wakes the heartbeat to renew at once) until the lease is
+// renewed (everything resumes) or found revoked (Revoked closes every
+// connection, the epoch changes, then the waiters are released).
 type Node struct {
 	cfg   NodeConfig
 	reg   Registry
@@ -108,6 +141,8 @@ type Node struct {
 	log   *slog.Logger
 	m     *Metrics
 	batch *Batcher
+	now   func() time.Time
+	inc   string // this process start's incarnation token
 
 	mu           sync.Mutex
 	healthy      bool
@@ -115,6 +150,19 @@ type Node struct {
 	needReassert bool
 	pendingReg   map[string]ConnRecord
 	pendingUnreg map[string]struct{}
+	// The fence. held: the lease was taken by this process at least once;
+	// a node that never held it cannot have been declared dead.
+	held       bool
+	renewedAt  time.Time     // start of the last renewal that left the lease held
+	revoking   bool          // between LeaseRevoked and the epoch change
+	superseded bool          // a later process with this node ID took over
+	changed    chan struct{} // closed (and replaced) when the fence resolves
+	epoch      atomic.Uint64
+	kick       chan struct{} // wakes the heartbeat: the lease is in doubt
+	// Wait's lock-free fast path: while the lease is held, the time (since
+	// base, monotonic) until which it is not in doubt; 0: take the lock.
+	base      time.Time
+	fastUntil atomic.Int64
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -140,19 +188,31 @@ func NewNode(cfg NodeConfig, deps NodeDeps) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Node{
+	now := deps.Now
+	if now == nil {
+		now = time.Now
+	}
+	n := &Node{
 		cfg:          cfg,
 		reg:          deps.Registry,
 		deps:         deps,
 		log:          log.With("node", cfg.ID),
 		m:            m,
 		batch:        b,
+		now:          now,
+		inc:          NewIncarnation(),
+		changed:      make(chan struct{}),
+		kick:         make(chan struct{}, 1),
 		needReassert: true,
 		pendingReg:   make(map[string]ConnRecord),
 		pendingUnreg: make(map[string]struct{}),
 		stop:         make(chan struct{}),
 		done:         make(chan struct{}),
-	}, nil
+	}
+	n.base = now()
+	f := n.inDoubt
+	m.inDoubt.Store(&f)
+	return n, nil
 }
 
 // ID is this node's ID.
@@ -162,11 +222,105 @@ func (n *Node) ID() string { return n.cfg.ID }
 // connections. While false the edge must not accept connections: it may not
 // own what it would record. A registry outage alone keeps the node healthy
 // in fail-open mode (connections stay, new ones are recorded later) and makes
-// it unhealthy in fail-closed mode.
+// it unhealthy in fail-closed mode — until the lease is in doubt (the outage
+// lasted LeaseTTL − FenceMargin): then other nodes may have declared this
+// one dead. A registry unreachable at start-up makes a fail-open node
+// healthy: it never held a lease, so nobody can have declared it dead.
 func (n *Node) Healthy() bool {
+	now := n.now()
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	switch {
+	case n.revoking || n.superseded:
+		return false
+	case n.inDoubtLocked(now):
+		n.wake()
+		return false
+	case !n.held:
+		return n.outage && n.cfg.FailMode == FailOpen
+	}
 	return n.healthy && !(n.outage && n.cfg.FailMode == FailClosed)
+}
+
+// inDoubtLocked: the lease may have expired (see Node). n.mu is held.
+func (n *Node) inDoubtLocked(now time.Time) bool {
+	if n.revoking {
+		return true
+	}
+	if !n.held || n.superseded {
+		return false
+	}
+	return now.Sub(n.renewedAt) > n.cfg.LeaseTTL-n.cfg.FenceMargin
+}
+
+// wake asks the heartbeat to renew now.
+func (n *Node) wake() {
+	select {
+	case n.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Wait implements lifecycle.Fence: it returns nil at once while the lease is
+// held (or was never held: nothing can have been declared dead), and blocks
+// while it is in doubt until it is renewed or found revoked, or ctx ends.
+// The edge calls it before every event it publishes and every API call it
+// serves for its own connections.
+func (n *Node) Wait(ctx context.Context) error {
+	if u := n.fastUntil.Load(); u != 0 && int64(n.now().Sub(n.base)) <= u {
+		return nil
+	}
+	for {
+		now := n.now()
+		n.mu.Lock()
+		doubt := n.inDoubtLocked(now)
+		ch := n.changed
+		n.mu.Unlock()
+		if !doubt {
+			return nil
+		}
+		n.wake()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("cluster: lease in doubt: %w", ctx.Err())
+		}
+	}
+}
+
+// Epoch implements lifecycle.Fence: it changes every time this node's
+// connections are revoked (after Revoked has closed them).
+func (n *Node) Epoch() uint64 { return n.epoch.Load() }
+
+// renewed records a successful renewal that started at start and releases
+// Wait's callers.
+func (n *Node) renewed(start time.Time) {
+	n.mu.Lock()
+	if !n.held || start.After(n.renewedAt) {
+		n.renewedAt = start
+	}
+	n.held = true
+	n.resolveLocked()
+	n.mu.Unlock()
+}
+
+// resolveLocked wakes Wait's callers to look again. n.mu is held.
+func (n *Node) resolveLocked() {
+	close(n.changed)
+	n.changed = make(chan struct{})
+	if n.held && !n.revoking && !n.superseded {
+		n.fastUntil.Store(int64(n.renewedAt.Sub(n.base) + n.cfg.LeaseTTL - n.cfg.FenceMargin))
+	} else {
+		n.fastUntil.Store(0)
+	}
+}
+
+// inDoubt reports, for the metric, whether the lease is in doubt now.
+func (n *Node) inDoubt() bool {
+	now := n.now()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.inDoubtLocked(now)
 }
 
 func (n *Node) setHealthy(h bool) {
@@ -196,7 +350,10 @@ func (n *Node) RegisterNew(ctx context.Context, rec ConnRecord) error {
 		return err
 	}
 	n.mu.Lock()
-	outage := n.outage
+	// Until this process holds the lease, nothing is written into the node's
+	// set: it may still hold what an earlier incarnation left, being cleaned
+	// up (announced and deleted). Queued, it is written after the lease.
+	outage := n.outage || !n.held
 	n.mu.Unlock()
 	var err error
 	if !outage {
@@ -298,12 +455,22 @@ func (n *Node) heartbeat(ctx context.Context) {
 	retry := n.cfg.RetryMin
 	t := time.NewTimer(0)
 	defer t.Stop()
+	var last time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-n.kick:
+			// The lease is in doubt: renew now, not when the timer says
+			// (after a pause it may not have fired yet), but not more often
+			// than RetryMin while the registry keeps failing.
+			if d := n.cfg.RetryMin - n.now().Sub(last); d > 0 {
+				t.Reset(d)
+				continue
+			}
 		}
+		last = n.now()
 		if n.beat(ctx, interval) {
 			retry = n.cfg.RetryMin
 			t.Reset(interval)
@@ -319,7 +486,17 @@ func (n *Node) heartbeat(ctx context.Context) {
 func (n *Node) beat(ctx context.Context, interval time.Duration) bool {
 	rctx, cancel := context.WithTimeout(ctx, interval)
 	defer cancel()
-	st, err := n.reg.RenewLease(rctx, n.cfg.ID, n.cfg.LeaseTTL)
+	n.mu.Lock()
+	inc := Incarnation{Token: n.inc, New: !n.held}
+	superseded := n.superseded
+	n.mu.Unlock()
+	if superseded {
+		return false // nothing to renew: keep fenced, say so now and then
+	}
+	// The lease cannot expire before start + LeaseTTL, whenever Redis runs
+	// the script: the fence counts from here.
+	start := n.now()
+	st, err := n.reg.RenewLease(rctx, n.cfg.ID, inc, n.cfg.LeaseTTL)
 	if err != nil {
 		if ctx.Err() != nil {
 			return true
@@ -343,21 +520,29 @@ func (n *Node) beat(ctx context.Context, interval time.Duration) bool {
 	n.mu.Unlock()
 
 	switch st {
+	case LeaseHeld:
+		n.renewed(start)
 	case LeaseCleaning:
 		n.setHealthy(false)
 		n.log.Warn("lease expired and a janitor is cleaning up this node; fenced until it is done")
 		return false
-	case LeaseRevoked:
-		n.setHealthy(false)
-		n.log.Warn("this node was declared dead and its connections orphaned; dropping them")
-		if n.deps.Revoked != nil {
-			n.deps.Revoked(ctx)
+	case LeasePrevious:
+		n.log.Warn("found the lease of an earlier process with this node ID; announcing and removing what it left before taking the lease")
+		if n.deps.CleanPrevious != nil {
+			if err := n.deps.CleanPrevious(ctx); err != nil {
+				n.log.Warn("cleanup of the earlier incarnation failed; retrying", "err", err)
+			}
 		}
-		n.mu.Lock()
-		n.needReassert = true
-		clear(n.pendingReg)
-		n.mu.Unlock()
+		return false
+	case LeaseSuperseded:
+		n.log.Error("another process took this node ID over; dropping every connection and serving nothing (is the node ID unique?)")
+		n.revoke(ctx, start, false)
+		return false
+	case LeaseRevoked:
+		n.log.Warn("this node was declared dead and its connections orphaned; dropping them")
+		n.revoke(ctx, start, true)
 	case LeaseLost:
+		n.renewed(start)
 		n.mu.Lock()
 		if !n.needReassert {
 			n.log.Warn("lease was lost (expired, or the registry lost its data); re-asserting connections")
@@ -383,6 +568,34 @@ func (n *Node) beat(ctx context.Context, interval time.Duration) bool {
 	}
 	n.setHealthy(true)
 	return true
+}
+
+// revoke drops every connection the cluster already announced as gone: no
+// Wait returns until Revoked has closed them and the epoch changed, so that
+// no event queued for them and no API call waiting for the fence reaches a
+// client or the backend. held: the lease was taken afresh (LeaseRevoked).
+func (n *Node) revoke(ctx context.Context, start time.Time, held bool) {
+	n.mu.Lock()
+	n.revoking = true
+	n.fastUntil.Store(0)
+	n.mu.Unlock()
+	n.setHealthy(false)
+	n.m.revocations.Inc()
+	if n.deps.Revoked != nil {
+		n.deps.Revoked(ctx)
+	}
+	n.epoch.Add(1)
+	n.mu.Lock()
+	n.revoking = false
+	clear(n.pendingReg)
+	if held {
+		n.needReassert = true
+		n.renewedAt = start
+	} else {
+		n.superseded = true
+	}
+	n.resolveLocked()
+	n.mu.Unlock()
 }
 
 // reassert writes every live connection again, in pipelined chunks.
@@ -474,6 +687,12 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		return err
 	}
 	n.setHealthy(false)
+	n.mu.Lock()
+	superseded := n.superseded
+	n.mu.Unlock()
+	if superseded {
+		return nil // the lease and the records are the later process's
+	}
 	if err := n.flushPending(ctx); err != nil {
 		return fmt.Errorf("cluster: node shutdown: queued writes: %w", err)
 	}

@@ -52,6 +52,13 @@ func runNode(t *testing.T, cfg NodeConfig, deps NodeDeps) *Node {
 	if err != nil {
 		t.Fatalf("NewNode: %v", err)
 	}
+	startNode(t, n)
+	return n
+}
+
+// startNode runs n and stops it when the test ends.
+func startNode(t *testing.T, n *Node) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- n.Run(ctx) }()
@@ -64,7 +71,6 @@ func runNode(t *testing.T, cfg NodeConfig, deps NodeDeps) *Node {
 			t.Errorf("Node.Run: %v", err)
 		}
 	})
-	return n
 }
 
 func TestNodeBecomesHealthyAndRecordsConnections(t *testing.T) {
@@ -210,18 +216,23 @@ func TestNodeLearnsItWasRevoked(t *testing.T) {
 	reg := NewMemoryRegistry(nil)
 	ctx := testCtx(t)
 	id := NewNodeID("edge")
-	if _, err := reg.RenewLease(ctx, id, shortTTL); err != nil {
+	revoked := make(chan struct{}, 1)
+	n, err := NewNode(NodeConfig{ID: id, LeaseTTL: time.Second}, NodeDeps{
+		Registry: reg, Reassert: newLiveConns().reassert,
+		Revoked: func(context.Context) { revoked <- struct{}{} },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// This very process (its incarnation) held the lease before its pause.
+	if _, err := reg.RenewLease(ctx, id, Incarnation{Token: n.inc}, shortTTL); err != nil {
 		t.Fatal(err)
 	}
 	expire(t, reg, id)
 	if ok, err := reg.RemoveNode(ctx, id); err != nil || !ok {
 		t.Fatalf("RemoveNode = %v, %v", ok, err)
 	}
-	revoked := make(chan struct{}, 1)
-	n := runNode(t, NodeConfig{ID: id, LeaseTTL: time.Second}, NodeDeps{
-		Registry: reg, Reassert: newLiveConns().reassert,
-		Revoked: func(context.Context) { revoked <- struct{}{} },
-	})
+	startNode(t, n)
 	select {
 	case <-revoked:
 	case <-time.After(waitFor):

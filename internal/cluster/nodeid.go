@@ -59,3 +59,14 @@ func ValidNodeID(s string) bool {
 	}
 	return true
 }
+
+// NewIncarnation returns a token unique to this process start (16 random
+// lowercase base32 characters): stored with the lease, it tells a restarted
+// process with a fixed node ID from its predecessor.
+func NewIncarnation() string {
+	var r [10]byte
+	if _, err := rand.Read(r[:]); err != nil {
+		panic("cluster: crypto/rand failed: " + err.Error()) // cannot happen on Linux
+	}
+	return strings.ToLower(base32.StdEncoding.EncodeToString(r[:]))
+}

@@ -85,6 +85,7 @@ type RedisRegistry struct {
 	prefix string
 	leases string // zset node → lease expiry (ms, Redis clock)
 	dead   string // zset node → when removed (ms): tombstones
+	incs   string // hash node → incarnation token of the lease holder
 }
 
 var _ Registry = (*RedisRegistry)(nil)
@@ -104,6 +105,7 @@ func NewRedisRegistry(cfg RedisConfig, client redis.UniversalClient) (*RedisRegi
 		prefix: p,
 		leases: p + ":{nodes}:leases",
 		dead:   p + ":{nodes}:dead",
+		incs:   p + ":{nodes}:incarnations",
 	}, nil
 }
 
@@ -199,11 +201,15 @@ func (r *RedisRegistry) Lookup(ctx context.Context, id string) (ConnRecord, erro
 }
 
 // RenewLease implements Registry.
-func (r *RedisRegistry) RenewLease(ctx context.Context, node string, ttl time.Duration) (LeaseState, error) {
+func (r *RedisRegistry) RenewLease(ctx context.Context, node string, inc Incarnation, ttl time.Duration) (LeaseState, error) {
 	if !ValidNodeID(node) {
 		return 0, fmt.Errorf("renew lease %q: %w", node, ErrInvalidNodeID)
 	}
-	n, err := renewScript.Run(ctx, r.c, []string{r.leases, r.dead, r.lockKey(node)}, node, ttl.Milliseconds()).Int()
+	isNew := "0"
+	if inc.New {
+		isNew = "1"
+	}
+	n, err := renewScript.Run(ctx, r.c, []string{r.leases, r.dead, r.lockKey(node), r.incs}, node, ttl.Milliseconds(), inc.Token, isNew).Int()
 	if err != nil {
 		return 0, fmt.Errorf("renew lease %s: %w", node, err)
 	}
@@ -216,6 +222,10 @@ func (r *RedisRegistry) RenewLease(ctx context.Context, node string, ttl time.Du
 		return LeaseRevoked, nil
 	case 3:
 		return LeaseCleaning, nil
+	case 4:
+		return LeasePrevious, nil
+	case 5:
+		return LeaseSuperseded, nil
 	}
 	return 0, fmt.Errorf("renew lease %s: unexpected script result %d", node, n)
 }
@@ -237,7 +247,10 @@ func (r *RedisRegistry) ReleaseLease(ctx context.Context, node string) error {
 	if err := r.dropNodeConns(ctx, node); err != nil {
 		return fmt.Errorf("release lease %s: %w", node, err)
 	}
-	if err := r.c.ZRem(ctx, r.leases, node).Err(); err != nil {
+	pipe := r.c.TxPipeline() // same slot ({nodes})
+	pipe.ZRem(ctx, r.leases, node)
+	pipe.HDel(ctx, r.incs, node)
+	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("release lease %s: %w", node, err)
 	}
 	return nil
@@ -300,7 +313,7 @@ func (r *RedisRegistry) RemoveNode(ctx context.Context, node string) (bool, erro
 	if !ValidNodeID(node) {
 		return false, fmt.Errorf("remove node %q: %w", node, ErrInvalidNodeID)
 	}
-	n, err := removeScript.Run(ctx, r.c, []string{r.leases, r.dead, r.lockKey(node)}, node, tombstoneTTL.Milliseconds()).Int()
+	n, err := removeScript.Run(ctx, r.c, []string{r.leases, r.dead, r.lockKey(node), r.incs}, node, tombstoneTTL.Milliseconds()).Int()
 	if err != nil {
 		return false, fmt.Errorf("remove node %s: %w", node, err)
 	}

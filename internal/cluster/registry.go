@@ -36,7 +36,32 @@ const (
 	// LeaseCleaning: the lease expired and a janitor is cleaning up the node
 	// right now. Not renewed; the node stays fenced and tries again.
 	LeaseCleaning
+	// LeasePrevious: a process that has not held the lease yet found the
+	// lease of an earlier incarnation of its node ID (a fixed -node-id
+	// restarted before the old lease expired). Not taken; the lease was
+	// expired so that the caller can run the janitor's cleanup of the node
+	// ID (DISCONNECT for everything the earlier process left), then renew
+	// again: it learns LeaseLost once the cleanup removed the node.
+	LeasePrevious
+	// LeaseSuperseded: a later incarnation of this node ID took the lease
+	// over (and announces this process's connections). Not renewed; the
+	// process must drop its connections without DISCONNECT and serve
+	// nothing.
+	LeaseSuperseded
 )
+
+// Incarnation is one process start's claim on a node ID: with a fixed node
+// ID, a restarted process must not mistake its predecessor's lease (and
+// connections) for its own.
+type Incarnation struct {
+	// Token is random per process start (NewIncarnation). Registries store
+	// it with the lease.
+	Token string
+	// New: this process has not held the lease yet, so a lease of another
+	// token is an earlier incarnation's (LeasePrevious), not a later one's
+	// (LeaseSuperseded).
+	New bool
+}
 
 // String names the state; used as a metric label.
 func (s LeaseState) String() string {
@@ -49,6 +74,10 @@ func (s LeaseState) String() string {
 		return "revoked"
 	case LeaseCleaning:
 		return "cleaning"
+	case LeasePrevious:
+		return "previous"
+	case LeaseSuperseded:
+		return "superseded"
 	}
 	return "unknown"
 }
@@ -72,9 +101,12 @@ type Registry interface {
 	// Lookup returns a connection's record, or conn.ErrGone.
 	Lookup(ctx context.Context, id string) (ConnRecord, error)
 
-	// RenewLease extends node's lease to ttl from now and reports what it
-	// found (see LeaseState). LeaseCleaning leaves the lease expired.
-	RenewLease(ctx context.Context, node string, ttl time.Duration) (LeaseState, error)
+	// RenewLease extends node's lease, for incarnation inc, to ttl from now
+	// and reports what it found (see LeaseState). LeaseCleaning,
+	// LeasePrevious and LeaseSuperseded do not renew it. A tombstone left by
+	// RemoveNode means LeaseRevoked for the incarnation that was removed, a
+	// fresh start (LeaseLost) for any other.
+	RenewLease(ctx context.Context, node string, inc Incarnation, ttl time.Duration) (LeaseState, error)
 	// NodeAlive reports whether node holds an unexpired lease.
 	NodeAlive(ctx context.Context, node string) (bool, error)
 	// ReleaseLease removes node's lease and its (empty or abandoned)

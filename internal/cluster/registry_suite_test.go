@@ -143,7 +143,7 @@ func runRegistrySuite(t *testing.T, newReg func(t *testing.T) Registry) {
 			if err := reg.Register(ctx, ConnRecord{ID: conn.NewID(), Node: bad}); !errors.Is(err, ErrInvalidNodeID) {
 				t.Errorf("Register(node %q): err = %v, want ErrInvalidNodeID", bad, err)
 			}
-			if _, err := reg.RenewLease(ctx, bad, time.Second); !errors.Is(err, ErrInvalidNodeID) {
+			if _, err := reg.RenewLease(ctx, bad, Incarnation{}, time.Second); !errors.Is(err, ErrInvalidNodeID) {
 				t.Errorf("RenewLease(%q): err = %v, want ErrInvalidNodeID", bad, err)
 			}
 		}
@@ -153,7 +153,7 @@ func runRegistrySuite(t *testing.T, newReg func(t *testing.T) Registry) {
 		t.Parallel()
 		reg, ctx := newReg(t), testCtx(t)
 		for _, n := range []string{"node-a", "node-b"} {
-			if _, err := reg.RenewLease(ctx, n, time.Minute); err != nil {
+			if _, err := reg.RenewLease(ctx, n, Incarnation{}, time.Minute); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -227,10 +227,10 @@ func runRegistrySuite(t *testing.T, newReg func(t *testing.T) Registry) {
 		t.Parallel()
 		reg, ctx := newReg(t), testCtx(t)
 		node := "node-l"
-		if st, err := reg.RenewLease(ctx, node, time.Minute); err != nil || st != LeaseLost {
+		if st, err := reg.RenewLease(ctx, node, Incarnation{}, time.Minute); err != nil || st != LeaseLost {
 			t.Fatalf("first RenewLease = %v, %v; want lost (absent)", st, err)
 		}
-		if st, err := reg.RenewLease(ctx, node, time.Minute); err != nil || st != LeaseHeld {
+		if st, err := reg.RenewLease(ctx, node, Incarnation{}, time.Minute); err != nil || st != LeaseHeld {
 			t.Fatalf("second RenewLease = %v, %v; want held", st, err)
 		}
 		if alive, err := reg.NodeAlive(ctx, node); err != nil || !alive {
@@ -239,14 +239,14 @@ func runRegistrySuite(t *testing.T, newReg func(t *testing.T) Registry) {
 		if exp, err := reg.ExpiredNodes(ctx); err != nil || slices.Contains(exp, node) {
 			t.Fatalf("ExpiredNodes = %v, %v; must not list a live node", exp, err)
 		}
-		if _, err := reg.RenewLease(ctx, node, shortTTL); err != nil {
+		if _, err := reg.RenewLease(ctx, node, Incarnation{}, shortTTL); err != nil {
 			t.Fatal(err)
 		}
 		expire(t, reg, node)
 		if exp, err := reg.ExpiredNodes(ctx); err != nil || !slices.Contains(exp, node) {
 			t.Fatalf("ExpiredNodes = %v, %v; want it to list %s", exp, err, node)
 		}
-		if st, err := reg.RenewLease(ctx, node, time.Minute); err != nil || st != LeaseLost {
+		if st, err := reg.RenewLease(ctx, node, Incarnation{}, time.Minute); err != nil || st != LeaseLost {
 			t.Fatalf("RenewLease after expiry = %v, %v; want lost", st, err)
 		}
 		if alive, _ := reg.NodeAlive(ctx, "never-seen"); alive {
@@ -258,13 +258,13 @@ func runRegistrySuite(t *testing.T, newReg func(t *testing.T) Registry) {
 		t.Parallel()
 		reg, ctx := newReg(t), testCtx(t)
 		node := "node-x"
-		if _, err := reg.RenewLease(ctx, node, time.Minute); err != nil {
+		if _, err := reg.RenewLease(ctx, node, Incarnation{}, time.Minute); err != nil {
 			t.Fatal(err)
 		}
 		if ok, err := reg.AcquireCleanup(ctx, node, "j1", time.Minute); err != nil || ok {
 			t.Fatalf("AcquireCleanup on a live node = %v, %v; want false", ok, err)
 		}
-		if _, err := reg.RenewLease(ctx, node, shortTTL); err != nil {
+		if _, err := reg.RenewLease(ctx, node, Incarnation{}, shortTTL); err != nil {
 			t.Fatal(err)
 		}
 		expire(t, reg, node)
@@ -294,7 +294,7 @@ func runRegistrySuite(t *testing.T, newReg func(t *testing.T) Registry) {
 				t.Fatal("j1 and j2 both hold the lock")
 			}
 		}
-		if st, err := reg.RenewLease(ctx, node, time.Minute); err != nil || st != LeaseCleaning {
+		if st, err := reg.RenewLease(ctx, node, Incarnation{}, time.Minute); err != nil || st != LeaseCleaning {
 			t.Fatalf("RenewLease during cleanup = %v, %v; want cleaning", st, err)
 		}
 		if alive, _ := reg.NodeAlive(ctx, node); alive {
@@ -306,7 +306,7 @@ func runRegistrySuite(t *testing.T, newReg func(t *testing.T) Registry) {
 		t.Parallel()
 		reg, ctx := newReg(t), testCtx(t)
 		node := "node-r"
-		if _, err := reg.RenewLease(ctx, node, shortTTL); err != nil {
+		if _, err := reg.RenewLease(ctx, node, Incarnation{}, shortTTL); err != nil {
 			t.Fatal(err)
 		}
 		expire(t, reg, node)
@@ -334,7 +334,7 @@ func runRegistrySuite(t *testing.T, newReg func(t *testing.T) Registry) {
 		t.Parallel()
 		reg, ctx := newReg(t), testCtx(t)
 		node := "node-d"
-		if _, err := reg.RenewLease(ctx, node, time.Minute); err != nil {
+		if _, err := reg.RenewLease(ctx, node, Incarnation{}, time.Minute); err != nil {
 			t.Fatal(err)
 		}
 		recs := []ConnRecord{record(node), record(node), record(node)}
@@ -347,7 +347,7 @@ func runRegistrySuite(t *testing.T, newReg func(t *testing.T) Registry) {
 		if n, _ := reg.CountNode(ctx, node); n != 3 {
 			t.Fatalf("RemoveNode on a live node dropped records: %d left", n)
 		}
-		if _, err := reg.RenewLease(ctx, node, shortTTL); err != nil {
+		if _, err := reg.RenewLease(ctx, node, Incarnation{}, shortTTL); err != nil {
 			t.Fatal(err)
 		}
 		expire(t, reg, node)
@@ -365,10 +365,10 @@ func runRegistrySuite(t *testing.T, newReg func(t *testing.T) Registry) {
 		if n, _ := reg.CountAll(ctx); n != 0 {
 			t.Fatalf("CountAll after RemoveNode = %d, want 0", n)
 		}
-		if st, err := reg.RenewLease(ctx, node, time.Minute); err != nil || st != LeaseRevoked {
+		if st, err := reg.RenewLease(ctx, node, Incarnation{}, time.Minute); err != nil || st != LeaseRevoked {
 			t.Fatalf("RenewLease of a removed node = %v, %v; want revoked", st, err)
 		}
-		if st, err := reg.RenewLease(ctx, node, time.Minute); err != nil || st != LeaseHeld {
+		if st, err := reg.RenewLease(ctx, node, Incarnation{}, time.Minute); err != nil || st != LeaseHeld {
 			t.Fatalf("RenewLease after revoked = %v, %v; want held", st, err)
 		}
 	})
@@ -377,7 +377,7 @@ func runRegistrySuite(t *testing.T, newReg func(t *testing.T) Registry) {
 		t.Parallel()
 		reg, ctx := newReg(t), testCtx(t)
 		node := "node-q"
-		if _, err := reg.RenewLease(ctx, node, time.Minute); err != nil {
+		if _, err := reg.RenewLease(ctx, node, Incarnation{}, time.Minute); err != nil {
 			t.Fatal(err)
 		}
 		rec := record(node)
@@ -393,8 +393,57 @@ func runRegistrySuite(t *testing.T, newReg func(t *testing.T) Registry) {
 		if _, err := reg.Lookup(ctx, rec.ID); !errors.Is(err, conn.ErrGone) {
 			t.Fatalf("Lookup after ReleaseLease: %v, want ErrGone", err)
 		}
-		if st, _ := reg.RenewLease(ctx, node, time.Minute); st != LeaseLost {
+		if st, _ := reg.RenewLease(ctx, node, Incarnation{}, time.Minute); st != LeaseLost {
 			t.Fatalf("RenewLease after ReleaseLease = %v, want lost (not revoked)", st)
+		}
+	})
+
+	t.Run("a restarted incarnation finds its predecessor's lease, and a tombstone is revoked only for the incarnation removed", func(t *testing.T) {
+		t.Parallel()
+		reg, ctx := newReg(t), testCtx(t)
+		node := "node-inc"
+		old, next := Incarnation{Token: "old"}, Incarnation{Token: "next", New: true}
+		if st, err := reg.RenewLease(ctx, node, old, time.Minute); err != nil || st != LeaseLost {
+			t.Fatalf("first RenewLease = %v, %v; want lost", st, err)
+		}
+		rec := record(node)
+		if err := reg.Register(ctx, rec); err != nil {
+			t.Fatal(err)
+		}
+		// The new process does not take the old lease: it is expired for
+		// the cleanup, at once rather than after its TTL.
+		if st, err := reg.RenewLease(ctx, node, next, time.Minute); err != nil || st != LeasePrevious {
+			t.Fatalf("RenewLease by a new incarnation = %v, %v; want previous", st, err)
+		}
+		if exp, _ := reg.ExpiredNodes(ctx); !slices.Contains(exp, node) {
+			t.Fatalf("expired nodes %v: the predecessor's lease must be expired for its cleanup", exp)
+		}
+		if ok, err := reg.AcquireCleanup(ctx, node, node, time.Minute); err != nil || !ok {
+			t.Fatalf("AcquireCleanup of the predecessor = %v, %v", ok, err)
+		}
+		if st, err := reg.RenewLease(ctx, node, next, time.Minute); err != nil || st != LeaseCleaning {
+			t.Fatalf("RenewLease during the predecessor's cleanup = %v, %v; want cleaning", st, err)
+		}
+		if err := reg.Unregister(ctx, node, rec.ID); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := reg.RemoveNode(ctx, node); err != nil || !ok {
+			t.Fatalf("RemoveNode = %v, %v", ok, err)
+		}
+		// The tombstone is the old incarnation's: the new one starts afresh…
+		if st, err := reg.RenewLease(ctx, node, next, time.Minute); err != nil || st != LeaseLost {
+			t.Fatalf("RenewLease by the new incarnation after the cleanup = %v, %v; want lost", st, err)
+		}
+		next.New = false
+		if st, err := reg.RenewLease(ctx, node, next, time.Minute); err != nil || st != LeaseHeld {
+			t.Fatalf("RenewLease = %v, %v; want held", st, err)
+		}
+		// …and the old one, if it was only paused, learns it was superseded.
+		if st, err := reg.RenewLease(ctx, node, old, time.Minute); err != nil || st != LeaseSuperseded {
+			t.Fatalf("RenewLease by the old incarnation = %v, %v; want superseded", st, err)
+		}
+		if st, err := reg.RenewLease(ctx, node, next, time.Minute); err != nil || st != LeaseHeld {
+			t.Fatalf("RenewLease after the old one asked = %v, %v; want held (untouched)", st, err)
 		}
 	})
 }

@@ -117,7 +117,7 @@ func startTwoNodes(t testing.TB, reg Registry) *twoNodes {
 	idA, idB := NewNodeID("a"), NewNodeID("b")
 	ctx := testCtx(t)
 	for _, id := range []string{idA, idB} {
-		if _, err := reg.RenewLease(ctx, id, time.Minute); err != nil {
+		if _, err := reg.RenewLease(ctx, id, Incarnation{}, time.Minute); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -281,7 +281,7 @@ func TestRouterOwnerUnreachable(t *testing.T) {
 	if err := tn.routerA.Post(ctx, onB.ID, []byte("x"), false); !errors.Is(err, conn.ErrUnavailable) {
 		t.Fatalf("Post while B is unreachable but holds its lease: %v, want ErrUnavailable", err)
 	}
-	if _, err := reg.RenewLease(ctx, tn.hubB.node, shortTTL); err != nil {
+	if _, err := reg.RenewLease(ctx, tn.hubB.node, Incarnation{}, shortTTL); err != nil {
 		t.Fatal(err)
 	}
 	expire(t, reg, tn.hubB.node)

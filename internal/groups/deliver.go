@@ -1,6 +1,8 @@
 package groups
 
 import (
+	"context"
+
 	"github.com/nats-io/nats.go"
 
 	"github.com/switchboardgw/switchboard/internal/edge"
@@ -20,6 +22,15 @@ const (
 func (s *Service) deliverLoop(in chan *nats.Msg) {
 	defer s.wg.Done()
 	d := &deliverer{s: s}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	batch := make([]*nats.Msg, 0, maxBatch)
 	for {
 		select {
@@ -35,6 +46,14 @@ func (s *Service) deliverLoop(in chan *nats.Msg) {
 				batch = append(batch, m)
 			default:
 				break more
+			}
+		}
+		if f := s.deps.Fence; f != nil {
+			// Held, not dropped, while the lease is in doubt: if it is
+			// renewed they are delivered; if it was revoked the members are
+			// closed by then and nothing reaches them.
+			if f.Wait(ctx) != nil {
+				return // stopping
 			}
 		}
 		d.deliver(batch)

@@ -131,6 +131,12 @@ type Deps struct {
 	Registerer prometheus.Registerer
 	// Logger; nil discards.
 	Logger *slog.Logger
+	// Fence, if set, is waited for before every delivery to local members:
+	// while this node's cluster lease is in doubt it may no longer own them
+	// (cluster.Node implements it).
+	Fence interface {
+		Wait(ctx context.Context) error
+	}
 }
 
 // Service is the groups, users and broadcast extension of one node (edge or

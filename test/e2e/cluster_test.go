@@ -35,6 +35,8 @@ type clusterConfig struct {
 	routers      int  // default 1
 	// edgeArgs adds flags for edge i.
 	edgeArgs func(i int) []string
+	// keepID, if set, says which edges keep their -node-id across restarts.
+	keepID func(i int) bool
 }
 
 // cluster is one scenario's system: Redis, NATS (embedded in the test
@@ -59,6 +61,7 @@ type edgeNode struct {
 	cl                         *cluster
 	idx                        int
 	nodeID                     string
+	keepID                     bool // restart with the same -node-id (a StatefulSet pod)
 	wsPort, apiPort, adminPort int
 	p                          *proc
 }
@@ -106,6 +109,7 @@ func startCluster(t testing.TB, cfg clusterConfig) *cluster {
 
 	for i := range cfg.edges {
 		e := &edgeNode{cl: cl, idx: i, wsPort: freePort(t), apiPort: freePort(t), adminPort: freePort(t)}
+		e.keepID = cfg.keepID != nil && cfg.keepID(i)
 		cl.edges = append(cl.edges, e)
 		e.start()
 	}
@@ -137,12 +141,15 @@ func (cl *cluster) redisArgs() []string {
 }
 
 // start runs the edge process (again, after a stop) on its ports with a new
-// node ID, as a restarted pod would have; it does not wait for readiness.
+// node ID, as a restarted pod would have (the same one if keepID); it does
+// not wait for readiness.
 func (e *edgeNode) start() {
 	cl := e.cl
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	e.nodeID = fmt.Sprintf("edge%d-%s", e.idx, hex.EncodeToString(b[:]))
+	if !e.keepID || e.nodeID == "" {
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		e.nodeID = fmt.Sprintf("edge%d-%s", e.idx, hex.EncodeToString(b[:]))
+	}
 	args := []string{
 		"-listen", fmt.Sprintf("127.0.0.1:%d", e.wsPort),
 		"-api-listen", fmt.Sprintf("127.0.0.1:%d", e.apiPort), "-api-insecure",

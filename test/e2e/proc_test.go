@@ -89,6 +89,11 @@ func startProc(t testing.TB, name, bin string, args ...string) *proc {
 	}()
 	t.Cleanup(func() {
 		p.kill()
+		// With E2E_RACE=1 a race in a child process fails the test too.
+		if out := p.log.String(); strings.Contains(out, "WARNING: DATA RACE") {
+			i := strings.Index(out, "WARNING: DATA RACE")
+			t.Errorf("%s: data race:\n%.4000s", name, out[i:])
+		}
 		if t.Failed() {
 			t.Logf("--- log of %s (last 40 lines) ---\n%s", name, p.log.tail(40))
 		}
@@ -112,6 +117,30 @@ func (p *proc) kill() {
 		_ = p.cmd.Process.Signal(syscall.SIGKILL)
 	}
 	<-p.done
+}
+
+// pause sends SIGSTOP, as a VM freeze, a long GC pause or CPU starvation
+// would look from outside: the process keeps its sockets and runs on where
+// it stopped after resume. The process is always resumed when the test ends
+// (before it is killed), so that no stopped process is left behind.
+func (p *proc) pause() {
+	p.t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		p.t.Fatalf("SIGSTOP %s: %v", p.name, err)
+	}
+	p.t.Cleanup(func() {
+		if p.running() {
+			_ = p.cmd.Process.Signal(syscall.SIGCONT)
+		}
+	})
+}
+
+// resume sends SIGCONT.
+func (p *proc) resume() {
+	p.t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		p.t.Fatalf("SIGCONT %s: %v", p.name, err)
+	}
 }
 
 // terminate sends SIGTERM, as Kubernetes does, and waits for the exit; it

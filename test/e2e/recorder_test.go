@@ -39,6 +39,10 @@ type connRec struct {
 	connects         int          // distinct CONNECT events
 	firstConnect     time.Time    // when the recorder received it
 	disconnects      []disconnect // distinct DISCONNECT events
+	messages         int          // MESSAGE events (only with recordMessages)
+	// afterDisconnect counts CONNECT and MESSAGE events received after the
+	// connection's first DISCONNECT: the backend was told it was gone.
+	afterDisconnect int
 }
 
 type disconnect struct {
@@ -158,7 +162,12 @@ func (r *recorder) handle(data []byte) {
 		c = &connRec{id: rc.ConnectionID}
 		r.byID[rc.ConnectionID] = c
 	}
+	if len(c.disconnects) > 0 && rc.EventType != "DISCONNECT" {
+		c.afterDisconnect++
+	}
 	switch rc.EventType {
+	case "MESSAGE":
+		c.messages++
 	case "CONNECT":
 		c.connects++
 		c.node = rc.Switchboard.NodeID
@@ -180,6 +189,36 @@ func (r *recorder) handle(data []byte) {
 	default:
 		r.bad = append(r.bad, fmt.Sprintf("unexpected event type %q", rc.EventType))
 	}
+}
+
+// recordMessages also records MESSAGE events (every route), so that an
+// event arriving after its connection's DISCONNECT is seen.
+func (r *recorder) recordMessages() {
+	r.t.Helper()
+	sub, err := r.nc.Subscribe(r.prefix+".route.>", func(m *nats.Msg) { r.handle(m.Data) })
+	if err != nil {
+		r.t.Fatalf("recorder: subscribe routes: %v", err)
+	}
+	_ = sub.SetPendingLimits(-1, -1)
+	if err := r.nc.Flush(); err != nil {
+		r.t.Fatalf("recorder: flush: %v", err)
+	}
+}
+
+// eventsAfterDisconnect counts, over ids, the events that arrived after the
+// connection's first DISCONNECT, and the DISCONNECTs beyond the first.
+func (r *recorder) eventsAfterDisconnect(ids []string) (events, extraDisconnects int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, id := range ids {
+		if c := r.byID[id]; c != nil {
+			events += c.afterDisconnect
+			if len(c.disconnects) > 1 {
+				extraDisconnects += len(c.disconnects) - 1
+			}
+		}
+	}
+	return events, extraDisconnects
 }
 
 // idOf returns the connection ID of the client with key.

@@ -17,11 +17,16 @@ import (
 // 0 and 1 open: accepted; edge 2 closed: 503); once Redis is back every edge
 // re-asserts what it owns and lookups through the router work again.
 func TestRedisRestartedEmpty(t *testing.T) {
+	// The outage (about 2 s) must be well within the lease: an outage longer
+	// than lease TTL − fence margin puts the lease in doubt (other nodes may
+	// have declared an edge dead), and then the owners hold their events and
+	// serve no post until Redis answers (docs/cluster.md).
+	lease := []string{"-lease-ttl", "15s"}
 	cl := startCluster(t, clusterConfig{edgeArgs: func(i int) []string {
 		if i == 2 {
-			return []string{"-registry-fail-mode", "closed"}
+			return append(lease, "-registry-fail-mode", "closed")
 		}
-		return nil
+		return lease
 	}})
 	clients := dialMany(t, cl, []int{0, 1, 2}, 150)
 	router := cl.api(cl.routers[0].apiURL())

@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
-
 	"github.com/switchboardgw/switchboard/internal/testenv"
 )
 
@@ -81,7 +79,7 @@ func TestFenceHoldsEventsWhileTheLeaseIsInDoubtAndDropsRevokedOnes(t *testing.T)
 	}
 	f.resolve(true)
 	eventually(t, "the held DISCONNECT dropped as fenced", func() bool {
-		return testutil.ToFloat64(l.m.dropped.WithLabelValues(dropFenced)) == 1
+		return dropped(l, dropFenced) == 1
 	})
 	// Events of the new epoch flow.
 	if err := l.Connected(meta()); err != nil {
@@ -107,7 +105,7 @@ func TestShutdownEndsAFenceWait(t *testing.T) {
 	if err := l.Shutdown(ctx); err == nil {
 		t.Fatal("Shutdown reported success with an event held by the fence")
 	}
-	if v := testutil.ToFloat64(l.m.dropped.WithLabelValues(dropShutdown)); v != 1 {
+	if v := dropped(l, dropShutdown); v != 1 {
 		t.Fatalf("dropped{shutdown} = %v, want 1", v)
 	}
 }

@@ -3,23 +3,30 @@ package app
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/switchboardgw/switchboard/internal/testenv"
 	"github.com/switchboardgw/switchboard/pkg/backend"
 )
 
 // -msg-shed-close: a connection whose messages keep being shed at its own
 // event queue bound (-conn-event-queue) is closed with 1008 once enough
-// were; its DISCONNECT says so, and a quiet neighbour is untouched.
+// were; its DISCONNECT says so, and a quiet neighbour is untouched. NATS
+// stops reading (a proxy in between pauses), so the edge's publisher is
+// stuck and shedding is certain however fast the machine is.
 func TestMsgShedCloseClosesAFloodingConnection(t *testing.T) {
 	const shedClose = 20
-	e := startTestEdge(t, testEdgeConfig(t, "-conn-event-queue", "1", "-msg-shed-close", fmt.Sprint(shedClose)))
+	n := testenv.StartNATS(t)
+	p := testenv.StartProxy(t, strings.TrimPrefix(n.URL(), "nats://"))
+	e := startTestEdge(t, testEdgeConfig(t, "-nats-url", "nats://"+p.Addr(), "-connect-mode", "off",
+		"-conn-event-queue", "1", "-msg-shed-close", fmt.Sprint(shedClose)))
 	var ev *events
-	startBackend(t, e.NATSURL(), func(b *backend.Backend) { ev = recordEvents(t, b) })
+	startBackend(t, n.URL(), func(b *backend.Backend) { ev = recordEvents(t, b) })
 	wsURL := "ws://" + e.WSAddr() + "/"
 	ids := func() []string {
 		ev.mu.Lock()
@@ -36,10 +43,18 @@ func TestMsgShedCloseClosesAFloodingConnection(t *testing.T) {
 	quiet, _ := dialWS(t, wsURL, nil)
 	eventually(t, "the quiet client's CONNECT", func() bool { return len(ids()) == 2 })
 
+	p.Pause()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	closed := make(chan error, 1)
-	go func() { _, _, err := flooder.Read(ctx); closed <- err }()
+	go func() { // reads until the close (no-route error frames come before it)
+		for {
+			if _, _, err := flooder.Read(ctx); err != nil {
+				closed <- err
+				return
+			}
+		}
+	}()
 	msg := []byte(`{"action":"flood","pad":"................................................................"}`)
 	sent := 0
 	var err error
@@ -60,6 +75,7 @@ flood:
 	if st := websocket.CloseStatus(err); st != websocket.StatusPolicyViolation {
 		t.Fatalf("flooder after %d messages: %v, want close 1008", sent, err)
 	}
+	p.Resume()
 	eventually(t, "the flooder's DISCONNECT", func() bool { return len(ev.disconnect(floodID)) == 1 })
 	if d := ev.disconnect(floodID)[0].RequestContext; d.DisconnectStatusCode != 1008 || d.DisconnectReason == nil || *d.DisconnectReason != "message queue full" {
 		t.Fatalf("flooder's DISCONNECT %+v", d)

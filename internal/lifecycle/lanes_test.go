@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -302,88 +300,13 @@ func TestAuthorizeWaitsForRoomInTheLifecycleLane(t *testing.T) {
 	got.wait(t, 5)
 }
 
-// stallProxy forwards a NATS client's connection to the server until
-// stall, after which it stops reading what the client writes, as a
-// SIGSTOPped server does: the client's socket fills and its writes block.
-type stallProxy struct {
-	ln      net.Listener
-	mu      sync.Mutex
-	stalled chan struct{}
-	conns   []net.Conn
-}
-
-func startStallProxy(t *testing.T, target string) *stallProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &stallProxy{ln: ln, stalled: make(chan struct{})}
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		ln.Close()
-		p.closeConns()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, s)
-			p.mu.Unlock()
-			wg.Go(func() { _, _ = io.Copy(c, s) })
-			wg.Go(func() {
-				buf := make([]byte, 32<<10)
-				for {
-					select {
-					case <-p.stalled:
-						return // stop reading: the client's writes back up
-					default:
-					}
-					n, err := c.Read(buf)
-					if n > 0 {
-						if _, err := s.Write(buf[:n]); err != nil {
-							return
-						}
-					}
-					if err != nil {
-						return
-					}
-				}
-			})
-		}
-	})
-	return p
-}
-
-// closeConns ends every proxied connection: a client write blocked on it
-// fails at once.
-func (p *stallProxy) closeConns() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.conns {
-		c.Close()
-	}
-}
-
-func (p *stallProxy) url() string { return "nats://" + p.ln.Addr().String() }
-func (p *stallProxy) stall()      { close(p.stalled) }
-
 // A NATS server that stops reading blocks the NATS client's writers for as
 // long as nats.FlusherTimeout: Authorize still ends within ConnectTimeout
 // (accepted in optional mode), and refuses at once past MaxConnectPending.
 func TestAuthorizeDeadlineHoldsWhenNATSStopsReading(t *testing.T) {
 	n := testenv.StartNATS(t)
-	p := startStallProxy(t, strings.TrimPrefix(n.URL(), "nats://"))
-	nc, err := nats.Connect(p.url(), nats.Timeout(deadline), nats.ReconnectBufSize(-1))
+	p := testenv.StartProxy(t, strings.TrimPrefix(n.URL(), "nats://"))
+	nc, err := nats.Connect("nats://"+p.Addr(), nats.Timeout(deadline), nats.ReconnectBufSize(-1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -392,10 +315,10 @@ func TestAuthorizeDeadlineHoldsWhenNATSStopsReading(t *testing.T) {
 	l, _ := newLC(t, Config{ConnectMode: ModeOptional, ConnectTimeout: timeout, MaxConnectPending: 8}, nc)
 
 	// Stall, then write until a publish blocks: the socket is full.
-	p.stall()
+	p.Pause()
 	var since atomic.Int64 // when the publish under way started
 	var wg sync.WaitGroup
-	t.Cleanup(func() { p.closeConns(); nc.Close(); wg.Wait() })
+	t.Cleanup(func() { p.CloseConns(); nc.Close(); wg.Wait() })
 	wg.Go(func() {
 		chunk := make([]byte, 64<<10)
 		for range 4096 {

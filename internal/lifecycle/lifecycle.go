@@ -384,7 +384,7 @@ func (l *Lifecycle) admit(ctx, dctx context.Context, m *ConnMeta) (d Decision, o
 		return Decision{Status: 503, Reason: "shutting down"}, false
 	}
 	l.m.backpressure.WithLabelValues(backpressureRejected).Inc()
-	l.log.Warn("lifecycle: connection refused, lifecycle event queue full", "connection_id", m.ID, "queued", l.cfg.LifecycleQueueLen)
+	l.log.Debug("lifecycle: connection refused, lifecycle event queue full", "connection_id", m.ID, "queued", l.cfg.LifecycleQueueLen)
 	return Decision{Status: 503, Reason: "lifecycle event queue full"}, false
 }
 

@@ -26,9 +26,9 @@ import (
 // lane when the publisher takes its last message, so it is published after
 // them.
 
-// connQueue is what the message lane holds of one connection. It exists
-// only while the connection has messages queued: idle connections cost
-// nothing here.
+// connQueue is what the message lane holds of one connection, kept by
+// value in perConn (no allocation per message). It exists only while the
+// connection has messages queued: idle connections cost nothing here.
 type connQueue struct {
 	n     int
 	bytes int
@@ -120,8 +120,9 @@ func (l *Lifecycle) enqueueLife(ctx context.Context, j job) error {
 		return ErrDropped
 	}
 	if j.typ == EventDisconnect {
-		if q := l.perConn[j.connID]; q != nil && q.disc == nil {
+		if q, ok := l.perConn[j.connID]; ok && q.disc == nil {
 			q.disc = &j
+			l.perConn[j.connID] = q
 			l.parked++
 			l.qmu.Unlock()
 			return nil
@@ -187,8 +188,8 @@ func (l *Lifecycle) enqueueMsg(j job) error {
 		l.drop(dropShutdown, j.typ)
 		return ErrDropped
 	}
-	q := l.perConn[j.connID]
-	if q != nil && (q.n >= l.cfg.ConnQueueLen || q.bytes+n > l.cfg.ConnQueueBytes) {
+	q, ok := l.perConn[j.connID]
+	if ok && (q.n >= l.cfg.ConnQueueLen || q.bytes+n > l.cfg.ConnQueueBytes) {
 		l.qmu.Unlock()
 		l.drop(dropConnQueueFull, j.typ)
 		return ErrConnQueueFull
@@ -198,12 +199,9 @@ func (l *Lifecycle) enqueueMsg(j job) error {
 		l.drop(dropQueueFull, j.typ)
 		return ErrDropped
 	}
-	if q == nil {
-		q = &connQueue{}
-		l.perConn[j.connID] = q
-	}
 	q.n++
 	q.bytes += n
+	l.perConn[j.connID] = q
 	l.msgBytes += n
 	l.msgs.push(j)
 	l.wakeLocked()
@@ -236,10 +234,13 @@ func (l *Lifecycle) next() (j job, ok bool) {
 	j = l.msgs.pop()
 	n := len(j.data)
 	l.msgBytes -= n
-	if q := l.perConn[j.connID]; q != nil {
+	if q, ok := l.perConn[j.connID]; ok {
 		q.n--
 		q.bytes -= n
-		if q.n == 0 {
+		switch {
+		case q.n > 0:
+			l.perConn[j.connID] = q
+		default:
 			delete(l.perConn, j.connID)
 			if q.disc != nil {
 				// Taken after this message, which the caller publishes

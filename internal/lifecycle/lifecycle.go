@@ -73,9 +73,9 @@ type Lifecycle struct {
 	life     ring // CONNECT, DISCONNECT
 	msgs     ring // MESSAGE events and two-way requests
 	msgBytes int
-	perConn  map[string]*connQueue // connections with messages queued
-	parked   int                   // DISCONNECTs waiting for their connection's messages
-	idle     bool                  // the publisher waits on wake
+	perConn  map[string]connQueue // connections with messages queued
+	parked   int                  // DISCONNECTs waiting for their connection's messages
+	idle     bool                 // the publisher waits on wake
 	wake     chan struct{}
 	room     chan struct{} // closed when the lifecycle lane gets room; nil if nobody waits
 	waiting  int           // callers waiting for room
@@ -182,7 +182,7 @@ func New(cfg Config, nc *nats.Conn, reg prometheus.Registerer, log *slog.Logger)
 		subjRoutePrefix:  cfg.Prefix + ".route.",
 		routeSubjects:    map[string]string{},
 		twoWay:           map[string]bool{},
-		perConn:          map[string]*connQueue{},
+		perConn:          map[string]connQueue{},
 		wake:             make(chan struct{}, 1),
 		connectSem:       make(chan struct{}, cfg.MaxConnectPending),
 		pubDone:          make(chan struct{}),

@@ -56,6 +56,9 @@ type EdgeConfig struct {
 	Stage            string
 	DomainName       string
 	EventQueueLength int
+	LifecycleQueue   int
+	ConnEventQueue   int
+	MsgShedClose     int
 
 	LeaseTTL        time.Duration
 	FenceMargin     time.Duration
@@ -307,7 +310,10 @@ func (c *EdgeConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.JetStreamStream, "jetstream-stream", "SWITCHBOARD_EVENTS", "JetStream stream for events (created if missing)")
 	fs.StringVar(&c.Stage, "stage", "$default", "stage name reported in events")
 	fs.StringVar(&c.DomainName, "domain-name", "", "domain name reported in events (requestContext.domainName), whatever Host the client sent (default: the request's Host header, which the client chooses)")
-	fs.IntVar(&c.EventQueueLength, "event-queue", 65536, "lifecycle events buffered while NATS is slow or away; more are dropped and counted")
+	fs.IntVar(&c.EventQueueLength, "event-queue", 65536, "MESSAGE events buffered while NATS is slow or away; more are dropped and counted (queue_full)")
+	fs.IntVar(&c.LifecycleQueue, "lifecycle-queue", 65536, "CONNECT and DISCONNECT events buffered before new connections wait for room (within -connect-timeout, then 503); these events are never dropped for room")
+	fs.IntVar(&c.ConnEventQueue, "conn-event-queue", 256, "MESSAGE events of one connection buffered; more of its messages are shed (conn_queue_full), never other connections'")
+	fs.IntVar(&c.MsgShedClose, "msg-shed-close", 0, "close a connection with 1008 once this many of its messages were shed at -conn-event-queue (0: never, it only loses its own messages)")
 
 	durVar(fs, &c.LeaseTTL, "lease-ttl", 15*time.Second, "node lease TTL; a node silent this long is declared dead and cleaned up")
 	durVar(fs, &c.FenceMargin, "fence-margin", 0, "a node that has not renewed its lease for lease-ttl minus this fences itself (holds events, serves no API call for its connections, 503 to new ones) until it renews or learns it was declared dead; 0 means lease-ttl/5")
@@ -360,6 +366,14 @@ func (c *EdgeConfig) Validate() error {
 	errs = append(errs, c.NATS.validate()...)
 	errs = append(errs, c.Redis.validate()...)
 	errs = append(errs, c.API.validate()...)
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"-event-queue", c.EventQueueLength}, {"-lifecycle-queue", c.LifecycleQueue}, {"-conn-event-queue", c.ConnEventQueue}, {"-msg-shed-close", c.MsgShedClose}} {
+		if f.v < 0 {
+			errs = append(errs, fmt.Errorf("%s %d: must not be negative", f.name, f.v))
+		}
+	}
 	if c.LeaseTTL < time.Second {
 		errs = append(errs, fmt.Errorf("lease TTL %v: must be at least 1s", c.LeaseTTL))
 	}

@@ -151,7 +151,7 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 		Prefix: cfg.NATS.Prefix, ConnectMode: lifecycle.Mode(cfg.ConnectMode), ConnectTimeout: cfg.ConnectTimeout,
 		RouteSelection: cfg.RouteExpression, TwoWayRoutes: cfg.TwoWayRoutes, RouteTimeout: cfg.RouteTimeout,
 		Routes: cfg.Routes, InvalidRouteKey: lifecycle.InvalidKeyPolicy(cfg.InvalidRouteKey), NoErrorFrame: cfg.NoErrorFrame, SilentNoRoute: cfg.SilentNoRoute,
-		QueueLen: cfg.EventQueueLength, JetStream: cfg.JetStream, Stream: cfg.JetStreamStream,
+		QueueLen: cfg.EventQueueLength, LifecycleQueueLen: cfg.LifecycleQueue, ConnQueueLen: cfg.ConnEventQueue, JetStream: cfg.JetStream, Stream: cfg.JetStreamStream,
 		NodeID: e.nodeID, Stage: cfg.Stage, DomainName: cfg.DomainName,
 	}, e.nc, e.reg, log)
 	if err != nil {
@@ -173,6 +173,7 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 	}
 	e.handler = newNodeHandler(e.nodeID, e.lc, e.node, e.groups, log)
 	e.handler.domain = cfg.DomainName
+	e.handler.shedClose = uint32(cfg.MsgShedClose)
 	if err := e.buildSecurity(cfg, log); err != nil {
 		return nil, err
 	}

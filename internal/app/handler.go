@@ -33,10 +33,13 @@ type connState struct {
 	domain    string
 
 	revoked atomic.Bool // other nodes sent DISCONNECT for it: do not send another
-	gen     uint64      // nodeHandler.gen when accepted: a later gen means revoked
-	release func()      // admission slot; nil when admission is off
+	// shed counts its messages shed at its own event queue bound
+	// (worker-owned; fills the padding after revoked).
+	shed    uint32
+	gen     uint64 // nodeHandler.gen when accepted: a later gen means revoked
+	release func() // admission slot; nil when admission is off
 	lim     admission.MessageLimiter
-	limited bool // closed for its message rate (worker-owned)
+	limited bool // closed by a message policy (worker-owned)
 }
 
 // nodeHandler joins the edge to the rest of the node: $connect through the
@@ -57,6 +60,10 @@ type nodeHandler struct {
 	// wait until no event of a revoked connection can still be queued.
 	gate sync.RWMutex
 	gen  atomic.Uint64
+
+	// shedClose: close a connection (1008) once this many of its messages
+	// were shed at its own event queue bound; 0 never.
+	shedClose uint32
 
 	// Unregistering a closed connection waits for a Redis round trip: it is
 	// queued so reactor workers and the drain never wait for it.
@@ -198,25 +205,39 @@ func (h *nodeHandler) Open(c *edge.Conn) {
 	st.meta = nil
 }
 
+// Message routes a client message. Two policies act on a flooding
+// connection: -msg-rate closes it (1008) as soon as it sends faster than
+// allowed, before anything is queued; below that rate, while NATS takes
+// events more slowly than it sends, its messages are shed at its own event
+// queue bound (-conn-event-queue) so that nobody else's are, and
+// -msg-shed-close closes it once that happened often enough.
 func (h *nodeHandler) Message(c *edge.Conn, data []byte, binary bool) {
 	st := c.Value().(*connState)
+	if st.limited {
+		return // closed by a policy: what it still sends is not routed
+	}
 	if h.adm != nil && !st.lim.Allow(time.Now()) {
-		if !st.limited {
-			st.limited = true
-			h.adm.MessageRejected()
-			c.Close(edge.CodePolicy, "message rate exceeded", edge.ReasonPolicy)
-		}
+		st.limited = true
+		h.adm.MessageRejected()
+		c.Close(edge.CodePolicy, "message rate exceeded", edge.ReasonPolicy)
 		return
 	}
 	m := h.eventMeta(c, st)
 	// unlessRevoked, inlined on the hot path (no closure per message).
+	var err error
 	h.gate.RLock()
 	if !h.isRevoked(st) {
-		h.lc.Message(&m, data, binary, func(reply []byte, binary bool) {
+		err = h.lc.Message(&m, data, binary, func(reply []byte, binary bool) {
 			_ = c.Send(reply, binary)
 		})
 	}
 	h.gate.RUnlock()
+	if h.shedClose > 0 && errors.Is(err, lifecycle.ErrConnQueueFull) {
+		if st.shed++; st.shed >= h.shedClose {
+			st.limited = true
+			c.Close(edge.CodePolicy, "message queue full", edge.ReasonPolicy)
+		}
+	}
 }
 
 func (h *nodeHandler) Close(c *edge.Conn, code int, reason string, why edge.CloseReason) {
@@ -273,15 +294,11 @@ func (h *nodeHandler) orphaned(ctx context.Context, rec cluster.ConnRecord) {
 	}
 	m := &lifecycle.ConnMeta{ID: rec.ID, NodeID: rec.Node, ConnectedAt: rec.ConnectedAt, SourceIP: rec.SourceIP,
 		UserAgent: rec.UserAgent, UserID: rec.UserID, Principal: rec.Principal}
-	for attempt := 0; ; attempt++ {
-		err := h.lc.Disconnected(m, edge.CodeAbnormal, "node lost")
-		if err == nil || !errors.Is(err, lifecycle.ErrDropped) || attempt == 50 || ctx.Err() != nil {
-			if err != nil {
-				h.log.Warn("DISCONNECT for a dead node's connection dropped", "conn", rec.ID, "node", rec.Node, "err", err)
-			}
-			return
-		}
-		time.Sleep(20 * time.Millisecond) // event queue full: let it drain
+	// Waits for room in the lifecycle lane as long as the janitor's ctx
+	// lasts (a node shutting down), so a full lane slows the sweep instead
+	// of losing the event.
+	if err := h.lc.DisconnectedWait(ctx, m, edge.CodeAbnormal, "node lost"); err != nil {
+		h.log.Warn("DISCONNECT for a dead node's connection not queued", "conn", rec.ID, "node", rec.Node, "err", err)
 	}
 }
 

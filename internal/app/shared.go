@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -204,12 +205,27 @@ func (l registryLister) List(ctx context.Context, node, cursor string, limit int
 
 // natsConnectedGauge reports whether the process's NATS connection is up:
 // while it is 0, events are dropped (counted) and remote commands fail fast.
+// It follows the connection's status events rather than asking
+// nc.IsConnected at scrape time: that takes the connection's lock, which
+// nats.go holds while a write to a frozen server is stuck, and /metrics
+// would hang with it.
 func natsConnectedGauge(reg prometheus.Registerer, nc *nats.Conn) error {
+	var up atomic.Bool
+	ch := nc.StatusChanged(nats.CONNECTED, nats.RECONNECTING, nats.DISCONNECTED, nats.CLOSED)
+	up.Store(nc.IsConnected()) // after registering: a later change is applied after this
+	go func() {                // ends when the connection is closed
+		for s := range ch {
+			up.Store(s == nats.CONNECTED)
+			if s == nats.CLOSED {
+				return
+			}
+		}
+	}()
 	return reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "switchboard_nats_connected",
 		Help: "1 while this process is connected to NATS, 0 while it is reconnecting.",
 	}, func() float64 {
-		if nc.IsConnected() {
+		if up.Load() {
 			return 1
 		}
 		return 0

@@ -119,11 +119,29 @@ type Config struct {
 	// bytes. Default 65536.
 	MaxNoRoutePending int
 
-	// QueueLen bounds the events waiting to be published. Default 16384.
+	// LifecycleQueueLen bounds the CONNECT and DISCONNECT events waiting to
+	// be published (the lifecycle lane). They are never dropped for room:
+	// while the lane is full, new connections wait for room in Authorize
+	// (within ConnectTimeout, then 503). Default 16384.
+	LifecycleQueueLen int
+	// QueueLen bounds the MESSAGE events (and two-way requests) waiting to
+	// be published (the message lane); over it a message is dropped,
+	// counted as queue_full. Default 16384.
 	QueueLen int
-	// QueueBytes bounds the bytes of events waiting to be published.
-	// Default 64 MiB.
+	// QueueBytes bounds the bytes of MESSAGE events waiting to be
+	// published. Default 64 MiB.
 	QueueBytes int
+	// ConnQueueLen bounds the messages of one connection waiting to be
+	// published: a connection sending faster than NATS takes them loses its
+	// own messages (conn_queue_full), not others'. Default 256.
+	ConnQueueLen int
+	// ConnQueueBytes bounds the bytes of one connection's messages waiting
+	// to be published; a connection may always have one. Default 1 MiB.
+	ConnQueueBytes int
+	// MaxConnectPending bounds the $connect requests in the NATS client at
+	// once, those abandoned at their deadline while NATS blocks included;
+	// over it $connect fails at once (unavailable). Default 4096.
+	MaxConnectPending int
 
 	// JetStream, if true, publishes CONNECT and DISCONNECT events to a
 	// JetStream stream (at-least-once, deduplicated by event ID). MESSAGE
@@ -193,6 +211,10 @@ func (c Config) withDefaults() Config {
 	def(&c.MaxNoRoutePending, 65536)
 	def(&c.QueueLen, 16384)
 	def(&c.QueueBytes, 64<<20)
+	def(&c.LifecycleQueueLen, 16384)
+	def(&c.ConnQueueLen, 256)
+	def(&c.ConnQueueBytes, 1<<20)
+	def(&c.MaxConnectPending, 4096)
 	if c.Stream == "" {
 		c.Stream = "SWITCHBOARD_EVENTS"
 	}
@@ -228,7 +250,8 @@ func (c Config) Validate() error {
 	for name, v := range map[string]int{
 		"MaxConnectReply": c.MaxConnectReply, "MaxPrincipal": c.MaxPrincipal, "MaxGroups": c.MaxGroups,
 		"MaxRouteKey": c.MaxRouteKey, "MaxInflight": c.MaxInflight, "MaxNoRoutePending": c.MaxNoRoutePending, "QueueLen": c.QueueLen,
-		"QueueBytes": c.QueueBytes, "MaxAckPending": c.MaxAckPending,
+		"QueueBytes": c.QueueBytes, "MaxAckPending": c.MaxAckPending, "LifecycleQueueLen": c.LifecycleQueueLen,
+		"ConnQueueLen": c.ConnQueueLen, "ConnQueueBytes": c.ConnQueueBytes, "MaxConnectPending": c.MaxConnectPending,
 	} {
 		if v < 0 {
 			return fmt.Errorf("%w: %s is negative", ErrConfig, name)

@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
-
 	"github.com/switchboardgw/switchboard/internal/testenv"
 )
 
@@ -81,7 +79,7 @@ func TestFenceHoldsEventsWhileTheLeaseIsInDoubtAndDropsRevokedOnes(t *testing.T)
 	}
 	f.resolve(true)
 	eventually(t, "the held DISCONNECT dropped as fenced", func() bool {
-		return testutil.ToFloat64(l.m.dropped.WithLabelValues(dropFenced)) == 1
+		return dropped(l, dropFenced) == 1
 	})
 	// Events of the new epoch flow.
 	if err := l.Connected(meta()); err != nil {
@@ -90,6 +88,32 @@ func TestFenceHoldsEventsWhileTheLeaseIsInDoubtAndDropsRevokedOnes(t *testing.T)
 	got.wait(t, 2)
 	if c := got.count(); c != 2 {
 		t.Fatalf("%d events published, want 2", c)
+	}
+}
+
+// The janitor announces other nodes' connections: this node's revocation
+// does not cover them, and nobody else would announce them.
+func TestFenceNeverDropsTheJanitorsDisconnects(t *testing.T) {
+	n := testenv.StartNATS(t)
+	nc := n.Connect(t)
+	f := newTestFence()
+	l, _ := newLC(t, Config{Fence: f}, nc)
+	got := collect(t, nc, "switchboard.event.disconnect")
+
+	f.doubt()
+	if err := l.DisconnectedWait(context.Background(), meta(), 1006, "node lost"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Disconnected(meta(), 1000, ""); err != nil { // one of this node's own
+		t.Fatal(err)
+	}
+	f.resolve(true)
+	got.wait(t, 1)
+	eventually(t, "this node's own DISCONNECT dropped as fenced", func() bool {
+		return dropped(l, dropFenced) == 1
+	})
+	if c := got.count(); c != 1 {
+		t.Fatalf("%d DISCONNECTs published, want only the janitor's", c)
 	}
 }
 
@@ -107,7 +131,7 @@ func TestShutdownEndsAFenceWait(t *testing.T) {
 	if err := l.Shutdown(ctx); err == nil {
 		t.Fatal("Shutdown reported success with an event held by the fence")
 	}
-	if v := testutil.ToFloat64(l.m.dropped.WithLabelValues(dropShutdown)); v != 1 {
+	if v := dropped(l, dropShutdown); v != 1 {
 		t.Fatalf("dropped{shutdown} = %v, want 1", v)
 	}
 }

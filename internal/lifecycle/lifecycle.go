@@ -66,12 +66,23 @@ type Lifecycle struct {
 	twoWayAll                                                     bool
 	twoWay                                                        map[string]bool
 
-	// The queue: one publisher goroutine keeps every connection's events in
-	// the order they were queued. mu guards the close of queue.
-	mu       sync.RWMutex
+	// The lanes (lanes.go): one publisher goroutine takes the lifecycle
+	// lane first and keeps each connection's events in the order queued.
+	qmu      sync.Mutex
 	closed   bool
-	queue    chan job
-	qbytes   atomic.Int64
+	life     ring // CONNECT, DISCONNECT
+	msgs     ring // MESSAGE events and two-way requests
+	msgBytes int
+	perConn  map[string]connQueue // connections with messages queued
+	parked   int                  // DISCONNECTs waiting for their connection's messages
+	idle     bool                 // the publisher waits on wake
+	wake     chan struct{}
+	room     chan struct{} // closed when the lifecycle lane gets room; nil if nobody waits
+	waiting  int           // callers waiting for room
+
+	// $connect requests in the NATS client, abandoned ones included.
+	connectSem chan struct{}
+
 	abort    atomic.Bool // Shutdown's ctx expired: drop what is left
 	abortCtx context.Context
 	abortNow context.CancelFunc // ends a Fence wait when abort is set
@@ -117,6 +128,10 @@ type job struct {
 	// one-way with a reply callback: where the no-route error frame goes
 	watch func([]byte, bool)
 	epoch uint64 // Fence epoch when queued
+	// foreign: another node's connection (the janitor's announcement). This
+	// node's revocation does not cover it, so the Fence holds it but never
+	// drops it: nobody else would announce it.
+	foreign bool
 }
 
 // noRouteMsg is what the error frame of a watched one-way message needs.
@@ -171,7 +186,9 @@ func New(cfg Config, nc *nats.Conn, reg prometheus.Registerer, log *slog.Logger)
 		subjRoutePrefix:  cfg.Prefix + ".route.",
 		routeSubjects:    map[string]string{},
 		twoWay:           map[string]bool{},
-		queue:            make(chan job, cfg.QueueLen),
+		perConn:          map[string]connQueue{},
+		wake:             make(chan struct{}, 1),
+		connectSem:       make(chan struct{}, cfg.MaxConnectPending),
 		pubDone:          make(chan struct{}),
 		stopReap:         make(chan struct{}),
 		pending:          map[string]*pendingReq{},
@@ -205,7 +222,8 @@ func New(cfg Config, nc *nats.Conn, reg prometheus.Registerer, log *slog.Logger)
 	// Registered only once nothing else can fail but the subscription (which
 	// fails only on a closed connection), so a retried New rarely collides.
 	l.m = newMetrics(reg,
-		func() float64 { return float64(len(l.queue)) },
+		func() float64 { life, msgs := l.queued(); return float64(life + msgs) },
+		func() float64 { life, _ := l.queued(); return float64(life) },
 		func() float64 { return float64(l.inflight.Load()) })
 	sub, err := nc.Subscribe(l.inboxPrefix+"*", l.onReply)
 	if err != nil {
@@ -268,12 +286,14 @@ func (l *Lifecycle) onAckError(_ jetstream.JetStream, m *nats.Msg, err error) {
 		if typ == "disconnect" {
 			j.typ = EventDisconnect
 		}
-		if l.enqueue(j) == nil {
+		// Never waits (this is the NATS client's goroutine): retries are
+		// bounded by MaxAckPending.
+		if l.enqueueLife(nil, j) == nil {
 			l.m.retried.WithLabelValues(typ).Inc()
 			return
 		}
 	} else {
-		l.m.dropped.WithLabelValues(dropNATSError).Inc()
+		l.m.dropped.WithLabelValues(dropNATSError, typ).Inc()
 	}
 	// enqueue counted its own drop reason.
 	l.m.failed.WithLabelValues(typ).Inc()
@@ -291,21 +311,34 @@ func subjectLabel(l *Lifecycle, subject string) string {
 // on <prefix>.connect carrying the CONNECT event, answered within
 // Config.ConnectTimeout. It blocks the calling handshake only; concurrent
 // calls proceed in parallel. When the integration fails (no responder,
-// timeout, malformed reply, NATS down) the decision follows Config.ConnectMode.
+// timeout, malformed reply, NATS down or stalled) the decision follows
+// Config.ConnectMode.
+//
+// A connection is admitted only while the lifecycle lane has room for its
+// CONNECT and DISCONNECT: Authorize first waits for room (backpressure on
+// the accept path, never a lost event), and when there is none within
+// ConnectTimeout the decision is a 503. The whole call, room and request,
+// ends within ConnectTimeout whatever NATS does.
 // The error is non-nil only when ctx ended first (the client is gone); the
 // decision is then a 503 rejection.
 func (l *Lifecycle) Authorize(ctx context.Context, m *ConnMeta) (Decision, error) {
+	start := time.Now()
+	dctx, cancel := context.WithTimeout(ctx, l.cfg.ConnectTimeout)
+	defer cancel()
+	if d, ok := l.admit(ctx, dctx, m); !ok {
+		if ctx.Err() != nil {
+			return d, fmt.Errorf("lifecycle: $connect %s: %w", m.ID, ctx.Err())
+		}
+		return d, nil
+	}
 	if l.cfg.ConnectMode == ModeOff {
 		l.m.decisions.WithLabelValues(outcomeSkip).Inc()
 		return Decision{Allow: true, Reason: "skipped"}, nil
 	}
-	start := time.Now()
 	id := nuid.Next()
 	body := appendEvent(make([]byte, 0, 1024), &l.def, m, &eventSpec{typ: EventConnect, routeKey: RouteConnect, id: id, now: start})
 	msg := &nats.Msg{Subject: l.subjConnect, Data: body, Header: l.header(id, m.ID)}
-	rctx, cancel := context.WithTimeout(ctx, l.cfg.ConnectTimeout)
-	reply, err := l.nc.RequestMsgWithContext(rctx, msg)
-	cancel()
+	reply, err := l.request(dctx, msg)
 	l.m.connectDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
 		if ctx.Err() != nil {
@@ -333,6 +366,64 @@ func (l *Lifecycle) Authorize(ctx context.Context, m *ConnMeta) (Decision, error
 		l.m.decisions.WithLabelValues(outcomeDeny).Inc()
 	}
 	return d, nil
+}
+
+// admit waits, within dctx, for room in the lifecycle lane. ok false: the
+// connection must be refused with d.
+func (l *Lifecycle) admit(ctx, dctx context.Context, m *ConnMeta) (d Decision, ok bool) {
+	l.qmu.Lock()
+	full := l.lifeLenLocked() >= l.cfg.LifecycleQueueLen
+	l.qmu.Unlock()
+	if !full {
+		return Decision{}, true // the common case: no wait, nothing counted
+	}
+	err := l.waitRoom(dctx)
+	switch {
+	case err == nil:
+		l.m.backpressure.WithLabelValues(backpressureWaited).Inc()
+		return Decision{}, true
+	case ctx.Err() != nil:
+		return Decision{Status: 503, Reason: "client gone"}, false
+	case errors.Is(err, ErrDropped):
+		return Decision{Status: 503, Reason: "shutting down"}, false
+	}
+	l.m.backpressure.WithLabelValues(backpressureRejected).Inc()
+	l.log.Debug("lifecycle: connection refused, lifecycle event queue full", "connection_id", m.ID, "queued", l.cfg.LifecycleQueueLen)
+	return Decision{Status: 503, Reason: "lifecycle event queue full"}, false
+}
+
+// request sends a $connect request and waits for its reply within ctx.
+//
+// The NATS client can hold its caller past any context: a publish waits
+// for the connection's lock, which nats.go's flusher keeps while a write to
+// a server that stopped reading (paused, overloaded) is stuck in the
+// kernel, up to nats.FlusherTimeout (a minute by default). So the request
+// runs in a goroutine of its own and the handshake's deadline holds; the
+// goroutine ends when the NATS client lets it go (its ctx has expired by
+// then). At most MaxConnectPending run at once, abandoned ones included:
+// beyond that $connect fails at once as unavailable.
+func (l *Lifecycle) request(ctx context.Context, msg *nats.Msg) (*nats.Msg, error) {
+	select {
+	case l.connectSem <- struct{}{}:
+	default:
+		return nil, errConnectBacklog
+	}
+	type result struct {
+		msg *nats.Msg
+		err error
+	}
+	done := make(chan result, 1)
+	go func() { // owned by the NATS client call; bounded by connectSem
+		defer func() { <-l.connectSem }()
+		r, err := l.nc.RequestMsgWithContext(ctx, msg)
+		done <- result{r, err}
+	}()
+	select {
+	case r := <-done:
+		return r.msg, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // failed applies the connect mode to an integration failure.
@@ -364,39 +455,59 @@ func (l *Lifecycle) header(id, connID string) nats.Header {
 }
 
 // Connected queues the CONNECT event of an established connection, to
-// <prefix>.event.connect. It never blocks; ErrDropped if not queued.
+// <prefix>.event.connect, in the lifecycle lane. It never blocks and never
+// drops the event to make room (Authorize admitted the connection while the
+// lane had room); ErrDropped only after Shutdown.
 func (l *Lifecycle) Connected(m *ConnMeta) error {
 	id := nuid.Next()
 	data := appendEvent(make([]byte, 0, 1024), &l.def, m, &eventSpec{typ: EventConnect, routeKey: RouteConnect, id: id, now: time.Now()})
-	return l.enqueue(job{subject: l.subjEvConnect, data: data, id: id, typ: EventConnect, connID: m.ID})
+	return l.enqueueLife(nil, job{subject: l.subjEvConnect, data: data, id: id, typ: EventConnect, connID: m.ID})
 }
 
 // Disconnected queues the DISCONNECT event, to <prefix>.event.disconnect,
 // with the close code and reason. The edge calls it exactly once per
-// established connection; the cluster janitor calls it with 1006 for the
-// connections of a dead node. It never blocks; ErrDropped if not queued, so
-// the janitor can retry.
+// established connection. It never blocks and never drops the event
+// (ErrDropped only after Shutdown); it is published after every MESSAGE of
+// the connection queued before it.
 func (l *Lifecycle) Disconnected(m *ConnMeta, code int, reason string) error {
+	return l.enqueueLife(nil, l.disconnectJob(m, code, reason))
+}
+
+// DisconnectedWait is Disconnected for the cluster janitor, which announces
+// the connections of a dead node: it waits, within ctx, for room in the
+// lifecycle lane rather than growing it without bound, and returns ctx's
+// error if there was none (ErrDropped after Shutdown). The connection is
+// another node's (or a previous incarnation's): a revocation of this node
+// does not drop its DISCONNECT.
+func (l *Lifecycle) DisconnectedWait(ctx context.Context, m *ConnMeta, code int, reason string) error {
+	j := l.disconnectJob(m, code, reason)
+	j.foreign = true
+	return l.enqueueLife(ctx, j)
+}
+
+func (l *Lifecycle) disconnectJob(m *ConnMeta, code int, reason string) job {
 	id := nuid.Next()
 	data := appendEvent(make([]byte, 0, 768+len(m.Principal)), &l.def, m, &eventSpec{typ: EventDisconnect, routeKey: RouteDisconnect, id: id, now: time.Now(), code: code, reason: reason})
-	return l.enqueue(job{subject: l.subjEvDisconnect, data: data, id: id, typ: EventDisconnect, connID: m.ID})
+	return job{subject: l.subjEvDisconnect, data: data, id: id, typ: EventDisconnect, connID: m.ID}
 }
 
 // Message routes a client message: it selects the route key, queues the
 // MESSAGE event to <prefix>.route.<token> and, for a two-way route, sends it
 // as a request whose reply is passed to reply (from another goroutine; reply
-// must not block). It never blocks: over the queue or in-flight bounds the
-// message is dropped and counted. payload is copied before Message returns.
+// must not block). It never blocks: over the connection's queue bound
+// (ErrConnQueueFull), the message lane's or the in-flight bound
+// (ErrDropped) the message is dropped and counted. payload is copied
+// before Message returns.
 // reply may be nil (one-way only). On a one-way route, reply gets API
 // Gateway's no-route error frame when nobody subscribes to the route's
 // subject, unless Config.SilentNoRoute.
-func (l *Lifecycle) Message(m *ConnMeta, payload []byte, binary bool, reply func(data []byte, binary bool)) {
+func (l *Lifecycle) Message(m *ConnMeta, payload []byte, binary bool, reply func(data []byte, binary bool)) error {
 	r := l.rt.route(payload, binary)
 	if r.invalid {
 		l.m.routeMessages.WithLabelValues(labelNone, routeInvalidKey).Inc()
 		if r.drop {
-			l.m.dropped.WithLabelValues(dropInvalidKey).Inc()
-			return
+			l.drop(dropInvalidKey, EventMessage)
+			return ErrDropped
 		}
 	}
 	label := labelCustom
@@ -406,9 +517,9 @@ func (l *Lifecycle) Message(m *ConnMeta, payload []byte, binary bool, reply func
 	twoWay := reply != nil && (l.twoWayAll || l.twoWay[r.key])
 	if twoWay && l.inflight.Add(1) > int64(l.cfg.MaxInflight) {
 		l.inflight.Add(-1)
-		l.m.dropped.WithLabelValues(dropInflightFull).Inc()
+		l.drop(dropInflightFull, EventMessage)
 		l.m.routeMessages.WithLabelValues(label, routeDropped).Inc()
-		return
+		return ErrDropped
 	}
 	subject, ok := l.routeSubjects[r.token]
 	if !ok {
@@ -426,51 +537,33 @@ func (l *Lifecycle) Message(m *ConnMeta, payload []byte, binary bool, reply func
 	} else if reply != nil && !l.cfg.SilentNoRoute {
 		j.watch = reply
 	}
-	if l.enqueue(j) != nil {
+	if err := l.enqueueMsg(j); err != nil {
 		if twoWay {
 			l.inflight.Add(-1)
 		}
 		l.m.routeMessages.WithLabelValues(label, routeDropped).Inc()
-		return
+		return err
 	}
 	l.m.routeMessages.WithLabelValues(label, routeRouted).Inc()
+	return nil
 }
 
-// enqueue queues j without blocking, within the length and byte bounds.
-func (l *Lifecycle) enqueue(j job) error {
-	n := int64(len(j.data))
-	l.mu.RLock()
-	defer l.mu.RUnlock()
-	if l.closed {
-		l.m.dropped.WithLabelValues(dropShutdown).Inc()
-		return ErrDropped
-	}
-	if f := l.cfg.Fence; f != nil {
-		j.epoch = f.Epoch()
-	}
-	if l.qbytes.Add(n) > int64(l.cfg.QueueBytes) {
-		l.qbytes.Add(-n)
-		l.m.dropped.WithLabelValues(dropQueueFull).Inc()
-		return ErrDropped
-	}
-	select {
-	case l.queue <- j:
-		return nil
-	default:
-		l.qbytes.Add(-n)
-		l.m.dropped.WithLabelValues(dropQueueFull).Inc()
-		return ErrDropped
-	}
+// drop counts an event not delivered.
+func (l *Lifecycle) drop(reason, typ string) {
+	l.m.dropped.WithLabelValues(reason, eventLabel(typ)).Inc()
 }
 
-// publishLoop publishes queued jobs in order until the queue is closed and
-// empty.
+// publishLoop publishes queued jobs, the lifecycle lane first, until the
+// lanes are closed and empty.
 func (l *Lifecycle) publishLoop() {
 	defer close(l.pubDone)
-	for j := range l.queue {
-		l.qbytes.Add(-int64(len(j.data)))
+	for {
+		j, ok := l.next()
+		if !ok {
+			return
+		}
 		if reason := l.mayPublish(&j); reason != "" {
-			l.m.dropped.WithLabelValues(reason).Inc()
+			l.drop(reason, j.typ)
 			if j.reply != nil {
 				l.inflight.Add(-1)
 			}
@@ -500,7 +593,7 @@ func (l *Lifecycle) mayPublish(j *job) string {
 	if err := f.Wait(l.abortCtx); err != nil {
 		return dropShutdown
 	}
-	if f.Epoch() != j.epoch {
+	if !j.foreign && f.Epoch() != j.epoch {
 		return dropFenced
 	}
 	return ""
@@ -516,14 +609,14 @@ func (l *Lifecycle) publish(j job) {
 		// Counted as published when acknowledged (ack handler).
 		if _, err := l.js.PublishMsgAsync(msg); err != nil {
 			l.m.failed.WithLabelValues(typ).Inc()
-			l.m.dropped.WithLabelValues(dropNATSError).Inc()
+			l.m.dropped.WithLabelValues(dropNATSError, typ).Inc()
 			l.log.Warn("lifecycle: jetstream publish failed", "subject", j.subject, "event_id", j.id, "err", err)
 		}
 		return
 	}
 	if err := l.nc.PublishMsg(msg); err != nil {
 		l.m.failed.WithLabelValues(typ).Inc()
-		l.m.dropped.WithLabelValues(dropNATSError).Inc()
+		l.m.dropped.WithLabelValues(dropNATSError, typ).Inc()
 		return
 	}
 	l.m.published.WithLabelValues(typ).Inc()
@@ -542,7 +635,7 @@ func (l *Lifecycle) sendRequest(j job) {
 	msg := &nats.Msg{Subject: j.subject, Reply: l.inboxPrefix + token, Data: j.data, Header: l.header(j.id, j.connID)}
 	if err := l.nc.PublishMsg(msg); err != nil {
 		l.m.failed.WithLabelValues("message").Inc()
-		l.m.dropped.WithLabelValues(dropNATSError).Inc()
+		l.drop(dropNATSError, EventMessage)
 		if p := l.take(token); p != nil {
 			l.finish(p, routeNoReply)
 		}
@@ -583,7 +676,7 @@ func (l *Lifecycle) sendWatched(j job) {
 	if err := l.nc.PublishMsg(msg); err != nil {
 		l.takeNoRoute(tok)
 		l.m.failed.WithLabelValues("message").Inc()
-		l.m.dropped.WithLabelValues(dropNATSError).Inc()
+		l.drop(dropNATSError, EventMessage)
 		return
 	}
 	l.m.published.WithLabelValues("message").Inc()
@@ -741,10 +834,7 @@ func (l *Lifecycle) reapLoop() {
 // close the NATS connection. Safe to call twice.
 func (l *Lifecycle) Shutdown(ctx context.Context) error {
 	l.shutdownOnce.Do(func() {
-		l.mu.Lock()
-		l.closed = true
-		close(l.queue)
-		l.mu.Unlock()
+		l.closeLanes()
 
 		var err error
 		select {

@@ -497,7 +497,7 @@ func TestTwoWayInflightBoundDropsAndCounts(t *testing.T) {
 	if v := l.inflight.Load(); v != 5 {
 		t.Fatalf("in flight %d, want the bound 5", v)
 	}
-	if v := testutil.ToFloat64(l.m.dropped.WithLabelValues(dropInflightFull)); v != 15 {
+	if v := dropped(l, dropInflightFull); v != 15 {
 		t.Fatalf("dropped{inflight_full} = %v", v)
 	}
 }
@@ -515,18 +515,19 @@ func TestNATSDownDropsAreCountedAndBounded(t *testing.T) {
 	maxQueued := 0
 	for range 5000 {
 		l.Message(m, payload, false, nil)
-		maxQueued = max(maxQueued, len(l.queue))
+		_, q := l.queued()
+		maxQueued = max(maxQueued, q)
 	}
 	if maxQueued > queueLen {
 		t.Fatalf("queue grew to %d, bound %d", maxQueued, queueLen)
 	}
-	var dropped, published float64
+	var drops, published float64
 	eventually(t, "every message published or dropped", func() bool {
-		dropped = testutil.ToFloat64(l.m.dropped.WithLabelValues(dropNATSError)) + testutil.ToFloat64(l.m.dropped.WithLabelValues(dropQueueFull))
+		drops = dropped(l, dropNATSError) + dropped(l, dropQueueFull)
 		published = testutil.ToFloat64(l.m.published.WithLabelValues("message"))
-		return dropped+published == 5000
+		return drops+published == 5000
 	})
-	if dropped == 0 {
+	if drops == 0 {
 		t.Fatal("nothing dropped while NATS was down")
 	}
 	if published > 40 { // at most what fits in 32 KiB of reconnect buffer
@@ -547,13 +548,26 @@ func TestQueueByteBound(t *testing.T) {
 	n := testenv.StartNATS(t)
 	nc := n.Connect(t, nats.ReconnectBufSize(1))
 	l, _ := newLC(t, Config{QueueBytes: 1}, nc)
-	// Every event is larger than one byte: nothing can be queued.
-	if err := l.Connected(meta()); err != ErrDropped {
-		t.Fatalf("Connected: %v, want ErrDropped", err)
+	// Every message is larger than one byte: none can be queued.
+	if err := l.Message(meta(), []byte(`{"action":"x"}`), false, nil); err != ErrDropped {
+		t.Fatalf("Message: %v, want ErrDropped", err)
 	}
-	if v := testutil.ToFloat64(l.m.dropped.WithLabelValues(dropQueueFull)); v != 1 {
+	if v := dropped(l, dropQueueFull); v != 1 {
 		t.Fatalf("dropped{queue_full} = %v", v)
 	}
+	// The lifecycle lane has no byte bound: CONNECT is not lost.
+	if err := l.Connected(meta()); err != nil {
+		t.Fatalf("Connected: %v", err)
+	}
+}
+
+// dropped sums switchboard_events_dropped_total{reason} over the types.
+func dropped(l *Lifecycle, reason string) float64 {
+	var v float64
+	for _, typ := range []string{"connect", "disconnect", "message"} {
+		v += testutil.ToFloat64(l.m.dropped.WithLabelValues(reason, typ))
+	}
+	return v
 }
 
 func TestShutdownPublishesQueuedEventsThenRefuses(t *testing.T) {
@@ -654,7 +668,7 @@ func TestJetStreamKeepsEventsForAnOfflineConsumerAndDedupes(t *testing.T) {
 // on another connection, counted when received (nothing dropped).
 func BenchmarkPublishThroughput(b *testing.B) {
 	l := benchPublish(b, nil)
-	if d := testutil.ToFloat64(l.m.dropped.WithLabelValues(dropQueueFull)); d > 0 {
+	if d := dropped(l, dropQueueFull); d > 0 {
 		b.Fatalf("dropped %v", d)
 	}
 }
@@ -675,7 +689,7 @@ func benchPublish(b *testing.B, reply func([]byte, bool)) *Lifecycle {
 	if err := sub.Flush(); err != nil {
 		b.Fatal(err)
 	}
-	l, _ := newLC(b, Config{QueueLen: 1 << 20, QueueBytes: 1 << 30}, n.Connect(b))
+	l, _ := newLC(b, Config{QueueLen: 1 << 20, QueueBytes: 1 << 30, ConnQueueLen: 1 << 20, ConnQueueBytes: 1 << 30}, n.Connect(b))
 	m := meta()
 	payload := []byte(`{"action":"sendmessage","data":"hello, world, this is a typical chat message"}`)
 	b.ReportAllocs()

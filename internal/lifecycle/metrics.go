@@ -18,12 +18,13 @@ const (
 	failBadReply     = "bad_reply"
 	failUnavailable  = "unavailable"
 
-	dropQueueFull    = "queue_full"
-	dropNATSError    = "nats_error"
-	dropShutdown     = "shutdown"
-	dropInflightFull = "inflight_full"
-	dropInvalidKey   = "invalid_route_key"
-	dropFenced       = "fenced" // queued before the node's connections were revoked
+	dropQueueFull     = "queue_full"      // the message lane's bound (QueueLen, QueueBytes)
+	dropConnQueueFull = "conn_queue_full" // the connection's own bound: a flooder's messages shed first
+	dropNATSError     = "nats_error"
+	dropShutdown      = "shutdown"
+	dropInflightFull  = "inflight_full"
+	dropInvalidKey    = "invalid_route_key"
+	dropFenced        = "fenced" // queued before the node's connections were revoked
 
 	routeRouted     = "routed"      // published one-way or sent as a request
 	routeInvalidKey = "invalid_key" // selected key refused (then $default or dropped)
@@ -33,6 +34,9 @@ const (
 	routeError      = "error"       // two-way: backend answered with an error
 	routeNoRoute    = "no_route"    // one-way: nobody subscribes (NATS no-responders); error frame sent
 	routeUntracked  = "untracked"   // one-way: published unwatched, MaxNoRoutePending was reached
+
+	backpressureWaited   = "waited"   // a handshake waited for room in the lifecycle lane, then went on
+	backpressureRejected = "rejected" // no room within the $connect deadline: 503
 
 	labelCustom = "custom"
 	labelNone   = "none"
@@ -48,9 +52,10 @@ type metrics struct {
 	retried         *prometheus.CounterVec
 	routeMessages   *prometheus.CounterVec
 	replyDuration   prometheus.Histogram
+	backpressure    *prometheus.CounterVec
 }
 
-func newMetrics(reg prometheus.Registerer, queued, inflight func() float64) *metrics {
+func newMetrics(reg prometheus.Registerer, queued, lifeQueued, inflight func() float64) *metrics {
 	f := promauto.With(reg)
 	m := &metrics{
 		decisions: f.NewCounterVec(prometheus.CounterOpts{
@@ -76,8 +81,8 @@ func newMetrics(reg prometheus.Registerer, queued, inflight func() float64) *met
 		}, []string{"type"}),
 		dropped: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchboard_events_dropped_total",
-			Help: "Events and route messages not delivered, by reason: queue_full, nats_error, shutdown, inflight_full, invalid_route_key.",
-		}, []string{"reason"}),
+			Help: "Events and route messages not delivered, by reason (conn_queue_full, queue_full, nats_error, shutdown, fenced, inflight_full, invalid_route_key) and type (connect, disconnect, message). CONNECT and DISCONNECT are never dropped for room: only shutdown, nats_error and fenced apply to them.",
+		}, []string{"reason", "type"}),
 		retried: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchboard_events_retried_total",
 			Help: "Events republished to JetStream after a missing acknowledgement, by type.",
@@ -91,11 +96,19 @@ func newMetrics(reg prometheus.Registerer, queued, inflight func() float64) *met
 			Help:    "Time from sending a two-way route request to its reply.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}),
+		backpressure: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_lifecycle_backpressure_total",
+			Help: "Handshakes that found the lifecycle event lane full, by outcome: waited (room came within the $connect deadline), rejected (503).",
+		}, []string{"outcome"}),
 	}
 	f.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "switchboard_events_queued",
-		Help: "Events and route messages waiting to be published.",
+		Help: "Events and route messages waiting to be published (both lanes).",
 	}, queued)
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "switchboard_lifecycle_events_queued",
+		Help: "CONNECT and DISCONNECT events waiting to be published (the lifecycle lane).",
+	}, lifeQueued)
 	f.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "switchboard_route_inflight",
 		Help: "Two-way route requests awaiting a reply.",

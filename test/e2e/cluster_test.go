@@ -37,6 +37,9 @@ type clusterConfig struct {
 	edgeArgs func(i int) []string
 	// keepID, if set, says which edges keep their -node-id across restarts.
 	keepID func(i int) bool
+	// natsURL, if set, is a NATS server the scenario runs itself (e.g. a
+	// child process it can SIGSTOP) instead of the embedded one.
+	natsURL string
 }
 
 // cluster is one scenario's system: Redis, NATS (embedded in the test
@@ -104,8 +107,10 @@ func startCluster(t testing.TB, cfg clusterConfig) *cluster {
 		natsOpts = append(natsOpts, testenv.WithJetStream())
 		cl.stream = "E2E_EVENTS"
 	}
-	cl.nats = testenv.StartNATS(t, natsOpts...)
-	cl.rec = startRecorder(t, cl.nats.URL(), prefix, cl.stream)
+	if cfg.natsURL == "" {
+		cl.nats = testenv.StartNATS(t, natsOpts...)
+	}
+	cl.rec = startRecorder(t, cl.natsURL(), prefix, cl.stream)
 
 	for i := range cfg.edges {
 		e := &edgeNode{cl: cl, idx: i, wsPort: freePort(t), apiPort: freePort(t), adminPort: freePort(t)}
@@ -118,7 +123,7 @@ func startCluster(t testing.TB, cfg clusterConfig) *cluster {
 		args := append([]string{
 			"-api-listen", fmt.Sprintf("127.0.0.1:%d", r.apiPort), "-api-insecure",
 			"-admin-listen", fmt.Sprintf("127.0.0.1:%d", r.adminPort),
-			"-nats-url", cl.nats.URL(), "-prefix", prefix, "-redis-key-prefix", prefix,
+			"-nats-url", cl.natsURL(), "-prefix", prefix, "-redis-key-prefix", prefix,
 			"-log-format", "json",
 		}, cl.redisArgs()...)
 		r.p = startProc(t, fmt.Sprintf("router%d", len(cl.routers)), "router", args...)
@@ -131,6 +136,14 @@ func startCluster(t testing.TB, cfg clusterConfig) *cluster {
 		r.p.waitReady(fmt.Sprintf("http://127.0.0.1:%d/readyz", r.adminPort))
 	}
 	return cl
+}
+
+// natsURL is the URL of the scenario's NATS server.
+func (cl *cluster) natsURL() string {
+	if cl.cfg.natsURL != "" {
+		return cl.cfg.natsURL
+	}
+	return cl.nats.URL()
 }
 
 func (cl *cluster) redisArgs() []string {
@@ -154,7 +167,7 @@ func (e *edgeNode) start() {
 		"-listen", fmt.Sprintf("127.0.0.1:%d", e.wsPort),
 		"-api-listen", fmt.Sprintf("127.0.0.1:%d", e.apiPort), "-api-insecure",
 		"-admin-listen", fmt.Sprintf("127.0.0.1:%d", e.adminPort),
-		"-nats-url", cl.nats.URL(), "-prefix", prefix, "-redis-key-prefix", prefix,
+		"-nats-url", cl.natsURL(), "-prefix", prefix, "-redis-key-prefix", prefix,
 		"-node-id", e.nodeID, "-lease-ttl", leaseTTL.String(),
 		"-drain-window", "1s", "-drain-delay", "0s",
 		"-connect-mode", "optional", "-connect-timeout", "2s",

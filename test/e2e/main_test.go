@@ -18,6 +18,9 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
+	if addr := os.Getenv(natsChildEnv); addr != "" {
+		os.Exit(runNATSChild(addr)) // this process is a NATS server (natsproc_test.go)
+	}
 	os.Exit(run(m))
 }
 

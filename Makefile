@@ -15,11 +15,20 @@ vet:
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
+# The Go modules of the deployment checks (helm's and Kubernetes' libraries
+# stay out of the gateway's go.mod): test/deploy lints and renders the chart
+# with helm's packages; test/deploy/kubeschema is kubectl-validate's
+# validator, which needs older Kubernetes libraries than helm.
+DEPLOY_MODULES := test/deploy/kubeschema test/deploy
+
 # The whole suite: vet, then every test (unit, integration with a real
-# redis-server and NATS, end-to-end) under the race detector. Fuzz seed
-# corpora run as ordinary tests.
+# redis-server and NATS, end-to-end) under the race detector, then the
+# deployment checks (Dockerfile, compose, Helm chart, dashboards). Fuzz seed
+# corpora run as ordinary tests. Needs only Go and redis-server.
 test: vet
 	$(GO) test -race -count=1 -timeout 30m ./...
+	@for m in $(DEPLOY_MODULES); do echo "cd $$m && $(GO) test -count=1 -timeout 30m ./..."; \
+		(cd $$m && $(GO) vet ./... && $(GO) test -count=1 -timeout 30m ./...) || exit 1; done
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...

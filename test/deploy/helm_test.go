@@ -20,9 +20,11 @@ import (
 	"helm.sh/helm/v3/pkg/chartutil"
 	kubefake "helm.sh/helm/v3/pkg/kube/fake"
 	"helm.sh/helm/v3/pkg/release"
+	"helm.sh/helm/v3/pkg/releaseutil"
 	"helm.sh/helm/v3/pkg/storage"
 	"helm.sh/helm/v3/pkg/storage/driver"
 	"helm.sh/helm/v3/pkg/strvals"
+	sigsyaml "sigs.k8s.io/yaml"
 )
 
 // kubeVersion is the Kubernetes version whose schemas the rendered
@@ -65,6 +67,14 @@ var chartVariants = map[string][]string{
 		"--set", "apiAuth.existingSecret=api-keys",
 	},
 	"dev": {"--set", "dev.enabled=true"},
+	// Keys the chart sets itself, overridden: the user's value replaces the
+	// chart's (a key rendered twice is rejected by strict YAML parsers).
+	"overrides": append(slices.Clone(required),
+		"--set", "edge.config.SWITCHBOARD_LOG_LEVEL=debug",
+		"--set", "edge.config.SWITCHBOARD_PREFIX=tenant-a",
+		"--set", "edge.config.SWITCHBOARD_CONNECT_MODE=required",
+		"--set", "router.config.SWITCHBOARD_LOG_LEVEL=warn",
+	),
 }
 
 func chartDir(t testing.TB) string { return filepath.Join(root(t), "helm", "switchboard") }
@@ -420,6 +430,19 @@ func TestChartRendersValidManifests(t *testing.T) {
 		t.Errorf("dev.enabled: redis-url %v, want the in-release Redis", dig(devSecret, "stringData"))
 	}
 
+	over := rendered["overrides"]
+	for cm, want := range map[string]map[string]string{
+		"sb-switchboard-edge":   {"SWITCHBOARD_LOG_LEVEL": "debug", "SWITCHBOARD_PREFIX": "tenant-a", "SWITCHBOARD_CONNECT_MODE": "required", "SWITCHBOARD_LOG_FORMAT": "json"},
+		"sb-switchboard-router": {"SWITCHBOARD_LOG_LEVEL": "warn", "SWITCHBOARD_PREFIX": "switchboard"},
+	} {
+		data := dig(mustFind(t, over, "ConfigMap", cm), "data")
+		for k, v := range want {
+			if got := str(dig(data, k)); got != v {
+				t.Errorf("overrides: ConfigMap %s %s=%q, want %q", cm, k, got, v)
+			}
+		}
+	}
+
 	cluster := rendered["redis-cluster"]
 	cm := mustFind(t, cluster, "ConfigMap", "sb-switchboard-edge")
 	if str(dig(cm, "data", "SWITCHBOARD_REDIS_ADDRS")) != "r-0.redis:6379,r-1.redis:6379,r-2.redis:6379" {
@@ -616,6 +639,71 @@ func TestChartRefusesBadValues(t *testing.T) {
 		if !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: error does not mention %q: %v", name, c.want, err)
 		}
+	}
+}
+
+// strictDocuments parses every document of a rendered manifest with a
+// strict YAML decoder (sigs.k8s.io/yaml, as kubectl does): a key twice in
+// one mapping is an error, where a lenient parser keeps the last value.
+func strictDocuments(manifest string) error {
+	for name, doc := range releaseutil.SplitManifests(manifest) {
+		var obj map[string]any
+		if err := sigsyaml.UnmarshalStrict([]byte(doc), &obj); err != nil {
+			return fmt.Errorf("%s (%s): %w\n%s", name, firstLine(doc), err, doc)
+		}
+	}
+	return nil
+}
+
+func firstLine(doc string) string {
+	line, _, _ := strings.Cut(strings.TrimSpace(doc), "\n")
+	return line
+}
+
+func TestStrictYAMLRejectsDuplicateKeys(t *testing.T) {
+	if err := strictDocuments("apiVersion: v1\nkind: ConfigMap\ndata:\n  A: \"1\"\n  A: \"2\"\n"); err == nil {
+		t.Fatal("a mapping with key A twice parsed: the strict check proves nothing")
+	}
+	if err := strictDocuments("apiVersion: v1\nkind: ConfigMap\ndata:\n  A: \"1\"\n---\napiVersion: v1\nkind: ConfigMap\n"); err != nil {
+		t.Fatalf("valid documents rejected: %v", err)
+	}
+}
+
+// Every manifest of every variant parses with a strict YAML decoder.
+func TestChartManifestsParseStrictly(t *testing.T) {
+	for variant, args := range chartVariants {
+		out, err := render(t, args...)
+		if err != nil {
+			t.Fatalf("helm template (%s): %v", variant, err)
+		}
+		if err := strictDocuments(out); err != nil {
+			t.Errorf("%s: %v", variant, err)
+		}
+	}
+}
+
+// A plain `helm template ./helm/switchboard` (no --kube-version, no
+// cluster) renders: helm's default capabilities are those of Kubernetes
+// v1.20 with every API its libraries know. The chart also renders for each
+// version it is meant for, and refuses, saying why, a cluster that lacks
+// the APIs it uses.
+func TestChartRendersOfflineWithHelmDefaults(t *testing.T) {
+	rel, err := renderRelease(t, renderOpts{}, required...)
+	if err != nil {
+		t.Fatalf("helm template with default capabilities (Kubernetes %s): %v", chartutil.DefaultCapabilities.KubeVersion.Version, err)
+	}
+	if !strings.Contains(rel.Manifest, "kind: Deployment") {
+		t.Fatalf("nothing rendered:\n%s", rel.Manifest)
+	}
+	for _, v := range []string{"1.25.0", "1.28.3", kubeVersion + ".0", "1.37.0"} {
+		if _, err := renderRelease(t, renderOpts{kubeVersion: v}, required...); err != nil {
+			t.Errorf("--kube-version %s: %v", v, err)
+		}
+	}
+	old := []string{"v1", "apps/v1", "autoscaling/v1", "policy/v1beta1", "networking.k8s.io/v1"}
+	_, err = renderRelease(t, renderOpts{kubeVersion: "1.20.0", apiVersions: old}, required...)
+	if err == nil || !strings.Contains(err.Error(), "autoscaling/v2") || !strings.Contains(err.Error(), "Kubernetes 1.25") {
+		t.Errorf("a cluster without autoscaling/v2: %v, want a refusal naming the API and the Kubernetes version", err)
 	}
 }
 

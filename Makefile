@@ -2,7 +2,7 @@
 # run everything CI runs.
 GO ?= go
 
-.PHONY: run test vet build bench bench-all docs
+.PHONY: run test vet build bench bench-all docs image chart-docs
 
 run:
 	$(GO) run ./cmd/edge
@@ -48,3 +48,24 @@ bench-all:
 # Regenerate the flag tables of docs/configuration.md from the code.
 docs:
 	UPDATE_DOCS=1 $(GO) test -count=1 -run "TestConfigurationTables|TestMetricsDocListsEveryMetric" ./internal/app
+
+# The container image (the Dockerfile's runtime stage: edge, router and the
+# healthcheck probe). No image is published yet: build your own, push it
+# where your cluster pulls from, and install the chart with
+# --set image.repository=$(IMAGE) --set image.tag=$(TAG):
+#   make image IMAGE=registry.example.com/you/switchboard TAG=0.1.0 PUSH=1
+# TAG defaults to the chart's appVersion, IMAGE to the chart's
+# image.repository; ENGINE is docker, else podman.
+IMAGE ?= ghcr.io/switchboardgw/switchboard
+TAG ?= $(shell sed -n 's/^appVersion: *"*\([^"]*\)"*$$/\1/p' helm/switchboard/Chart.yaml)
+ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
+
+image:
+	@test -n "$(ENGINE)" || { echo "make image: neither docker nor podman is on PATH (set ENGINE=...)"; exit 1; }
+	$(ENGINE) build --target runtime -t $(IMAGE):$(TAG) .
+	$(if $(PUSH),$(ENGINE) push $(IMAGE):$(TAG))
+
+# Regenerate the values table of helm/switchboard/README.md from values.yaml
+# and values.schema.json (a test fails when they drift).
+chart-docs:
+	cd test/deploy && UPDATE_CHART_README=1 $(GO) test -count=1 -run TestChartReadmeListsEveryValue .

@@ -727,6 +727,12 @@ func TestChartNotesTellHowToConnect(t *testing.T) {
 			t.Errorf("NOTES.txt lacks %q:\n%s", want, got)
 		}
 	}
+	if !strings.Contains(got, "no image is published") || !strings.Contains(got, "make image") {
+		t.Errorf("NOTES.txt does not warn that the default image is not published:\n%s", got)
+	}
+	if got := notes(append(slices.Clone(required), "--set", "image.repository=registry.example.com/me/switchboard")...); strings.Contains(got, "no image is published") {
+		t.Errorf("NOTES.txt warns about the default image while image.repository is set:\n%s", got)
+	}
 	if got := notes("--set", "dev.enabled=true", "--set", "apiAuth.insecure=true"); !strings.Contains(got, "WARNING: dev.enabled") || !strings.Contains(got, "WARNING: apiAuth.insecure") {
 		t.Errorf("NOTES.txt does not warn about dev mode and an open API:\n%s", got)
 	}

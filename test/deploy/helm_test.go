@@ -97,7 +97,6 @@ func values(t testing.TB, args []string) map[string]any {
 
 // renderOpts are the helm template options a test may change.
 type renderOpts struct {
-	chart string // chart directory; empty: helm/switchboard
 	// kubeVersion as given to --kube-version; empty: helm's default
 	// capabilities, as a plain `helm template` has offline.
 	kubeVersion string
@@ -105,18 +104,14 @@ type renderOpts struct {
 	apiVersions []string
 }
 
-// renderRelease does what `helm template sb CHART --namespace gateway
+// renderRelease does what `helm template sb ./helm/switchboard --namespace gateway
 // [--kube-version V] --set …` does, through helm's library: a client-only,
 // dry-run install with helm's default capabilities and no cluster.
 func renderRelease(t testing.TB, o renderOpts, args ...string) (*release.Release, error) {
 	t.Helper()
-	dir := o.chart
-	if dir == "" {
-		dir = chartDir(t)
-	}
-	chrt, err := loader.Load(dir)
+	chrt, err := loader.Load(chartDir(t))
 	if err != nil {
-		return nil, fmt.Errorf("load chart %s: %w", dir, err)
+		return nil, fmt.Errorf("load chart: %w", err)
 	}
 	cfg := &action.Configuration{Log: func(format string, v ...any) { t.Logf("helm: "+format, v...) }}
 	install := action.NewInstall(cfg)

@@ -2,7 +2,7 @@
 # run everything CI runs.
 GO ?= go
 
-.PHONY: run test vet build bench bench-all docs
+.PHONY: run test vet build bench bench-all docs image chart-docs
 
 run:
 	$(GO) run ./cmd/edge
@@ -15,11 +15,20 @@ vet:
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
+# The Go modules of the deployment checks (helm's and Kubernetes' libraries
+# stay out of the gateway's go.mod): test/deploy lints and renders the chart
+# with helm's packages; test/deploy/kubeschema is kubectl-validate's
+# validator, which needs older Kubernetes libraries than helm.
+DEPLOY_MODULES := test/deploy/kubeschema test/deploy
+
 # The whole suite: vet, then every test (unit, integration with a real
-# redis-server and NATS, end-to-end) under the race detector. Fuzz seed
-# corpora run as ordinary tests.
+# redis-server and NATS, end-to-end) under the race detector, then the
+# deployment checks (Dockerfile, compose, Helm chart, dashboards). Fuzz seed
+# corpora run as ordinary tests. Needs only Go and redis-server.
 test: vet
 	$(GO) test -race -count=1 -timeout 30m ./...
+	@for m in $(DEPLOY_MODULES); do echo "cd $$m && $(GO) test -count=1 -timeout 30m ./..."; \
+		(cd $$m && $(GO) vet ./... && $(GO) test -count=1 -timeout 30m ./...) || exit 1; done
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
@@ -39,3 +48,24 @@ bench-all:
 # Regenerate the flag tables of docs/configuration.md from the code.
 docs:
 	UPDATE_DOCS=1 $(GO) test -count=1 -run "TestConfigurationTables|TestMetricsDocListsEveryMetric" ./internal/app
+
+# The container image (the Dockerfile's runtime stage: edge, router and the
+# healthcheck probe). No image is published yet: build your own, push it
+# where your cluster pulls from, and install the chart with
+# --set image.repository=$(IMAGE) --set image.tag=$(TAG):
+#   make image IMAGE=registry.example.com/you/switchboard TAG=0.1.0 PUSH=1
+# TAG defaults to the chart's appVersion, IMAGE to the chart's
+# image.repository; ENGINE is docker, else podman.
+IMAGE ?= ghcr.io/switchboardgw/switchboard
+TAG ?= $(shell sed -n 's/^appVersion: *"*\([^"]*\)"*$$/\1/p' helm/switchboard/Chart.yaml)
+ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
+
+image:
+	@test -n "$(ENGINE)" || { echo "make image: neither docker nor podman is on PATH (set ENGINE=...)"; exit 1; }
+	$(ENGINE) build --target runtime -t $(IMAGE):$(TAG) .
+	$(if $(PUSH),$(ENGINE) push $(IMAGE):$(TAG))
+
+# Regenerate the values table of helm/switchboard/README.md from values.yaml
+# and values.schema.json (a test fails when they drift).
+chart-docs:
+	cd test/deploy && UPDATE_CHART_README=1 $(GO) test -count=1 -run TestChartReadmeListsEveryValue .

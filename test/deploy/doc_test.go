@@ -1,18 +1,21 @@
 // Package deploy_test checks the deployment artefacts without a container
-// engine or a cluster: the Dockerfile (parsed; the binaries it builds must be
-// static), docker-compose.yml (loaded with compose-go), the Helm chart
-// (helm lint and helm template, validated with kubectl-validate against the
-// Kubernetes schemas), the Grafana dashboard and the Prometheus alert rules
-// (every metric they query must exist in the code).
+// engine, a cluster or any tool but Go: the Dockerfile (parsed; the binaries
+// it builds must be static), docker-compose.yml (loaded with compose-go), the
+// Helm chart (linted and rendered with helm's Go packages as `helm lint
+// --strict` and `helm template` do, every manifest parsed strictly and
+// validated with kubectl-validate's validator against the Kubernetes
+// schemas), the Grafana dashboard and the Prometheus alert rules (every
+// metric they query must exist in the code).
 //
-// helm and kubectl-validate must be installed (.ci/run installs them); the
-// tests fail, not skip, without them.
+// It is a Go module of its own (test/deploy/go.mod), so helm's and
+// Kubernetes' libraries stay out of the gateway's go.mod; kubectl-validate
+// lives in a further module, test/deploy/kubeschema, because it needs older
+// Kubernetes libraries than helm. `make test` runs both.
 package deploy_test
 
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -54,30 +57,6 @@ func readFile(t testing.TB, rel string) []byte {
 		t.Fatalf("read %s: %v", rel, err)
 	}
 	return b
-}
-
-// tool finds an external command on PATH or in $(go env GOPATH)/bin, where
-// `go install` puts it. Missing tools fail the test with the install line.
-func tool(t testing.TB, name, install string) string {
-	t.Helper()
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	gopath := os.Getenv("GOPATH")
-	if gopath == "" {
-		out, err := exec.Command("go", "env", "GOPATH").Output()
-		if err == nil {
-			gopath = strings.TrimSpace(string(out))
-		}
-	}
-	for _, dir := range filepath.SplitList(gopath) {
-		p := filepath.Join(dir, "bin", name)
-		if st, err := os.Stat(p); err == nil && !st.IsDir() {
-			return p
-		}
-	}
-	t.Fatalf("%s not found on PATH or in GOPATH/bin; install it with: %s", name, install)
-	return ""
 }
 
 var metricNameRE = regexp.MustCompile(`Name:\s*"(switchboard_[a-z0-9_]+)"`)

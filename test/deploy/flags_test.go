@@ -38,10 +38,10 @@ func TestConfiguredVariablesAreRealFlags(t *testing.T) {
 		}
 	}
 
-	for _, variant := range []string{"defaults", "everything-on", "redis-cluster", "minimal"} {
+	for _, variant := range []string{"defaults", "everything-on", "redis-cluster", "minimal", "overrides"} {
 		out, err := render(t, chartVariants[variant]...)
 		if err != nil {
-			t.Fatalf("helm template (%s): %v\n%s", variant, err, out)
+			t.Fatalf("helm template (%s): %v", variant, err)
 		}
 		objs := decodeManifests(t, out)
 		checked := 0

@@ -6,23 +6,30 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"go.yaml.in/yaml/v4"
+	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/chartutil"
+	kubefake "helm.sh/helm/v3/pkg/kube/fake"
+	"helm.sh/helm/v3/pkg/release"
+	"helm.sh/helm/v3/pkg/releaseutil"
+	"helm.sh/helm/v3/pkg/storage"
+	"helm.sh/helm/v3/pkg/storage/driver"
+	"helm.sh/helm/v3/pkg/strvals"
+	sigsyaml "sigs.k8s.io/yaml"
 )
 
-const (
-	helmInstall     = "go install helm.sh/helm/v3/cmd/helm@v3.22.0"
-	validateInstall = "go install sigs.k8s.io/kubectl-validate@v0.0.4"
-	// The newest Kubernetes whose schemas kubectl-validate v0.0.4 carries.
-	kubeVersion = "1.30"
-)
+// kubeVersion is the Kubernetes version whose schemas the rendered
+// manifests are validated against: the newest kubectl-validate v0.0.4 carries.
+const kubeVersion = "1.30"
 
 // required is the documented minimal install: external Redis and NATS.
 var required = []string{"--set", "redis.url=redis://redis.example:6379/0", "--set", "nats.url=nats://nats.example:4222"}
@@ -60,27 +67,100 @@ var chartVariants = map[string][]string{
 		"--set", "apiAuth.existingSecret=api-keys",
 	},
 	"dev": {"--set", "dev.enabled=true"},
+	// Keys the chart sets itself, overridden: the user's value replaces the
+	// chart's (a key rendered twice is rejected by strict YAML parsers).
+	"overrides": append(slices.Clone(required),
+		"--set", "edge.config.SWITCHBOARD_LOG_LEVEL=debug",
+		"--set", "edge.config.SWITCHBOARD_PREFIX=tenant-a",
+		"--set", "edge.config.SWITCHBOARD_CONNECT_MODE=required",
+		"--set", "router.config.SWITCHBOARD_LOG_LEVEL=warn",
+	),
 }
 
 func chartDir(t testing.TB) string { return filepath.Join(root(t), "helm", "switchboard") }
 
-// helm runs the helm binary with args and returns its combined output.
-func helm(t testing.TB, args ...string) (string, error) {
+// values parses --set arguments the way the helm CLI does.
+func values(t testing.TB, args []string) map[string]any {
 	t.Helper()
-	cmd := exec.Command(tool(t, "helm", helmInstall), args...)
-	// A private home: no user repositories, plugins or cluster config leak in.
-	home := t.TempDir()
-	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+home, "HELM_CONFIG_HOME="+home, "HELM_DATA_HOME="+home, "KUBECONFIG="+filepath.Join(home, "none"))
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	return out.String(), err
+	vals := map[string]any{}
+	for i := 0; i < len(args); i++ {
+		if args[i] != "--set" || i+1 == len(args) {
+			t.Fatalf("chart arguments %v: only --set key=value pairs are supported", args)
+		}
+		i++
+		if err := strvals.ParseInto(args[i], vals); err != nil {
+			t.Fatalf("--set %s: %v", args[i], err)
+		}
+	}
+	return vals
 }
 
+// renderOpts are the helm template options a test may change.
+type renderOpts struct {
+	// kubeVersion as given to --kube-version; empty: helm's default
+	// capabilities, as a plain `helm template` has offline.
+	kubeVersion string
+	// apiVersions replaces the default API versions (an old cluster).
+	apiVersions []string
+}
+
+// renderRelease does what `helm template sb ./helm/switchboard --namespace gateway
+// [--kube-version V] --set …` does, through helm's library: a client-only,
+// dry-run install with helm's default capabilities and no cluster.
+func renderRelease(t testing.TB, o renderOpts, args ...string) (*release.Release, error) {
+	t.Helper()
+	chrt, err := loader.Load(chartDir(t))
+	if err != nil {
+		return nil, fmt.Errorf("load chart: %w", err)
+	}
+	cfg := &action.Configuration{Log: func(format string, v ...any) { t.Logf("helm: "+format, v...) }}
+	install := action.NewInstall(cfg)
+	install.DryRun, install.DryRunOption = true, "true"
+	install.ClientOnly = true
+	install.Replace = true // as helm template: no release name check
+	install.ReleaseName = "sb"
+	install.Namespace = "gateway"
+	if o.kubeVersion != "" {
+		kv, err := chartutil.ParseKubeVersion(o.kubeVersion)
+		if err != nil {
+			t.Fatalf("kube version %q: %v", o.kubeVersion, err)
+		}
+		install.KubeVersion = kv
+	}
+	if o.apiVersions != nil {
+		// ClientOnly starts from the default capabilities; an old cluster
+		// is one whose discovery lists only these API versions.
+		caps := chartutil.DefaultCapabilities.Copy()
+		caps.APIVersions = o.apiVersions
+		if install.KubeVersion != nil {
+			caps.KubeVersion = *install.KubeVersion
+		}
+		install.ClientOnly = false
+		cfg.Capabilities = caps
+		cfg.KubeClient = &kubefake.PrintingKubeClient{Out: io.Discard}
+		cfg.Releases = storage.Init(driver.NewMemory())
+	}
+	return install.Run(chrt, values(t, args))
+}
+
+// manifestOf is what helm template prints: the manifests, then the hooks.
+func manifestOf(rel *release.Release) string {
+	var b strings.Builder
+	b.WriteString(rel.Manifest)
+	for _, h := range rel.Hooks {
+		fmt.Fprintf(&b, "\n---\n# Source: %s\n%s\n", h.Path, h.Manifest)
+	}
+	return b.String()
+}
+
+// render is `helm template` of the chart with default capabilities.
 func render(t testing.TB, args ...string) (string, error) {
 	t.Helper()
-	base := []string{"template", "sb", chartDir(t), "--namespace", "gateway", "--kube-version", kubeVersion + ".0"}
-	return helm(t, append(base, args...)...)
+	rel, err := renderRelease(t, renderOpts{}, args...)
+	if err != nil {
+		return "", err
+	}
+	return manifestOf(rel), nil
 }
 
 type object = map[string]any
@@ -158,53 +238,64 @@ func mustFind(t *testing.T, objs []object, kind, name string) object {
 // crdKinds have no built-in schema in kubectl-validate; they are checked in Go.
 var crdKinds = map[string]bool{"ServiceMonitor": true, "PrometheusRule": true}
 
-// kubectlValidate validates each object against the Kubernetes schemas of
-// kubeVersion (unknown fields, wrong types, missing required fields) and
-// returns kubectl-validate's JSON verdict per file.
-func kubectlValidate(t testing.TB, files map[string][]byte) (map[string]json.RawMessage, string, error) {
-	t.Helper()
-	dir := t.TempDir()
-	for name, body := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), body, 0o644); err != nil {
-			t.Fatal(err)
-		}
+// kubeschemaBinary builds, once per test run, the kubeschema module's
+// command: kubectl-validate's validator with its embedded schemas, in a
+// module of its own (see kubeschema/kubeschema.go for why).
+var kubeschemaBinary = sync.OnceValues(func() (string, error) {
+	bin := filepath.Join(binDir, "kubeschema")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/kubeschema")
+	cmd.Dir = filepath.Join(repoRoot, "test", "deploy", "kubeschema")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build test/deploy/kubeschema: %w\n%s", err, out)
 	}
-	cmd := exec.Command(tool(t, "kubectl-validate", validateInstall), dir, "--version", kubeVersion, "--output", "json")
-	// No cluster: schemas come from the binary's built-in copies only.
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+filepath.Join(dir, "no-kubeconfig"))
+	return bin, nil
+})
+
+// kubectlValidate validates each file (a YAML stream) against the
+// Kubernetes schemas of kubeVersion (unknown fields, wrong types, missing
+// required fields) and returns the verdicts per file, one per document:
+// "" for a valid one, else the validator's error.
+func kubectlValidate(t testing.TB, files map[string][]byte) map[string][]string {
+	t.Helper()
+	bin, err := kubeschemaBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := map[string]string{}
+	for name, body := range files {
+		in[name] = string(body)
+	}
+	req, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-version", kubeVersion)
+	cmd.Stdin = bytes.NewReader(req)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	runErr := cmd.Run()
-	results := map[string]json.RawMessage{}
-	if err := json.Unmarshal(stdout.Bytes(), &results); err != nil {
-		return nil, stdout.String() + stderr.String(), fmt.Errorf("kubectl-validate output is not JSON (%v): %w", runErr, err)
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("kubeschema: %v\n%s", err, stderr.String())
 	}
-	return results, stdout.String() + stderr.String(), runErr
+	var verdicts map[string][]string
+	if err := json.Unmarshal(stdout.Bytes(), &verdicts); err != nil {
+		t.Fatalf("kubeschema output is not JSON: %v\n%s", err, stdout.String())
+	}
+	if len(verdicts) != len(files) {
+		t.Fatalf("kubeschema judged %d of %d files:\n%s", len(verdicts), len(files), stdout.String())
+	}
+	return verdicts
 }
 
-func validationFailures(results map[string]json.RawMessage) map[string]string {
+// validationFailures returns, per file, why it is not valid.
+func validationFailures(verdicts map[string][]string) map[string]string {
 	bad := map[string]string{}
-	type status struct {
-		Status  string `json:"status"`
-		Message string `json:"message"`
-	}
-	for file, raw := range results {
-		// One status per YAML document in the file: an array, or one object.
-		var sts []status
-		if err := json.Unmarshal(raw, &sts); err != nil {
-			var st status
-			if err := json.Unmarshal(raw, &st); err != nil {
-				bad[filepath.Base(file)] = string(raw)
-				continue
-			}
-			sts = []status{st}
+	for file, docs := range verdicts {
+		if len(docs) == 0 {
+			bad[file] = "no verdict: no document found"
 		}
-		if len(sts) == 0 {
-			bad[filepath.Base(file)] = "no verdict: " + string(raw)
-		}
-		for _, st := range sts {
-			if st.Status != "Success" {
-				bad[filepath.Base(file)] = string(raw)
+		for _, why := range docs {
+			if why != "" {
+				bad[file] = why
 			}
 		}
 	}
@@ -217,27 +308,40 @@ func TestKubectlValidateCatchesMistakes(t *testing.T) {
 	good := "apiVersion: v1\nkind: Service\nmetadata:\n  name: ok\nspec:\n  ports:\n    - port: 80\n"
 	typo := "apiVersion: v1\nkind: Service\nmetadata:\n  name: typo\nspec:\n  prots:\n    - port: 80\n"
 	wrongType := "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: wrong\nspec:\n  replicas: three\n  selector: {matchLabels: {a: b}}\n  template:\n    metadata: {labels: {a: b}}\n    spec:\n      containers: [{name: c, image: i}]\n"
-	results, out, _ := kubectlValidate(t, map[string][]byte{"good.yaml": []byte(good), "typo.yaml": []byte(typo), "wrong.yaml": []byte(wrongType)})
+	results := kubectlValidate(t, map[string][]byte{"good.yaml": []byte(good), "typo.yaml": []byte(typo), "wrong.yaml": []byte(wrongType)})
 	bad := validationFailures(results)
-	if len(results) != 3 {
-		t.Fatalf("kubectl-validate judged %d files, want 3:\n%s", len(results), out)
-	}
 	if _, ok := bad["good.yaml"]; ok {
 		t.Errorf("a valid Service was rejected: %s", bad["good.yaml"])
 	}
 	if _, ok := bad["typo.yaml"]; !ok {
-		t.Errorf("a misspelled field (spec.prots) passed validation:\n%s", out)
+		t.Errorf("a misspelled field (spec.prots) passed validation: %v", results)
 	}
 	if _, ok := bad["wrong.yaml"]; !ok {
-		t.Errorf("replicas: three passed validation:\n%s", out)
+		t.Errorf("replicas: three passed validation: %v", results)
 	}
 }
 
+// TestChartLintsStrictly is `helm lint --strict` of every variant, with
+// helm's default Kubernetes version and with kubeVersion.
 func TestChartLintsStrictly(t *testing.T) {
+	kv, err := chartutil.ParseKubeVersion(kubeVersion + ".0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	for name, args := range chartVariants {
-		out, err := helm(t, append([]string{"lint", "--strict", chartDir(t), "--kube-version", kubeVersion + ".0"}, args...)...)
-		if err != nil {
-			t.Errorf("helm lint --strict (%s): %v\n%s", name, err, out)
+		for _, version := range []*chartutil.KubeVersion{nil, kv} {
+			lint := action.NewLint()
+			lint.Strict = true
+			lint.Namespace = "gateway"
+			lint.KubeVersion = version
+			res := lint.Run([]string{chartDir(t)}, values(t, args))
+			if len(res.Errors) > 0 || res.TotalChartsLinted != 1 {
+				var msgs []string
+				for _, m := range res.Messages {
+					msgs = append(msgs, m.Error())
+				}
+				t.Errorf("helm lint --strict (%s, kube version %v): %v\n%s", name, version, res.Errors, strings.Join(msgs, "\n"))
+			}
 		}
 	}
 }
@@ -248,7 +352,7 @@ func TestChartRendersValidManifests(t *testing.T) {
 	for variant, args := range chartVariants {
 		out, err := render(t, args...)
 		if err != nil {
-			t.Fatalf("helm template (%s): %v\n%s", variant, err, out)
+			t.Fatalf("helm template (%s): %v", variant, err)
 		}
 		objs := decodeManifests(t, out)
 		rendered[variant] = objs
@@ -263,11 +367,7 @@ func TestChartRendersValidManifests(t *testing.T) {
 			files[fmt.Sprintf("%s-%02d-%s-%s.yaml", variant, i, strings.ToLower(str(o["kind"])), str(dig(o, "metadata", "name")))] = b
 		}
 	}
-	results, out, err := kubectlValidate(t, files)
-	if len(results) != len(files) {
-		t.Fatalf("kubectl-validate judged %d of %d manifests (%v):\n%s", len(results), len(files), err, out)
-	}
-	for file, why := range validationFailures(results) {
+	for file, why := range validationFailures(kubectlValidate(t, files)) {
 		t.Errorf("%s is not a valid Kubernetes %s object: %s", file, kubeVersion, why)
 	}
 
@@ -325,6 +425,19 @@ func TestChartRendersValidManifests(t *testing.T) {
 		t.Errorf("dev.enabled: redis-url %v, want the in-release Redis", dig(devSecret, "stringData"))
 	}
 
+	over := rendered["overrides"]
+	for cm, want := range map[string]map[string]string{
+		"sb-switchboard-edge":   {"SWITCHBOARD_LOG_LEVEL": "debug", "SWITCHBOARD_PREFIX": "tenant-a", "SWITCHBOARD_CONNECT_MODE": "required", "SWITCHBOARD_LOG_FORMAT": "json"},
+		"sb-switchboard-router": {"SWITCHBOARD_LOG_LEVEL": "warn", "SWITCHBOARD_PREFIX": "switchboard"},
+	} {
+		data := dig(mustFind(t, over, "ConfigMap", cm), "data")
+		for k, v := range want {
+			if got := str(dig(data, k)); got != v {
+				t.Errorf("overrides: ConfigMap %s %s=%q, want %q", cm, k, got, v)
+			}
+		}
+	}
+
 	cluster := rendered["redis-cluster"]
 	cm := mustFind(t, cluster, "ConfigMap", "sb-switchboard-edge")
 	if str(dig(cm, "data", "SWITCHBOARD_REDIS_ADDRS")) != "r-0.redis:6379,r-1.redis:6379,r-2.redis:6379" {
@@ -359,7 +472,7 @@ func seconds(t *testing.T, s string) int {
 func TestChartDefaultsAreProductionShaped(t *testing.T) {
 	out, err := render(t, required...)
 	if err != nil {
-		t.Fatalf("helm template: %v\n%s", err, out)
+		t.Fatalf("helm template: %v", err)
 	}
 	objs := decodeManifests(t, out)
 	edge := mustFind(t, objs, "Deployment", "sb-switchboard-edge")
@@ -472,7 +585,7 @@ func TestChartDefaultsAreProductionShaped(t *testing.T) {
 func TestChartNetworkPolicyAllowsConfiguredNamespaces(t *testing.T) {
 	out, err := render(t, append(slices.Clone(required), "--set", "networkPolicy.apiAllowedNamespaces={backends}")...)
 	if err != nil {
-		t.Fatalf("helm template: %v\n%s", err, out)
+		t.Fatalf("helm template: %v", err)
 	}
 	pol := mustFind(t, decodeManifests(t, out), "NetworkPolicy", "sb-switchboard-router")
 	if !strings.Contains(fmt.Sprint(dig(pol, "spec", "ingress")), "kubernetes.io/metadata.name:backends") {
@@ -484,7 +597,7 @@ func TestChartRollsPodsWhenConfigChanges(t *testing.T) {
 	checksum := func(args ...string) string {
 		out, err := render(t, append(slices.Clone(required), args...)...)
 		if err != nil {
-			t.Fatalf("helm template: %v\n%s", err, out)
+			t.Fatalf("helm template: %v", err)
 		}
 		d := mustFind(t, decodeManifests(t, out), "Deployment", "sb-switchboard-edge")
 		return str(dig(d, "spec", "template", "metadata", "annotations", "checksum/config"))
@@ -513,59 +626,91 @@ func TestChartRefusesBadValues(t *testing.T) {
 		"bad config key":       {append(slices.Clone(required), "--set", "edge.config.MAX_FRAME=1"), "MAX_FRAME"},
 	}
 	for name, c := range cases {
-		out, err := render(t, c.args...)
+		_, err := render(t, c.args...)
 		if err == nil {
 			t.Errorf("%s: helm template succeeded, want a refusal", name)
 			continue
 		}
-		if !strings.Contains(out, c.want) {
-			t.Errorf("%s: error does not mention %q:\n%s", name, c.want, out)
+		if !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error does not mention %q: %v", name, c.want, err)
 		}
 	}
 }
 
-// copyDir copies the chart so a test can add a template to it.
-func copyDir(t *testing.T, src, dst string) {
-	t.Helper()
-	err := filepath.WalkDir(src, func(path string, d os.DirEntry, err error) error {
+// strictDocuments parses every document of a rendered manifest with a
+// strict YAML decoder (sigs.k8s.io/yaml, as kubectl does): a key twice in
+// one mapping is an error, where a lenient parser keeps the last value.
+func strictDocuments(manifest string) error {
+	for name, doc := range releaseutil.SplitManifests(manifest) {
+		var obj map[string]any
+		if err := sigsyaml.UnmarshalStrict([]byte(doc), &obj); err != nil {
+			return fmt.Errorf("%s (%s): %w\n%s", name, firstLine(doc), err, doc)
+		}
+	}
+	return nil
+}
+
+func firstLine(doc string) string {
+	line, _, _ := strings.Cut(strings.TrimSpace(doc), "\n")
+	return line
+}
+
+func TestStrictYAMLRejectsDuplicateKeys(t *testing.T) {
+	if err := strictDocuments("apiVersion: v1\nkind: ConfigMap\ndata:\n  A: \"1\"\n  A: \"2\"\n"); err == nil {
+		t.Fatal("a mapping with key A twice parsed: the strict check proves nothing")
+	}
+	if err := strictDocuments("apiVersion: v1\nkind: ConfigMap\ndata:\n  A: \"1\"\n---\napiVersion: v1\nkind: ConfigMap\n"); err != nil {
+		t.Fatalf("valid documents rejected: %v", err)
+	}
+}
+
+// Every manifest of every variant parses with a strict YAML decoder.
+func TestChartManifestsParseStrictly(t *testing.T) {
+	for variant, args := range chartVariants {
+		out, err := render(t, args...)
 		if err != nil {
-			return err
+			t.Fatalf("helm template (%s): %v", variant, err)
 		}
-		rel, err := filepath.Rel(src, path)
-		if err != nil {
-			return err
+		if err := strictDocuments(out); err != nil {
+			t.Errorf("%s: %v", variant, err)
 		}
-		if d.IsDir() {
-			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(filepath.Join(dst, rel), b, 0o644)
-	})
+	}
+}
+
+// A plain `helm template ./helm/switchboard` (no --kube-version, no
+// cluster) renders: helm's default capabilities are those of Kubernetes
+// v1.20 with every API its libraries know. The chart also renders for each
+// version it is meant for, and refuses, saying why, a cluster that lacks
+// the APIs it uses.
+func TestChartRendersOfflineWithHelmDefaults(t *testing.T) {
+	rel, err := renderRelease(t, renderOpts{}, required...)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("helm template with default capabilities (Kubernetes %s): %v", chartutil.DefaultCapabilities.KubeVersion.Version, err)
+	}
+	if !strings.Contains(rel.Manifest, "kind: Deployment") {
+		t.Fatalf("nothing rendered:\n%s", rel.Manifest)
+	}
+	for _, v := range []string{"1.25.0", "1.28.3", kubeVersion + ".0", "1.37.0"} {
+		if _, err := renderRelease(t, renderOpts{kubeVersion: v}, required...); err != nil {
+			t.Errorf("--kube-version %s: %v", v, err)
+		}
+	}
+	old := []string{"v1", "apps/v1", "autoscaling/v1", "policy/v1beta1", "networking.k8s.io/v1"}
+	_, err = renderRelease(t, renderOpts{kubeVersion: "1.20.0", apiVersions: old}, required...)
+	if err == nil || !strings.Contains(err.Error(), "autoscaling/v2") || !strings.Contains(err.Error(), "Kubernetes 1.25") {
+		t.Errorf("a cluster without autoscaling/v2: %v, want a refusal naming the API and the Kubernetes version", err)
 	}
 }
 
-// helm template never prints NOTES.txt; a throwaway template in a copy of
-// the chart renders it into a ConfigMap so its text can be checked.
+// helm template never prints NOTES.txt; the library's release carries it.
 func TestChartNotesTellHowToConnect(t *testing.T) {
-	chart := filepath.Join(t.TempDir(), "switchboard")
-	copyDir(t, chartDir(t), chart)
-	probe := "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  notes: |\n{{ include (print $.Template.BasePath \"/NOTES.txt\") . | indent 4 }}\n"
-	if err := os.WriteFile(filepath.Join(chart, "templates", "zz-notes.yaml"), []byte(probe), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	notes := func(args ...string) string {
 		t.Helper()
-		base := []string{"template", "sb", chart, "--namespace", "gateway", "--kube-version", kubeVersion + ".0", "--show-only", "templates/zz-notes.yaml"}
-		out, err := helm(t, append(base, args...)...)
+		rel, err := renderRelease(t, renderOpts{}, args...)
 		if err != nil {
-			t.Fatalf("rendering NOTES.txt: %v\n%s", err, out)
+			t.Fatalf("rendering NOTES.txt: %v", err)
 		}
-		return str(dig(decodeManifests(t, out)[0], "data", "notes"))
+		return rel.Info.Notes
 	}
 	got := notes(required...)
 	for _, want := range []string{
@@ -576,6 +721,12 @@ func TestChartNotesTellHowToConnect(t *testing.T) {
 		if !strings.Contains(got, want) {
 			t.Errorf("NOTES.txt lacks %q:\n%s", want, got)
 		}
+	}
+	if !strings.Contains(got, "no image is published") || !strings.Contains(got, "make image") {
+		t.Errorf("NOTES.txt does not warn that the default image is not published:\n%s", got)
+	}
+	if got := notes(append(slices.Clone(required), "--set", "image.repository=registry.example.com/me/switchboard")...); strings.Contains(got, "no image is published") {
+		t.Errorf("NOTES.txt warns about the default image while image.repository is set:\n%s", got)
 	}
 	if got := notes("--set", "dev.enabled=true", "--set", "apiAuth.insecure=true"); !strings.Contains(got, "WARNING: dev.enabled") || !strings.Contains(got, "WARNING: apiAuth.insecure") {
 		t.Errorf("NOTES.txt does not warn about dev mode and an open API:\n%s", got)

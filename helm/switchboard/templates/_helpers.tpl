@@ -35,8 +35,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
+{{/* repository@digest when a digest is set, else repository:tag (tag defaults to appVersion). */}}
 {{- define "switchboard.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
 {{- end }}
 
 {{- define "switchboard.serviceAccountName" -}}
@@ -62,6 +67,13 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* Fails the render early with a message an operator can act on. */}}
 {{- define "switchboard.validate" -}}
+{{- /* Instead of a kubeVersion constraint (README.md): the APIs the chart
+       uses, which helm template's default capabilities have. */}}
+{{- range $api := list "autoscaling/v2" "policy/v1" }}
+{{- if not ($.Capabilities.APIVersions.Has $api) }}
+{{- fail (printf "switchboard: the cluster does not serve %s: the chart needs Kubernetes 1.25 or newer (this one reports %s)" $api $.Capabilities.KubeVersion.Version) }}
+{{- end }}
+{{- end }}
 {{- if and (not (include "switchboard.redisURL" .)) (not .Values.redis.existingSecret) (not .Values.redis.addrs) }}
 {{- fail "switchboard: set redis.url (or redis.addrs, or redis.existingSecret), or dev.enabled=true to try the chart without Redis" }}
 {{- end }}

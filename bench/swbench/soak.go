@@ -209,6 +209,9 @@ type ProcSample struct {
 	OK         bool    `json:"ok"`
 	RSS        float64 `json:"rssBytes"`
 	Goroutines float64 `json:"goroutines"`
+	// HeapInuse is go_memstats_heap_inuse_bytes: where RSS growth comes
+	// from, when it grows (not judged).
+	HeapInuse float64 `json:"heapInuseBytes"`
 }
 
 // SoakClients sums the swload processes' results.
@@ -503,7 +506,7 @@ func sample(ctx context.Context, c SoakConfig, begin time.Time, nodes []*soakNod
 				mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 				m, err := Measure(mctx, p.pid(), "http://"+n.admin+"/metrics")
 				cancel()
-				ps = ProcSample{OK: err == nil, RSS: m.RSS, Goroutines: m.Goroutines}
+				ps = ProcSample{OK: err == nil, RSS: m.RSS, Goroutines: m.Goroutines, HeapInuse: m.HeapInuse}
 			}
 			s.Procs = append(s.Procs, ps)
 		}

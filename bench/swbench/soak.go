@@ -76,9 +76,14 @@ type SoakConfig struct {
 	// Restart is how edge 1 is restarted half-way: "term" (SIGTERM, wait,
 	// start again), "kill" (SIGKILL, start again) or "none". Default "term".
 	Restart string
-	// RSSRule and GoroutineRule judge flatness. Defaults: RSS +20% plus
-	// 8 MiB; goroutines +10% plus 10.
-	RSSRule, GoroutineRule FlatRule
+	// RSSRule, HeapRule and GoroutineRule judge flatness. Defaults: RSS
+	// +20% plus 8 MiB; heap in use +20% plus 4 MiB; goroutines +10% plus 10.
+	RSSRule, HeapRule, GoroutineRule FlatRule
+	// NoForcedGC leaves garbage in the heap figure. By default every sample
+	// is preceded by a forced GC in the process (/debug/pprof/heap?gc=1;
+	// the driver starts edges and router with -pprof), so the heap series
+	// is the live heap: the clearest sign of a leak.
+	NoForcedGC bool
 	// Log receives progress lines. Default: discarded.
 	Log io.Writer
 }
@@ -122,6 +127,9 @@ func (c SoakConfig) withDefaults() SoakConfig {
 	}
 	if c.RSSRule == (FlatRule{}) {
 		c.RSSRule = FlatRule{Tolerance: 0.2, Slack: 8 << 20}
+	}
+	if c.HeapRule == (FlatRule{}) {
+		c.HeapRule = FlatRule{Tolerance: 0.2, Slack: 4 << 20}
 	}
 	if c.GoroutineRule == (FlatRule{}) {
 		c.GoroutineRule = FlatRule{Tolerance: 0.1, Slack: 10}
@@ -209,8 +217,8 @@ type ProcSample struct {
 	OK         bool    `json:"ok"`
 	RSS        float64 `json:"rssBytes"`
 	Goroutines float64 `json:"goroutines"`
-	// HeapInuse is go_memstats_heap_inuse_bytes: where RSS growth comes
-	// from, when it grows (not judged).
+	// HeapInuse is go_memstats_heap_inuse_bytes, after a forced GC unless
+	// SoakConfig.NoForcedGC.
 	HeapInuse float64 `json:"heapInuseBytes"`
 }
 
@@ -330,14 +338,14 @@ func RunSoak(ctx context.Context, c SoakConfig) (rep SoakReport, err error) {
 			"-two-way-routes", "echo", "-connect-mode", "optional",
 			// A killed edge is declared dead and cleaned up within seconds,
 			// so its connections' DISCONNECTs arrive well before the end.
-			"-lease-ttl", "5s", "-janitor-interval", "2s",
+			"-lease-ttl", "5s", "-janitor-interval", "2s", "-pprof",
 			"-drain-window", "2s", "-drain-delay", "0s",
 		}, wire...)...)
 		nodes = append(nodes, n)
 	}
 	router := &soakNode{name: "router", cmd: c.Router}
 	router.cmd.Argv = append(append([]string(nil), c.Router.Argv...),
-		append([]string{"-api-listen", "{api}", "-admin-listen", "{admin}"}, wire...)...)
+		append([]string{"-api-listen", "{api}", "-admin-listen", "{admin}", "-pprof"}, wire...)...)
 	nodes = append(nodes, router)
 	for _, n := range nodes {
 		if n.repl, err = freeAddrs(n.cmd.Argv); err != nil {
@@ -440,15 +448,17 @@ func RunSoak(ctx context.Context, c SoakConfig) (rep SoakReport, err error) {
 func judgeSoak(c SoakConfig, procs []string, samples []SoakSample) []FlatResult {
 	var out []FlatResult
 	for i, name := range procs {
-		var rss, gor []float64
+		var rss, heap, gor []float64
 		for _, s := range samples {
 			if s.At < c.Warmup || i >= len(s.Procs) || !s.Procs[i].OK {
 				continue
 			}
 			rss = append(rss, s.Procs[i].RSS)
+			heap = append(heap, s.Procs[i].HeapInuse)
 			gor = append(gor, s.Procs[i].Goroutines)
 		}
-		out = append(out, c.RSSRule.Judge(name+" RSS", rss), c.GoroutineRule.Judge(name+" goroutines", gor))
+		out = append(out, c.RSSRule.Judge(name+" RSS", rss), c.HeapRule.Judge(name+" heap", heap),
+			c.GoroutineRule.Judge(name+" goroutines", gor))
 	}
 	return out
 }
@@ -504,6 +514,9 @@ func sample(ctx context.Context, c SoakConfig, begin time.Time, nodes []*soakNod
 			var ps ProcSample
 			if p := n.current(); p != nil && !p.exited() {
 				mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				if !c.NoForcedGC {
+					_ = forceGC(mctx, "http://"+n.admin+"/debug/pprof/heap?gc=1") // a failure shows in Measure
+				}
 				m, err := Measure(mctx, p.pid(), "http://"+n.admin+"/metrics")
 				cancel()
 				ps = ProcSample{OK: err == nil, RSS: m.RSS, Goroutines: m.Goroutines, HeapInuse: m.HeapInuse}

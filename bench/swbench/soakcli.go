@@ -34,6 +34,9 @@ func soakCLI(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		restart   = fs.String("restart", "term", "how edge1 is restarted half-way: term (SIGTERM, then start), kill (SIGKILL, then start) or none")
 		rssTol    = fs.Float64("rss-tolerance", 0.2, "flat: last third's median RSS at most the first third's times 1+this …")
 		rssSlack  = fs.Float64("rss-slack-mib", 8, "… plus this many MiB")
+		heapTol   = fs.Float64("heap-tolerance", 0.2, "flat: last third's median heap in use at most the first third's times 1+this …")
+		heapSlack = fs.Float64("heap-slack-mib", 4, "… plus this many MiB")
+		gc        = fs.Bool("gc", true, "force a GC in each process before each sample (/debug/pprof/heap?gc=1), so the heap series is the live heap")
 		gTol      = fs.Float64("goroutine-tolerance", 0.1, "flat: last third's median goroutines at most the first third's times 1+this …")
 		gSlack    = fs.Float64("goroutine-slack", 10, "… plus this many")
 		edgeCmd   = fs.String("edge-cmd", "", "edge command (default: build ./cmd/edge); the driver appends the cluster's flags")
@@ -52,6 +55,8 @@ func soakCLI(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		WaveEvery: *wave, MsgRate: *msgRate, PostRate: *postRate, GroupRate: *groupRate, Groups: *groups,
 		Restart: *restart, RedisServer: *redisBin, NATSServer: *natsBin,
 		RSSRule:       FlatRule{Tolerance: *rssTol, Slack: *rssSlack * (1 << 20)},
+		HeapRule:      FlatRule{Tolerance: *heapTol, Slack: *heapSlack * (1 << 20)},
+		NoForcedGC:    !*gc,
 		GoroutineRule: FlatRule{Tolerance: *gTol, Slack: *gSlack},
 		Log:           stderr,
 	}
@@ -111,7 +116,7 @@ func WriteSoakReport(w io.Writer, rep SoakReport, c SoakConfig) {
 	tw := newTable(w)
 	head := "t\topen\t"
 	for _, p := range rep.Processes {
-		head += p + " RSS MiB\t" + p + " goroutines\t"
+		head += p + " RSS MiB\theap\tgoroutines\t"
 	}
 	fmt.Fprintln(tw, head)
 	restartMarked := false
@@ -127,10 +132,10 @@ func WriteSoakReport(w io.Writer, rep SoakReport, c SoakConfig) {
 		line := fmt.Sprintf("%v%s\t%d\t", s.At.Round(time.Second), mark, s.Open)
 		for _, p := range s.Procs {
 			if !p.OK {
-				line += "-\t-\t"
+				line += "-\t-\t-\t"
 				continue
 			}
-			line += fmt.Sprintf("%.1f\t%.0f\t", p.RSS/(1<<20), p.Goroutines)
+			line += fmt.Sprintf("%.1f\t%.1f\t%.0f\t", p.RSS/(1<<20), p.HeapInuse/(1<<20), p.Goroutines)
 		}
 		fmt.Fprintln(tw, line)
 	}
@@ -141,7 +146,7 @@ func WriteSoakReport(w io.Writer, rep SoakReport, c SoakConfig) {
 	fmt.Fprintln(tw, "series\tsamples\tfirst third\tlast third\tlimit\tverdict\t")
 	for _, f := range rep.Flat {
 		unit, div := "", 1.0
-		if strings.HasSuffix(f.Series, "RSS") {
+		if strings.HasSuffix(f.Series, "RSS") || strings.HasSuffix(f.Series, "heap") {
 			unit, div = " MiB", 1<<20
 		}
 		verdict := "flat"

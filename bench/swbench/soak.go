@@ -76,6 +76,10 @@ type SoakConfig struct {
 	// Restart is how edge 1 is restarted half-way: "term" (SIGTERM, wait,
 	// start again), "kill" (SIGKILL, start again) or "none". Default "term".
 	Restart string
+	// FixedNodeIDs starts each edge with -node-id soak-edge<i>, the same
+	// for the restarted process (a StatefulSet's stable pod name), instead
+	// of a new random ID at every start.
+	FixedNodeIDs bool
 	// RSSRule, HeapRule and GoroutineRule judge flatness. Defaults: RSS
 	// +20% plus 8 MiB; heap in use +20% plus 4 MiB; goroutines +10% plus 10.
 	RSSRule, HeapRule, GoroutineRule FlatRule
@@ -333,7 +337,11 @@ func RunSoak(ctx context.Context, c SoakConfig) (rep SoakReport, err error) {
 	}()
 	for i := range 2 {
 		n := &soakNode{name: fmt.Sprintf("edge%d", i), cmd: c.Edge}
-		n.cmd.Argv = append(append([]string(nil), c.Edge.Argv...), append([]string{
+		n.cmd.Argv = append([]string(nil), c.Edge.Argv...)
+		if c.FixedNodeIDs {
+			n.cmd.Argv = append(n.cmd.Argv, "-node-id", "soak-edge"+strconv.Itoa(i))
+		}
+		n.cmd.Argv = append(n.cmd.Argv, append([]string{
 			"-listen", "{listen}", "-admin-listen", "{admin}", "-api-listen", "{api}",
 			"-two-way-routes", "echo", "-connect-mode", "optional",
 			// A killed edge is declared dead and cleaned up within seconds,

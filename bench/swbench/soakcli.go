@@ -32,6 +32,7 @@ func soakCLI(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		groupRate = fs.Float64("group-rate", 5, "group sends per second through the router")
 		groups    = fs.Int("groups", 8, "groups the connections are spread over")
 		restart   = fs.String("restart", "term", "how edge1 is restarted half-way: term (SIGTERM, then start), kill (SIGKILL, then start) or none")
+		fixedIDs  = fs.Bool("fixed-node-ids", false, "start each edge with a fixed -node-id (soak-edge0, soak-edge1), kept across the restart")
 		rssTol    = fs.Float64("rss-tolerance", 0.2, "flat: last third's median RSS at most the first third's times 1+this …")
 		rssSlack  = fs.Float64("rss-slack-mib", 8, "… plus this many MiB")
 		heapTol   = fs.Float64("heap-tolerance", 0.2, "flat: last third's median heap in use at most the first third's times 1+this …")
@@ -53,7 +54,7 @@ func soakCLI(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cfg := SoakConfig{
 		Duration: *duration, SampleEvery: *sampleDur, Warmup: *warmup, Conns: *conns, Lifetime: *lifetime,
 		WaveEvery: *wave, MsgRate: *msgRate, PostRate: *postRate, GroupRate: *groupRate, Groups: *groups,
-		Restart: *restart, RedisServer: *redisBin, NATSServer: *natsBin,
+		Restart: *restart, FixedNodeIDs: *fixedIDs, RedisServer: *redisBin, NATSServer: *natsBin,
 		RSSRule:       FlatRule{Tolerance: *rssTol, Slack: *rssSlack * (1 << 20)},
 		HeapRule:      FlatRule{Tolerance: *heapTol, Slack: *heapSlack * (1 << 20)},
 		NoForcedGC:    !*gc,

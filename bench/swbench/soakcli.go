@@ -91,22 +91,22 @@ func soakCLI(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		*b.dst = Command{Argv: []string{bin}}
 	}
 	rep, err := RunSoak(ctx, cfg)
-	if err != nil {
+	if err != nil && len(rep.Samples) == 0 {
 		return err
 	}
+	// A run that went to the end and then failed (a process that had
+	// crashed does not stop cleanly) still prints what it saw.
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
-			return err
-		}
+		err = errors.Join(err, enc.Encode(rep))
 	} else {
 		WriteSoakReport(stdout, rep, cfg.withDefaults())
 	}
 	if !rep.Pass {
-		return ErrSoakFailed
+		err = errors.Join(err, ErrSoakFailed)
 	}
-	return nil
+	return err
 }
 
 // WriteSoakReport prints the soak's series over time, the flatness

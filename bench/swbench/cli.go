@@ -26,12 +26,15 @@ const DefaultEdgeArgs = "-listen {listen} -admin-listen {admin} -api-listen {api
 // from the repository root. Unless given commands, it builds the baseline,
 // swload and (if ./cmd/edge exists) the edge into a temporary directory.
 func CLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	usage := "usage: swbench idle|connect-rate|echo|drain|all [flags]"
+	usage := "usage: swbench idle|connect-rate|echo|drain|all|soak [flags]"
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		fmt.Fprintln(stderr, usage)
 		return flag.ErrHelp
 	}
 	scenario := args[0]
+	if scenario == "soak" {
+		return soakCLI(ctx, args[1:], stdout, stderr)
+	}
 	switch scenario {
 	case "idle", "connect-rate", "echo", "drain", "all":
 	default:
@@ -71,16 +74,7 @@ func CLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer os.RemoveAll(tmp)
 		dir = tmp
 	}
-	build := func(pkg string) (string, error) {
-		out := filepath.Join(dir, filepath.Base(pkg))
-		fmt.Fprintf(stderr, "building %s\n", pkg)
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
-		cmd.Stdout, cmd.Stderr = stderr, stderr
-		if err := cmd.Run(); err != nil {
-			return "", fmt.Errorf("swbench: go build %s (run swbench from the repository root): %w", pkg, err)
-		}
-		return out, nil
-	}
+	build := func(pkg string) (string, error) { return buildBinary(ctx, dir, pkg, stderr) }
 	cfg := Config{Conns: *n, PerProcess: *perProc, Rate: *rate, Concurrency: *conc, Repeat: *repeat, GC: *gc, Settle: *settle, Log: stderr}
 	if *swloadCmd != "" {
 		cfg.Swload = Command{Argv: strings.Fields(*swloadCmd)}
@@ -177,6 +171,18 @@ func CLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// buildBinary builds pkg (a path from the repository root) into dir.
+func buildBinary(ctx context.Context, dir, pkg string, log io.Writer) (string, error) {
+	out := filepath.Join(dir, filepath.Base(pkg))
+	fmt.Fprintf(log, "building %s\n", pkg)
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("swbench: go build %s (run swbench from the repository root): %w", pkg, err)
+	}
+	return out, nil
 }
 
 // WriteIdleTable prints idle-memory rows.

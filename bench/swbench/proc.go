@@ -68,6 +68,9 @@ func start(name string, c Command, repl map[string]string) (*proc, error) {
 	p := &proc{name: name, ready: make(chan string, 1), waited: make(chan struct{})}
 	p.cmd = exec.Command(argv[0], argv[1:]...)
 	p.cmd.Env = append(os.Environ(), c.Env...)
+	// A driver that dies (Ctrl-C twice, a crash) takes its servers and
+	// loaders with it rather than leaving them bound to their ports.
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	p.cmd.Stdout = &p.stdout
 	errPipe, err := p.cmd.StderrPipe()
 	if err != nil {

@@ -132,13 +132,26 @@ func TestIdleHoldsUntilCancelledAndReportsInterrupted(t *testing.T) {
 		err error
 	}
 	done := make(chan out, 1)
+	// The client's own word that every handshake finished: the server's
+	// gauge reaches 300 before the client has read the last 101 responses,
+	// and a cancel in that gap leaves those connections unopened.
+	opened := make(chan int, 1)
 	go func() {
 		r, err := Run(ctx, Config{
 			Targets: []netip.AddrPort{addrPort(t, srv.Addr())},
 			Conns:   300, Rate: -1, Hold: time.Hour,
+			OnOpen: func(open, _ int) { opened <- open },
 		})
 		done <- out{r, err}
 	}()
+	select {
+	case n := <-opened:
+		if n != 300 {
+			t.Fatalf("%d connections open, want 300", n)
+		}
+	case o := <-done:
+		t.Fatalf("run ended before its connections were open: %+v, %v", o.res, o.err)
+	}
 	waitFor(t, "300 connections open at the server", func() bool {
 		return gauge(t, reg, "baseline_connections_open") == 300
 	})

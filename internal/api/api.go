@@ -345,7 +345,11 @@ func (a *API) frameType(r *http.Request, body []byte) (binary bool, e *apiError)
 	}
 	ct = strings.TrimSpace(ct)
 	switch {
-	case ct == "", strings.EqualFold(ct, "application/octet-stream") && !a.cfg.OctetStreamBinary:
+	// No type, the AWS SDKs' octet-stream, and the form types curl -d and
+	// curl -F send without being asked: the client gets text when it is
+	// UTF-8, as on API Gateway, not a binary frame (a Blob in a browser).
+	case ct == "", strings.EqualFold(ct, "application/octet-stream") && !a.cfg.OctetStreamBinary,
+		strings.EqualFold(ct, "application/x-www-form-urlencoded"), strings.EqualFold(ct, "multipart/form-data"):
 		return !utf8.Valid(body), nil
 	case strings.EqualFold(ct, "application/octet-stream"):
 		return true, nil

@@ -191,6 +191,8 @@ func (l registryLister) Count(ctx context.Context, node string) (int64, error) {
 	return l.r.CountNode(ctx, node)
 }
 
+func (l registryLister) Nodes(ctx context.Context) ([]string, error) { return l.r.Nodes(ctx) }
+
 func (l registryLister) List(ctx context.Context, node, cursor string, limit int) ([]conn.Info, string, error) {
 	recs, next, err := l.r.NodeConns(ctx, node, cursor, limit)
 	if err != nil {

@@ -25,9 +25,9 @@ type admin struct {
 }
 
 func newAdmin(addr string, gatherer prometheus.Gatherer, pprofOn bool, log *slog.Logger) (*admin, error) {
-	ln, err := net.Listen("tcp", addr)
+	ln, err := listenFlag("admin-listen", addr, "")
 	if err != nil {
-		return nil, fmt.Errorf("admin listen %s: %w", addr, err)
+		return nil, err
 	}
 	a := &admin{ln: ln, log: log}
 	mux := http.NewServeMux()

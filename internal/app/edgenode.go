@@ -155,7 +155,7 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 		NodeID: e.nodeID, Stage: cfg.Stage, DomainName: cfg.DomainName,
 	}, e.nc, e.reg, log)
 	if err != nil {
-		return nil, fmt.Errorf("lifecycle: %w", err)
+		return nil, err // already says "lifecycle: "
 	}
 
 	gstore, err := newGroupStore(e.rdb, cfg.Redis.KeyPrefix)
@@ -282,8 +282,8 @@ func (e *Edge) Run(ctx context.Context) error {
 	if e.rdb != nil {
 		registry = "redis"
 	}
-	e.log.Info("edge node started", "node", e.nodeID, "websocket", "ws://"+displayAddr(e.WSAddr())+"/", "api", e.APIAddr(),
-		"admin", "http://"+displayAddr(e.AdminAddr()), "nats", natsNote, "registry", registry)
+	e.log.Info("edge node started", "node", e.nodeID, "websocket", displayAddr(e.WSAddr()), "api", displayAddr(e.APIAddr()),
+		"admin", displayAddr(e.AdminAddr()), "nats", natsNote, "registry", registry)
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -440,9 +440,9 @@ func (e *Edge) buildSecurity(cfg EdgeConfig, log *slog.Logger) error {
 // listen opens the WebSocket listener, behind a PROXY protocol reader when
 // configured.
 func (e *Edge) listen(cfg EdgeConfig) (net.Listener, error) {
-	ln, err := net.Listen("tcp", cfg.Edge.Listen)
+	ln, err := listenFlag("listen", cfg.Edge.Listen, "")
 	if err != nil {
-		return nil, fmt.Errorf("edge listen %s: %w", cfg.Edge.Listen, err)
+		return nil, err
 	}
 	if cfg.ProxyProtocol != "off" { // the PROXY header comes first, before any TLS
 		pl, err := proxyproto.Listen(ln, proxyproto.Config{Required: cfg.ProxyProtocol == "required",

@@ -167,7 +167,7 @@ func (r *Router) Run(ctx context.Context) error {
 		}
 	}()
 	r.admin.ready.Store(true)
-	r.log.Info("router started", "api", "http://"+displayAddr(r.APIAddr()), "admin", "http://"+displayAddr(r.AdminAddr()))
+	r.log.Info("router started", "api", displayAddr(r.APIAddr()), "admin", displayAddr(r.AdminAddr()))
 	var runErr error
 	select {
 	case <-ctx.Done():

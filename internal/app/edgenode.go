@@ -24,6 +24,7 @@ import (
 	"github.com/switchboardgw/switchboard/internal/groups"
 	"github.com/switchboardgw/switchboard/internal/lifecycle"
 	"github.com/switchboardgw/switchboard/internal/proxyproto"
+	"github.com/switchboardgw/switchboard/internal/session"
 	"github.com/switchboardgw/switchboard/internal/tlsreload"
 	"github.com/switchboardgw/switchboard/internal/tlsterm"
 )
@@ -54,7 +55,7 @@ type Edge struct {
 	clientIP func(peer string, h http.Header) string
 	trusted  []netip.Prefix
 	tlsLn    *tlsterm.Listener // wss:// bridges; nil without -ws-tls-cert
-	handler  *nodeHandler
+	handler  *session.Handler
 	ws       *edge.Server
 	api      *apiServer
 	admin    *admin
@@ -134,9 +135,9 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 				if err := e.groups.Reassert(ctx); err != nil {
 					log.Warn("group memberships not re-asserted", "err", err)
 				}
-				return e.handler.reassertAll(e.ws, e.nodeID)
+				return e.handler.ReassertAll(e.ws, e.nodeID)
 			},
-			Revoked: func(context.Context) { e.handler.revokeAll(e.ws) },
+			Revoked: func(context.Context) { e.handler.RevokeAll(e.ws) },
 			// A fixed -node-id restarted within its lease: announce what
 			// the previous process left, with the janitor's own cleanup.
 			CleanPrevious: func(ctx context.Context) error {
@@ -171,14 +172,14 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 	if err != nil {
 		return nil, err
 	}
-	e.handler = newNodeHandler(e.nodeID, e.lc, e.node, e.groups, log)
-	e.handler.domain = cfg.DomainName
-	e.handler.shedClose = uint32(cfg.MsgShedClose)
+	e.handler = session.NewHandler(e.nodeID, e.lc, e.node, e.groups, log)
+	e.handler.Domain = cfg.DomainName
+	e.handler.ShedClose = uint32(cfg.MsgShedClose)
 	if err := e.buildSecurity(cfg, log); err != nil {
 		return nil, err
 	}
 	e.janitor, err = cluster.NewJanitor(cluster.JanitorConfig{Interval: cfg.JanitorInterval}, cluster.JanitorDeps{Registry: registry, Self: e.nodeID,
-		OnOrphan: e.handler.orphaned, Healthy: e.node.Healthy, Logger: log, Metrics: cm})
+		OnOrphan: e.handler.Orphaned, Healthy: e.node.Healthy, Logger: log, Metrics: cm})
 	if err != nil {
 		return nil, err
 	}
@@ -193,12 +194,12 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 		return nil, err
 	}
 	e.cmds, err = cluster.NewCommandServer(cluster.CommandServerConfig{Prefix: cfg.NATS.Prefix, Node: e.nodeID},
-		cluster.CommandServerDeps{NC: e.nc, Controller: localConns{e.ws, e.handler}, Logger: log, Metrics: cm})
+		cluster.CommandServerDeps{NC: e.nc, Controller: e.handler.Local(e.ws), Logger: log, Metrics: cm})
 	if err != nil {
 		return nil, err
 	}
 	e.router, err = cluster.NewRouter(cluster.RouterConfig{Prefix: cfg.NATS.Prefix, Self: e.nodeID},
-		cluster.RouterDeps{NC: e.nc, Registry: registry, Local: localConns{e.ws, e.handler}, Logger: log, Metrics: cm})
+		cluster.RouterDeps{NC: e.nc, Registry: registry, Local: e.handler.Local(e.ws), Logger: log, Metrics: cm})
 	if err != nil {
 		return nil, err
 	}
@@ -318,7 +319,7 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 		if e.tlsLn != nil {
 			e.tlsLn.Wait() // the TLS bridges end with their connections
 		}
-		e.handler.stop() // every record removed (or queued for the registry)
+		e.handler.Stop() // every record removed (or queued for the registry)
 		add(e.groups.Shutdown(ctx))
 		if e.api != nil {
 			add(e.api.shutdown(ctx))
@@ -421,7 +422,7 @@ func (e *Edge) buildSecurity(cfg EdgeConfig, log *slog.Logger) error {
 		if j.Audience != "" {
 			aud = []string{j.Audience}
 		}
-		e.handler.jwt, err = authz.New(authz.Config{KeysFile: j.KeysFile, JWKSFile: j.JWKSFile, Algorithms: j.Algorithms,
+		e.handler.JWT, err = authz.New(authz.Config{KeysFile: j.KeysFile, JWKSFile: j.JWKSFile, Algorithms: j.Algorithms,
 			Header: j.Header, Query: j.Query, SubprotocolPrefix: j.SubprotocolPrefix, Audience: aud, Issuer: j.Issuer,
 			UserClaim: j.UserClaim, Leeway: j.Leeway, ValidUserID: lifecycle.ValidName}, log)
 		if err != nil {
@@ -430,7 +431,7 @@ func (e *Edge) buildSecurity(cfg EdgeConfig, log *slog.Logger) error {
 	}
 	a := cfg.Admission
 	if a.ConnRate > 0 || a.ConnRatePerIP > 0 || a.MaxConns > 0 || a.MaxConnsPerUser > 0 || a.MsgRate > 0 {
-		if e.handler.adm, err = admission.New(a, e.reg); err != nil {
+		if e.handler.Adm, err = admission.New(a, e.reg); err != nil {
 			return err
 		}
 	}

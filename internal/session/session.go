@@ -1,4 +1,8 @@
-package app
+// Package session is the connection lifecycle of an edge node: JWT,
+// admission, registry, $connect, identity, groups and the lifecycle events of
+// every connection, revocation when the node loses its lease, and the
+// announcement of a dead node's connections.
+package session
 
 import (
 	"context"
@@ -36,23 +40,23 @@ type connState struct {
 	// shed counts its messages shed at its own event queue bound
 	// (worker-owned; fills the padding after revoked).
 	shed    uint32
-	gen     uint64 // nodeHandler.gen when accepted: a later gen means revoked
+	gen     uint64 // Handler.gen when accepted: a later gen means revoked
 	release func() // admission slot; nil when admission is off
 	lim     admission.MessageLimiter
 	limited bool // closed by a message policy (worker-owned)
 }
 
-// nodeHandler joins the edge to the rest of the node: $connect through the
+// Handler joins the edge to the rest of the node: $connect through the
 // lifecycle, ownership through the cluster registry, events on every change.
-type nodeHandler struct {
+type Handler struct {
 	nodeID string
 	lc     *lifecycle.Lifecycle
 	node   *cluster.Node
 	groups *groups.Service
-	jwt    *authz.JWT   // nil: no built-in JWT authorizer
-	adm    *admission.A // nil: no admission limits
+	JWT    *authz.JWT   // nil: no built-in JWT authorizer
+	Adm    *admission.A // nil: no admission limits
 	log    *slog.Logger
-	domain string // -domain-name: reported in events instead of the client's Host when set
+	Domain string // -domain-name: reported in events instead of the client's Host when set
 
 	// Revocation (the cluster already sent DISCONNECT for every connection
 	// accepted before it): gen counts revocations; gate is held (read) from
@@ -63,7 +67,7 @@ type nodeHandler struct {
 
 	// shedClose: close a connection (1008) once this many of its messages
 	// were shed at its own event queue bound; 0 never.
-	shedClose uint32
+	ShedClose uint32
 
 	// Unregistering a closed connection waits for a Redis round trip: it is
 	// queued so reactor workers and the drain never wait for it.
@@ -71,12 +75,12 @@ type nodeHandler struct {
 	unregWG sync.WaitGroup
 }
 
-var _ edge.Handler = (*nodeHandler)(nil)
+var _ edge.Handler = (*Handler)(nil)
 
 const unregWorkers = 4
 
-func newNodeHandler(nodeID string, lc *lifecycle.Lifecycle, node *cluster.Node, g *groups.Service, log *slog.Logger) *nodeHandler {
-	h := &nodeHandler{nodeID: nodeID, lc: lc, node: node, groups: g, log: log, unreg: make(chan string, 65536)}
+func NewHandler(nodeID string, lc *lifecycle.Lifecycle, node *cluster.Node, g *groups.Service, log *slog.Logger) *Handler {
+	h := &Handler{nodeID: nodeID, lc: lc, node: node, groups: g, log: log, unreg: make(chan string, 65536)}
 	h.unregWG.Add(unregWorkers)
 	for i := 0; i < unregWorkers; i++ {
 		go func() {
@@ -92,30 +96,30 @@ func newNodeHandler(nodeID string, lc *lifecycle.Lifecycle, node *cluster.Node, 
 }
 
 // stop finishes the queued unregistrations. Call after the edge has shut down.
-func (h *nodeHandler) stop() {
+func (h *Handler) Stop() {
 	close(h.unreg)
 	h.unregWG.Wait()
 }
 
-func (h *nodeHandler) Connect(ctx context.Context, c *edge.Conn, r *edge.Request) (*edge.Accept, error) {
+func (h *Handler) Connect(ctx context.Context, c *edge.Conn, r *edge.Request) (*edge.Accept, error) {
 	if !h.node.Healthy() {
 		return nil, &edge.Reject{Status: http.StatusServiceUnavailable, Reason: "node fenced: cluster lease not held"}
 	}
 	// The built-in JWT authorizer answers before anything else runs.
 	var jr authz.Result
 	protocols := r.Protocols
-	if h.jwt != nil {
+	if h.JWT != nil {
 		var err error
-		if jr, err = h.jwt.Authorize(r); err != nil {
+		if jr, err = h.JWT.Authorize(r); err != nil {
 			s := authz.StatusOf(err)
 			h.log.Debug("JWT refused", "conn", c.ID(), "reason", authz.ReasonOf(err))
 			return nil, &edge.Reject{Status: s, Header: http.Header{"Www-Authenticate": {"Bearer"}}, Reason: http.StatusText(s)}
 		}
-		protocols = h.jwt.StripToken(r.Protocols)
+		protocols = h.JWT.StripToken(r.Protocols)
 	}
 	release := func() {}
-	if h.adm != nil {
-		rel, err := h.adm.Admit(c.SourceIP(), jr.UserID)
+	if h.Adm != nil {
+		rel, err := h.Adm.Admit(c.SourceIP(), jr.UserID)
 		if err != nil {
 			s := admission.StatusOf(err)
 			return nil, &edge.Reject{Status: s, Reason: http.StatusText(s)}
@@ -133,8 +137,8 @@ func (h *nodeHandler) Connect(ctx context.Context, c *edge.Conn, r *edge.Request
 		DomainName: h.eventDomain(r.Host), Path: r.Path, Headers: lifecycle.HeadersFromHTTP(r.Header), Query: lifecycle.ParseQuery(r.RawQuery),
 		Subprotocols: protocols, UserID: jr.UserID, Principal: jr.Principal,
 	}}
-	if h.adm != nil {
-		st.lim = h.adm.MessageLimiter()
+	if h.Adm != nil {
+		st.lim = h.Adm.MessageLimiter()
 	}
 	// Registered before $connect runs: the backend deciding $connect can
 	// already post to the connection (held until the 101).
@@ -159,8 +163,8 @@ func (h *nodeHandler) Connect(ctx context.Context, c *edge.Conn, r *edge.Request
 	}
 	// The backend's answer refines what the JWT said; it does not erase it.
 	if d.UserID != "" && d.UserID != st.meta.UserID {
-		if h.adm != nil {
-			rel, err := h.adm.AdmitUser(d.UserID)
+		if h.Adm != nil {
+			rel, err := h.Adm.AdmitUser(d.UserID)
 			if err != nil {
 				h.queueUnregister(c.ID())
 				s := admission.StatusOf(err)
@@ -189,7 +193,7 @@ func (h *nodeHandler) Connect(ctx context.Context, c *edge.Conn, r *edge.Request
 	return &edge.Accept{Header: d.Header, Subprotocol: jr.Subprotocol, UserID: st.meta.UserID, Value: st}, nil
 }
 
-func (h *nodeHandler) Open(c *edge.Conn) {
+func (h *Handler) Open(c *edge.Conn) {
 	st := c.Value().(*connState)
 	// Memberships first: a backend reacting to CONNECT can already reach
 	// the connection through its user and groups.
@@ -211,14 +215,14 @@ func (h *nodeHandler) Open(c *edge.Conn) {
 // events more slowly than it sends, its messages are shed at its own event
 // queue bound (-conn-event-queue) so that nobody else's are, and
 // -msg-shed-close closes it once that happened often enough.
-func (h *nodeHandler) Message(c *edge.Conn, data []byte, binary bool) {
+func (h *Handler) Message(c *edge.Conn, data []byte, binary bool) {
 	st := c.Value().(*connState)
 	if st.limited {
 		return // closed by a policy: what it still sends is not routed
 	}
-	if h.adm != nil && !st.lim.Allow(time.Now()) {
+	if h.Adm != nil && !st.lim.Allow(time.Now()) {
 		st.limited = true
-		h.adm.MessageRejected()
+		h.Adm.MessageRejected()
 		c.Close(edge.CodePolicy, "message rate exceeded", edge.ReasonPolicy)
 		return
 	}
@@ -232,15 +236,15 @@ func (h *nodeHandler) Message(c *edge.Conn, data []byte, binary bool) {
 		})
 	}
 	h.gate.RUnlock()
-	if h.shedClose > 0 && errors.Is(err, lifecycle.ErrConnQueueFull) {
-		if st.shed++; st.shed >= h.shedClose {
+	if h.ShedClose > 0 && errors.Is(err, lifecycle.ErrConnQueueFull) {
+		if st.shed++; st.shed >= h.ShedClose {
 			st.limited = true
 			c.Close(edge.CodePolicy, "message queue full", edge.ReasonPolicy)
 		}
 	}
 }
 
-func (h *nodeHandler) Close(c *edge.Conn, code int, reason string, why edge.CloseReason) {
+func (h *Handler) Close(c *edge.Conn, code int, reason string, why edge.CloseReason) {
 	h.queueUnregister(c.ID())
 	h.groups.Untrack(c.ID())
 	st, _ := c.Value().(*connState)
@@ -259,7 +263,7 @@ func (h *nodeHandler) Close(c *edge.Conn, code int, reason string, why edge.Clos
 }
 
 // isRevoked: the cluster already announced the connection's end.
-func (h *nodeHandler) isRevoked(st *connState) bool {
+func (h *Handler) isRevoked(st *connState) bool {
 	return st.revoked.Load() || st.gen != h.gen.Load()
 }
 
@@ -268,7 +272,7 @@ func (h *nodeHandler) isRevoked(st *connState) bool {
 // revocation gate: an event that passed the check is queued (its Fence
 // epoch read) before revokeAll returns, so the epoch change that follows
 // drops it.
-func (h *nodeHandler) unlessRevoked(st *connState, emit func()) {
+func (h *Handler) unlessRevoked(st *connState, emit func()) {
 	h.gate.RLock()
 	defer h.gate.RUnlock()
 	if h.isRevoked(st) {
@@ -277,7 +281,7 @@ func (h *nodeHandler) unlessRevoked(st *connState, emit func()) {
 	emit()
 }
 
-func (h *nodeHandler) queueUnregister(id string) {
+func (h *Handler) queueUnregister(id string) {
 	select {
 	case h.unreg <- id:
 	default: // queue full: wait for the registry rather than forget the record
@@ -288,7 +292,7 @@ func (h *nodeHandler) queueUnregister(id string) {
 }
 
 // orphaned announces the end of a dead node's connection (janitor).
-func (h *nodeHandler) orphaned(ctx context.Context, rec cluster.ConnRecord) {
+func (h *Handler) Orphaned(ctx context.Context, rec cluster.ConnRecord) {
 	if err := h.groups.Orphaned(ctx, rec.ID, rec.UserID); err != nil {
 		h.log.Warn("memberships of a dead node's connection not removed", "conn", rec.ID, "err", err)
 	}
@@ -312,7 +316,7 @@ const revokeGateWait = time.Second
 // nodes declared this node dead and already sent their DISCONNECT events:
 // the cluster node calls it while its fence holds every event and API call,
 // and changes the epoch once it returns.
-func (h *nodeHandler) revokeAll(ws *edge.Server) {
+func (h *Handler) RevokeAll(ws *edge.Server) {
 	// Every connection accepted so far is revoked, those still in $connect
 	// too (their record was announced with the rest).
 	h.gen.Add(1)
@@ -346,7 +350,7 @@ func (h *nodeHandler) revokeAll(ws *edge.Server) {
 }
 
 // reassertAll lists the live connections for the registry after it lost them.
-func (h *nodeHandler) reassertAll(ws *edge.Server, nodeID string) []cluster.ConnRecord {
+func (h *Handler) ReassertAll(ws *edge.Server, nodeID string) []cluster.ConnRecord {
 	var recs []cluster.ConnRecord
 	ws.Each(func(c *edge.Conn) {
 		if !c.Established() {
@@ -375,7 +379,7 @@ func hostOnly(host string) string {
 }
 
 // eventMeta is the metadata of an established connection's later events.
-func (h *nodeHandler) eventMeta(c *edge.Conn, st *connState) lifecycle.ConnMeta {
+func (h *Handler) eventMeta(c *edge.Conn, st *connState) lifecycle.ConnMeta {
 	return lifecycle.ConnMeta{ID: c.ID(), NodeID: h.nodeID, ConnectedAt: c.ConnectedAt(), SourceIP: c.SourceIP(),
 		UserAgent: c.UserAgent(), UserID: c.UserID(), Principal: st.getPrincipal(), Groups: st.groups, DomainName: st.domain}
 }
@@ -395,14 +399,17 @@ func (st *connState) getPrincipal() json.RawMessage {
 	return nil
 }
 
-// localConns is this node's connections as the cluster sees them: the
+// LocalConns is this node's connections as the cluster sees them: the
 // edge's hub, plus the per-connection state the node keeps.
-type localConns struct {
+type LocalConns struct {
 	*edge.Server
-	h *nodeHandler
+	h *Handler
 }
 
-var _ conn.StateSetter = localConns{}
+var _ conn.StateSetter = LocalConns{}
+
+// Local is ws's hub behind the fence, with SetState.
+func (h *Handler) Local(ws *edge.Server) LocalConns { return LocalConns{ws, h} }
 
 // fenceWaitMax bounds how long an API call for a local connection waits for
 // a lease in doubt (a pause is settled at the first renewal after it; a
@@ -416,7 +423,7 @@ var errFenced = fmt.Errorf("node fenced: cluster lease in doubt: %w", conn.ErrUn
 // local returns id's connection once the fence allows serving it: while the
 // lease is in doubt the call waits (the cluster may have announced the
 // connection's end already); a connection revoked meanwhile is gone.
-func (l localConns) local(ctx context.Context, id string) (*edge.Conn, error) {
+func (l LocalConns) local(ctx context.Context, id string) (*edge.Conn, error) {
 	wctx, cancel := context.WithTimeout(ctx, fenceWaitMax)
 	err := l.h.node.Wait(wctx)
 	cancel()
@@ -436,7 +443,7 @@ func (l localConns) local(ctx context.Context, id string) (*edge.Conn, error) {
 }
 
 // Post implements conn.Controller behind the fence.
-func (l localConns) Post(ctx context.Context, id string, data []byte, binary bool) error {
+func (l LocalConns) Post(ctx context.Context, id string, data []byte, binary bool) error {
 	if _, err := l.local(ctx, id); err != nil {
 		return err
 	}
@@ -444,7 +451,7 @@ func (l localConns) Post(ctx context.Context, id string, data []byte, binary boo
 }
 
 // Info implements conn.Controller behind the fence.
-func (l localConns) Info(ctx context.Context, id string) (conn.Info, error) {
+func (l LocalConns) Info(ctx context.Context, id string) (conn.Info, error) {
 	if _, err := l.local(ctx, id); err != nil {
 		return conn.Info{}, err
 	}
@@ -452,7 +459,7 @@ func (l localConns) Info(ctx context.Context, id string) (conn.Info, error) {
 }
 
 // Close implements conn.Controller behind the fence.
-func (l localConns) Close(ctx context.Context, id string, code int, reason string) error {
+func (l LocalConns) Close(ctx context.Context, id string, code int, reason string) error {
 	if _, err := l.local(ctx, id); err != nil {
 		return err
 	}
@@ -462,7 +469,7 @@ func (l localConns) Close(ctx context.Context, id string, code int, reason strin
 // SetState replaces the state (authorizer context) a local connection
 // carries on its later events, and in its registry record so that a
 // DISCONNECT sent for it by another node carries it too.
-func (l localConns) SetState(ctx context.Context, id string, state json.RawMessage) error {
+func (l LocalConns) SetState(ctx context.Context, id string, state json.RawMessage) error {
 	if !conn.ValidState(state) {
 		return conn.ErrInvalidState
 	}

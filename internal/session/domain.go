@@ -1,10 +1,10 @@
-package app
+package session
 
 // eventDomain is the domainName of a connection's events: -domain-name when
 // set, since the Host header is whatever the client chose to send.
-func (h *nodeHandler) eventDomain(host string) string {
-	if h.domain != "" {
-		return h.domain
+func (h *Handler) eventDomain(host string) string {
+	if h.Domain != "" {
+		return h.Domain
 	}
 	return hostOnly(host)
 }

@@ -74,6 +74,9 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 	e := &Edge{cfg: cfg, log: log, reg: newRegistry()}
 	defer func() {
 		if err != nil {
+			if e.handler != nil {
+				e.handler.Stop() // its unregister workers
+			}
 			e.closeDeps()
 		}
 	}()
@@ -135,7 +138,7 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 				if err := e.groups.Reassert(ctx); err != nil {
 					log.Warn("group memberships not re-asserted", "err", err)
 				}
-				return e.handler.ReassertAll(e.ws, e.nodeID)
+				return e.handler.ReassertAll(e.ws)
 			},
 			Revoked: func(context.Context) { e.handler.RevokeAll(e.ws) },
 			// A fixed -node-id restarted within its lease: announce what
@@ -172,10 +175,13 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 	if err != nil {
 		return nil, err
 	}
-	e.handler = session.NewHandler(e.nodeID, e.lc, e.node, e.groups, log)
-	e.handler.Domain = cfg.DomainName
-	e.handler.ShedClose = uint32(cfg.MsgShedClose)
-	if err := e.buildSecurity(cfg, log); err != nil {
+	jwt, adm, err := e.buildSecurity(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	e.handler, err = session.New(session.Config{NodeID: e.nodeID, DomainName: cfg.DomainName, MsgShedClose: cfg.MsgShedClose},
+		session.Deps{Events: e.lc, Owner: e.node, Groups: e.groups, JWT: jwt, Admission: adm, Logger: log})
+	if err != nil {
 		return nil, err
 	}
 	e.janitor, err = cluster.NewJanitor(cluster.JanitorConfig{Interval: cfg.JanitorInterval}, cluster.JanitorDeps{Registry: registry, Self: e.nodeID,
@@ -402,17 +408,17 @@ func connectNATS(url string, cfg NATS, name string, log *slog.Logger, extra ...n
 }
 
 // buildSecurity sets up the JWT authorizer, admission control and client IP
-// resolution from cfg (each off unless configured).
-func (e *Edge) buildSecurity(cfg EdgeConfig, log *slog.Logger) error {
+// resolution from cfg (each off unless configured: nil).
+func (e *Edge) buildSecurity(cfg EdgeConfig, log *slog.Logger) (jwt *authz.JWT, adm *admission.A, err error) {
 	prefixes, err := clientip.ParsePrefixes(cfg.TrustedProxies)
 	if err != nil {
-		return fmt.Errorf("trusted proxies: %w", err)
+		return nil, nil, fmt.Errorf("trusted proxies: %w", err)
 	}
 	e.trusted = prefixes
 	if len(prefixes) > 0 {
 		cip, err := clientip.New(clientip.Config{TrustedProxies: prefixes, Header: cfg.ForwardedHeader})
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
 		e.clientIP = cip.ClientIPString
 		e.trustedPeer = cip.Trusted
@@ -422,20 +428,20 @@ func (e *Edge) buildSecurity(cfg EdgeConfig, log *slog.Logger) error {
 		if j.Audience != "" {
 			aud = []string{j.Audience}
 		}
-		e.handler.JWT, err = authz.New(authz.Config{KeysFile: j.KeysFile, JWKSFile: j.JWKSFile, Algorithms: j.Algorithms,
+		jwt, err = authz.New(authz.Config{KeysFile: j.KeysFile, JWKSFile: j.JWKSFile, Algorithms: j.Algorithms,
 			Header: j.Header, Query: j.Query, SubprotocolPrefix: j.SubprotocolPrefix, Audience: aud, Issuer: j.Issuer,
 			UserClaim: j.UserClaim, Leeway: j.Leeway, ValidUserID: lifecycle.ValidName}, log)
 		if err != nil {
-			return fmt.Errorf("jwt: %w", err)
+			return nil, nil, fmt.Errorf("jwt: %w", err)
 		}
 	}
 	a := cfg.Admission
 	if a.ConnRate > 0 || a.ConnRatePerIP > 0 || a.MaxConns > 0 || a.MaxConnsPerUser > 0 || a.MsgRate > 0 {
-		if e.handler.Adm, err = admission.New(a, e.reg); err != nil {
-			return err
+		if adm, err = admission.New(a, e.reg); err != nil {
+			return nil, nil, err
 		}
 	}
-	return nil
+	return jwt, adm, nil
 }
 
 // listen opens the WebSocket listener, behind a PROXY protocol reader when

@@ -5,6 +5,7 @@
 package session
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -46,17 +47,72 @@ type connState struct {
 	limited bool // closed by a message policy (worker-owned)
 }
 
+// Events is the lifecycle (internal/lifecycle): $connect's decision and the
+// events of a connection.
+type Events interface {
+	Authorize(ctx context.Context, m *lifecycle.ConnMeta) (lifecycle.Decision, error)
+	Connected(m *lifecycle.ConnMeta) error
+	Message(m *lifecycle.ConnMeta, payload []byte, binary bool, reply func(data []byte, binary bool)) error
+	Disconnected(m *lifecycle.ConnMeta, code int, reason string) error
+	// DisconnectedWait waits for room in the lane as long as ctx lasts.
+	DisconnectedWait(ctx context.Context, m *lifecycle.ConnMeta, code int, reason string) error
+}
+
+// Owner is the cluster node (cluster.Node): the lease that fences this
+// node's connections and the registry of who owns them.
+type Owner interface {
+	// Healthy: the node may accept connections.
+	Healthy() bool
+	// Wait returns once the lease is not in doubt, or ctx ends.
+	Wait(ctx context.Context) error
+	// RegisterNew records (or re-records) a connection of this node.
+	RegisterNew(ctx context.Context, rec cluster.ConnRecord) error
+	// Unregister removes a closed connection's record (retried on failure).
+	Unregister(ctx context.Context, id string)
+}
+
+// Memberships is the group service (internal/groups).
+type Memberships interface {
+	Track(c groups.Conn, user string, groups []string) error
+	Untrack(id string)
+	// Orphaned removes a dead node's connection from its user and groups.
+	Orphaned(ctx context.Context, id, user string) error
+}
+
+// Config is what the handler needs to know.
+type Config struct {
+	// NodeID is this node's ID, in every record and event. Required.
+	NodeID string
+	// DomainName (-domain-name) is reported in events instead of the
+	// client's Host when set.
+	DomainName string
+	// MsgShedClose (-msg-shed-close): close a connection (1008) once this
+	// many of its messages were shed at its own event queue bound; 0 never.
+	MsgShedClose int
+}
+
+// Deps are the parts the handler joins. Events, Owner and Groups are
+// required; JWT and Admission are optional (nil: off).
+type Deps struct {
+	Events    Events
+	Owner     Owner
+	Groups    Memberships
+	JWT       *authz.JWT
+	Admission *admission.A
+	Logger    *slog.Logger
+}
+
 // Handler joins the edge to the rest of the node: $connect through the
 // lifecycle, ownership through the cluster registry, events on every change.
 type Handler struct {
 	nodeID string
-	lc     *lifecycle.Lifecycle
-	node   *cluster.Node
-	groups *groups.Service
-	JWT    *authz.JWT   // nil: no built-in JWT authorizer
-	Adm    *admission.A // nil: no admission limits
+	lc     Events
+	node   Owner
+	groups Memberships
+	jwt    *authz.JWT   // nil: no built-in JWT authorizer
+	adm    *admission.A // nil: no admission limits
 	log    *slog.Logger
-	Domain string // -domain-name: reported in events instead of the client's Host when set
+	domain string // -domain-name: reported in events instead of the client's Host when set
 
 	// Revocation (the cluster already sent DISCONNECT for every connection
 	// accepted before it): gen counts revocations; gate is held (read) from
@@ -67,7 +123,7 @@ type Handler struct {
 
 	// shedClose: close a connection (1008) once this many of its messages
 	// were shed at its own event queue bound; 0 never.
-	ShedClose uint32
+	shedClose uint32
 
 	// Unregistering a closed connection waits for a Redis round trip: it is
 	// queued so reactor workers and the drain never wait for it.
@@ -77,10 +133,27 @@ type Handler struct {
 
 var _ edge.Handler = (*Handler)(nil)
 
-const unregWorkers = 4
+const (
+	unregWorkers = 4
+	unregQueue   = 65536
+)
 
-func NewHandler(nodeID string, lc *lifecycle.Lifecycle, node *cluster.Node, g *groups.Service, log *slog.Logger) *Handler {
-	h := &Handler{nodeID: nodeID, lc: lc, node: node, groups: g, log: log, unreg: make(chan string, 65536)}
+// New builds the handler and starts its unregister workers; Stop ends them.
+func New(cfg Config, deps Deps) (*Handler, error) {
+	switch {
+	case !cluster.ValidNodeID(cfg.NodeID):
+		return nil, fmt.Errorf("session: node id %q: letters, digits, '-' and '_' only", cfg.NodeID)
+	case cfg.MsgShedClose < 0:
+		return nil, fmt.Errorf("session: msg shed close %d: must be >= 0", cfg.MsgShedClose)
+	case deps.Events == nil || deps.Owner == nil || deps.Groups == nil:
+		return nil, errors.New("session: Events, Owner and Groups are required")
+	}
+	log := deps.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	h := &Handler{nodeID: cfg.NodeID, lc: deps.Events, node: deps.Owner, groups: deps.Groups, jwt: deps.JWT, adm: deps.Admission,
+		log: log, domain: cfg.DomainName, shedClose: uint32(cfg.MsgShedClose), unreg: make(chan string, unregQueue)}
 	h.unregWG.Add(unregWorkers)
 	for i := 0; i < unregWorkers; i++ {
 		go func() {
@@ -92,10 +165,10 @@ func NewHandler(nodeID string, lc *lifecycle.Lifecycle, node *cluster.Node, g *g
 			}
 		}()
 	}
-	return h
+	return h, nil
 }
 
-// stop finishes the queued unregistrations. Call after the edge has shut down.
+// Stop finishes the queued unregistrations. Call after the edge has shut down.
 func (h *Handler) Stop() {
 	close(h.unreg)
 	h.unregWG.Wait()
@@ -108,18 +181,18 @@ func (h *Handler) Connect(ctx context.Context, c *edge.Conn, r *edge.Request) (*
 	// The built-in JWT authorizer answers before anything else runs.
 	var jr authz.Result
 	protocols := r.Protocols
-	if h.JWT != nil {
+	if h.jwt != nil {
 		var err error
-		if jr, err = h.JWT.Authorize(r); err != nil {
+		if jr, err = h.jwt.Authorize(r); err != nil {
 			s := authz.StatusOf(err)
 			h.log.Debug("JWT refused", "conn", c.ID(), "reason", authz.ReasonOf(err))
 			return nil, &edge.Reject{Status: s, Header: http.Header{"Www-Authenticate": {"Bearer"}}, Reason: http.StatusText(s)}
 		}
-		protocols = h.JWT.StripToken(r.Protocols)
+		protocols = h.jwt.StripToken(r.Protocols)
 	}
 	release := func() {}
-	if h.Adm != nil {
-		rel, err := h.Adm.Admit(c.SourceIP(), jr.UserID)
+	if h.adm != nil {
+		rel, err := h.adm.Admit(c.SourceIP(), jr.UserID)
 		if err != nil {
 			s := admission.StatusOf(err)
 			return nil, &edge.Reject{Status: s, Reason: http.StatusText(s)}
@@ -137,8 +210,8 @@ func (h *Handler) Connect(ctx context.Context, c *edge.Conn, r *edge.Request) (*
 		DomainName: h.eventDomain(r.Host), Path: r.Path, Headers: lifecycle.HeadersFromHTTP(r.Header), Query: lifecycle.ParseQuery(r.RawQuery),
 		Subprotocols: protocols, UserID: jr.UserID, Principal: jr.Principal,
 	}}
-	if h.Adm != nil {
-		st.lim = h.Adm.MessageLimiter()
+	if h.adm != nil {
+		st.lim = h.adm.MessageLimiter()
 	}
 	// Registered before $connect runs: the backend deciding $connect can
 	// already post to the connection (held until the 101).
@@ -163,8 +236,8 @@ func (h *Handler) Connect(ctx context.Context, c *edge.Conn, r *edge.Request) (*
 	}
 	// The backend's answer refines what the JWT said; it does not erase it.
 	if d.UserID != "" && d.UserID != st.meta.UserID {
-		if h.Adm != nil {
-			rel, err := h.Adm.AdmitUser(d.UserID)
+		if h.adm != nil {
+			rel, err := h.adm.AdmitUser(d.UserID)
 			if err != nil {
 				h.queueUnregister(c.ID())
 				s := admission.StatusOf(err)
@@ -180,8 +253,9 @@ func (h *Handler) Connect(ctx context.Context, c *edge.Conn, r *edge.Request) (*
 		st.meta.Principal = d.Principal
 	}
 	st.meta.Groups = d.Groups
-	if d.UserID != "" || len(d.Principal) > 0 {
+	if st.meta.UserID != rec.UserID || !bytes.Equal(st.meta.Principal, rec.Principal) {
 		// The record carries them so a DISCONNECT for a dead node has them.
+		// Written again only when $connect changed what it already holds.
 		rec.UserID, rec.Principal = st.meta.UserID, st.meta.Principal
 		if err := h.node.RegisterNew(ctx, rec); err != nil {
 			h.log.Warn("connection identity not recorded", "conn", c.ID(), "err", err)
@@ -220,9 +294,9 @@ func (h *Handler) Message(c *edge.Conn, data []byte, binary bool) {
 	if st.limited {
 		return // closed by a policy: what it still sends is not routed
 	}
-	if h.Adm != nil && !st.lim.Allow(time.Now()) {
+	if h.adm != nil && !st.lim.Allow(time.Now()) {
 		st.limited = true
-		h.Adm.MessageRejected()
+		h.adm.MessageRejected()
 		c.Close(edge.CodePolicy, "message rate exceeded", edge.ReasonPolicy)
 		return
 	}
@@ -236,8 +310,8 @@ func (h *Handler) Message(c *edge.Conn, data []byte, binary bool) {
 		})
 	}
 	h.gate.RUnlock()
-	if h.ShedClose > 0 && errors.Is(err, lifecycle.ErrConnQueueFull) {
-		if st.shed++; st.shed >= h.ShedClose {
+	if h.shedClose > 0 && errors.Is(err, lifecycle.ErrConnQueueFull) {
+		if st.shed++; st.shed >= h.shedClose {
 			st.limited = true
 			c.Close(edge.CodePolicy, "message queue full", edge.ReasonPolicy)
 		}
@@ -350,7 +424,7 @@ func (h *Handler) RevokeAll(ws *edge.Server) {
 }
 
 // reassertAll lists the live connections for the registry after it lost them.
-func (h *Handler) ReassertAll(ws *edge.Server, nodeID string) []cluster.ConnRecord {
+func (h *Handler) ReassertAll(ws *edge.Server) []cluster.ConnRecord {
 	var recs []cluster.ConnRecord
 	ws.Each(func(c *edge.Conn) {
 		if !c.Established() {
@@ -360,7 +434,7 @@ func (h *Handler) ReassertAll(ws *edge.Server, nodeID string) []cluster.ConnReco
 		if !ok || h.isRevoked(st) {
 			return // revoked: closing, announced already
 		}
-		recs = append(recs, cluster.ConnRecord{ID: c.ID(), Node: nodeID, ConnectedAt: c.ConnectedAt(),
+		recs = append(recs, cluster.ConnRecord{ID: c.ID(), Node: h.nodeID, ConnectedAt: c.ConnectedAt(),
 			SourceIP: c.SourceIP(), UserAgent: c.UserAgent(), UserID: c.UserID(), Principal: st.getPrincipal()})
 	})
 	return recs

@@ -220,9 +220,10 @@ func TestConsole(t *testing.T) {
 	waitJS(t, ctx, "group send confirmed", `document.querySelector("#g-result").textContent === "sent to group lobby"`)
 	screenshot(t, ctx, "groups")
 
-	// Events: the tail shows a new connection and its close, live.
+	// Events: the tail shows a new connection, its message (route traffic)
+	// and its close, live.
 	do(t, ctx, "start tail", chromedp.Click(`#tabs button[data-view=events]`),
-		chromedp.Click("#tail-toggle"))
+		chromedp.Click("#tail-routes"), chromedp.Click("#tail-toggle"))
 	waitJS(t, ctx, "tail live", `document.querySelector("#tail-status").textContent.startsWith("Live")`)
 	dave := dialUser(1, "dave", "")
 	cl.learnIDs([]*wsClient{dave})
@@ -231,6 +232,10 @@ func TestConsole(t *testing.T) {
 			typ, dave.id, cl.edges[1].nodeID)
 	}
 	waitJS(t, ctx, "dave's CONNECT in the tail", row("connect"))
+	if err := dave.send([]byte(`{"action":"chat","text":"hi from dave"}`)); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, "dave's message in the tail", row("message")+fmt.Sprintf(` && [...document.querySelectorAll("#tail tr.ev-message")].some(r => r.cells[3].textContent === %q && r.cells[6].textContent.includes("hi from dave"))`, dave.id))
 	if err := dave.closeWith(1000, waitTimeout); err != nil {
 		t.Fatal(err)
 	}

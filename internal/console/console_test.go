@@ -279,7 +279,7 @@ func TestHandlerServesPageAndPassesAPICalls(t *testing.T) {
 		t.Fatalf("GET /: %d %v", res.StatusCode, res.Header)
 	}
 	for _, tc := range []struct{ origin, want string }{
-		{srv.URL, ""},                                  // the console's own: removed
+		{srv.URL, ""}, // the console's own: removed
 		{"http://evil.example", "http://evil.example"}, // left for the API to refuse
 	} {
 		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/@connections/AAAAAAAAAAAAAAAA", strings.NewReader("x"))

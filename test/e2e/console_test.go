@@ -158,6 +158,7 @@ func TestConsole(t *testing.T) {
 	waitJS(t, ctx, "nodes and counts", nodeCount(0, 3)+" && "+nodeCount(1, 2)+
 		` && document.querySelector("#cluster-count").textContent === "5" && document.querySelectorAll("#nodes tbody tr").length === 3`+
 		` && [...document.querySelectorAll("#nodes tbody tr")].some(r => r.cells[1].textContent === "router")`+
+		` && [...document.querySelectorAll("#nodes tbody tr")].every(r => r.cells[1].textContent !== "edge" || / m?s$/.test(r.cells[4].textContent) && r.cells[5].textContent === "ready")`+
 		` && document.querySelector("#chart-connections polyline") !== null`)
 	screenshot(t, ctx, "cluster")
 

@@ -94,6 +94,9 @@ func (a *API) EnableCluster(c ClusterInfo) {
 // clusterRoute recognises the cluster extension's paths: "/@nodes",
 // "/@nodes/{id}", "/@events", after any prefix. ok false: not ours.
 func clusterRoute(p string) (op, id string, ok bool) {
+	if !strings.Contains(p, "nodes") && !strings.Contains(p, "events") {
+		return "", "", false // every other call: no split, no allocation
+	}
 	segs := strings.Split(strings.TrimPrefix(p, "/"), "/")
 	for i, s := range segs {
 		switch s {

@@ -277,7 +277,7 @@ const (
 func (s *Service) Nodes(ctx context.Context) ([]api.NodeStatus, error) {
 	nc := s.deps.NC
 	inbox := nc.NewRespInbox()
-	ch := make(chan *nats.Msg, 64)
+	ch := make(chan *nats.Msg, maxNodes) // every answer fits: none is lost as a slow consumer
 	sub, err := nc.ChanSubscribe(inbox, ch)
 	if err != nil {
 		return nil, fmt.Errorf("console: nodes: %w", err)

@@ -34,7 +34,8 @@ Runs API Gateway WebSocket Lambda handlers as a Switchboard backend over NATS.
   --root DIR              directory handler files are relative to (default: .)
   --nats-token T, --nats-user U, --nats-password P, --nats-creds FILE
                           NATS authentication (env SWITCHBOARD_NATS_TOKEN, …)
-  --log-level L           debug, info, warn or error (default info)
+  --log-level L           debug (one line per invocation), info, warn or error
+                          (env SWITCHBOARD_LAMBDA_LOG_LEVEL; default info)
   --help`;
 
 const levels = { debug: 10, info: 20, warn: 30, error: 40 };
@@ -111,7 +112,7 @@ export function parseConfig(argv, env) {
     user: values['nats-user'] ?? env.SWITCHBOARD_NATS_USER,
     pass: values['nats-password'] ?? env.SWITCHBOARD_NATS_PASSWORD,
     creds: values['nats-creds'] ?? env.SWITCHBOARD_NATS_CREDS,
-    logLevel: values['log-level'] ?? 'info',
+    logLevel: values['log-level'] ?? env.SWITCHBOARD_LAMBDA_LOG_LEVEL ?? 'info',
   };
 }
 

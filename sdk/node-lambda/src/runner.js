@@ -19,6 +19,7 @@ import { ALL_ROUTES, CONNECT_FAILED, Header, checkPrefix, connectReply, routeRep
 
 /**
  * @typedef {object} Logger
+ * @property {(msg: string, fields?: object) => void} [debug]
  * @property {(msg: string, fields?: object) => void} info
  * @property {(msg: string, fields?: object) => void} warn
  * @property {(msg: string, fields?: object) => void} error
@@ -131,9 +132,12 @@ export class Runner {
       else if (b.kind === 'route' && wantsReply(msg)) this.respondError(msg, 'undecodable event');
       return;
     }
+    const start = Date.now();
     const out = await invoke(b.fn, event, { requestId, functionName: b.name, timeoutMs: this.timeoutMs });
     const connectionId = event?.requestContext?.connectionId;
-    if (!out.ok) this.log.warn('handler failed', { route: event?.requestContext?.routeKey, connectionId, requestId, err: out.error?.message });
+    const route = event?.requestContext?.routeKey;
+    if (!out.ok) this.log.warn('handler failed', { route, connectionId, requestId, err: out.error?.message });
+    this.log.debug?.('invoked', { route, connectionId, requestId, ok: out.ok, ms: Date.now() - start });
     switch (b.kind) {
       case 'connect': {
         // A failed $connect invocation is a 500 to the client, as on API Gateway.

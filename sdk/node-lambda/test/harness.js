@@ -221,6 +221,7 @@ export async function startGateway(o) {
     natsURL,
     wsURL: `ws://127.0.0.1:${ws}`,
     edgeAPI: `http://127.0.0.1:${api}`,
+    edgeAdmin: `http://127.0.0.1:${admin}`,
     routerAPIPort: rAPI,
     edge,
     router,

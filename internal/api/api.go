@@ -35,6 +35,7 @@ type API struct {
 	ids    *requestIDs
 	groups GroupsController // nil: the groups extension is off (EnableGroups)
 	lister Lister           // nil: listing is off (EnableListing)
+	nodes  ClusterInfo      // nil: the cluster extension is off (EnableCluster)
 	tokens *tokens          // nil without bearer tokens
 	sigv4  *sigVerifier     // nil without access keys
 	now    func() time.Time // the clock SigV4 dates are checked against; tests move it
@@ -168,7 +169,10 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rid := a.ids.next()
 	w.Header()[hdrRequestID] = []string{rid}
 	rt := parsePath(requestPath(r))
-	op, status := a.serve(w, r, rt, a.now())
+	op, status, served := a.serveCluster(w, r)
+	if !served {
+		op, status = a.serve(w, r, rt, a.now())
+	}
 	dur := time.Since(start)
 	a.m.observe(op, status, dur.Seconds())
 	if a.log.Enabled(r.Context(), slog.LevelDebug) {

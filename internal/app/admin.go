@@ -18,6 +18,7 @@ import (
 // admin serves /healthz, /readyz, /metrics and, when enabled, /debug/pprof.
 type admin struct {
 	srv   *http.Server
+	mux   *http.ServeMux
 	ln    net.Listener
 	ready atomic.Bool
 	check func() error // extra readiness condition (e.g. cluster lease held)
@@ -29,8 +30,8 @@ func newAdmin(addr string, gatherer prometheus.Gatherer, pprofOn bool, log *slog
 	if err != nil {
 		return nil, err
 	}
-	a := &admin{ln: ln, log: log}
 	mux := http.NewServeMux()
+	a := &admin{ln: ln, log: log, mux: mux}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"net"
@@ -20,6 +21,7 @@ import (
 	"github.com/switchboardgw/switchboard/internal/authz"
 	"github.com/switchboardgw/switchboard/internal/clientip"
 	"github.com/switchboardgw/switchboard/internal/cluster"
+	"github.com/switchboardgw/switchboard/internal/console"
 	"github.com/switchboardgw/switchboard/internal/edge"
 	"github.com/switchboardgw/switchboard/internal/groups"
 	"github.com/switchboardgw/switchboard/internal/lifecycle"
@@ -59,6 +61,8 @@ type Edge struct {
 	ws       *edge.Server
 	api      *apiServer
 	admin    *admin
+	console  *console.Service // nil when off
+	draining atomic.Bool
 
 	cancel       context.CancelFunc
 	wg           sync.WaitGroup
@@ -226,6 +230,11 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 		}
 		return nil
 	}
+	if e.console, err = newConsole(cfg.Console, consoleDeps{nc: e.nc, prefix: cfg.NATS.Prefix, nodeID: e.nodeID, role: "edge",
+		gatherer: e.reg, ready: func() bool { return e.admin.ready.Load() && e.node.Healthy() }, draining: e.draining.Load,
+		leaseAge: e.node.LeaseAge, api: e.api, admin: e.admin, log: log}); err != nil {
+		return nil, err
+	}
 	return e, nil
 }
 
@@ -275,6 +284,9 @@ func (e *Edge) Run(ctx context.Context) error {
 	if e.api != nil {
 		run("api", func() error { return e.api.run(rctx) })
 	}
+	if e.console != nil {
+		run("console", func() error { return e.console.Run(rctx) })
+	}
 	select {
 	case <-e.cmds.Ready():
 	case <-time.After(10 * time.Second):
@@ -308,6 +320,7 @@ func (e *Edge) Run(ctx context.Context) error {
 func (e *Edge) Shutdown(ctx context.Context) error {
 	e.shutdownOnce.Do(func() {
 		e.admin.ready.Store(false)
+		e.draining.Store(true)
 		e.log.Info("draining", "node", e.nodeID, "connections", e.ws.Count(), "delay", e.cfg.DrainDelay)
 		if e.cfg.DrainDelay > 0 {
 			select {
@@ -327,6 +340,9 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 		}
 		e.handler.Stop() // every record removed (or queued for the registry)
 		add(e.groups.Shutdown(ctx))
+		if e.console != nil {
+			add(e.console.Shutdown(ctx)) // ends the event tails before their servers wait for them
+		}
 		if e.api != nil {
 			add(e.api.shutdown(ctx))
 		}

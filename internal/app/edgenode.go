@@ -73,7 +73,7 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 	e := &Edge{cfg: cfg, log: log, reg: newRegistry()}
 	defer func() {
 		if err != nil {
-			e.closeDeps()
+			e.abandon()
 		}
 	}()
 	e.nodeID = cfg.NodeID
@@ -337,6 +337,24 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 		e.log.Info("edge node stopped", "node", e.nodeID)
 	})
 	return e.shutdownErr
+}
+
+// abandon undoes a NewEdge that failed part way: what was built owns
+// goroutines (the lifecycle's publisher, the handler's unregister workers,
+// the groups' subscriptions) that nothing else would ever stop.
+func (e *Edge) abandon() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if e.handler != nil {
+		e.handler.stop()
+	}
+	if e.groups != nil {
+		_ = e.groups.Shutdown(ctx)
+	}
+	if e.lc != nil {
+		_ = e.lc.Shutdown(ctx)
+	}
+	e.closeDeps()
 }
 
 // closeDeps drains NATS, closes Redis and stops the embedded NATS server.

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -176,8 +177,10 @@ func (h *nodeHandler) Connect(ctx context.Context, c *edge.Conn, r *edge.Request
 		st.meta.Principal = d.Principal
 	}
 	st.meta.Groups = d.Groups
-	if d.UserID != "" || len(d.Principal) > 0 {
+	if st.meta.UserID != rec.UserID || !bytes.Equal(st.meta.Principal, rec.Principal) {
 		// The record carries them so a DISCONNECT for a dead node has them.
+		// Written again only when $connect changed what the first write
+		// recorded (a backend echoing the JWT's identity costs no write).
 		rec.UserID, rec.Principal = st.meta.UserID, st.meta.Principal
 		if err := h.node.RegisterNew(ctx, rec); err != nil {
 			h.log.Warn("connection identity not recorded", "conn", c.ID(), "err", err)

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/switchboardgw/switchboard/pkg/protocol"
 )
 
 // EchoConfig is the echo scenario's load. The zero value of every field
@@ -125,13 +127,13 @@ func echoOne(ctx context.Context, c Config, e EchoConfig, spec ServerSpec) (row 
 // the body of the MESSAGE event, and returns its stop function.
 func echoBackend(addr, prefix string) (func(), error) {
 	if prefix == "" {
-		prefix = "switchboard"
+		prefix = protocol.DefaultPrefix
 	}
 	nc, err := nats.Connect("nats://"+addr, nats.Name("swbench-echo-backend"))
 	if err != nil {
 		return nil, fmt.Errorf("swbench: echo backend: connect %s: %w", addr, err)
 	}
-	_, err = nc.QueueSubscribe(prefix+".route.>", "swbench-echo", func(m *nats.Msg) {
+	_, err = nc.QueueSubscribe(prefix+"."+protocol.SuffixAllRoutes, "swbench-echo", func(m *nats.Msg) {
 		if m.Reply == "" {
 			return
 		}

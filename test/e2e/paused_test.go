@@ -38,30 +38,9 @@ func TestPausedEdgeFencesItself(t *testing.T) {
 	connIDs := ids(clients)
 
 	// Every client sends a message every 20 ms until it is closed.
-	var senders sync.WaitGroup
-	stopSending := make(chan struct{})
 	var sent atomic.Int64
-	for _, c := range clients {
-		senders.Go(func() {
-			tick := time.NewTicker(20 * time.Millisecond)
-			defer tick.Stop()
-			for i := 0; i < 10000; i++ {
-				select {
-				case <-stopSending:
-					return
-				case <-tick.C:
-				}
-				if c.isClosed() || c.send(fmt.Appendf(nil, "m%d", i)) != nil {
-					return
-				}
-				sent.Add(1)
-			}
-		})
-	}
-	defer func() {
-		close(stopSending)
-		senders.Wait()
-	}()
+	stopSending := sendEvery20ms(clients, &sent)
+	defer stopSending()
 	eventually(t, waitTimeout, "MESSAGE events from every client", func() error {
 		for _, id := range connIDs {
 			if cl.rec.get(id).messages == 0 {
@@ -220,24 +199,7 @@ func pausedSetup(t *testing.T, janitorInterval string) (*cluster, *edgeNode, []*
 	}})
 	cl.rec.recordMessages()
 	clients := dialMany(t, cl, []int{0}, pausedConns)
-	var senders sync.WaitGroup
-	stop := make(chan struct{})
-	for _, c := range clients {
-		senders.Go(func() {
-			tick := time.NewTicker(20 * time.Millisecond)
-			defer tick.Stop()
-			for i := 0; i < 10000; i++ {
-				select {
-				case <-stop:
-					return
-				case <-tick.C:
-				}
-				if c.isClosed() || c.send(fmt.Appendf(nil, "m%d", i)) != nil {
-					return
-				}
-			}
-		})
-	}
+	stopSending := sendEvery20ms(clients, nil)
 	eventually(t, waitTimeout, "MESSAGE events from every client", func() error {
 		for _, c := range clients {
 			if cl.rec.get(c.id).messages == 0 {
@@ -246,8 +208,36 @@ func pausedSetup(t *testing.T, janitorInterval string) (*cluster, *edgeNode, []*
 		}
 		return nil
 	})
+	return cl, cl.edges[0], clients, stopSending
+}
+
+// sendEvery20ms makes every client send a message every 20 ms (counted in
+// sent, if given) until it is closed or the returned stop is called; stop
+// waits for the senders and may be called more than once.
+func sendEvery20ms(clients []*wsClient, sent *atomic.Int64) (stop func()) {
+	var senders sync.WaitGroup
+	done := make(chan struct{})
+	for _, c := range clients {
+		senders.Go(func() {
+			tick := time.NewTicker(20 * time.Millisecond)
+			defer tick.Stop()
+			for i := 0; i < 10000; i++ {
+				select {
+				case <-done:
+					return
+				case <-tick.C:
+				}
+				if c.isClosed() || c.send(fmt.Appendf(nil, "m%d", i)) != nil {
+					return
+				}
+				if sent != nil {
+					sent.Add(1)
+				}
+			}
+		})
+	}
 	var once sync.Once
-	return cl, cl.edges[0], clients, func() { once.Do(func() { close(stop); senders.Wait() }) }
+	return func() { once.Do(func() { close(done); senders.Wait() }) }
 }
 
 // leaseExpired reports whether node's lease is past its expiry by Redis time.

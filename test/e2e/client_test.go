@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -70,7 +71,11 @@ func dialWith(t testing.TB, d ws.Dialer, url string, edge int, hold chan struct{
 	c := &wsClient{key: fmt.Sprintf("k%d", clientSeq.Add(1)), edge: edge, done: make(chan struct{}), hold: hold}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	conn, br, _, err := d.Dial(ctx, url+"/?c="+c.key)
+	target := url + "/?c=" + c.key
+	if strings.Contains(url, "?") { // a query of its own (e.g. ?user= for the recorder's $connect reply)
+		target = url + "&c=" + c.key
+	}
+	conn, br, _, err := d.Dial(ctx, target)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", url, err)
 	}

@@ -81,8 +81,9 @@ func startRecorder(t testing.TB, natsURL, prefix, stream string) *recorder {
 	}
 	r.nc = nc
 	t.Cleanup(r.close)
-	// $connect: allow everyone (an empty reply allows).
-	if _, err := nc.QueueSubscribe(prefix+".connect", "e2e-backend", func(m *nats.Msg) { _ = m.Respond(nil) }); err != nil {
+	// $connect: allow everyone (an empty reply allows); a client that dials
+	// with ?user= and ?group= gets them as its user ID and group.
+	if _, err := nc.QueueSubscribe(prefix+".connect", "e2e-backend", func(m *nats.Msg) { _ = m.Respond(connectReply(m.Data)) }); err != nil {
 		t.Fatalf("recorder: subscribe: %v", err)
 	}
 	if stream == "" {
@@ -333,4 +334,24 @@ func (r *recorder) known(id string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.byID[id] != nil
+}
+
+// connectReply is the $connect reply for a CONNECT request: empty (allow),
+// or the user and group the client asked for in its query.
+func connectReply(req []byte) []byte {
+	var ev struct {
+		Query map[string]string `json:"queryStringParameters"`
+	}
+	if json.Unmarshal(req, &ev) != nil || ev.Query["user"] == "" && ev.Query["group"] == "" {
+		return nil
+	}
+	reply := map[string]any{"statusCode": 200}
+	if u := ev.Query["user"]; u != "" {
+		reply["userId"] = u
+	}
+	if g := ev.Query["group"]; g != "" {
+		reply["groups"] = []string{g}
+	}
+	b, _ := json.Marshal(reply)
+	return b
 }

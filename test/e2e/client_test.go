@@ -32,6 +32,8 @@ type wsClient struct {
 
 	conn net.Conn
 	wmu  sync.Mutex // the read loop answers pings and closes: one writer at a time
+	// numbered counts the messages m0, m1, … that sendEvery20ms has sent.
+	numbered atomic.Int64
 
 	mu          sync.Mutex
 	msgs        []received

@@ -40,6 +40,9 @@ type connRec struct {
 	firstConnect     time.Time    // when the recorder received it
 	disconnects      []disconnect // distinct DISCONNECT events
 	messages         int          // MESSAGE events (only with recordMessages)
+	// lastNumbered is the highest n of a MESSAGE "m<n>" (sendEvery20ms's
+	// numbering), -1 before the first.
+	lastNumbered int
 	// afterDisconnect counts CONNECT and MESSAGE events received after the
 	// connection's first DISCONNECT: the backend was told it was gone.
 	afterDisconnect int
@@ -66,6 +69,7 @@ type event struct {
 		} `json:"switchboard"`
 	} `json:"requestContext"`
 	QueryStringParameters map[string]string `json:"queryStringParameters"`
+	Body                  string            `json:"body"`
 }
 
 // startRecorder connects to natsURL and subscribes. With stream != "" the
@@ -160,7 +164,7 @@ func (r *recorder) handle(data []byte) {
 	r.seen[rc.Switchboard.EventID] = struct{}{}
 	c := r.byID[rc.ConnectionID]
 	if c == nil {
-		c = &connRec{id: rc.ConnectionID}
+		c = &connRec{id: rc.ConnectionID, lastNumbered: -1}
 		r.byID[rc.ConnectionID] = c
 	}
 	if len(c.disconnects) > 0 && rc.EventType != "DISCONNECT" {
@@ -169,6 +173,10 @@ func (r *recorder) handle(data []byte) {
 	switch rc.EventType {
 	case "MESSAGE":
 		c.messages++
+		var n int
+		if _, err := fmt.Sscanf(ev.Body, "m%d", &n); err == nil && n > c.lastNumbered {
+			c.lastNumbered = n
+		}
 	case "CONNECT":
 		c.connects++
 		c.node = rc.Switchboard.NodeID

@@ -26,6 +26,7 @@ import (
 	"github.com/switchboardgw/switchboard/internal/groups"
 	"github.com/switchboardgw/switchboard/internal/lifecycle"
 	"github.com/switchboardgw/switchboard/internal/proxyproto"
+	"github.com/switchboardgw/switchboard/internal/rules"
 	"github.com/switchboardgw/switchboard/internal/tlsreload"
 	"github.com/switchboardgw/switchboard/internal/tlsterm"
 )
@@ -457,7 +458,7 @@ func (e *Edge) buildSecurity(cfg EdgeConfig, log *slog.Logger) error {
 		}
 		e.handler.jwt, err = authz.New(authz.Config{KeysFile: j.KeysFile, JWKSFile: j.JWKSFile, Algorithms: j.Algorithms,
 			Header: j.Header, Query: j.Query, SubprotocolPrefix: j.SubprotocolPrefix, Audience: aud, Issuer: j.Issuer,
-			UserClaim: j.UserClaim, Leeway: j.Leeway, ValidUserID: lifecycle.ValidName}, log)
+			UserClaim: j.UserClaim, Leeway: j.Leeway, ValidUserID: rules.ValidName}, log)
 		if err != nil {
 			return fmt.Errorf("jwt: %w", err)
 		}

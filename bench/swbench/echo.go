@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
 	"github.com/switchboardgw/switchboard/bench/internal/defaults"
+	"github.com/switchboardgw/switchboard/pkg/protocol"
 )
 
 // EchoConfig is the echo scenario's load. The zero value of every field
@@ -107,12 +109,12 @@ func echoOne(ctx context.Context, c Config, e EchoConfig, spec ServerSpec) (row 
 // echoBackend answers every route request on the NATS server at addr with
 // the body of the MESSAGE event, and returns its stop function.
 func echoBackend(addr, prefix string) (func(), error) {
-	defaults.Set(&prefix, "switchboard")
+	defaults.Set(&prefix, protocol.DefaultPrefix)
 	nc, err := nats.Connect("nats://"+addr, nats.Name("swbench-echo-backend"))
 	if err != nil {
 		return nil, fmt.Errorf("swbench: echo backend: connect %s: %w", addr, err)
 	}
-	_, err = nc.QueueSubscribe(prefix+".route.>", "swbench-echo", func(m *nats.Msg) {
+	_, err = nc.QueueSubscribe(prefix+"."+protocol.SuffixAllRoutes, "swbench-echo", func(m *nats.Msg) {
 		if m.Reply == "" {
 			return
 		}

@@ -25,6 +25,7 @@ import (
 
 	"github.com/switchboardgw/switchboard/bench/swload"
 	"github.com/switchboardgw/switchboard/pkg/connections"
+	"github.com/switchboardgw/switchboard/pkg/protocol"
 )
 
 type clientTotals struct {
@@ -221,7 +222,8 @@ func startSoakRecorder(natsURL, prefix string, groups int, ledger *EventLedger) 
 		return nil, fmt.Errorf("swbench: soak recorder: connect %s: %w", natsURL, err)
 	}
 	r.nc = nc
-	for _, subj := range []string{prefix + ".connect", prefix + ".event.connect", prefix + ".event.disconnect", prefix + ".route.>"} {
+	subjects := protocol.NewSubjects(prefix)
+	for _, subj := range []string{subjects.Connect, subjects.EventConnect, subjects.EventDisconnect, subjects.Route(">")} {
 		if _, err := nc.ChanSubscribe(subj, r.ch); err != nil {
 			nc.Close()
 			return nil, fmt.Errorf("swbench: soak recorder: subscribe %s: %w", subj, err)
@@ -236,7 +238,7 @@ func startSoakRecorder(natsURL, prefix string, groups int, ledger *EventLedger) 
 		for {
 			select {
 			case m := <-r.ch:
-				r.handle(m, prefix, groups, ledger)
+				r.handle(m, subjects, groups, ledger)
 			case <-r.quit:
 				return
 			}
@@ -245,20 +247,20 @@ func startSoakRecorder(natsURL, prefix string, groups int, ledger *EventLedger) 
 	return r, nil
 }
 
-func (r *soakRecorder) handle(m *nats.Msg, prefix string, groups int, ledger *EventLedger) {
-	id := m.Header.Get("Switchboard-Connection-Id")
+func (r *soakRecorder) handle(m *nats.Msg, subj protocol.Subjects, groups int, ledger *EventLedger) {
+	id := m.Header.Get(protocol.HeaderConnID)
 	switch {
-	case m.Subject == prefix+".connect":
+	case m.Subject == subj.Connect:
 		h := fnv.New32a()
 		_, _ = h.Write([]byte(id))
 		_ = m.Respond([]byte(`{"groups":["` + soakGroup(int(h.Sum32()%uint32(groups))) + `"]}`))
-	case m.Subject == prefix+".event.connect":
+	case m.Subject == subj.EventConnect:
 		ledger.Connect(id)
-	case m.Subject == prefix+".event.disconnect":
+	case m.Subject == subj.EventDisconnect:
 		ledger.Disconnect(id)
 	default: // a MESSAGE event
 		ledger.Message(id)
-		if m.Reply != "" && m.Header.Get("Switchboard-One-Way") != "true" {
+		if m.Reply != "" && m.Header.Get(protocol.HeaderOneWay) != "true" {
 			var ev struct {
 				Body string `json:"body"`
 			}

@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/switchboardgw/switchboard/internal/conn"
+	"github.com/switchboardgw/switchboard/internal/rules"
 )
 
 // API is the @connections HTTP API. Create it with New.
@@ -458,14 +459,14 @@ func closeParams(r *http.Request) (int, string, *apiError) {
 	q := r.URL.Query()
 	if s, ok := q["code"]; ok {
 		c, err := strconv.Atoi(s[0])
-		if err != nil || !conn.ValidCloseCode(c) {
+		if err != nil || !rules.ValidCloseCode(c) {
 			return 0, "", errBadRequest("code must be a close code a server may send (1000-1003, 1007-1014, 3000-4999)")
 		}
 		code, reason = c, ""
 	}
 	if s, ok := q["reason"]; ok {
 		reason = s[0]
-		if len(reason) > conn.MaxCloseReason || !utf8.ValidString(reason) {
+		if !rules.ValidCloseReason(reason) {
 			return 0, "", errBadRequest("reason must be valid UTF-8 of at most 123 bytes")
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/switchboardgw/switchboard/internal/conn"
+	"github.com/switchboardgw/switchboard/internal/rules"
 )
 
 // fakeController is an in-memory conn.Controller: the boundary of this
@@ -123,8 +124,8 @@ func (f *fakeController) Close(_ context.Context, id string, code int, reason st
 	if !ok || c.closed {
 		return conn.ErrGone
 	}
-	if !conn.ValidCloseCode(code) {
-		return conn.ErrInvalidCloseCode
+	if err := rules.CheckClose(code, reason); err != nil {
+		return err
 	}
 	c.closed, c.code, c.reason = true, code, reason
 	return nil

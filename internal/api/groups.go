@@ -9,7 +9,7 @@ import (
 	"strconv"
 
 	"github.com/switchboardgw/switchboard/internal/conn"
-	"github.com/switchboardgw/switchboard/internal/lifecycle"
+	"github.com/switchboardgw/switchboard/internal/rules"
 )
 
 // GroupsController performs the groups, users and broadcast extension (not
@@ -138,7 +138,7 @@ func parseExtension(kind routeKind, rest string) route {
 		return route{}
 	}
 	name, err := url.PathUnescape(segs[0])
-	if len(segs[0]) > maxEscapedName || err != nil || !lifecycle.ValidName(name) {
+	if len(segs[0]) > maxEscapedName || err != nil || !rules.ValidName(name) {
 		// Checked before the name reaches a subject or a key.
 		rt.bad = "invalid name: 1-128 bytes of printable ASCII without space . * > \" \\"
 		return rt

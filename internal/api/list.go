@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/switchboardgw/switchboard/internal/conn"
+	"github.com/switchboardgw/switchboard/internal/rules"
 )
 
 // Lister counts and lists connections from the ownership registry (an
@@ -136,16 +137,5 @@ func (a *API) listAll(ctx context.Context, cursor string, limit int) ([]conn.Inf
 	return out, nodes[i] + "." + sub, nil
 }
 
-// validNodeParam accepts node IDs' alphabet ([A-Za-z0-9_-], 1–128).
-func validNodeParam(s string) bool {
-	if len(s) == 0 || len(s) > 128 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
-}
+// validNodeParam accepts node IDs' alphabet (rules.ValidNodeID).
+func validNodeParam(s string) bool { return rules.ValidNodeID(s) }

@@ -9,13 +9,13 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
-	"strings"
 	"time"
 
 	"github.com/switchboardgw/switchboard/internal/admission"
 	"github.com/switchboardgw/switchboard/internal/api"
 	"github.com/switchboardgw/switchboard/internal/console"
 	"github.com/switchboardgw/switchboard/internal/edge"
+	"github.com/switchboardgw/switchboard/pkg/protocol"
 )
 
 // EdgeConfig is everything an edge node is configured with. Every field is a
@@ -179,8 +179,8 @@ func (n *NATS) validate() []error {
 	if (n.CertFile == "") != (n.KeyFile == "") {
 		return []error{errors.New("-nats-tls-cert and -nats-tls-key go together")}
 	}
-	if n.Prefix == "" || strings.ContainsAny(n.Prefix, " \t*>") {
-		return []error{fmt.Errorf("prefix %q: must be a non-empty NATS subject without wildcards", n.Prefix)}
+	if err := protocol.CheckPrefix(n.Prefix); err != nil {
+		return []error{fmt.Errorf("-prefix: %w", err)}
 	}
 	return nil
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/switchboardgw/switchboard/internal/groups"
 	"github.com/switchboardgw/switchboard/internal/lifecycle"
 	"github.com/switchboardgw/switchboard/internal/proxyproto"
+	"github.com/switchboardgw/switchboard/internal/rules"
 	"github.com/switchboardgw/switchboard/internal/session"
 	"github.com/switchboardgw/switchboard/internal/tlsreload"
 	"github.com/switchboardgw/switchboard/internal/tlsterm"
@@ -78,10 +79,7 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 	e := &Edge{cfg: cfg, log: log, reg: newRegistry()}
 	defer func() {
 		if err != nil {
-			if e.handler != nil {
-				e.handler.Stop() // its unregister workers
-			}
-			e.closeDeps()
+			e.abandon()
 		}
 	}()
 	e.nodeID = cfg.NodeID
@@ -362,6 +360,24 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 	return e.shutdownErr
 }
 
+// abandon undoes a NewEdge that failed part way: what was built owns
+// goroutines (the lifecycle's publisher, the handler's unregister workers,
+// the groups' subscriptions) that nothing else would ever stop.
+func (e *Edge) abandon() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if e.handler != nil {
+		e.handler.Stop()
+	}
+	if e.groups != nil {
+		_ = e.groups.Shutdown(ctx)
+	}
+	if e.lc != nil {
+		_ = e.lc.Shutdown(ctx)
+	}
+	e.closeDeps()
+}
+
 // closeDeps drains NATS, closes Redis and stops the embedded NATS server.
 func (e *Edge) closeDeps() {
 	if e.nc != nil {
@@ -446,7 +462,7 @@ func (e *Edge) buildSecurity(cfg EdgeConfig, log *slog.Logger) (jwt *authz.JWT, 
 		}
 		jwt, err = authz.New(authz.Config{KeysFile: j.KeysFile, JWKSFile: j.JWKSFile, Algorithms: j.Algorithms,
 			Header: j.Header, Query: j.Query, SubprotocolPrefix: j.SubprotocolPrefix, Audience: aud, Issuer: j.Issuer,
-			UserClaim: j.UserClaim, Leeway: j.Leeway, ValidUserID: lifecycle.ValidName}, log)
+			UserClaim: j.UserClaim, Leeway: j.Leeway, ValidUserID: rules.ValidName}, log)
 		if err != nil {
 			return nil, nil, fmt.Errorf("jwt: %w", err)
 		}

@@ -69,7 +69,7 @@ type Config struct {
 	// Default: 5s.
 	ReloadInterval time.Duration
 	// ValidUserID reports whether a user claim is acceptable as a user ID
-	// (the node passes lifecycle.ValidName). Default: 1..256 bytes of
+	// (the node passes rules.ValidName). Default: 1..256 bytes of
 	// printable ASCII.
 	ValidUserID func(string) bool
 }

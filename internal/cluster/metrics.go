@@ -144,29 +144,6 @@ func (m *Metrics) orNop() *Metrics {
 	return nop
 }
 
-// resultLabel maps a command error to a bounded label value.
-func resultLabel(err error) string {
-	switch {
-	case err == nil:
-		return "ok"
-	case errors.Is(err, conn.ErrGone):
-		return "gone"
-	case errors.Is(err, conn.ErrBufferFull):
-		return "buffer_full"
-	case errors.Is(err, conn.ErrTooLarge):
-		return "too_large"
-	case errors.Is(err, conn.ErrInvalidID):
-		return "invalid_id"
-	case errors.Is(err, conn.ErrInvalidCloseCode):
-		return "invalid_close_code"
-	case errors.Is(err, conn.ErrUnavailable):
-		return "unavailable"
-	case errors.Is(err, conn.ErrInvalidState):
-		return "invalid_state"
-	}
-	return "error"
-}
-
 // Instrument wraps a Registry so that every operation is timed and its
 // failures counted. ErrGone and ErrInvalidID are answers, not failures.
 func Instrument(r Registry, m *Metrics) Registry {

@@ -5,11 +5,9 @@ import (
 	"encoding/base32"
 	"os"
 	"strings"
-)
 
-// maxNodeID bounds node IDs: they appear in every Redis record and in NATS
-// subjects.
-const maxNodeID = 128
+	"github.com/switchboardgw/switchboard/internal/rules"
+)
 
 // NewNodeID returns an ID unique to this process start: prefix (or, when
 // empty, the host name, which is the pod name on Kubernetes) cleaned to
@@ -21,13 +19,12 @@ func NewNodeID(prefix string) string {
 	}
 	var b strings.Builder
 	for _, c := range prefix {
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
+		if c < 0x80 && rules.IdentByte(byte(c)) {
 			b.WriteRune(c)
-		default:
+		} else {
 			b.WriteByte('_')
 		}
-		if b.Len() >= maxNodeID-9 {
+		if b.Len() >= rules.MaxNodeID-9 {
 			break
 		}
 	}
@@ -43,22 +40,10 @@ func NewNodeID(prefix string) string {
 	return b.String()
 }
 
-// ValidNodeID reports whether s can be a node ID: 1–128 characters of
-// [A-Za-z0-9_-]. Anything else could break a NATS subject or a Redis hash tag.
-func ValidNodeID(s string) bool {
-	if s == "" || len(s) > maxNodeID {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
-		default:
-			return false
-		}
-	}
-	return true
-}
+// ValidNodeID reports whether s can be a node ID (rules.ValidNodeID: 1–128
+// bytes of [A-Za-z0-9_-]). Anything else could break a NATS subject or a
+// Redis hash tag.
+func ValidNodeID(s string) bool { return rules.ValidNodeID(s) }
 
 // NewIncarnation returns a token unique to this process start (16 random
 // lowercase base32 characters): stored with the lease, it tells a restarted

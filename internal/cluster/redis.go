@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/switchboardgw/switchboard/internal/conn"
+	"github.com/switchboardgw/switchboard/internal/rules"
 )
 
 // Scripts for the steps that must be atomic. Every key a script touches
@@ -56,21 +57,9 @@ func (c RedisConfig) Validate() error {
 	return nil
 }
 
-// ValidKeyPrefix accepts a Redis key prefix of [A-Za-z0-9_.:-]: no braces,
-// which would change the hash tags that keep multi-key scripts in one
-// Redis Cluster slot. Every Redis store of the project checks it.
-func ValidKeyPrefix(p string) error {
-	for i := 0; i < len(p); i++ {
-		ch := p[i]
-		switch {
-		case ch >= 'a' && ch <= 'z', ch >= 'A' && ch <= 'Z', ch >= '0' && ch <= '9',
-			ch == '_', ch == '.', ch == ':', ch == '-':
-		default:
-			return fmt.Errorf("redis key prefix %q: character %q not allowed", p, ch)
-		}
-	}
-	return nil
-}
+// ValidKeyPrefix accepts a Redis key prefix of [A-Za-z0-9_.:-]
+// (rules.CheckKeyPrefix). Every Redis store of the project checks it.
+func ValidKeyPrefix(p string) error { return rules.CheckKeyPrefix(p) }
 
 func (c RedisConfig) withDefaults() RedisConfig {
 	if c.KeyPrefix == "" {

@@ -7,12 +7,12 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/switchboardgw/switchboard/internal/conn"
+	"github.com/switchboardgw/switchboard/internal/rules"
 )
 
 // Local is the edge's own hub: commands for connections it owns skip NATS.
@@ -63,16 +63,14 @@ func (c RouterConfig) withDefaults() RouterConfig {
 	return c
 }
 
-// validSubjectPrefix accepts dot-separated tokens of [A-Za-z0-9_-] ("" is
-// the default).
+// validSubjectPrefix checks the subject prefix (rules.CheckSubjectPrefix);
+// "" is the default.
 func validSubjectPrefix(p string) error {
 	if p == "" {
 		return nil
 	}
-	for _, tok := range strings.Split(p, ".") {
-		if !ValidNodeID(tok) {
-			return fmt.Errorf("cluster: subject prefix %q: bad token %q", p, tok)
-		}
+	if err := rules.CheckSubjectPrefix(p); err != nil {
+		return fmt.Errorf("cluster: %w", err)
 	}
 	return nil
 }
@@ -163,8 +161,8 @@ func (r *Router) Info(ctx context.Context, id string) (conn.Info, error) {
 // Close implements conn.Controller.
 func (r *Router) Close(ctx context.Context, id string, code int, reason string) error {
 	start := time.Now()
-	if !conn.ValidCloseCode(code) || len(reason) > conn.MaxCloseReason {
-		err := fmt.Errorf("close %s with %d: %w", id, code, conn.ErrInvalidCloseCode)
+	if err := rules.CheckClose(code, reason); err != nil {
+		err = fmt.Errorf("close %s: %w", id, err)
 		r.done(cmdClose, "local", start, err)
 		return err
 	}

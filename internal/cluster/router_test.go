@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -257,6 +258,11 @@ func TestRouterRejectsBadInputBeforeTheNetwork(t *testing.T) {
 	for _, code := range []int{1005, 1006, 999, 5000} {
 		if err := tn.routerA.Close(ctx, onB.ID, code, ""); !errors.Is(err, conn.ErrInvalidCloseCode) {
 			t.Errorf("Close(code %d): %v, want ErrInvalidCloseCode", code, err)
+		}
+	}
+	for _, reason := range []string{"bye\xff", strings.Repeat("x", 124)} {
+		if err := tn.routerA.Close(ctx, onB.ID, 4000, reason); !errors.Is(err, conn.ErrInvalidCloseCode) {
+			t.Errorf("Close(reason %q): %v, want ErrInvalidCloseCode", reason, err)
 		}
 	}
 	if tn.hubB.Owns(onB.ID) != true {

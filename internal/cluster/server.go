@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/switchboardgw/switchboard/internal/conn"
+	"github.com/switchboardgw/switchboard/internal/rules"
 )
 
 // CommandServerConfig configures a CommandServer.
@@ -211,9 +212,9 @@ func (s *CommandServer) handle(ctx context.Context, m *nats.Msg) {
 		}
 	case cmd == cmdClose:
 		code, perr := strconv.Atoi(m.Header.Get(hdrCode))
-		if perr != nil || !conn.ValidCloseCode(code) || len(m.Data) > conn.MaxCloseReason {
-			err = conn.ErrInvalidCloseCode
-		} else {
+		if perr != nil {
+			err = fmt.Errorf("%w: %q", conn.ErrInvalidCloseCode, headerSafe(m.Header.Get(hdrCode)))
+		} else if err = rules.CheckClose(code, string(m.Data)); err == nil {
 			err = s.deps.Controller.Close(ctx, id, code, string(m.Data))
 		}
 	case cmd == cmdState:

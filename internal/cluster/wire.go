@@ -1,12 +1,6 @@
 package cluster
 
-import (
-	"errors"
-	"fmt"
-	"strings"
-
-	"github.com/switchboardgw/switchboard/internal/conn"
-)
+import "strings"
 
 // The node command protocol on P.node.<nodeID> (request/reply). Parameters
 // travel in NATS headers and a post's payload is the message data as is, so
@@ -16,7 +10,7 @@ const (
 	hdrID      = "Sb-Id"     // connection ID
 	hdrBinary  = "Sb-Binary" // "1": post as a binary frame
 	hdrCode    = "Sb-Code"   // close code; the reason is the data
-	hdrStatus  = "Sb-Status" // reply: ok | gone | buffer_full | too_large | invalid_id | invalid_close_code | unavailable | error
+	hdrStatus  = "Sb-Status" // reply: a status of status.go
 	hdrError   = "Sb-Error"  // reply: message when the status is error
 
 	cmdPost  = "post"
@@ -24,35 +18,6 @@ const (
 	cmdClose = "close"
 	cmdState = "state" // the data is the new state (JSON object)
 )
-
-// errRemote is an owner-side failure without a conn error of its own.
-var errRemote = errors.New("owner node failed")
-
-// statusError maps a reply status back to the error the owner returned.
-func statusError(status, msg string) error {
-	switch status {
-	case "ok":
-		return nil
-	case "gone":
-		return conn.ErrGone
-	case "buffer_full":
-		return conn.ErrBufferFull
-	case "too_large":
-		return conn.ErrTooLarge
-	case "invalid_id":
-		return conn.ErrInvalidID
-	case "invalid_close_code":
-		return conn.ErrInvalidCloseCode
-	case "unavailable":
-		return conn.ErrUnavailable
-	case "invalid_state":
-		return conn.ErrInvalidState
-	}
-	if msg == "" {
-		msg = status
-	}
-	return fmt.Errorf("%w: %s", errRemote, msg)
-}
 
 // headerSafe makes s fit in a NATS header value: one line, bounded.
 func headerSafe(s string) string {

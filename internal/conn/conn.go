@@ -11,6 +11,8 @@ import (
 	"encoding/json"
 	"errors"
 	"time"
+
+	"github.com/switchboardgw/switchboard/internal/rules"
 )
 
 // Errors a command on a connection can fail with. Callers match them with
@@ -25,8 +27,9 @@ var (
 	ErrTooLarge = errors.New("message too large")
 	// ErrInvalidID: the string cannot be a connection ID (HTTP 400).
 	ErrInvalidID = errors.New("invalid connection id")
-	// ErrInvalidCloseCode: a close code a server may not send (HTTP 400).
-	ErrInvalidCloseCode = errors.New("invalid close code")
+	// ErrInvalidCloseCode: a close code or reason a server may not send
+	// (HTTP 400); see rules.CheckClose.
+	ErrInvalidCloseCode = rules.ErrInvalidClose
 	// ErrUnavailable: the owner could not be reached in time (HTTP 503/504).
 	ErrUnavailable = errors.New("connection owner unavailable")
 	// ErrInvalidState: connection state that is not a JSON object within
@@ -83,7 +86,7 @@ type Controller interface {
 	// Info reports a live connection; ErrGone if it does not exist.
 	Info(ctx context.Context, id string) (Info, error)
 	// Close closes the connection with a close code and reason. The code
-	// must pass ValidCloseCode.
+	// and reason must pass rules.CheckClose.
 	Close(ctx context.Context, id string, code int, reason string) error
 }
 
@@ -110,31 +113,9 @@ func ValidID(s string) bool {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '_':
-		default:
+		if !rules.IdentByte(s[i]) {
 			return false
 		}
 	}
 	return true
 }
-
-// ValidCloseCode reports whether a server may send code in a close frame
-// (RFC 6455 §7.4): 1000–1003, 1007–1011, 1012–1014 and the registered/private
-// range 3000–4999. 1004–1006 and 1015 are reserved and never sent.
-func ValidCloseCode(code int) bool {
-	switch {
-	case code >= 1000 && code <= 1003:
-		return true
-	case code >= 1007 && code <= 1014:
-		return true
-	case code >= 3000 && code <= 4999:
-		return true
-	}
-	return false
-}
-
-// MaxCloseReason is the longest close reason in bytes: a close frame's payload
-// is at most 125 bytes, two of which are the code.
-const MaxCloseReason = 123

@@ -24,13 +24,7 @@ func TestValidIDRejectsHostileStrings(t *testing.T) {
 	}
 }
 
-func TestValidCloseCode(t *testing.T) {
-	for code, want := range map[int]bool{999: false, 1000: true, 1001: true, 1004: false, 1005: false, 1006: false, 1008: true, 1011: true, 1015: false, 2999: false, 3000: true, 4401: true, 4999: true, 5000: false} {
-		if got := ValidCloseCode(code); got != want {
-			t.Errorf("ValidCloseCode(%d) = %v, want %v", code, got, want)
-		}
-	}
-}
+// Close codes: rules.TestCloseCodes.
 
 func TestValidState(t *testing.T) {
 	for s, want := range map[string]bool{

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/switchboardgw/switchboard/internal/api"
+	"github.com/switchboardgw/switchboard/pkg/protocol"
 )
 
 // A tail's bounds: events waiting for a slow viewer, the preview of a body,
@@ -41,12 +42,13 @@ func (s *Service) Tail(ctx context.Context, f api.TailFilter, emit func(api.Even
 			_ = sub.Unsubscribe()
 		}
 	}()
-	subjects := []string{s.deps.Prefix + ".event.connect", s.deps.Prefix + ".event.disconnect"}
+	subj := protocol.NewSubjects(s.deps.Prefix)
+	subjects := []string{subj.EventConnect, subj.EventDisconnect}
 	if f.Routes {
 		// A plain subscriber to a route counts as a responder: while this
 		// tail is open, a route without a backend is not reported to its
 		// clients as such (docs/api.md says so).
-		subjects = append(subjects, s.deps.Prefix+".route.>")
+		subjects = append(subjects, subj.Route(">"))
 	}
 	for _, subj := range subjects {
 		sub, err := s.deps.NC.ChanSubscribe(subj, ch)
@@ -136,15 +138,15 @@ type eventBody struct {
 
 // decode turns a NATS event into a tail entry and applies the filter.
 func (s *Service) decode(m *nats.Msg, f api.TailFilter) (api.Event, bool) {
-	ev := api.Event{T: time.Now().UnixMilli(), Bytes: len(m.Data), ConnectionID: m.Header.Get("Switchboard-Connection-Id")}
+	ev := api.Event{T: time.Now().UnixMilli(), Bytes: len(m.Data), ConnectionID: m.Header.Get(protocol.HeaderConnID)}
 	switch {
-	case strings.HasSuffix(m.Subject, ".event.connect"):
+	case strings.HasSuffix(m.Subject, "."+protocol.SuffixEventConnect):
 		ev.Type = "connect"
-	case strings.HasSuffix(m.Subject, ".event.disconnect"):
+	case strings.HasSuffix(m.Subject, "."+protocol.SuffixEventDisconnect):
 		ev.Type = "disconnect"
 	default:
 		ev.Type = "message"
-		ev.Route = strings.TrimPrefix(m.Subject, s.deps.Prefix+".route.")
+		ev.Route = strings.TrimPrefix(m.Subject, s.deps.Prefix+"."+protocol.SuffixRoute)
 	}
 	if f.ConnectionID != "" && ev.ConnectionID != "" && ev.ConnectionID != f.ConnectionID {
 		return ev, false

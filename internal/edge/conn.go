@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/switchboardgw/switchboard/internal/conn"
+	"github.com/switchboardgw/switchboard/internal/rules"
 )
 
 // Connection states.
@@ -762,7 +763,7 @@ func (c *Conn) onClose(p []byte) {
 		return
 	case len(p) >= 2:
 		code = int(p[0])<<8 | int(p[1])
-		if !validClientCloseCode(code) {
+		if !rules.ValidCloseCode(code) {
 			c.closeWith(CodeProtocolError, "invalid close code", ReasonProtocolError)
 			return
 		}

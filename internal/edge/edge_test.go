@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"github.com/switchboardgw/switchboard/internal/conn"
 	"github.com/switchboardgw/switchboard/internal/testenv"
 
 	"bufio"
@@ -670,6 +671,24 @@ func TestAPICloseSendsCodeAndReason(t *testing.T) {
 	e.Each(func(c *Conn) { id = c.ID() })
 	if err := e.Close(context.Background(), id, 1005, ""); err == nil {
 		t.Fatal("reserved close code accepted")
+	}
+	for _, bad := range []struct {
+		code   int
+		reason string
+		says   string
+	}{
+		{1005, "", "1005"},
+		{5000, "", "5000"},
+		{4000, "bye\xff", "not valid UTF-8"},
+		{4000, strings.Repeat("x", 124), "124 bytes (max 123)"},
+	} {
+		err := e.Close(context.Background(), id, bad.code, bad.reason)
+		if !errors.Is(err, conn.ErrInvalidCloseCode) || !strings.Contains(err.Error(), bad.says) {
+			t.Fatalf("Close(%d, %q) = %v, want ErrInvalidCloseCode saying %q", bad.code, bad.reason, err, bad.says)
+		}
+	}
+	if _, err := e.Info(context.Background(), id); err != nil {
+		t.Fatalf("a refused close changed the connection: %v", err)
 	}
 	if err := e.Close(context.Background(), id, 4401, "unauthorized"); err != nil {
 		t.Fatal(err)

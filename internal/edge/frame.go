@@ -3,6 +3,8 @@ package edge
 import (
 	"encoding/binary"
 	"errors"
+
+	"github.com/switchboardgw/switchboard/internal/rules"
 )
 
 // Frame opcodes (RFC 6455 §5.2).
@@ -115,20 +117,11 @@ func closePayload(code int, reason string) []byte {
 	if code == CodeNoStatus || code == CodeAbnormal || code == 0 {
 		return nil // reserved codes are never sent: an empty close frame
 	}
-	if len(reason) > 123 {
-		reason = reason[:123]
+	if len(reason) > rules.MaxCloseReason {
+		reason = reason[:rules.MaxCloseReason]
 	}
 	p := make([]byte, 2+len(reason))
 	binary.BigEndian.PutUint16(p, uint16(code))
 	copy(p[2:], reason)
 	return p
-}
-
-// validClientCloseCode reports whether a client may send code (RFC 6455 §7.4).
-func validClientCloseCode(code int) bool {
-	switch {
-	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014, code >= 3000 && code <= 4999:
-		return true
-	}
-	return false
 }

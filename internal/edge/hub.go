@@ -4,9 +4,9 @@ import (
 	"context"
 	"hash/maphash"
 	"sync"
-	"unicode/utf8"
 
 	"github.com/switchboardgw/switchboard/internal/conn"
+	"github.com/switchboardgw/switchboard/internal/rules"
 )
 
 const hubShards = 64
@@ -124,8 +124,8 @@ func (s *Server) Info(_ context.Context, id string) (conn.Info, error) {
 
 // Close closes a local connection with code and reason.
 func (s *Server) Close(_ context.Context, id string, code int, reason string) error {
-	if !conn.ValidCloseCode(code) || len(reason) > conn.MaxCloseReason || !utf8.ValidString(reason) {
-		return conn.ErrInvalidCloseCode
+	if err := rules.CheckClose(code, reason); err != nil {
+		return err
 	}
 	c := s.hub.get(id)
 	if c == nil {

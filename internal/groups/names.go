@@ -4,13 +4,13 @@ import (
 	"encoding/base32"
 	"strings"
 
-	"github.com/switchboardgw/switchboard/internal/lifecycle"
+	"github.com/switchboardgw/switchboard/internal/rules"
 )
 
-// ValidName reports whether s may name a group or a user: the rules of
-// lifecycle.ValidName (1–128 bytes of printable ASCII, no '.', '*', '>', '"',
-// '\\'). Every name is checked with it before it becomes a subject or a key.
-func ValidName(s string) bool { return lifecycle.ValidName(s) }
+// ValidName reports whether s may name a group or a user (rules.ValidName:
+// 1–128 bytes of printable ASCII, no '.', '*', '>', '"', '\\'). Every name is
+// checked with it before it becomes a subject or a key.
+func ValidName(s string) bool { return rules.ValidName(s) }
 
 // tokenEncoding turns a name with characters outside [A-Za-z0-9_-] into
 // [0-9a-v]: safe in a NATS subject and inside a Redis hash tag.
@@ -27,17 +27,8 @@ func Token(name string) string {
 	return "=" + strings.ToLower(tokenEncoding.EncodeToString([]byte(name)))
 }
 
-func plain(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_', c == '-':
-		default:
-			return false
-		}
-	}
-	return true
-}
+// plain: a name that is its own token.
+func plain(s string) bool { return rules.Ident(s) }
 
 // subjects are the NATS subjects of one deployment (one prefix).
 type subjects struct {
@@ -57,13 +48,3 @@ func newSubjects(prefix string) subjects {
 
 func (s subjects) groupSubject(name string) string { return s.group + Token(name) }
 func (s subjects) userSubject(name string) string  { return s.user + Token(name) }
-
-// validSubjectPrefix accepts dot-separated tokens of [A-Za-z0-9_-].
-func validSubjectPrefix(p string) bool {
-	for _, tok := range strings.Split(p, ".") {
-		if tok == "" || !plain(tok) {
-			return false
-		}
-	}
-	return true
-}

@@ -20,13 +20,13 @@ import (
 	"slices"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/switchboardgw/switchboard/internal/api"
 	"github.com/switchboardgw/switchboard/internal/conn"
+	"github.com/switchboardgw/switchboard/internal/rules"
 )
 
 // Errors, shared with the API so they map to HTTP statuses there.
@@ -77,8 +77,10 @@ type Config struct {
 // Validate reports settings that cannot work.
 func (c Config) Validate() error {
 	var errs []error
-	if c.Prefix != "" && !validSubjectPrefix(c.Prefix) {
-		errs = append(errs, fmt.Errorf("groups: subject prefix %q: dot-separated tokens of [A-Za-z0-9_-]", c.Prefix))
+	if c.Prefix != "" {
+		if err := rules.CheckSubjectPrefix(c.Prefix); err != nil {
+			errs = append(errs, fmt.Errorf("groups: %w", err))
+		}
 	}
 	if c.NodeID != "" && !plain(c.NodeID) {
 		errs = append(errs, fmt.Errorf("groups: node id %q: [A-Za-z0-9_-] only", c.NodeID))
@@ -615,8 +617,8 @@ func (s *Service) CloseUser(_ context.Context, user string, code int, reason str
 	if !ValidName(user) {
 		return ErrInvalidName
 	}
-	if !conn.ValidCloseCode(code) || len(reason) > conn.MaxCloseReason || !utf8.ValidString(reason) {
-		return conn.ErrInvalidCloseCode
+	if err := rules.CheckClose(code, reason); err != nil {
+		return err
 	}
 	if err := s.deps.NC.Publish(s.subj.userSubject(user), encodeClose(code, reason)); err != nil {
 		return fmt.Errorf("%w: publish: %v", conn.ErrUnavailable, err)

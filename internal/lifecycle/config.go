@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
+
+	"github.com/switchboardgw/switchboard/internal/rules"
+	"github.com/switchboardgw/switchboard/pkg/protocol"
 )
 
 // Mode says what happens to a $connect when the integration gives no usable
@@ -232,10 +234,8 @@ func (c Config) withDefaults() Config {
 // Validate reports the first problem with c (after defaults are applied).
 func (c Config) Validate() error {
 	c = c.withDefaults()
-	for _, tok := range strings.Split(c.Prefix, ".") {
-		if !validToken(tok, 64) || strings.HasPrefix(tok, "$") {
-			return fmt.Errorf("%w: prefix %q: each dot-separated token must be a legal subject token", ErrConfig, c.Prefix)
-		}
+	if err := protocol.CheckPrefix(c.Prefix); err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	switch c.ConnectMode {
 	case ModeRequired, ModeOptional, ModeOff:
@@ -269,16 +269,16 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: route selection: %w", ErrConfig, err)
 	}
 	for _, r := range c.Routes {
-		if !validRouteKey(r, c.MaxRouteKey) {
+		if !protocol.ValidRouteKey(r, c.MaxRouteKey) {
 			return fmt.Errorf("%w: route %q is not a legal route key", ErrConfig, r)
 		}
 	}
 	for _, r := range c.TwoWayRoutes {
-		if r != "*" && r != RouteDefault && !validRouteKey(r, c.MaxRouteKey) {
+		if r != "*" && r != protocol.RouteDefault && !protocol.ValidRouteKey(r, c.MaxRouteKey) {
 			return fmt.Errorf("%w: two-way route %q is not a legal route key", ErrConfig, r)
 		}
 	}
-	if c.JetStream && !validToken(c.Stream, 64) {
+	if c.JetStream && !rules.ValidToken(c.Stream, 64) {
 		return fmt.Errorf("%w: stream name %q", ErrConfig, c.Stream)
 	}
 	return nil

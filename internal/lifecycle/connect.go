@@ -8,6 +8,9 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+
+	"github.com/switchboardgw/switchboard/internal/rules"
+	"github.com/switchboardgw/switchboard/pkg/protocol"
 )
 
 // Decision is the outcome of $connect.
@@ -34,21 +37,6 @@ type Decision struct {
 	Reason string
 }
 
-// connectReply is the $connect reply: an events.APIGatewayProxyResponse
-// (what a Lambda returns) plus Switchboard's extensions.
-type connectReply struct {
-	StatusCode        int                 `json:"statusCode"`
-	Headers           map[string]string   `json:"headers"`
-	MultiValueHeaders map[string][]string `json:"multiValueHeaders"`
-	Body              string              `json:"body"`
-	IsBase64Encoded   bool                `json:"isBase64Encoded"`
-
-	PrincipalID string          `json:"principalId"`
-	Context     json.RawMessage `json:"context"`
-	UserID      string          `json:"userId"`
-	Groups      []string        `json:"groups"`
-}
-
 var errBadReply = errors.New("bad $connect reply")
 
 // droppedHeaders are never copied from a reply: the edge owns the upgrade.
@@ -64,7 +52,7 @@ func parseReply(data []byte, maxPrincipal, maxGroups int) (Decision, error) {
 	if len(data) == 0 || string(data) == "null" {
 		return Decision{Allow: true, Reason: "allowed"}, nil
 	}
-	var r connectReply
+	var r protocol.ConnectReply
 	if err := json.Unmarshal(data, &r); err != nil {
 		return Decision{}, fmt.Errorf("%w: %w", errBadReply, err)
 	}
@@ -122,7 +110,7 @@ func parseReply(data []byte, maxPrincipal, maxGroups int) (Decision, error) {
 	}
 	d.Principal = p
 	if r.UserID != "" {
-		if !ValidName(r.UserID) {
+		if !rules.ValidName(r.UserID) {
 			return Decision{}, fmt.Errorf("%w: userId %q", errBadReply, r.UserID)
 		}
 		d.UserID = r.UserID
@@ -131,7 +119,7 @@ func parseReply(data []byte, maxPrincipal, maxGroups int) (Decision, error) {
 		return Decision{}, fmt.Errorf("%w: %d groups (max %d)", errBadReply, len(r.Groups), maxGroups)
 	}
 	for _, g := range r.Groups {
-		if !ValidName(g) {
+		if !rules.ValidName(g) {
 			return Decision{}, fmt.Errorf("%w: group %q", errBadReply, g)
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/switchboardgw/switchboard/internal/rules"
 )
 
 func TestConnectReplyFormats(t *testing.T) {
@@ -55,12 +57,12 @@ func TestMalformedConnectReplies(t *testing.T) {
 
 func TestValidNameRules(t *testing.T) {
 	for _, s := range []string{"alice", "user-1", "a@b.c"[:3], "g:1/x"} {
-		if !ValidName(s) {
+		if !rules.ValidName(s) {
 			t.Errorf("%q should be valid", s)
 		}
 	}
 	for _, s := range []string{"", "a.b", "a b", "*", ">", "ü", strings.Repeat("x", 129)} {
-		if ValidName(s) {
+		if rules.ValidName(s) {
 			t.Errorf("%q should be invalid", s)
 		}
 	}
@@ -98,14 +100,14 @@ func FuzzConnectReply(f *testing.F) {
 		if !d.Allow && (d.Status < 300 || d.Status > 599) {
 			t.Fatalf("deny status %d", d.Status)
 		}
-		if d.UserID != "" && !ValidName(d.UserID) {
+		if d.UserID != "" && !rules.ValidName(d.UserID) {
 			t.Fatalf("user %q", d.UserID)
 		}
 		if len(d.Groups) > 4 {
 			t.Fatalf("%d groups", len(d.Groups))
 		}
 		for _, g := range d.Groups {
-			if !ValidName(g) {
+			if !rules.ValidName(g) {
 				t.Fatalf("group %q", g)
 			}
 		}

@@ -10,17 +10,8 @@ import (
 	"time"
 	"unicode/utf8"
 	"unsafe"
-)
 
-// ProtocolVersion is the version of the wire protocol in docs/protocol.md,
-// sent as requestContext.switchboard.version and the Switchboard-Version header.
-const ProtocolVersion = 1
-
-// Event types (requestContext.eventType).
-const (
-	EventConnect    = "CONNECT"
-	EventMessage    = "MESSAGE"
-	EventDisconnect = "DISCONNECT"
+	"github.com/switchboardgw/switchboard/pkg/protocol"
 )
 
 // Pair is one header or query parameter, in the order the client sent it.
@@ -120,7 +111,7 @@ func unhex(c byte) byte {
 
 // eventSpec is what varies between events of one connection.
 type eventSpec struct {
-	typ      string // EventConnect, EventMessage, EventDisconnect
+	typ      string // protocol.EventConnect, protocol.EventMessage, protocol.EventDisconnect
 	routeKey string
 	id       string // event ID: requestId, extendedRequestId, messageId, Nats-Msg-Id
 	now      time.Time
@@ -166,7 +157,7 @@ func appendEvent(dst []byte, d *defaults, m *ConnMeta, e *eventSpec) []byte {
 	b = append(b, e.id...) // event IDs are nuids: no escaping needed
 	b = append(b, `","extendedRequestId":"`...)
 	b = append(b, e.id...)
-	if e.typ == EventMessage {
+	if e.typ == protocol.EventMessage {
 		b = append(b, `","messageId":"`...)
 		b = append(b, e.id...)
 	}
@@ -184,14 +175,14 @@ func appendEvent(dst []byte, d *defaults, m *ConnMeta, e *eventSpec) []byte {
 		b = append(b, `,"authorizer":`...)
 		b = append(b, m.Principal...)
 	}
-	if e.typ == EventDisconnect {
+	if e.typ == protocol.EventDisconnect {
 		b = append(b, `,"disconnectStatusCode":`...)
 		b = strconv.AppendInt(b, int64(e.code), 10)
 		b = append(b, `,"disconnectReason":`...)
 		b = appendString(b, e.reason)
 	}
 	b = append(b, `,"switchboard":{"version":`...)
-	b = strconv.AppendInt(b, ProtocolVersion, 10)
+	b = strconv.AppendInt(b, protocol.Version, 10)
 	b = append(b, `,"eventId":"`...)
 	b = append(b, e.id...)
 	b = append(b, `","nodeId":`...)
@@ -204,13 +195,13 @@ func appendEvent(dst []byte, d *defaults, m *ConnMeta, e *eventSpec) []byte {
 		b = append(b, `,"groups":`...)
 		b = appendStrings(b, m.Groups)
 	}
-	if e.typ == EventConnect && len(m.Subprotocols) > 0 {
+	if e.typ == protocol.EventConnect && len(m.Subprotocols) > 0 {
 		b = append(b, `,"subprotocols":`...)
 		b = appendStrings(b, m.Subprotocols)
 	}
 	b = append(b, `}}`...)
 
-	if e.typ == EventConnect {
+	if e.typ == protocol.EventConnect {
 		if m.Path != "" {
 			b = append(b, `,"path":`...)
 			b = appendString(b, m.Path)
@@ -228,7 +219,7 @@ func appendEvent(dst []byte, d *defaults, m *ConnMeta, e *eventSpec) []byte {
 			b = appendPairs(b, m.Query, true, false)
 		}
 	}
-	if e.typ == EventMessage && len(e.body) > 0 {
+	if e.typ == protocol.EventMessage && len(e.body) > 0 {
 		b = append(b, `,"body":`...)
 		if e.binary {
 			b = append(b, '"')
@@ -239,7 +230,7 @@ func appendEvent(dst []byte, d *defaults, m *ConnMeta, e *eventSpec) []byte {
 		}
 	}
 	b = append(b, `,"isBase64Encoded":`...)
-	b = strconv.AppendBool(b, e.typ == EventMessage && e.binary && len(e.body) > 0)
+	b = strconv.AppendBool(b, e.typ == protocol.EventMessage && e.binary && len(e.body) > 0)
 	return append(b, '}')
 }
 

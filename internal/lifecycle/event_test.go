@@ -10,29 +10,19 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
+
+	"github.com/switchboardgw/switchboard/pkg/protocol"
 )
 
-// ext is requestContext.switchboard as a backend decodes it.
-type ext struct {
-	Version      int      `json:"version"`
-	EventID      string   `json:"eventId"`
-	NodeID       string   `json:"nodeId"`
-	UserID       string   `json:"userId"`
-	Groups       []string `json:"groups"`
-	Subprotocols []string `json:"subprotocols"`
-}
-
-func decodeExt(t testing.TB, data []byte) ext {
+// decodeExt decodes requestContext.switchboard with the shared contract
+// (pkg/protocol), as a backend does.
+func decodeExt(t testing.TB, data []byte) protocol.Extension {
 	t.Helper()
-	var v struct {
-		RequestContext struct {
-			Switchboard ext `json:"switchboard"`
-		} `json:"requestContext"`
-	}
-	if err := json.Unmarshal(data, &v); err != nil {
+	e, err := protocol.DecodeEvent(data)
+	if err != nil {
 		t.Fatalf("decode extension: %v\n%s", err, data)
 	}
-	return v.RequestContext.Switchboard
+	return e.Switchboard
 }
 
 func decodeAWS(t testing.TB, data []byte) events.APIGatewayWebsocketProxyRequest {
@@ -66,7 +56,7 @@ func sampleMeta() *ConnMeta {
 
 func TestConnectEventDecodesIntoAWSLambdaType(t *testing.T) {
 	now := time.Date(2024, 1, 20, 11, 55, 8, 0, time.UTC)
-	data := appendEvent(nil, &testDefaults, sampleMeta(), &eventSpec{typ: EventConnect, routeKey: RouteConnect, id: "EVT1", now: now})
+	data := appendEvent(nil, &testDefaults, sampleMeta(), &eventSpec{typ: protocol.EventConnect, routeKey: protocol.RouteConnect, id: "EVT1", now: now})
 	ev := decodeAWS(t, data)
 	rc := ev.RequestContext
 	want := events.APIGatewayWebsocketProxyRequestContext{
@@ -105,7 +95,7 @@ func TestConnectEventDecodesIntoAWSLambdaType(t *testing.T) {
 func TestMessageEventBodyTextAndBinary(t *testing.T) {
 	m := sampleMeta()
 	text := []byte(`{"action":"send","msg":"héllo \u2028 <b>"}`)
-	ev := decodeAWS(t, appendEvent(nil, &testDefaults, m, &eventSpec{typ: EventMessage, routeKey: "send", id: "M1", now: time.Now(), body: text}))
+	ev := decodeAWS(t, appendEvent(nil, &testDefaults, m, &eventSpec{typ: protocol.EventMessage, routeKey: "send", id: "M1", now: time.Now(), body: text}))
 	if ev.Body != string(text) || ev.IsBase64Encoded {
 		t.Fatalf("text body %q base64=%v", ev.Body, ev.IsBase64Encoded)
 	}
@@ -116,7 +106,7 @@ func TestMessageEventBodyTextAndBinary(t *testing.T) {
 		t.Fatalf("MESSAGE carries no headers or query: %v %v", ev.Headers, ev.QueryStringParameters)
 	}
 	bin := []byte{0, 1, 2, 0xff, 0xfe}
-	ev = decodeAWS(t, appendEvent(nil, &testDefaults, m, &eventSpec{typ: EventMessage, routeKey: "$default", id: "M2", now: time.Now(), body: bin, binary: true}))
+	ev = decodeAWS(t, appendEvent(nil, &testDefaults, m, &eventSpec{typ: protocol.EventMessage, routeKey: "$default", id: "M2", now: time.Now(), body: bin, binary: true}))
 	got, err := base64.StdEncoding.DecodeString(ev.Body)
 	if err != nil || !ev.IsBase64Encoded || string(got) != string(bin) {
 		t.Fatalf("binary body %q base64=%v err=%v", ev.Body, ev.IsBase64Encoded, err)
@@ -124,7 +114,7 @@ func TestMessageEventBodyTextAndBinary(t *testing.T) {
 }
 
 func TestDisconnectEventCarriesCodeReasonAndAuthorizer(t *testing.T) {
-	ev := decodeAWS(t, appendEvent(nil, &testDefaults, sampleMeta(), &eventSpec{typ: EventDisconnect, routeKey: RouteDisconnect, id: "D1", now: time.Now(), code: 1001, reason: "going away"}))
+	ev := decodeAWS(t, appendEvent(nil, &testDefaults, sampleMeta(), &eventSpec{typ: protocol.EventDisconnect, routeKey: protocol.RouteDisconnect, id: "D1", now: time.Now(), code: 1001, reason: "going away"}))
 	rc := ev.RequestContext
 	if rc.EventType != "DISCONNECT" || rc.RouteKey != "$disconnect" || rc.DisconnectStatusCode != 1001 ||
 		rc.DisconnectReason == nil || *rc.DisconnectReason != "going away" || rc.MessageID != nil {
@@ -134,7 +124,7 @@ func TestDisconnectEventCarriesCodeReasonAndAuthorizer(t *testing.T) {
 		t.Fatalf("authorizer on DISCONNECT: %#v", rc.Authorizer)
 	}
 	// An empty reason is still present, as API Gateway sends "".
-	data := appendEvent(nil, &testDefaults, sampleMeta(), &eventSpec{typ: EventDisconnect, routeKey: RouteDisconnect, id: "D2", now: time.Now(), code: 1006})
+	data := appendEvent(nil, &testDefaults, sampleMeta(), &eventSpec{typ: protocol.EventDisconnect, routeKey: protocol.RouteDisconnect, id: "D2", now: time.Now(), code: 1006})
 	if rc := decodeAWS(t, data).RequestContext; rc.DisconnectReason == nil || *rc.DisconnectReason != "" {
 		t.Fatalf("empty reason: %+v", rc)
 	}
@@ -179,7 +169,7 @@ func BenchmarkEncodeMessageEvent(b *testing.B) {
 	now := time.Now()
 	b.ReportAllocs()
 	for b.Loop() {
-		buf = appendEvent(buf[:0], &testDefaults, m, &eventSpec{typ: EventMessage, routeKey: "sendmessage", id: "Q8tVxT6MuwQn8Gtv0y6Imx", now: now, body: body})
+		buf = appendEvent(buf[:0], &testDefaults, m, &eventSpec{typ: protocol.EventMessage, routeKey: "sendmessage", id: "Q8tVxT6MuwQn8Gtv0y6Imx", now: now, body: body})
 	}
 	b.SetBytes(int64(len(buf)))
 }
@@ -190,14 +180,14 @@ func BenchmarkEncodeConnectEvent(b *testing.B) {
 	now := time.Now()
 	b.ReportAllocs()
 	for b.Loop() {
-		buf = appendEvent(buf[:0], &testDefaults, m, &eventSpec{typ: EventConnect, routeKey: RouteConnect, id: "Q8tVxT6MuwQn8Gtv0y6Imx", now: now})
+		buf = appendEvent(buf[:0], &testDefaults, m, &eventSpec{typ: protocol.EventConnect, routeKey: protocol.RouteConnect, id: "Q8tVxT6MuwQn8Gtv0y6Imx", now: now})
 	}
 }
 
 // BenchmarkEncodeMessageEventEncodingJSON is the reference point: the same
 // event through encoding/json and the aws-lambda-go struct.
 func BenchmarkEncodeMessageEventEncodingJSON(b *testing.B) {
-	ev := decodeAWS(b, appendEvent(nil, &testDefaults, sampleMeta(), &eventSpec{typ: EventMessage, routeKey: "sendmessage", id: "Q8tVxT6MuwQn8Gtv0y6Imx", now: time.Now(), body: []byte(`{"action":"sendmessage","data":"hello, world, this is a typical chat message"}`)}))
+	ev := decodeAWS(b, appendEvent(nil, &testDefaults, sampleMeta(), &eventSpec{typ: protocol.EventMessage, routeKey: "sendmessage", id: "Q8tVxT6MuwQn8Gtv0y6Imx", now: time.Now(), body: []byte(`{"action":"sendmessage","data":"hello, world, this is a typical chat message"}`)}))
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := json.Marshal(&ev); err != nil {
@@ -224,7 +214,7 @@ func FuzzEventEncoding(f *testing.F) {
 			_ = json.Unmarshal(b, &out)
 			return out
 		}
-		for _, typ := range []string{EventConnect, EventMessage, EventDisconnect} {
+		for _, typ := range []string{protocol.EventConnect, protocol.EventMessage, protocol.EventDisconnect} {
 			data := appendEvent(nil, &testDefaults, m, &eventSpec{typ: typ, routeKey: "k", id: "ID", now: time.Now(), body: body, binary: binary, code: code, reason: reason})
 			if !json.Valid(data) {
 				t.Fatalf("%s: invalid JSON: %s", typ, data)
@@ -234,11 +224,11 @@ func FuzzEventEncoding(f *testing.F) {
 				t.Fatalf("user agent %q → %q", ua, ev.RequestContext.Identity.UserAgent)
 			}
 			switch typ {
-			case EventConnect:
+			case protocol.EventConnect:
 				if ev.MultiValueHeaders[fix(hname)][0] != fix(hval) || ev.QueryStringParameters[fix(qname)] != fix(qval) {
 					t.Fatalf("headers/query: %v %v", ev.MultiValueHeaders, ev.QueryStringParameters)
 				}
-			case EventMessage:
+			case protocol.EventMessage:
 				got := ev.Body
 				if ev.IsBase64Encoded {
 					b, err := base64.StdEncoding.DecodeString(got)
@@ -256,7 +246,7 @@ func FuzzEventEncoding(f *testing.F) {
 				if got != want {
 					t.Fatalf("body %q → %q", body, got)
 				}
-			case EventDisconnect:
+			case protocol.EventDisconnect:
 				if ev.RequestContext.DisconnectReason == nil || *ev.RequestContext.DisconnectReason != fix(reason) || ev.RequestContext.DisconnectStatusCode != int64(code) {
 					t.Fatalf("reason/code: %+v", ev.RequestContext)
 				}

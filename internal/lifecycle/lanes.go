@@ -3,6 +3,8 @@ package lifecycle
 import (
 	"context"
 	"errors"
+
+	"github.com/switchboardgw/switchboard/pkg/protocol"
 )
 
 // The publisher's queue is two lanes under one lock (qmu):
@@ -119,7 +121,7 @@ func (l *Lifecycle) enqueueLife(ctx context.Context, j job) error {
 		l.drop(dropShutdown, j.typ)
 		return ErrDropped
 	}
-	if j.typ == EventDisconnect {
+	if j.typ == protocol.EventDisconnect {
 		if q, ok := l.perConn[j.connID]; ok && q.disc == nil {
 			q.disc = &j
 			l.perConn[j.connID] = q

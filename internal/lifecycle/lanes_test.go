@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/switchboardgw/switchboard/internal/testenv"
+	"github.com/switchboardgw/switchboard/pkg/protocol"
 )
 
 // held returns a Lifecycle whose publisher is held by a Fence in doubt,
@@ -122,9 +123,9 @@ func TestLanesKeepEachConnectionsOrder(t *testing.T) {
 			t.Fatalf("event %d: %s of %s after its DISCONNECT", i, typ, id)
 		}
 		switch typ {
-		case EventConnect:
+		case protocol.EventConnect:
 			s.connected = true
-		case EventMessage:
+		case protocol.EventMessage:
 			if !s.connected {
 				t.Fatalf("event %d: MESSAGE of %s before its CONNECT", i, id)
 			}
@@ -135,7 +136,7 @@ func TestLanesKeepEachConnectionsOrder(t *testing.T) {
 			if firstMsgAt < 0 {
 				firstMsgAt = i
 			}
-		case EventDisconnect:
+		case protocol.EventDisconnect:
 			s.disconnected = true
 			if id == quiet.ID {
 				quietDoneAt = i

@@ -20,26 +20,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/switchboardgw/switchboard/pkg/protocol"
 )
 
-// NATS headers set on every event and request (see docs/protocol.md).
-const (
-	HeaderMsgID   = "Nats-Msg-Id"               // event ID; JetStream dedupes on it
-	HeaderConnID  = "Switchboard-Connection-Id" // lets a backend shard by connection without decoding
-	HeaderVersion = "Switchboard-Version"       // protocol version
-	HeaderAttempt = "Switchboard-Attempt"       // JetStream republish count, absent on the first try
-	// HeaderBinary on a two-way reply: "true" sends the reply as a binary
-	// frame (default text).
-	HeaderBinary = "Switchboard-Binary"
-	// HeaderError on a two-way reply: the backend failed; the client gets
-	// the error frame (unless Config.NoErrorFrame) and the reply body is
-	// not sent.
-	HeaderError = "Switchboard-Error"
-	// HeaderOneWay "true" on a MESSAGE event that has a reply subject only
-	// so that NATS reports when nobody subscribes: do not reply (a reply is
-	// ignored).
-	HeaderOneWay = "Switchboard-One-Way"
-)
+// The NATS headers, subjects and event names are protocol's (pkg/protocol).
 
 // noRouteTag starts the reply-subject token of a watched one-way message.
 // Two-way tokens are base 36 (0-9a-z), so the two never collide.
@@ -61,10 +46,10 @@ type Lifecycle struct {
 	def defaults
 	rt  router
 
-	subjConnect, subjEvConnect, subjEvDisconnect, subjRoutePrefix string
-	routeSubjects                                                 map[string]string // token → subject, for known tokens
-	twoWayAll                                                     bool
-	twoWay                                                        map[string]bool
+	subj          protocol.Subjects
+	routeSubjects map[string]string // token → subject, for known tokens
+	twoWayAll     bool
+	twoWay        map[string]bool
 
 	// The lanes (lanes.go): one publisher goroutine takes the lifecycle
 	// lane first and keeps each connection's events in the order queued.
@@ -183,37 +168,34 @@ func New(cfg Config, nc *nats.Conn, reg prometheus.Registerer, log *slog.Logger)
 	}
 	sel, _ := compileSelector(cfg.RouteSelection) // checked by Validate
 	l := &Lifecycle{
-		cfg:              cfg,
-		nc:               nc,
-		log:              log,
-		def:              defaults{nodeID: cfg.NodeID, stage: cfg.Stage, domain: cfg.DomainName, apiID: cfg.APIID},
-		rt:               router{sel: sel, max: cfg.MaxRouteKey, policy: cfg.InvalidRouteKey},
-		subjConnect:      cfg.Prefix + ".connect",
-		subjEvConnect:    cfg.Prefix + ".event.connect",
-		subjEvDisconnect: cfg.Prefix + ".event.disconnect",
-		subjRoutePrefix:  cfg.Prefix + ".route.",
-		routeSubjects:    map[string]string{},
-		twoWay:           map[string]bool{},
-		perConn:          map[string]connQueue{},
-		wake:             make(chan struct{}, 1),
-		connectSem:       make(chan struct{}, cfg.MaxConnectPending),
-		pubDone:          make(chan struct{}),
-		stopReap:         make(chan struct{}),
-		pending:          map[string]*pendingReq{},
-		inboxPrefix:      nats.NewInbox() + ".",
-		epoch:            time.Now(),
+		cfg:           cfg,
+		nc:            nc,
+		log:           log,
+		def:           defaults{nodeID: cfg.NodeID, stage: cfg.Stage, domain: cfg.DomainName, apiID: cfg.APIID},
+		rt:            router{sel: sel, max: cfg.MaxRouteKey, policy: cfg.InvalidRouteKey},
+		subj:          protocol.NewSubjects(cfg.Prefix),
+		routeSubjects: map[string]string{},
+		twoWay:        map[string]bool{},
+		perConn:       map[string]connQueue{},
+		wake:          make(chan struct{}, 1),
+		connectSem:    make(chan struct{}, cfg.MaxConnectPending),
+		pubDone:       make(chan struct{}),
+		stopReap:      make(chan struct{}),
+		pending:       map[string]*pendingReq{},
+		inboxPrefix:   nats.NewInbox() + ".",
+		epoch:         time.Now(),
 	}
 	l.abortCtx, l.abortNow = context.WithCancel(context.Background())
 	if !cfg.SilentNoRoute {
 		l.noRoute = map[uint64]noRouteMsg{}
 		l.nrRing = make([]nrSlot, cfg.MaxNoRoutePending)
 	}
-	l.routeSubjects[DefaultToken] = l.subjRoutePrefix + DefaultToken
+	l.routeSubjects[protocol.DefaultToken] = l.subj.RoutePrefix + protocol.DefaultToken
 	if len(cfg.Routes) > 0 {
 		l.rt.allow = map[string]bool{}
 		for _, r := range cfg.Routes {
 			l.rt.allow[r] = true
-			l.routeSubjects[r] = l.subjRoutePrefix + r
+			l.routeSubjects[r] = l.subj.RoutePrefix + r
 		}
 	}
 	for _, r := range cfg.TwoWayRoutes {
@@ -252,7 +234,7 @@ func (l *Lifecycle) setupJetStream() error {
 		jetstream.WithPublishAsyncAckHandler(func(_ jetstream.JetStream, m *nats.Msg, ack *jetstream.PubAck) {
 			// A retry acknowledged as a duplicate means the first try was
 			// stored but its ack lost: count the event once either way.
-			if !ack.Duplicate || m.Header.Get(HeaderAttempt) != "" {
+			if !ack.Duplicate || m.Header.Get(protocol.HeaderAttempt) != "" {
 				l.m.published.WithLabelValues(subjectLabel(l, m.Subject)).Inc()
 			}
 		}),
@@ -267,7 +249,7 @@ func (l *Lifecycle) setupJetStream() error {
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		_, err = js.CreateStream(ctx, jetstream.StreamConfig{
 			Name:       l.cfg.Stream,
-			Subjects:   []string{l.cfg.Prefix + ".event.>"},
+			Subjects:   []string{l.subj.Events},
 			MaxAge:     l.cfg.StreamMaxAge,
 			Duplicates: l.cfg.DedupeWindow,
 			Storage:    jetstream.FileStorage,
@@ -288,11 +270,11 @@ func (l *Lifecycle) setupJetStream() error {
 // harmless. Per-connection order is given up for the retried event.
 func (l *Lifecycle) onAckError(_ jetstream.JetStream, m *nats.Msg, err error) {
 	typ := subjectLabel(l, m.Subject)
-	attempt, _ := strconv.Atoi(m.Header.Get(HeaderAttempt))
+	attempt, _ := strconv.Atoi(m.Header.Get(protocol.HeaderAttempt))
 	if attempt < l.cfg.JetStreamRetries {
-		j := job{subject: m.Subject, data: m.Data, id: m.Header.Get(HeaderMsgID), connID: m.Header.Get(HeaderConnID), attempt: attempt + 1, typ: EventConnect}
+		j := job{subject: m.Subject, data: m.Data, id: m.Header.Get(protocol.HeaderMsgID), connID: m.Header.Get(protocol.HeaderConnID), attempt: attempt + 1, typ: protocol.EventConnect}
 		if typ == "disconnect" {
-			j.typ = EventDisconnect
+			j.typ = protocol.EventDisconnect
 		}
 		// Never waits (this is the NATS client's goroutine): retries are
 		// bounded by MaxAckPending.
@@ -305,11 +287,11 @@ func (l *Lifecycle) onAckError(_ jetstream.JetStream, m *nats.Msg, err error) {
 	}
 	// enqueue counted its own drop reason.
 	l.m.failed.WithLabelValues(typ).Inc()
-	l.log.Warn("lifecycle: event not acknowledged by JetStream", "subject", m.Subject, "event_id", m.Header.Get(HeaderMsgID), "attempt", attempt, "err", err)
+	l.log.Warn("lifecycle: event not acknowledged by JetStream", "subject", m.Subject, "event_id", m.Header.Get(protocol.HeaderMsgID), "attempt", attempt, "err", err)
 }
 
 func subjectLabel(l *Lifecycle, subject string) string {
-	if subject == l.subjEvDisconnect {
+	if subject == l.subj.EventDisconnect {
 		return "disconnect"
 	}
 	return "connect"
@@ -344,8 +326,8 @@ func (l *Lifecycle) Authorize(ctx context.Context, m *ConnMeta) (Decision, error
 		return Decision{Allow: true, Reason: "skipped"}, nil
 	}
 	id := nuid.Next()
-	body := appendEvent(make([]byte, 0, 1024), &l.def, m, &eventSpec{typ: EventConnect, routeKey: RouteConnect, id: id, now: start})
-	msg := &nats.Msg{Subject: l.subjConnect, Data: body, Header: l.header(id, m.ID)}
+	body := appendEvent(make([]byte, 0, 1024), &l.def, m, &eventSpec{typ: protocol.EventConnect, routeKey: protocol.RouteConnect, id: id, now: start})
+	msg := &nats.Msg{Subject: l.subj.Connect, Data: body, Header: l.header(id, m.ID)}
 	reply, err := l.request(dctx, msg)
 	l.m.connectDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
@@ -456,9 +438,9 @@ func (l *Lifecycle) failed(m *ConnMeta, reason string, status int, err error) De
 
 func (l *Lifecycle) header(id, connID string) nats.Header {
 	return nats.Header{
-		HeaderMsgID:   []string{id},
-		HeaderConnID:  []string{connID},
-		HeaderVersion: []string{"1"},
+		protocol.HeaderMsgID:   []string{id},
+		protocol.HeaderConnID:  []string{connID},
+		protocol.HeaderVersion: []string{"1"},
 	}
 }
 
@@ -468,8 +450,8 @@ func (l *Lifecycle) header(id, connID string) nats.Header {
 // lane had room); ErrDropped only after Shutdown.
 func (l *Lifecycle) Connected(m *ConnMeta) error {
 	id := nuid.Next()
-	data := appendEvent(make([]byte, 0, 1024), &l.def, m, &eventSpec{typ: EventConnect, routeKey: RouteConnect, id: id, now: time.Now()})
-	return l.enqueueLife(nil, job{subject: l.subjEvConnect, data: data, id: id, typ: EventConnect, connID: m.ID})
+	data := appendEvent(make([]byte, 0, 1024), &l.def, m, &eventSpec{typ: protocol.EventConnect, routeKey: protocol.RouteConnect, id: id, now: time.Now()})
+	return l.enqueueLife(nil, job{subject: l.subj.EventConnect, data: data, id: id, typ: protocol.EventConnect, connID: m.ID})
 }
 
 // Disconnected queues the DISCONNECT event, to <prefix>.event.disconnect,
@@ -495,8 +477,8 @@ func (l *Lifecycle) DisconnectedWait(ctx context.Context, m *ConnMeta, code int,
 
 func (l *Lifecycle) disconnectJob(m *ConnMeta, code int, reason string) job {
 	id := nuid.Next()
-	data := appendEvent(make([]byte, 0, 768+len(m.Principal)), &l.def, m, &eventSpec{typ: EventDisconnect, routeKey: RouteDisconnect, id: id, now: time.Now(), code: code, reason: reason})
-	return job{subject: l.subjEvDisconnect, data: data, id: id, typ: EventDisconnect, connID: m.ID}
+	data := appendEvent(make([]byte, 0, 768+len(m.Principal)), &l.def, m, &eventSpec{typ: protocol.EventDisconnect, routeKey: protocol.RouteDisconnect, id: id, now: time.Now(), code: code, reason: reason})
+	return job{subject: l.subj.EventDisconnect, data: data, id: id, typ: protocol.EventDisconnect, connID: m.ID}
 }
 
 // Message routes a client message: it selects the route key, queues the
@@ -514,32 +496,32 @@ func (l *Lifecycle) Message(m *ConnMeta, payload []byte, binary bool, reply func
 	if r.invalid {
 		l.m.routeMessages.WithLabelValues(labelNone, routeInvalidKey).Inc()
 		if r.drop {
-			l.drop(dropInvalidKey, EventMessage)
+			l.drop(dropInvalidKey, protocol.EventMessage)
 			return ErrDropped
 		}
 	}
 	label := labelCustom
-	if r.key == RouteDefault || l.rt.allow != nil {
+	if r.key == protocol.RouteDefault || l.rt.allow != nil {
 		label = r.key
 	}
 	twoWay := reply != nil && (l.twoWayAll || l.twoWay[r.key])
 	if twoWay && l.inflight.Add(1) > int64(l.cfg.MaxInflight) {
 		l.inflight.Add(-1)
-		l.drop(dropInflightFull, EventMessage)
+		l.drop(dropInflightFull, protocol.EventMessage)
 		l.m.routeMessages.WithLabelValues(label, routeDropped).Inc()
 		return ErrDropped
 	}
 	subject, ok := l.routeSubjects[r.token]
 	if !ok {
-		subject = l.subjRoutePrefix + r.token
+		subject = l.subj.RoutePrefix + r.token
 	}
 	id := nuid.Next()
 	size := 640 + len(m.Principal) + len(payload)
 	if binary {
 		size += len(payload) / 3
 	}
-	data := appendEvent(make([]byte, 0, size), &l.def, m, &eventSpec{typ: EventMessage, routeKey: r.key, id: id, now: time.Now(), body: payload, binary: binary})
-	j := job{subject: subject, data: data, id: id, typ: EventMessage, connID: m.ID, route: label}
+	data := appendEvent(make([]byte, 0, size), &l.def, m, &eventSpec{typ: protocol.EventMessage, routeKey: r.key, id: id, now: time.Now(), body: payload, binary: binary})
+	j := job{subject: subject, data: data, id: id, typ: protocol.EventMessage, connID: m.ID, route: label}
 	if twoWay {
 		j.reply = reply
 	} else if reply != nil && !l.cfg.SilentNoRoute {
@@ -610,10 +592,10 @@ func (l *Lifecycle) mayPublish(j *job) string {
 func (l *Lifecycle) publish(j job) {
 	msg := &nats.Msg{Subject: j.subject, Data: j.data, Header: l.header(j.id, j.connID)}
 	if j.attempt > 0 {
-		msg.Header[HeaderAttempt] = []string{strconv.Itoa(j.attempt)}
+		msg.Header[protocol.HeaderAttempt] = []string{strconv.Itoa(j.attempt)}
 	}
 	typ := eventLabel(j.typ)
-	if l.js != nil && j.typ != EventMessage {
+	if l.js != nil && j.typ != protocol.EventMessage {
 		// Counted as published when acknowledged (ack handler).
 		if _, err := l.js.PublishMsgAsync(msg); err != nil {
 			l.m.failed.WithLabelValues(typ).Inc()
@@ -643,7 +625,7 @@ func (l *Lifecycle) sendRequest(j job) {
 	msg := &nats.Msg{Subject: j.subject, Reply: l.inboxPrefix + token, Data: j.data, Header: l.header(j.id, j.connID)}
 	if err := l.nc.PublishMsg(msg); err != nil {
 		l.m.failed.WithLabelValues("message").Inc()
-		l.drop(dropNATSError, EventMessage)
+		l.drop(dropNATSError, protocol.EventMessage)
 		if p := l.take(token); p != nil {
 			l.finish(p, routeNoReply)
 		}
@@ -680,11 +662,11 @@ func (l *Lifecycle) sendWatched(j job) {
 	reply = append(append(reply, l.inboxPrefix...), noRouteTag)
 	reply = strconv.AppendUint(reply, tok, 36)
 	msg := &nats.Msg{Subject: j.subject, Reply: string(reply), Data: j.data, Header: l.header(j.id, j.connID)}
-	msg.Header[HeaderOneWay] = []string{"true"}
+	msg.Header[protocol.HeaderOneWay] = []string{"true"}
 	if err := l.nc.PublishMsg(msg); err != nil {
 		l.takeNoRoute(tok)
 		l.m.failed.WithLabelValues("message").Inc()
-		l.drop(dropNATSError, EventMessage)
+		l.drop(dropNATSError, protocol.EventMessage)
 		return
 	}
 	l.m.published.WithLabelValues("message").Inc()
@@ -780,12 +762,12 @@ func (l *Lifecycle) onReply(msg *nats.Msg) {
 	switch {
 	case msg.Header.Get("Status") == "503":
 		l.finish(p, routeNoReply)
-	case msg.Header.Get(HeaderError) != "":
+	case msg.Header.Get(protocol.HeaderError) != "":
 		l.finish(p, routeError)
 	default:
 		l.m.replyDuration.Observe(time.Since(p.start).Seconds())
 		if len(msg.Data) > 0 {
-			p.reply(msg.Data, msg.Header.Get(HeaderBinary) == "true")
+			p.reply(msg.Data, msg.Header.Get(protocol.HeaderBinary) == "true")
 		}
 		l.finish(p, routeReplied)
 	}

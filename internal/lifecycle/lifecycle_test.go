@@ -16,6 +16,7 @@ import (
 
 	"github.com/switchboardgw/switchboard/internal/conn"
 	"github.com/switchboardgw/switchboard/internal/testenv"
+	"github.com/switchboardgw/switchboard/pkg/protocol"
 )
 
 // deadline for conditions in tests: generous, the CI machine is slow.
@@ -113,7 +114,7 @@ func TestAuthorizeAllowsWithHeadersPrincipalUserAndGroups(t *testing.T) {
 		ev.Headers["Sec-WebSocket-Protocol"] != "chat, v2" {
 		t.Fatalf("request event %+v", ev)
 	}
-	if gotHdr.Get(HeaderMsgID) != ev.RequestContext.RequestID || gotHdr.Get(HeaderConnID) != m.ID {
+	if gotHdr.Get(protocol.HeaderMsgID) != ev.RequestContext.RequestID || gotHdr.Get(protocol.HeaderConnID) != m.ID {
 		t.Fatalf("headers %v", gotHdr)
 	}
 	if v := testutil.ToFloat64(l.m.decisions.WithLabelValues(outcomeAllow)); v != 1 {
@@ -301,7 +302,7 @@ func TestEventsOfAConnectionArriveInOrderWithTheRightJSON(t *testing.T) {
 			t.Fatalf("event %d: authorizer %#v", i, rc.Authorizer)
 		}
 		x := decodeExt(t, msg.Data)
-		if x.NodeID != "node-a" || x.UserID != "bob" || x.EventID != rc.RequestID || msg.Header.Get(HeaderMsgID) != x.EventID {
+		if x.NodeID != "node-a" || x.UserID != "bob" || x.EventID != rc.RequestID || msg.Header.Get(protocol.HeaderMsgID) != x.EventID {
 			t.Fatalf("event %d: extension %+v header %v", i, x, msg.Header)
 		}
 		if ids[x.EventID] {
@@ -402,14 +403,14 @@ func TestTwoWayRoutes(t *testing.T) {
 	if _, err := backend.Subscribe("switchboard.route.bin", func(m *nats.Msg) {
 		r := nats.NewMsg(m.Reply)
 		r.Data = []byte{9, 9}
-		r.Header.Set(HeaderBinary, "true")
+		r.Header.Set(protocol.HeaderBinary, "true")
 		_ = m.RespondMsg(r)
 	}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := backend.Subscribe("switchboard.route.fail", func(m *nats.Msg) {
 		r := nats.NewMsg(m.Reply)
-		r.Header.Set(HeaderError, "boom")
+		r.Header.Set(protocol.HeaderError, "boom")
 		_ = m.RespondMsg(r)
 	}); err != nil {
 		t.Fatal(err)

@@ -3,6 +3,8 @@ package lifecycle
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/switchboardgw/switchboard/pkg/protocol"
 )
 
 // Label values. All bounded: route labels are "$default", "custom", "none",
@@ -119,9 +121,9 @@ func newMetrics(reg prometheus.Registerer, queued, lifeQueued, inflight func() f
 // eventLabel maps an event type to its metric label.
 func eventLabel(typ string) string {
 	switch typ {
-	case EventConnect:
+	case protocol.EventConnect:
 		return "connect"
-	case EventDisconnect:
+	case protocol.EventDisconnect:
 		return "disconnect"
 	}
 	return "message"

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/switchboardgw/switchboard/internal/testenv"
+	"github.com/switchboardgw/switchboard/pkg/protocol"
 )
 
 // frame is an API Gateway error frame as the client sees it.
@@ -175,10 +176,10 @@ func TestOneWayMessageABackendHearsGetsNoFrameEvenWithoutAReply(t *testing.T) {
 
 	q := quiet.wait(t, 1)[0]
 	c := chatty.wait(t, 1)[0]
-	if q.Reply == "" || q.Header.Get(HeaderOneWay) != "true" {
-		t.Fatalf("one-way event: reply %q, %s %q; want a reply subject marked one-way", q.Reply, HeaderOneWay, q.Header.Get(HeaderOneWay))
+	if q.Reply == "" || q.Header.Get(protocol.HeaderOneWay) != "true" {
+		t.Fatalf("one-way event: reply %q, %s %q; want a reply subject marked one-way", q.Reply, protocol.HeaderOneWay, q.Header.Get(protocol.HeaderOneWay))
 	}
-	if len(got) != 1 || got[0].RequestID == q.Header.Get(HeaderMsgID) || got[0].RequestID == c.Header.Get(HeaderMsgID) {
+	if len(got) != 1 || got[0].RequestID == q.Header.Get(protocol.HeaderMsgID) || got[0].RequestID == c.Header.Get(protocol.HeaderMsgID) {
 		t.Fatalf("frames %+v: only the unheard message may get one", got)
 	}
 	// The backend's reply to a one-way message ends its watch and is not
@@ -233,13 +234,13 @@ func TestNoRouteAndDefault(t *testing.T) {
 	var rl replies
 	listed.Message(m, []byte(`{"action":"unknown"}`), false, rl.fn)
 	got := def.wait(t, 1)
-	if len(got) != 1 || decodeAWS(t, got[0].Data).RequestContext.RouteKey != RouteDefault {
+	if len(got) != 1 || decodeAWS(t, got[0].Data).RequestContext.RouteKey != protocol.RouteDefault {
 		t.Fatalf("$default got %d messages", len(got))
 	}
 	// "known" is allow-listed but has no backend: it gets the frame; a
 	// barrier for the unknown key that $default handled.
 	listed.Message(m, []byte(`{"action":"known"}`), false, rl.fn)
-	if f := frames(t, rl.wait(t, 1)); len(f) != 1 || f[0].Message != "Forbidden" || f[0].RequestID == got[0].Header.Get(HeaderMsgID) {
+	if f := frames(t, rl.wait(t, 1)); len(f) != 1 || f[0].Message != "Forbidden" || f[0].RequestID == got[0].Header.Get(protocol.HeaderMsgID) {
 		t.Fatalf("frames %+v: want one, for \"known\", none for the message $default handled", f)
 	}
 	if v := testutil.ToFloat64(listed.m.routeMessages.WithLabelValues("known", routeNoRoute)); v != 1 {
@@ -253,7 +254,7 @@ func TestNoRouteAndDefault(t *testing.T) {
 	if f := frames(t, rd.wait(t, 1)); f[0].Message != "Forbidden" {
 		t.Fatalf("frame %+v", f)
 	}
-	if v := testutil.ToFloat64(nodef.m.routeMessages.WithLabelValues(RouteDefault, routeNoRoute)); v != 1 {
+	if v := testutil.ToFloat64(nodef.m.routeMessages.WithLabelValues(protocol.RouteDefault, routeNoRoute)); v != 1 {
 		t.Fatalf("no_route{route=$default} = %v", v)
 	}
 }
@@ -292,8 +293,8 @@ func TestSilentNoRouteKeepsOneWayMessagesPlainPublishes(t *testing.T) {
 	var r replies
 	l.Message(meta(), []byte(`{"action":"quiet"}`), false, r.fn)
 	got := heard.wait(t, 1)
-	if got[0].Reply != "" || got[0].Header.Get(HeaderOneWay) != "" {
-		t.Fatalf("reply %q, one-way header %q: want a plain publish", got[0].Reply, got[0].Header.Get(HeaderOneWay))
+	if got[0].Reply != "" || got[0].Header.Get(protocol.HeaderOneWay) != "" {
+		t.Fatalf("reply %q, one-way header %q: want a plain publish", got[0].Reply, got[0].Header.Get(protocol.HeaderOneWay))
 	}
 	if l.noRoute != nil || l.nrRing != nil {
 		t.Fatal("watch state allocated though SilentNoRoute")

@@ -5,64 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/switchboardgw/switchboard/pkg/protocol"
 )
-
-// Predefined route keys.
-const (
-	RouteConnect    = "$connect"
-	RouteDisconnect = "$disconnect"
-	RouteDefault    = "$default"
-)
-
-// DefaultToken is the subject token of the $default route: "$" is legal in a
-// subject but reserved by convention for system subjects ($JS, $SYS), so
-// $default travels as <prefix>.route._default.
-const DefaultToken = "_default"
-
-// validToken reports whether s may be used as one NATS subject token: 1..max
-// bytes of printable ASCII without '.', '*', '>' (subject syntax), '"' or '\'
-// (so it never needs quoting in logs and configs). Whitespace, control
-// characters and non-ASCII bytes (which include Unicode spaces) are refused.
-func validToken(s string, max int) bool {
-	if len(s) == 0 || len(s) > max {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= ' ' || c >= 0x7f || c == '.' || c == '*' || c == '>' || c == '"' || c == '\\' {
-			return false
-		}
-	}
-	return true
-}
-
-// ValidName reports whether s is a legal user ID or group name: the rules of
-// a subject token (see docs/protocol.md), at most 128 bytes. The edge and the
-// cluster may rely on it before a name becomes a Redis key or subject token.
-func ValidName(s string) bool { return validToken(s, 128) }
-
-// validRouteKey reports whether key may be a custom route key: a legal
-// subject token that does not start with '$' (API Gateway reserves those for
-// predefined routes) and is not DefaultToken (which would alias $default).
-func validRouteKey(key string, max int) bool {
-	return validToken(key, max) && key[0] != '$' && key != DefaultToken
-}
-
-// ValidRouteKey reports whether key is a legal custom route key of at most
-// 128 bytes.
-func ValidRouteKey(key string) bool { return validRouteKey(key, 128) }
-
-// RouteToken returns the subject token of a route key: DefaultToken for
-// $default, the key itself for a legal custom key, "" otherwise.
-func RouteToken(key string) string {
-	if key == RouteDefault {
-		return DefaultToken
-	}
-	if !ValidRouteKey(key) {
-		return ""
-	}
-	return key
-}
 
 // selector is a compiled route selection expression: literal text and JSON
 // paths into the message body, concatenated.
@@ -342,15 +287,15 @@ type router struct {
 func (r *router) route(payload []byte, binary bool) routeResult {
 	key := r.sel.eval(payload, binary)
 	switch {
-	case key == "" || key == RouteDefault:
-		return routeResult{key: RouteDefault, token: DefaultToken}
-	case !validRouteKey(key, r.max):
+	case key == "" || key == protocol.RouteDefault:
+		return routeResult{key: protocol.RouteDefault, token: protocol.DefaultToken}
+	case !protocol.ValidRouteKey(key, r.max):
 		if r.policy == InvalidKeyDrop {
 			return routeResult{invalid: true, drop: true}
 		}
-		return routeResult{key: RouteDefault, token: DefaultToken, invalid: true}
+		return routeResult{key: protocol.RouteDefault, token: protocol.DefaultToken, invalid: true}
 	case r.allow != nil && !r.allow[key]:
-		return routeResult{key: RouteDefault, token: DefaultToken}
+		return routeResult{key: protocol.RouteDefault, token: protocol.DefaultToken}
 	}
 	return routeResult{key: key, token: key}
 }

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/switchboardgw/switchboard/pkg/protocol"
 )
 
 func mustRouter(t testing.TB, expr string, allow []string, policy InvalidKeyPolicy) router {
@@ -83,7 +85,7 @@ func TestHostileRouteKeysNeverBecomeBadSubjects(t *testing.T) {
 				if policy != InvalidKeyDrop || !res.invalid {
 					t.Errorf("%q: dropped under policy %s", k, policy)
 				}
-			case res.key != RouteDefault || res.token != DefaultToken:
+			case res.key != protocol.RouteDefault || res.token != protocol.DefaultToken:
 				t.Errorf("%q: routed to key %q token %q, want $default", k, res.key, res.token)
 			}
 			if k != "$default" && !res.invalid && k[0] != '$' {
@@ -91,16 +93,16 @@ func TestHostileRouteKeysNeverBecomeBadSubjects(t *testing.T) {
 			}
 		}
 	}
-	if !validRouteKey(strings.Repeat("k", 128), 128) {
+	if !protocol.ValidRouteKey(strings.Repeat("k", 128), 128) {
 		t.Error("a 128-byte key is legal")
 	}
 	for _, ok := range []string{"join", "chat/join", "a-b_c:d@e", "UPPER", "x=1"} {
-		if !ValidRouteKey(ok) || RouteToken(ok) != ok {
+		if !protocol.ValidRouteKey(ok, protocol.MaxRouteKey) || protocol.RouteToken(ok) != ok {
 			t.Errorf("%q should be a legal key and its own token", ok)
 		}
 	}
-	if RouteToken("$default") != "_default" || RouteToken("a.b") != "" {
-		t.Error("RouteToken")
+	if protocol.RouteToken("$default") != "_default" || protocol.RouteToken("a.b") != "" {
+		t.Error("protocol.RouteToken")
 	}
 }
 
@@ -109,7 +111,7 @@ func TestRouteAllowListSendsUnknownKeysToDefault(t *testing.T) {
 	if got := r.route([]byte(`{"action":"join"}`), false); got.key != "join" || got.token != "join" {
 		t.Fatalf("allowed key: %+v", got)
 	}
-	if got := r.route([]byte(`{"action":"other"}`), false); got.key != RouteDefault || got.invalid {
+	if got := r.route([]byte(`{"action":"other"}`), false); got.key != protocol.RouteDefault || got.invalid {
 		t.Fatalf("unknown key: %+v", got)
 	}
 }
@@ -142,8 +144,8 @@ func FuzzRouteSelection(f *testing.F) {
 			if res.drop {
 				continue
 			}
-			if res.key == RouteDefault {
-				if res.token != DefaultToken {
+			if res.key == protocol.RouteDefault {
+				if res.token != protocol.DefaultToken {
 					t.Fatalf("$default token %q", res.token)
 				}
 				continue
@@ -153,7 +155,7 @@ func FuzzRouteSelection(f *testing.F) {
 		// Agreement with encoding/json on the simple case.
 		var v map[string]any
 		if !binary && json.Unmarshal(body, &v) == nil {
-			if s, ok := v["action"].(string); ok && ValidRouteKey(s) && strings.Count(string(body), `"action"`) == 1 {
+			if s, ok := v["action"].(string); ok && protocol.ValidRouteKey(s, protocol.MaxRouteKey) && strings.Count(string(body), `"action"`) == 1 {
 				if got := r1.route(body, false).key; got != s {
 					t.Fatalf("body %q: selected %q, encoding/json says %q", body, got, s)
 				}

@@ -255,7 +255,8 @@ func (h *Handler) Connect(ctx context.Context, c *edge.Conn, r *edge.Request) (*
 	st.meta.Groups = d.Groups
 	if st.meta.UserID != rec.UserID || !bytes.Equal(st.meta.Principal, rec.Principal) {
 		// The record carries them so a DISCONNECT for a dead node has them.
-		// Written again only when $connect changed what it already holds.
+		// Written again only when $connect changed what the first write
+		// recorded (a backend echoing the JWT's identity costs no write).
 		rec.UserID, rec.Principal = st.meta.UserID, st.meta.Principal
 		if err := h.node.RegisterNew(ctx, rec); err != nil {
 			h.log.Warn("connection identity not recorded", "conn", c.ID(), "err", err)

@@ -29,6 +29,7 @@ import (
 	"github.com/switchboardgw/switchboard/internal/lifecycle"
 	"github.com/switchboardgw/switchboard/internal/testenv"
 	"github.com/switchboardgw/switchboard/pkg/backend"
+	"github.com/switchboardgw/switchboard/pkg/protocol"
 )
 
 const nodeID = "node-a"
@@ -119,7 +120,7 @@ func newRig(t *testing.T, onConnect func(r *backend.ConnectRequest) backend.Conn
 
 	// The events, in the order they were published (one subscription).
 	sub, err := nc.Subscribe("switchboard.event.>", func(m *nats.Msg) {
-		r.events <- event{m.Subject, m.Header.Get(lifecycle.HeaderConnID)}
+		r.events <- event{m.Subject, m.Header.Get(protocol.HeaderConnID)}
 	})
 	if err != nil {
 		t.Fatal(err)

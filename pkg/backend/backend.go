@@ -21,24 +21,26 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/nats-io/nats.go"
+
+	"github.com/switchboardgw/switchboard/pkg/protocol"
 )
 
-// NATS headers of protocol v1.
+// NATS headers of protocol v1 (pkg/protocol, the contract the gateway
+// shares).
 const (
 	// HeaderBinary "true" on a two-way reply sends it as a binary frame.
-	HeaderBinary = "Switchboard-Binary"
+	HeaderBinary = protocol.HeaderBinary
 	// HeaderError on a two-way reply: the handler failed; the client gets
 	// the gateway's error frame.
-	HeaderError = "Switchboard-Error"
+	HeaderError = protocol.HeaderError
 	// HeaderOneWay "true" on a message that carries a reply subject only so
 	// the gateway learns when nobody subscribes: it expects no reply.
-	HeaderOneWay = "Switchboard-One-Way"
+	HeaderOneWay = protocol.HeaderOneWay
 )
 
 // Options configures a Backend. The zero value is valid.
@@ -55,14 +57,7 @@ type Options struct {
 
 // Extension is requestContext.switchboard, Switchboard's additions to the
 // API Gateway event.
-type Extension struct {
-	Version      int      `json:"version"`
-	EventID      string   `json:"eventId"`
-	NodeID       string   `json:"nodeId"`
-	UserID       string   `json:"userId,omitempty"`
-	Groups       []string `json:"groups,omitempty"`
-	Subprotocols []string `json:"subprotocols,omitempty"`
-}
+type Extension = protocol.Extension
 
 // Event is one event: the API Gateway WebSocket event as aws-lambda-go types
 // it, plus Switchboard's extension.
@@ -101,6 +96,20 @@ type ConnectResponse struct {
 	// UserID and Groups: the connection's user and initial groups.
 	UserID string   `json:"userId,omitempty"`
 	Groups []string `json:"groups,omitempty"`
+}
+
+// encode writes r as the $connect reply (protocol.ConnectReply).
+func (r ConnectResponse) encode() ([]byte, error) {
+	reply := protocol.ConnectReply{StatusCode: r.StatusCode, Headers: r.Headers, Body: r.Body,
+		PrincipalID: r.PrincipalID, UserID: r.UserID, Groups: r.Groups}
+	if len(r.Context) > 0 {
+		c, err := json.Marshal(r.Context)
+		if err != nil {
+			return nil, err
+		}
+		reply.Context = c
+	}
+	return json.Marshal(reply)
 }
 
 // Deny rejects the upgrade with status and body.
@@ -153,7 +162,10 @@ func New(nc *nats.Conn, opts Options) (*Backend, error) {
 		return nil, errors.New("backend: nil NATS connection")
 	}
 	if opts.Prefix == "" {
-		opts.Prefix = "switchboard"
+		opts.Prefix = protocol.DefaultPrefix
+	}
+	if err := protocol.CheckPrefix(opts.Prefix); err != nil {
+		return nil, fmt.Errorf("backend: %w", err)
 	}
 	if opts.Queue == "" {
 		opts.Queue = "switchboard-backend"
@@ -178,15 +190,14 @@ func (b *Backend) HandleRaw(suffix string, h func(ctx context.Context, m *nats.M
 
 // OnConnect answers $connect requests (<prefix>.connect).
 func (b *Backend) OnConnect(h func(ctx context.Context, r *ConnectRequest) ConnectResponse) {
-	b.HandleRaw("connect", func(ctx context.Context, m *nats.Msg) {
+	b.HandleRaw(protocol.SuffixConnect, func(ctx context.Context, m *nats.Msg) {
 		var r ConnectRequest
 		if err := decodeEvent(m, &r.Event); err != nil {
 			b.log.Error("backend: bad $connect request", "err", err)
 			b.respond(m, []byte(`{"statusCode":400}`), nil)
 			return
 		}
-		resp := h(ctx, &r)
-		data, err := json.Marshal(resp)
+		data, err := h(ctx, &r).encode()
 		if err != nil {
 			b.log.Error("backend: encode $connect response", "err", err)
 			data = []byte(`{"statusCode":500}`)
@@ -197,12 +208,12 @@ func (b *Backend) OnConnect(h func(ctx context.Context, r *ConnectRequest) Conne
 
 // OnConnected handles CONNECT events of established connections.
 func (b *Backend) OnConnected(h func(ctx context.Context, e *Event)) {
-	b.onEvent("event.connect", h)
+	b.onEvent(protocol.SuffixEventConnect, h)
 }
 
 // OnDisconnect handles DISCONNECT events.
 func (b *Backend) OnDisconnect(h func(ctx context.Context, e *Event)) {
-	b.onEvent("event.disconnect", h)
+	b.onEvent(protocol.SuffixEventDisconnect, h)
 }
 
 func (b *Backend) onEvent(suffix string, h func(ctx context.Context, e *Event)) {
@@ -219,14 +230,14 @@ func (b *Backend) onEvent(suffix string, h func(ctx context.Context, e *Event)) 
 // Route handles messages whose route key is key ("$default" for the default
 // route).
 func (b *Backend) Route(key string, h RouteHandler) {
-	tok := routeToken(key)
+	tok := protocol.RouteToken(key)
 	if tok == "" {
 		b.mu.Lock()
 		b.err = errors.Join(b.err, fmt.Errorf("%w: %q", ErrInvalidRouteKey, key))
 		b.mu.Unlock()
 		return
 	}
-	b.HandleRaw("route."+tok, func(ctx context.Context, m *nats.Msg) {
+	b.HandleRaw(protocol.SuffixRoute+tok, func(ctx context.Context, m *nats.Msg) {
 		var msg Message
 		err := decodeEvent(m, &msg.Event)
 		if err == nil {
@@ -273,16 +284,7 @@ func (b *Backend) respond(m *nats.Msg, data []byte, herr error, hdrs ...nats.Hea
 	}
 	if herr != nil {
 		r.Data = nil
-		msg := herr.Error()
-		if len(msg) > 200 {
-			msg = msg[:200]
-		}
-		r.Header.Set(HeaderError, strings.Map(func(c rune) rune {
-			if c < ' ' || c == 0x7f {
-				return ' '
-			}
-			return c
-		}, msg))
+		r.Header.Set(HeaderError, protocol.ErrorText(herr.Error()))
 	}
 	if err := b.nc.PublishMsg(r); err != nil {
 		b.log.Warn("backend: reply failed", "subject", m.Subject, "err", err)
@@ -367,44 +369,13 @@ func (b *Backend) Drain() error {
 	return errors.Join(errs...)
 }
 
-// wireEvent decodes an event and its extension in one pass.
-type wireEvent struct {
-	events.APIGatewayWebsocketProxyRequest
-	RequestContext struct {
-		events.APIGatewayWebsocketProxyRequestContext
-		Switchboard Extension `json:"switchboard"`
-	} `json:"requestContext"`
-}
-
 func decodeEvent(m *nats.Msg, e *Event) error {
-	var w wireEvent
-	if err := json.Unmarshal(m.Data, &w); err != nil {
-		return fmt.Errorf("decode event: %w", err)
+	pe, err := protocol.DecodeEvent(m.Data)
+	if err != nil {
+		return err
 	}
-	e.APIGatewayWebsocketProxyRequest = w.APIGatewayWebsocketProxyRequest
-	e.RequestContext = w.RequestContext.APIGatewayWebsocketProxyRequestContext
-	e.Switchboard = w.RequestContext.Switchboard
-	e.Subject = m.Subject
+	e.APIGatewayWebsocketProxyRequest, e.Switchboard, e.Subject = pe.APIGatewayWebsocketProxyRequest, pe.Switchboard, m.Subject
 	return nil
-}
-
-// routeToken maps a route key to its subject token as the gateway does
-// (docs/protocol.md): "$default" → "_default"; other keys must be 1–128
-// bytes of printable ASCII without . * > " \, not starting with $.
-func routeToken(key string) string {
-	if key == "$default" {
-		return "_default"
-	}
-	if key == "" || len(key) > 128 || key[0] == '$' || key == "_default" {
-		return ""
-	}
-	for i := 0; i < len(key); i++ {
-		c := key[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte(`.*>"\`, c) >= 0 {
-			return ""
-		}
-	}
-	return key
 }
 
 // wantsReply reports whether m is a request (a two-way route, $connect):

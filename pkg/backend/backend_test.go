@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -325,5 +326,17 @@ func TestOneWayMessagesGetNoReply(t *testing.T) {
 	}
 	if string(m.Data) != "two-way" {
 		t.Fatalf("first reply %q, want only the two-way message's", m.Data)
+	}
+}
+
+func TestNewRejectsAPrefixTheGatewayCannotHave(t *testing.T) {
+	n := testenv.StartNATS(t)
+	for _, p := range []string{"sb.*", "sb.>", "a b", "sb.", "$SYS"} {
+		if _, err := backend.New(n.Connect(t), backend.Options{Prefix: p}); err == nil || !strings.Contains(err.Error(), "subject prefix") {
+			t.Errorf("prefix %q: %v, want a subject prefix error", p, err)
+		}
+	}
+	if _, err := backend.New(n.Connect(t), backend.Options{Prefix: "sb.prod-1"}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/switchboardgw/switchboard/pkg/backend"
+	"github.com/switchboardgw/switchboard/pkg/protocol"
 )
 
 // Options configures an Adapter. The zero value is valid.
@@ -70,24 +71,28 @@ func New(nc *nats.Conn, handler any, opts Options) (*Adapter, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	toks := make([]string, 0, len(opts.Routes))
+	for _, r := range opts.Routes {
+		tok := protocol.RouteToken(r)
+		if tok == "" {
+			return nil, fmt.Errorf("lambdaadapter: %w: %q", backend.ErrInvalidRouteKey, r)
+		}
+		toks = append(toks, tok)
+	}
 	b, err := backend.New(nc, backend.Options{Prefix: opts.Prefix, Queue: opts.Queue, Logger: opts.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("lambdaadapter: %w", err)
 	}
 	a := &Adapter{b: b, h: lambda.NewHandler(handler), log: opts.Logger}
 	if !opts.NoConnect {
-		b.HandleRaw("connect", a.onConnect)
+		b.HandleRaw(protocol.SuffixConnect, a.onConnect)
 	}
-	b.HandleRaw("event.disconnect", a.onEvent)
-	if len(opts.Routes) == 0 {
-		b.HandleRaw("route.>", a.onRoute)
+	b.HandleRaw(protocol.SuffixEventDisconnect, a.onEvent)
+	if len(toks) == 0 {
+		b.HandleRaw(protocol.SuffixAllRoutes, a.onRoute)
 	}
-	for _, r := range opts.Routes {
-		tok := r
-		if r == "$default" {
-			tok = "_default"
-		}
-		b.HandleRaw("route."+tok, a.onRoute)
+	for _, tok := range toks {
+		b.HandleRaw(protocol.SuffixRoute+tok, a.onRoute)
 	}
 	return a, nil
 }
@@ -95,7 +100,7 @@ func New(nc *nats.Conn, handler any, opts Options) (*Adapter, error) {
 // invoke runs the handler on the raw event, as the Lambda runtime would:
 // the event JSON is the payload, the event ID the request ID.
 func (a *Adapter) invoke(ctx context.Context, m *nats.Msg) ([]byte, error) {
-	ctx = lambdacontext.NewContext(ctx, &lambdacontext.LambdaContext{AwsRequestID: m.Header.Get("Nats-Msg-Id")})
+	ctx = lambdacontext.NewContext(ctx, &lambdacontext.LambdaContext{AwsRequestID: m.Header.Get(protocol.HeaderMsgID)})
 	return a.h.Invoke(ctx, m.Data)
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/switchboardgw/switchboard/internal/conn"
 	"github.com/switchboardgw/switchboard/internal/lifecycle"
 	"github.com/switchboardgw/switchboard/internal/testenv"
+	"github.com/switchboardgw/switchboard/pkg/backend"
 	"github.com/switchboardgw/switchboard/pkg/lambdaadapter"
 )
 
@@ -182,5 +183,21 @@ func TestNewRejectsNonFunctions(t *testing.T) {
 	n := testenv.StartNATS(t)
 	if _, err := lambdaadapter.New(n.Connect(t), "not a func", lambdaadapter.Options{}); err == nil {
 		t.Fatal("want an error")
+	}
+}
+
+func TestNewRejectsRouteKeysTheGatewayNeverRoutesTo(t *testing.T) {
+	n := testenv.StartNATS(t)
+	handler := func(context.Context, events.APIGatewayWebsocketProxyRequest) (events.APIGatewayProxyResponse, error) {
+		return events.APIGatewayProxyResponse{}, nil
+	}
+	for _, key := range []string{"", "a.b", "chat.*", ">", "$connect", "_default", "with space", "caf\xc3\xa9"} {
+		_, err := lambdaadapter.New(n.Connect(t), handler, lambdaadapter.Options{Routes: []string{"ok", key}})
+		if !errors.Is(err, backend.ErrInvalidRouteKey) || !strings.Contains(err.Error(), fmt.Sprintf("%q", key)) {
+			t.Errorf("Routes %q: %v, want ErrInvalidRouteKey naming it", key, err)
+		}
+	}
+	if _, err := lambdaadapter.New(n.Connect(t), handler, lambdaadapter.Options{Prefix: "sb.*"}); err == nil || !strings.Contains(err.Error(), "subject prefix") {
+		t.Errorf("prefix sb.*: %v, want a subject prefix error", err)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"time"
 )
 
 // EnvPrefix prefixes the environment variable of every flag: -max-frame-bytes
@@ -56,34 +55,6 @@ func usage(fs *flag.FlagSet) {
 		}
 		fmt.Fprintf(out, "  -%s (%s, default %s)\n    \t%s\n", f.Name, EnvName(f.Name), def, f.Usage)
 	})
-}
-
-// listFlag is a comma-separated list flag.
-type listFlag struct{ v *[]string }
-
-func (l listFlag) String() string {
-	if l.v == nil {
-		return ""
-	}
-	return strings.Join(*l.v, ",")
-}
-
-func (l listFlag) Set(s string) error {
-	*l.v = nil
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			*l.v = append(*l.v, p)
-		}
-	}
-	return nil
-}
-
-func listVar(fs *flag.FlagSet, v *[]string, name, usage string) {
-	fs.Var(listFlag{v}, name, usage)
-}
-
-func durVar(fs *flag.FlagSet, v *time.Duration, name string, def time.Duration, usage string) {
-	fs.DurationVar(v, name, def, usage)
 }
 
 // FlagTable renders fs as a Markdown table: flag, variable, default, meaning.

@@ -7,6 +7,7 @@ package admission
 import (
 	"container/list"
 	"errors"
+	"flag"
 	"fmt"
 	"math"
 	"net/http"
@@ -50,6 +51,22 @@ type Config struct {
 	// IPv6Prefix: IPv6 sources are limited per prefix of this length, since
 	// one client usually holds a whole /64. Default: 64.
 	IPv6Prefix int
+}
+
+// RegisterFlags binds the limits an operator sets to flags; each defaults to
+// 0, unlimited.
+func (c *Config) RegisterFlags(f *flag.FlagSet) {
+	f.Float64Var(&c.ConnRate, "conn-rate", 0, "new connections per second on this node, 429 above (0: unlimited)")
+	f.Float64Var(&c.ConnRatePerIP, "conn-rate-per-ip", 0, "new connections per second from one source IP (IPv6: per /64), 429 above (0: unlimited)")
+	f.IntVar(&c.MaxConns, "max-conns", 0, "open connections on this node, 503 above (0: unlimited)")
+	f.IntVar(&c.MaxConnsPerUser, "max-conns-per-user", 0, "open connections of one user on this node, 429 above (0: unlimited)")
+	f.Float64Var(&c.MsgRate, "msg-rate", 0, "inbound messages per second per connection; above it the connection is closed with 1008 (0: unlimited)")
+}
+
+// Enabled reports whether any limit is set (a node without one needs no
+// admission control at all).
+func (c Config) Enabled() bool {
+	return c.ConnRate > 0 || c.ConnRatePerIP > 0 || c.MaxConns > 0 || c.MaxConnsPerUser > 0 || c.MsgRate > 0
 }
 
 // Validate reports whether c is usable.

@@ -2,9 +2,13 @@ package api
 
 import (
 	"errors"
+	"flag"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
+
+	"github.com/switchboardgw/switchboard/internal/flagext"
 )
 
 // Defaults, API Gateway's where it has one.
@@ -71,6 +75,62 @@ type Config struct {
 	// an unauthenticated loopback API. The AWS SDKs, curl and servers send
 	// none and are not affected. Default none: every Origin is refused.
 	AllowedOrigins []string
+
+	// badAccessKey is a malformed -api-access-keys entry (redacted),
+	// reported by Validate: the flag's own error would print the secret.
+	badAccessKey string
+}
+
+// RegisterFlags binds the fields an operator sets to flags, each with the
+// default a zero field has. The listen address and LoopbackOnly are the
+// caller's: it owns the listener.
+func (c *Config) RegisterFlags(f *flag.FlagSet) {
+	flagext.StringListVar(f, &c.Auth.Tokens, "api-tokens", "comma-separated bearer tokens accepted by the @connections API")
+	f.StringVar(&c.Auth.TokenFile, "api-tokens-file", "", "file of bearer tokens, one per line, re-read when it changes")
+	f.Var(accessKeysFlag{c}, "api-access-keys", "comma-separated ACCESS_KEY_ID:SECRET pairs for AWS SigV4 (the AWS SDK with static credentials)")
+	f.BoolVar(&c.Insecure, "api-insecure", false, "serve the @connections API without authentication on any address")
+	f.IntVar(&c.MaxMessageBytes, "api-max-body", DefaultMaxMessageBytes, "largest @connections POST body (413 above)")
+	flagext.StringListVar(f, &c.AllowedOrigins, "api-allowed-origins", "comma-separated Origin values (scheme://host[:port]) the @connections API accepts from browsers; a request with any other Origin header gets 403 (empty: every Origin refused; SDKs and curl send none)")
+	flagext.StringListVar(f, &c.Auth.Hosts, "api-sigv4-host", "comma-separated hosts a SigV4 signature must have been made for (the signed Host; an entry without a port matches any port); others get 403 (empty: any host)")
+	f.BoolVar(&c.OctetStreamBinary, "api-octet-stream-binary", false, "a POST with Content-Type application/octet-stream always sends a binary frame (default: text when the body is valid UTF-8, since the AWS SDKs send octet-stream for everything)")
+}
+
+// accessKeysFlag is -api-access-keys: ID:SECRET pairs into Auth.AccessKeys.
+type accessKeysFlag struct{ c *Config }
+
+// String lists the key IDs only.
+func (a accessKeysFlag) String() string {
+	if a.c == nil {
+		return ""
+	}
+	ids := make([]string, 0, len(a.c.Auth.AccessKeys))
+	for id := range a.c.Auth.AccessKeys {
+		ids = append(ids, id+":…")
+	}
+	sort.Strings(ids)
+	return strings.Join(ids, ",")
+}
+
+func (a accessKeysFlag) Set(s string) error {
+	a.c.Auth.AccessKeys, a.c.badAccessKey = nil, ""
+	var pairs []string
+	for _, kv := range strings.Split(s, ",") {
+		if kv = strings.TrimSpace(kv); kv != "" {
+			pairs = append(pairs, kv)
+		}
+	}
+	for _, kv := range pairs {
+		id, secret, ok := strings.Cut(kv, ":")
+		if !ok || id == "" || secret == "" {
+			a.c.badAccessKey = id + ":…"
+			continue
+		}
+		if a.c.Auth.AccessKeys == nil {
+			a.c.Auth.AccessKeys = map[string]string{}
+		}
+		a.c.Auth.AccessKeys[id] = secret
+	}
+	return nil
 }
 
 // AuthConfig configures caller authentication. Several methods may be
@@ -158,8 +218,11 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("Auth.Tokens[%d]: %w", i, err))
 		}
 	}
+	if c.badAccessKey != "" {
+		errs = append(errs, fmt.Errorf("api access key %q: want ACCESS_KEY_ID:SECRET", c.badAccessKey))
+	}
 	if len(c.Auth.Hosts) > 0 && len(c.Auth.AccessKeys) == 0 {
-		errs = append(errs, errors.New("Auth.Hosts pins the SigV4 host but no AccessKeys are configured"))
+		errs = append(errs, errors.New("-api-sigv4-host pins the host of SigV4 signatures: it needs -api-access-keys (Auth.Hosts needs Auth.AccessKeys)"))
 	}
 	for i, h := range c.Auth.Hosts {
 		if h == "" || strings.ContainsAny(h, " \t/,") {
@@ -168,7 +231,7 @@ func (c Config) Validate() error {
 	}
 	for i, o := range c.AllowedOrigins {
 		if !ValidOrigin(o) {
-			errs = append(errs, fmt.Errorf("AllowedOrigins[%d]: %q is not an origin (scheme://host[:port])", i, o))
+			errs = append(errs, fmt.Errorf("-api-allowed-origins %q (AllowedOrigins[%d]): want an origin, scheme://host[:port]", o, i))
 		}
 	}
 	for id, secret := range c.Auth.AccessKeys {

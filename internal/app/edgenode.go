@@ -99,7 +99,7 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 		natsURL = e.emb.URL()
 	}
 	var natsOpts []nats.Option
-	if !cfg.JetStream {
+	if !cfg.Lifecycle.JetStream {
 		// Core mode: an event published while NATS is away is dropped and
 		// counted. nats.go's reconnect buffer would flush it on reconnect,
 		// where it is lost without a trace if no backend has resubscribed yet.
@@ -153,13 +153,9 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 	if err != nil {
 		return nil, err
 	}
-	e.lc, err = lifecycle.New(lifecycle.Config{Fence: e.node,
-		Prefix: cfg.NATS.Prefix, ConnectMode: lifecycle.Mode(cfg.ConnectMode), ConnectTimeout: cfg.ConnectTimeout,
-		RouteSelection: cfg.RouteExpression, TwoWayRoutes: cfg.TwoWayRoutes, RouteTimeout: cfg.RouteTimeout,
-		Routes: cfg.Routes, InvalidRouteKey: lifecycle.InvalidKeyPolicy(cfg.InvalidRouteKey), NoErrorFrame: cfg.NoErrorFrame, SilentNoRoute: cfg.SilentNoRoute,
-		QueueLen: cfg.EventQueueLength, LifecycleQueueLen: cfg.LifecycleQueue, ConnQueueLen: cfg.ConnEventQueue, JetStream: cfg.JetStream, Stream: cfg.JetStreamStream,
-		NodeID: e.nodeID, Stage: cfg.Stage, DomainName: cfg.DomainName,
-	}, e.nc, e.reg, log)
+	lcfg := cfg.Lifecycle // the flags' part; the rest is shared with the node
+	lcfg.Fence, lcfg.Prefix, lcfg.NodeID = e.node, cfg.NATS.Prefix, e.nodeID
+	e.lc, err = lifecycle.New(lcfg, e.nc, e.reg, log)
 	if err != nil {
 		return nil, err // already says "lifecycle: "
 	}
@@ -181,7 +177,7 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 	if err != nil {
 		return nil, err
 	}
-	e.handler, err = session.New(session.Config{NodeID: e.nodeID, DomainName: cfg.DomainName, MsgShedClose: cfg.MsgShedClose},
+	e.handler, err = session.New(session.Config{NodeID: e.nodeID, DomainName: cfg.Lifecycle.DomainName, MsgShedClose: cfg.MsgShedClose},
 		session.Deps{Events: e.lc, Owner: e.node, Groups: e.groups, JWT: jwt, Admission: adm, Logger: log})
 	if err != nil {
 		return nil, err
@@ -211,7 +207,7 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.API.APIListen != "" {
+	if cfg.API.Listen != "" {
 		if e.api, err = newAPIServer(cfg.API, e.router, e.groups, registry, e.reg, log); err != nil {
 			return nil, err
 		}
@@ -455,21 +451,16 @@ func (e *Edge) buildSecurity(cfg EdgeConfig, log *slog.Logger) (jwt *authz.JWT, 
 		e.clientIP = cip.ClientIPString
 		e.trustedPeer = cip.Trusted
 	}
-	if j := cfg.JWT; j.KeysFile != "" || j.JWKSFile != "" {
-		var aud []string
-		if j.Audience != "" {
-			aud = []string{j.Audience}
-		}
-		jwt, err = authz.New(authz.Config{KeysFile: j.KeysFile, JWKSFile: j.JWKSFile, Algorithms: j.Algorithms,
-			Header: j.Header, Query: j.Query, SubprotocolPrefix: j.SubprotocolPrefix, Audience: aud, Issuer: j.Issuer,
-			UserClaim: j.UserClaim, Leeway: j.Leeway, ValidUserID: rules.ValidName}, log)
+	if cfg.JWT.Enabled() {
+		j := cfg.JWT
+		j.ValidUserID = rules.ValidName
+		jwt, err = authz.New(j, log)
 		if err != nil {
 			return nil, nil, fmt.Errorf("jwt: %w", err)
 		}
 	}
-	a := cfg.Admission
-	if a.ConnRate > 0 || a.ConnRatePerIP > 0 || a.MaxConns > 0 || a.MaxConnsPerUser > 0 || a.MsgRate > 0 {
-		if adm, err = admission.New(a, e.reg); err != nil {
+	if cfg.Admission.Enabled() {
+		if adm, err = admission.New(cfg.Admission, e.reg); err != nil {
 			return nil, nil, err
 		}
 	}

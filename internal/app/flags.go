@@ -1,9 +1,12 @@
 package app
 
 import (
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -23,32 +26,67 @@ func Parse(fs *flag.FlagSet, args []string, getenv func(string) string) error {
 	if getenv == nil {
 		getenv = os.Getenv
 	}
-	fs.Usage = func() { usage(fs) }
-	if err := fs.Parse(args); err != nil {
+	// The flag package prints the whole usage on any error; a user who
+	// mistyped one flag wants that one line and where to look instead.
+	out := fs.Output()
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	fs.SetOutput(out)
+	if errors.Is(err, flag.ErrHelp) {
+		usage(fs)
 		return err
 	}
+	if err != nil {
+		return fmt.Errorf("%s\nrun '%s -help' for every flag", explain(fs, err), fs.Name())
+	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments: %q", fs.Args())
+		return fmt.Errorf("unexpected arguments: %q (flags start with -)\nrun '%s -help' for every flag", fs.Args(), fs.Name())
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	var err error
 	fs.VisitAll(func(f *flag.Flag) {
 		if err != nil || set[f.Name] {
 			return
 		}
 		if v := getenv(EnvName(f.Name)); v != "" {
 			if e := fs.Set(f.Name, v); e != nil {
-				err = fmt.Errorf("environment %s=%q: %w", EnvName(f.Name), v, e)
+				err = fmt.Errorf("environment %s=%q: %w%s", EnvName(f.Name), v, e, durationHint(f))
 			}
 		}
 	})
 	return err
 }
 
+var badValue = regexp.MustCompile(`^invalid value "(.*)" for flag -([^:]+): `)
+
+// explain rewrites the flag package's error for a bad duration, which
+// says only "parse error", into one that says what a duration looks like.
+func explain(fs *flag.FlagSet, err error) string {
+	m := badValue.FindStringSubmatch(err.Error())
+	if m == nil {
+		return err.Error()
+	}
+	if f := fs.Lookup(m[2]); f != nil {
+		if hint := durationHint(f); hint != "" {
+			return fmt.Sprintf("invalid value %q for -%s%s", m[1], m[2], hint)
+		}
+	}
+	return err.Error()
+}
+
+// durationHint is what to add to a duration flag's parse error.
+func durationHint(f *flag.Flag) string {
+	if g, ok := f.Value.(flag.Getter); ok {
+		if _, ok := g.Get().(time.Duration); ok {
+			return fmt.Sprintf(": a duration needs a unit, e.g. 10s, 500ms or 2m (default %s)", f.DefValue)
+		}
+	}
+	return ""
+}
+
 func usage(fs *flag.FlagSet) {
 	out := fs.Output()
-	fmt.Fprintf(out, "Usage of %s:\n\nEvery flag can also be set with the environment variable shown; the flag wins.\n\n", fs.Name())
+	fmt.Fprintf(out, "Usage of %s:\n\nEvery flag can also be set with the environment variable shown; the flag wins.\n-version prints the version and exits.\n\n", fs.Name())
 	fs.VisitAll(func(f *flag.Flag) {
 		def := f.DefValue
 		if def == "" {
@@ -56,34 +94,6 @@ func usage(fs *flag.FlagSet) {
 		}
 		fmt.Fprintf(out, "  -%s (%s, default %s)\n    \t%s\n", f.Name, EnvName(f.Name), def, f.Usage)
 	})
-}
-
-// listFlag is a comma-separated list flag.
-type listFlag struct{ v *[]string }
-
-func (l listFlag) String() string {
-	if l.v == nil {
-		return ""
-	}
-	return strings.Join(*l.v, ",")
-}
-
-func (l listFlag) Set(s string) error {
-	*l.v = nil
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			*l.v = append(*l.v, p)
-		}
-	}
-	return nil
-}
-
-func listVar(fs *flag.FlagSet, v *[]string, name, usage string) {
-	fs.Var(listFlag{v}, name, usage)
-}
-
-func durVar(fs *flag.FlagSet, v *time.Duration, name string, def time.Duration, usage string) {
-	fs.DurationVar(v, name, def, usage)
 }
 
 // FlagTable renders fs as a Markdown table: flag, variable, default, meaning.

@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/switchboardgw/switchboard/internal/version"
 )
 
 // Runner is a built process: it serves until ctx ends, then shuts down.
@@ -20,6 +22,14 @@ type Runner interface {
 // config (register binds them), runtime settings, the logger, then build and
 // run until SIGINT or SIGTERM. It returns the process exit code.
 func Main(name string, args []string, register func(*flag.FlagSet), proc *Process, build func(*slog.Logger) (Runner, error)) int {
+	// -version is not a configuration flag (no environment variable, not
+	// in the flag tables): it answers and exits before anything is parsed.
+	for _, a := range args {
+		if a == "-version" || a == "--version" {
+			fmt.Println(name, version.String())
+			return 0
+		}
+	}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	register(fs)
 	if err := Parse(fs, args, os.Getenv); err != nil {

@@ -34,7 +34,7 @@ func (c *RouterConfig) RegisterFlags(fs *flag.FlagSet) {
 	c.NATS.registerFlags(fs, "NATS server URL(s), comma-separated (required)")
 	c.Redis.registerFlags(fs, "Redis URL of the ownership registry, e.g. redis://host:6379/0 (this or -redis-addrs is required)")
 	c.API.registerFlags(fs, ":9090")
-	durVar(fs, &c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "finish in-flight API calls within this on SIGTERM")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "finish in-flight API calls within this on SIGTERM")
 }
 
 // Validate reports every setting that cannot work.
@@ -50,7 +50,7 @@ func (c *RouterConfig) Validate() error {
 	if !c.Redis.Configured() {
 		errs = append(errs, errors.New("-redis-url or -redis-addrs is required: the router finds owners in Redis"))
 	}
-	if c.APIListen == "" {
+	if c.API.Listen == "" {
 		errs = append(errs, errors.New("-api-listen is required"))
 	}
 	return errors.Join(errs...)

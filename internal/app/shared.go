@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -48,35 +47,14 @@ func newRedisClient(r Redis) (redis.UniversalClient, error) {
 	return redis.NewUniversalClient(opts), nil
 }
 
-// apiConfig turns the flags into the API's config. Without auth the API is
-// bound to loopback (unless -api-insecure says otherwise).
-func (a API) apiConfig() (api.Config, error) {
-	cfg := api.Config{
-		MaxMessageBytes:   a.APIMaxBody,
-		OctetStreamBinary: a.APIOctetBin,
-		Insecure:          a.APIInsecure,
-		Auth:              api.AuthConfig{Tokens: a.APITokens, TokenFile: a.APITokensFile, Hosts: a.APISigV4Hosts},
-		AllowedOrigins:    a.APIAllowedOrigins,
-	}
-	if len(a.APIAccessKeys) > 0 {
-		cfg.Auth.AccessKeys = map[string]string{}
-		for _, kv := range a.APIAccessKeys {
-			id, secret, ok := strings.Cut(kv, ":")
-			if !ok || id == "" || secret == "" {
-				return cfg, fmt.Errorf("api access key %q: want ACCESS_KEY_ID:SECRET", redact(kv))
-			}
-			cfg.Auth.AccessKeys[id] = secret
-		}
-	}
-	if !cfg.Insecure && len(cfg.Auth.Tokens) == 0 && cfg.Auth.TokenFile == "" && len(cfg.Auth.AccessKeys) == 0 {
+// apiConfig is the API's config as the process serves it: without auth it
+// is bound to loopback (unless -api-insecure says otherwise).
+func (a API) apiConfig() api.Config {
+	cfg := a.Config
+	if !cfg.Insecure && !cfg.Auth.Configured() {
 		cfg.LoopbackOnly = true
 	}
-	return cfg, nil
-}
-
-func redact(kv string) string {
-	id, _, _ := strings.Cut(kv, ":")
-	return id + ":…"
+	return cfg
 }
 
 // apiServer is the @connections API on its own listener.
@@ -103,10 +81,7 @@ func (s *apiServer) enableTLS(p Process, log *slog.Logger) error {
 }
 
 func newAPIServer(a API, ctrl conn.Controller, g api.GroupsController, registry cluster.Registry, reg prometheus.Registerer, log *slog.Logger) (*apiServer, error) {
-	cfg, err := a.apiConfig()
-	if err != nil {
-		return nil, err
-	}
+	cfg := a.apiConfig()
 	h, err := api.New(cfg, ctrl, reg, log)
 	if err != nil {
 		return nil, err // already says "api: "
@@ -115,7 +90,7 @@ func newAPIServer(a API, ctrl conn.Controller, g api.GroupsController, registry 
 		h.EnableGroups(g)
 	}
 	h.EnableListing(registryLister{registry})
-	addr := a.APIListen
+	addr := a.Listen
 	rebound := cfg.RequiresLoopback() && !isLoopbackAddr(addr)
 	if rebound {
 		addr = loopbackAddr(addr)
@@ -126,7 +101,7 @@ func newAPIServer(a API, ctrl conn.Controller, g api.GroupsController, registry 
 	}
 	if rebound {
 		log.Warn(fmt.Sprintf("-api-listen %s: the @connections API has no authentication configured, so it is bound to %s (loopback only) instead; "+
-			"to serve other hosts set -api-tokens, -api-tokens-file or -api-access-keys (or -api-insecure behind your own auth)", a.APIListen, ln.Addr()))
+			"to serve other hosts set -api-tokens, -api-tokens-file or -api-access-keys (or -api-insecure behind your own auth)", a.Listen, ln.Addr()))
 	}
 	return &apiServer{api: h, ln: ln, srv: &http.Server{Handler: h.Handler(), ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}}, nil

@@ -7,11 +7,14 @@ package authz
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"net/http"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/switchboardgw/switchboard/internal/flagext"
 )
 
 // Algorithms the authorizer knows. Each is only ever checked with a key of
@@ -21,6 +24,13 @@ const (
 	HS256 = "HS256"
 	RS256 = "RS256"
 	ES256 = "ES256"
+)
+
+// The defaults: what a zero field means and what the flags default to.
+const (
+	DefaultHeader    = "Authorization"
+	DefaultUserClaim = "sub"
+	DefaultLeeway    = 30 * time.Second
 )
 
 // Config configures a JWT authorizer. The zero value of every field is its
@@ -74,6 +84,32 @@ type Config struct {
 	ValidUserID func(string) bool
 }
 
+// RegisterFlags binds the fields an operator sets to flags, each with the
+// default a zero field has. ValidUserID is the caller's.
+func (c *Config) RegisterFlags(f *flag.FlagSet) {
+	f.StringVar(&c.KeysFile, "jwt-keys-file", "", "PEM public key(s) or HMAC secret file for the built-in $connect JWT authorizer (re-read on change)")
+	f.StringVar(&c.JWKSFile, "jwt-jwks-file", "", "JWKS file for the JWT authorizer (re-read on change)")
+	flagext.StringListVar(f, &c.Algorithms, "jwt-algorithms", "accepted JWT algorithms (default: HS256,RS256,ES256 as the keys allow)")
+	f.StringVar(&c.Header, "jwt-header", DefaultHeader, "header carrying the token (Bearer scheme for Authorization)")
+	f.StringVar(&c.Query, "jwt-query", "", "query parameter carrying the token (e.g. token; empty: off)")
+	f.StringVar(&c.SubprotocolPrefix, "jwt-subprotocol-prefix", "", "Sec-WebSocket-Protocol entry prefix carrying the token (empty: off)")
+	// One audience on the command line; the library takes several.
+	f.Func("jwt-audience", "required aud claim (empty: not checked)", func(s string) error {
+		c.Audience = nil
+		if s != "" {
+			c.Audience = []string{s}
+		}
+		return nil
+	})
+	f.StringVar(&c.Issuer, "jwt-issuer", "", "required iss claim (empty: not checked)")
+	f.StringVar(&c.UserClaim, "jwt-user-claim", DefaultUserClaim, "claim that becomes the connection's user ID")
+	f.DurationVar(&c.Leeway, "jwt-leeway", DefaultLeeway, "clock skew allowed on exp and nbf")
+}
+
+// Enabled reports whether a key source is configured: without one the
+// node runs no JWT authorizer.
+func (c Config) Enabled() bool { return c.KeysFile != "" || c.JWKSFile != "" }
+
 // Validate reports whether c is usable.
 func (c Config) Validate() error {
 	if c.KeysFile == "" && c.JWKSFile == "" {
@@ -102,15 +138,15 @@ func (c Config) withDefaults() Config {
 	}
 	c.Algorithms = slices.Clone(c.Algorithms)
 	if c.Header == "" {
-		c.Header = "Authorization"
+		c.Header = DefaultHeader
 	}
 	c.Header = http.CanonicalHeaderKey(c.Header)
 	if c.UserClaim == "" {
-		c.UserClaim = "sub"
+		c.UserClaim = DefaultUserClaim
 	}
 	switch {
 	case c.Leeway == 0:
-		c.Leeway = 30 * time.Second
+		c.Leeway = DefaultLeeway
 	case c.Leeway < 0:
 		c.Leeway = 0
 	}

@@ -16,7 +16,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
-	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
@@ -26,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/switchboardgw/switchboard/internal/api"
+	"github.com/switchboardgw/switchboard/internal/version"
 )
 
 //go:embed static
@@ -232,7 +232,7 @@ func (s *Service) sample() {
 // and the current reading.
 func (s *Service) status(withHistory bool) api.NodeStatus {
 	smp, queued, dropped := s.read()
-	st := api.NodeStatus{ID: s.deps.NodeID, Role: s.deps.Role, Version: version(), Connections: smp.Connections,
+	st := api.NodeStatus{ID: s.deps.NodeID, Role: s.deps.Role, Version: version.String(), Connections: smp.Connections,
 		LeaseAgeMs: -1, EventsQueued: queued, EventsDropped: dropped, Counters: smp}
 	if s.deps.LeaseAge != nil {
 		if d := s.deps.LeaseAge(); d >= 0 {
@@ -254,13 +254,6 @@ func (s *Service) status(withHistory bool) api.NodeStatus {
 		st.History = append(st.History, smp)
 	}
 	return st
-}
-
-func version() string {
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
-	}
-	return "dev"
 }
 
 // gatherWindow bounds how long Nodes waits for answers: nodes answer from

@@ -2,16 +2,42 @@ package edge
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"math"
 	"runtime"
 	"time"
+
+	"github.com/switchboardgw/switchboard/internal/flagext"
+)
+
+// The defaults: what a zero field means and what the flags default to.
+const (
+	DefaultListen            = ":8080"
+	DefaultMaxMessageBytes   = 128 << 10
+	DefaultMaxFrameBytes     = 32 << 10
+	DefaultMaxHeaderBytes    = 8 << 10
+	DefaultHandshakeTimeout  = 10 * time.Second
+	DefaultMaxHandshakes     = 4096
+	DefaultIdleTimeout       = 10 * time.Minute
+	DefaultMaxDuration       = 2 * time.Hour
+	DefaultPingTimeout       = 30 * time.Second
+	DefaultFrameTimeout      = 30 * time.Second
+	DefaultWriteTimeout      = 10 * time.Second
+	DefaultMaxQueueBytes     = 1 << 20
+	DefaultControlRate       = 10
+	DefaultControlBurst      = 50
+	DefaultPendingQueueBytes = 64 << 10
+	DefaultAppPong           = "pong"
+	DefaultTickInterval      = time.Second
+	DefaultDrainWindow       = 5 * time.Second
 )
 
 // Config is the WebSocket side of an edge node. The zero value of every field
 // means its default, given in the field's comment (API Gateway's where it has one).
 type Config struct {
-	// Listen is the WebSocket listen address. Default 127.0.0.1:8080.
+	// Listen is the WebSocket listen address. Default ":8080" (every
+	// interface: the WebSocket port is the public one).
 	Listen string
 	// Path is the URL path clients connect to; "" accepts any path.
 	Path string
@@ -88,6 +114,35 @@ type Config struct {
 	DrainWindow time.Duration
 }
 
+// RegisterFlags binds the fields an operator sets to flags, each with the
+// default a zero field has.
+func (c *Config) RegisterFlags(f *flag.FlagSet) {
+	f.StringVar(&c.Listen, "listen", DefaultListen, "WebSocket listen address")
+	f.StringVar(&c.Path, "path", "", "URL path clients connect to (empty: any path)")
+	f.IntVar(&c.MaxMessageBytes, "max-message-bytes", DefaultMaxMessageBytes, "largest client message after reassembly (close 1009 above)")
+	f.IntVar(&c.MaxFrameBytes, "max-frame-bytes", DefaultMaxFrameBytes, "largest client frame payload (close 1009 above)")
+	f.IntVar(&c.MaxHeaderBytes, "max-header-bytes", DefaultMaxHeaderBytes, "largest upgrade request (HTTP 431 above)")
+	f.DurationVar(&c.HandshakeTimeout, "handshake-timeout", DefaultHandshakeTimeout, "time allowed for the upgrade request and $connect")
+	f.IntVar(&c.MaxHandshakes, "max-handshakes", DefaultMaxHandshakes, "handshakes in progress at once (HTTP 503 above)")
+	f.IntVar(&c.MaxHandshakesPerIP, "max-handshakes-per-ip", 0, "handshakes in progress from one source IP (IPv6: per /64), counted from accept; more get HTTP 429 before anything is read. Peers in -trusted-proxies are exempt: their clients are counted once the PROXY or forwarding header names them (0: -max-handshakes/8; negative: no limit)")
+	f.DurationVar(&c.IdleTimeout, "idle-timeout", DefaultIdleTimeout, "close connections silent this long (1001); negative disables")
+	f.DurationVar(&c.MaxDuration, "max-duration", DefaultMaxDuration, "close connections open this long (1001); negative disables")
+	f.DurationVar(&c.PingInterval, "ping-interval", 0, "send a protocol ping after this much silence (0: off)")
+	f.DurationVar(&c.PingTimeout, "ping-timeout", DefaultPingTimeout, "close a connection whose ping goes unanswered this long")
+	f.DurationVar(&c.FrameTimeout, "frame-timeout", DefaultFrameTimeout, "close a connection whose partial frame stays unfinished this long (1008)")
+	f.DurationVar(&c.WriteTimeout, "write-timeout", DefaultWriteTimeout, "give up on a client that does not read for this long")
+	f.IntVar(&c.MaxQueueBytes, "max-queue-bytes", DefaultMaxQueueBytes, "unsent bytes per connection before it is closed as a slow consumer")
+	f.Float64Var(&c.ControlRate, "control-rate", DefaultControlRate, "pings and pongs per second one client may send (the edge answers them itself); above it, after -control-burst, the connection is closed with 1008, reason control_rate (negative: unlimited; 0 means the default)")
+	f.IntVar(&c.ControlBurst, "control-burst", DefaultControlBurst, "pings and pongs a client may send at once before -control-rate applies")
+	f.IntVar(&c.PendingQueueBytes, "pending-queue-bytes", DefaultPendingQueueBytes, "bytes posted during $connect held for delivery after the upgrade; -1 refuses such posts with 410 like API Gateway")
+	flagext.StringListVar(f, &c.AllowedOrigins, "allowed-origins", "comma-separated Origin values accepted (empty: any)")
+	flagext.StringListVar(f, &c.Subprotocols, "subprotocols", "comma-separated subprotocols the edge accepts itself, preferred first")
+	f.StringVar(&c.AppPing, "app-ping", "", "a text message the edge answers itself, never routed (e.g. ping); empty: off")
+	f.StringVar(&c.AppPong, "app-pong", DefaultAppPong, "the edge's answer to -app-ping")
+	f.IntVar(&c.Workers, "workers", 0, "reactor workers (0: 4×GOMAXPROCS)")
+	f.DurationVar(&c.DrainWindow, "drain-window", DefaultDrainWindow, "spread the closing of connections on shutdown over this window")
+}
+
 // withDefaults returns c with zero fields set to their defaults.
 func (c Config) withDefaults() Config {
 	def := func(v *int, d int) {
@@ -101,31 +156,31 @@ func (c Config) withDefaults() Config {
 		}
 	}
 	if c.AppPing != "" && c.AppPong == "" {
-		c.AppPong = "pong"
+		c.AppPong = DefaultAppPong
 	}
 	if c.Listen == "" {
-		c.Listen = "127.0.0.1:8080"
+		c.Listen = DefaultListen
 	}
-	def(&c.MaxMessageBytes, 128<<10)
-	def(&c.MaxFrameBytes, 32<<10)
-	def(&c.MaxHeaderBytes, 8<<10)
-	def(&c.MaxHandshakes, 4096)
+	def(&c.MaxMessageBytes, DefaultMaxMessageBytes)
+	def(&c.MaxFrameBytes, DefaultMaxFrameBytes)
+	def(&c.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	def(&c.MaxHandshakes, DefaultMaxHandshakes)
 	def(&c.MaxHandshakesPerIP, max(1, c.MaxHandshakes/8))
-	def(&c.MaxQueueBytes, 1<<20)
-	def(&c.PendingQueueBytes, 64<<10)
-	def(&c.ControlBurst, 50)
+	def(&c.MaxQueueBytes, DefaultMaxQueueBytes)
+	def(&c.PendingQueueBytes, DefaultPendingQueueBytes)
+	def(&c.ControlBurst, DefaultControlBurst)
 	if c.ControlRate == 0 {
-		c.ControlRate = 10
+		c.ControlRate = DefaultControlRate
 	}
 	def(&c.Workers, 4*runtime.GOMAXPROCS(0))
-	dur(&c.HandshakeTimeout, 10*time.Second)
-	dur(&c.IdleTimeout, 10*time.Minute)
-	dur(&c.MaxDuration, 2*time.Hour)
-	dur(&c.PingTimeout, 30*time.Second)
-	dur(&c.FrameTimeout, 30*time.Second)
-	dur(&c.WriteTimeout, 10*time.Second)
-	dur(&c.TickInterval, time.Second)
-	dur(&c.DrainWindow, 5*time.Second)
+	dur(&c.HandshakeTimeout, DefaultHandshakeTimeout)
+	dur(&c.IdleTimeout, DefaultIdleTimeout)
+	dur(&c.MaxDuration, DefaultMaxDuration)
+	dur(&c.PingTimeout, DefaultPingTimeout)
+	dur(&c.FrameTimeout, DefaultFrameTimeout)
+	dur(&c.WriteTimeout, DefaultWriteTimeout)
+	dur(&c.TickInterval, DefaultTickInterval)
+	dur(&c.DrainWindow, DefaultDrainWindow)
 	return c
 }
 

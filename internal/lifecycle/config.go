@@ -3,9 +3,11 @@ package lifecycle
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"time"
 
+	"github.com/switchboardgw/switchboard/internal/flagext"
 	"github.com/switchboardgw/switchboard/internal/rules"
 	"github.com/switchboardgw/switchboard/pkg/protocol"
 )
@@ -24,6 +26,12 @@ const (
 	ModeOff Mode = "off"
 )
 
+// String and Set make a Mode a flag (checked by Config.Validate).
+func (m *Mode) String() string { return string(*m) }
+
+// Set stores s; Config.Validate says whether it is a mode.
+func (m *Mode) Set(s string) error { *m = Mode(s); return nil }
+
 // InvalidKeyPolicy says what happens to a message whose route key is not a
 // legal route key (see ValidRouteKey).
 type InvalidKeyPolicy string
@@ -35,6 +43,12 @@ const (
 	// InvalidKeyDrop drops the message (counted).
 	InvalidKeyDrop InvalidKeyPolicy = "drop"
 )
+
+// String and Set make an InvalidKeyPolicy a flag (checked by Config.Validate).
+func (p *InvalidKeyPolicy) String() string { return string(*p) }
+
+// Set stores s; Config.Validate says whether it is a policy.
+func (p *InvalidKeyPolicy) Set(s string) error { *p = InvalidKeyPolicy(s); return nil }
 
 // Fence is the cluster's say over whether this node may still speak for its
 // connections (cluster.Node implements it). The publisher asks it before
@@ -51,6 +65,29 @@ type Fence interface {
 	Epoch() uint64
 }
 
+// The defaults of the fields an operator sets: what a zero field means and
+// what the flags default to.
+const (
+	DefaultConnectMode       = ModeOptional
+	DefaultConnectTimeout    = 3 * time.Second
+	DefaultRouteSelection    = "$request.body.action"
+	DefaultInvalidRouteKey   = InvalidKeyDefault
+	DefaultRouteTimeout      = 10 * time.Second
+	DefaultQueueLen          = 65536
+	DefaultLifecycleQueueLen = 65536
+	DefaultConnQueueLen      = 256
+	DefaultStream            = "SWITCHBOARD_EVENTS"
+	DefaultStage             = "$default"
+	// Defaults without a flag, quoted by docs/protocol.md.
+	DefaultMaxInflight       = 4096
+	DefaultNoRouteWindow     = time.Second
+	DefaultMaxNoRoutePending = 65536
+	DefaultQueueBytes        = 64 << 20
+	DefaultConnQueueBytes    = 1 << 20
+	DefaultAckTimeout        = 5 * time.Second
+	DefaultJetStreamRetries  = 12
+)
+
 // Config configures a Lifecycle. The zero value is valid and means the
 // defaults stated on each field.
 type Config struct {
@@ -59,7 +96,7 @@ type Config struct {
 	Fence Fence
 	// Prefix is the first subject token(s) of every subject. Default "switchboard".
 	Prefix string
-	// ConnectMode: ModeRequired, ModeOptional or ModeOff. Default ModeRequired.
+	// ConnectMode: ModeRequired, ModeOptional or ModeOff. Default ModeOptional.
 	ConnectMode Mode
 	// ConnectTimeout bounds the $connect request/reply. Default 3s.
 	ConnectTimeout time.Duration
@@ -124,11 +161,11 @@ type Config struct {
 	// LifecycleQueueLen bounds the CONNECT and DISCONNECT events waiting to
 	// be published (the lifecycle lane). They are never dropped for room:
 	// while the lane is full, new connections wait for room in Authorize
-	// (within ConnectTimeout, then 503). Default 16384.
+	// (within ConnectTimeout, then 503). Default 65536.
 	LifecycleQueueLen int
 	// QueueLen bounds the MESSAGE events (and two-way requests) waiting to
 	// be published (the message lane); over it a message is dropped,
-	// counted as queue_full. Default 16384.
+	// counted as queue_full. Default 65536.
 	QueueLen int
 	// QueueBytes bounds the bytes of MESSAGE events waiting to be
 	// published. Default 64 MiB.
@@ -169,7 +206,8 @@ type Config struct {
 	JetStreamRetries int
 
 	// NodeID, Stage, DomainName and APIID are copied into events where the
-	// ConnMeta leaves them empty. Defaults: "", "", "", "switchboard".
+	// ConnMeta leaves them empty. Defaults: "", "" (the -stage flag says
+	// "$default"), "", "switchboard".
 	NodeID     string
 	Stage      string
 	DomainName string
@@ -178,6 +216,30 @@ type Config struct {
 
 // ErrConfig is wrapped by every Validate error.
 var ErrConfig = errors.New("lifecycle: invalid config")
+
+// RegisterFlags binds the fields an operator sets to flags, each with the
+// default a zero field has. Prefix, Fence and NodeID are the caller's: they
+// are shared with other parts of the node.
+func (c *Config) RegisterFlags(f *flag.FlagSet) {
+	c.ConnectMode = DefaultConnectMode
+	f.Var(&c.ConnectMode, "connect-mode", "$connect integration: off, optional (accept when no backend answers) or required (reject)")
+	f.DurationVar(&c.ConnectTimeout, "connect-timeout", DefaultConnectTimeout, "how long $connect waits for a backend's decision")
+	f.StringVar(&c.RouteSelection, "route-selection-expression", DefaultRouteSelection, "route selection expression, as in API Gateway")
+	flagext.StringListVar(f, &c.TwoWayRoutes, "two-way-routes", "comma-separated route keys whose backend reply is sent to the client (* for all)")
+	flagext.StringListVar(f, &c.Routes, "routes", "comma-separated allow-list of route keys; others go to $default (empty: every legal key is routed)")
+	c.InvalidRouteKey = DefaultInvalidRouteKey
+	f.Var(&c.InvalidRouteKey, "invalid-route-key", "a message whose route key is not legal: default (route to $default) or drop (counted)")
+	f.BoolVar(&c.SilentNoRoute, "silent-no-route", false, "send nothing when a one-way message has no subscriber (default: API Gateway's error frame {\"message\":\"Forbidden\",…})")
+	f.BoolVar(&c.NoErrorFrame, "no-error-frame", false, "send nothing when a two-way route gets no reply (default: API Gateway's error frame)")
+	f.DurationVar(&c.RouteTimeout, "route-timeout", DefaultRouteTimeout, "how long a two-way route waits for the backend's reply")
+	f.BoolVar(&c.JetStream, "jetstream", false, "publish lifecycle events to a JetStream stream (durable, at-least-once)")
+	f.StringVar(&c.Stream, "jetstream-stream", DefaultStream, "JetStream stream for events (created if missing)")
+	f.StringVar(&c.Stage, "stage", DefaultStage, "stage name reported in events")
+	f.StringVar(&c.DomainName, "domain-name", "", "domain name reported in events (requestContext.domainName), whatever Host the client sent (default: the request's Host header, which the client chooses)")
+	f.IntVar(&c.QueueLen, "event-queue", DefaultQueueLen, "MESSAGE events buffered while NATS is slow or away; more are dropped and counted (queue_full)")
+	f.IntVar(&c.LifecycleQueueLen, "lifecycle-queue", DefaultLifecycleQueueLen, "CONNECT and DISCONNECT events buffered before new connections wait for room (within -connect-timeout, then 503); these events are never dropped for room")
+	f.IntVar(&c.ConnQueueLen, "conn-event-queue", DefaultConnQueueLen, "MESSAGE events of one connection buffered; more of its messages are shed (conn_queue_full), never other connections'")
+}
 
 func (c Config) withDefaults() Config {
 	def := func(v *int, d int) {
@@ -194,37 +256,37 @@ func (c Config) withDefaults() Config {
 		c.Prefix = "switchboard"
 	}
 	if c.ConnectMode == "" {
-		c.ConnectMode = ModeRequired
+		c.ConnectMode = DefaultConnectMode
 	}
-	defDur(&c.ConnectTimeout, 3*time.Second)
+	defDur(&c.ConnectTimeout, DefaultConnectTimeout)
 	def(&c.MaxConnectReply, 64<<10)
 	def(&c.MaxPrincipal, 8<<10)
 	def(&c.MaxGroups, 64)
 	if c.RouteSelection == "" {
-		c.RouteSelection = "$request.body.action"
+		c.RouteSelection = DefaultRouteSelection
 	}
 	if c.InvalidRouteKey == "" {
-		c.InvalidRouteKey = InvalidKeyDefault
+		c.InvalidRouteKey = DefaultInvalidRouteKey
 	}
 	def(&c.MaxRouteKey, 128)
-	defDur(&c.RouteTimeout, 10*time.Second)
-	def(&c.MaxInflight, 4096)
-	defDur(&c.NoRouteWindow, time.Second)
-	def(&c.MaxNoRoutePending, 65536)
-	def(&c.QueueLen, 16384)
-	def(&c.QueueBytes, 64<<20)
-	def(&c.LifecycleQueueLen, 16384)
-	def(&c.ConnQueueLen, 256)
-	def(&c.ConnQueueBytes, 1<<20)
+	defDur(&c.RouteTimeout, DefaultRouteTimeout)
+	def(&c.MaxInflight, DefaultMaxInflight)
+	defDur(&c.NoRouteWindow, DefaultNoRouteWindow)
+	def(&c.MaxNoRoutePending, DefaultMaxNoRoutePending)
+	def(&c.QueueLen, DefaultQueueLen)
+	def(&c.QueueBytes, DefaultQueueBytes)
+	def(&c.LifecycleQueueLen, DefaultLifecycleQueueLen)
+	def(&c.ConnQueueLen, DefaultConnQueueLen)
+	def(&c.ConnQueueBytes, DefaultConnQueueBytes)
 	def(&c.MaxConnectPending, 4096)
 	if c.Stream == "" {
-		c.Stream = "SWITCHBOARD_EVENTS"
+		c.Stream = DefaultStream
 	}
 	defDur(&c.StreamMaxAge, 24*time.Hour)
 	defDur(&c.DedupeWindow, 2*time.Minute)
 	def(&c.MaxAckPending, 4096)
-	defDur(&c.AckTimeout, 5*time.Second)
-	def(&c.JetStreamRetries, 12)
+	defDur(&c.AckTimeout, DefaultAckTimeout)
+	def(&c.JetStreamRetries, DefaultJetStreamRetries)
 	if c.APIID == "" {
 		c.APIID = "switchboard"
 	}

@@ -2,7 +2,7 @@
 # run everything CI runs.
 GO ?= go
 
-.PHONY: run test vet build bench bench-all soak docs image chart-docs
+.PHONY: run test vet build bench bench-all soak docs image chart-docs console-docs
 
 run:
 	$(GO) run ./cmd/edge
@@ -24,7 +24,8 @@ DEPLOY_MODULES := test/deploy/kubeschema test/deploy
 # The whole suite: vet, then every test (unit, integration with a real
 # redis-server and NATS, end-to-end) under the race detector, then the
 # deployment checks (Dockerfile, compose, Helm chart, dashboards). Fuzz seed
-# corpora run as ordinary tests. Needs only Go and redis-server.
+# corpora run as ordinary tests. Needs Go, redis-server and chromium (the
+# console's browser tests).
 test: vet
 	$(GO) test -race -count=1 -timeout 30m ./...
 	@for m in $(DEPLOY_MODULES); do echo "cd $$m && $(GO) test -count=1 -timeout 30m ./..."; \
@@ -56,6 +57,11 @@ soak:
 # Regenerate the flag tables of docs/configuration.md from the code.
 docs:
 	UPDATE_DOCS=1 $(GO) test -count=1 -run "TestConfigurationTables|TestMetricsDocListsEveryMetric" ./internal/app
+
+# Regenerate the screenshots of docs/console.md: the console's browser test
+# (headless chromium against a 2-edge + router cluster) writes them.
+console-docs:
+	CONSOLE_DOCS=1 $(GO) test -count=1 -run '^TestConsole$$' ./test/e2e
 
 # The container image (the Dockerfile's runtime stage: edge, router and the
 # healthcheck probe). No image is published yet: build your own, push it

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/switchboardgw/switchboard/bench/internal/defaults"
 )
 
 // ErrConfig is wrapped by every Validate error.
@@ -43,21 +44,11 @@ type Config struct {
 }
 
 func (c Config) withDefaults() Config {
-	if c.Listen == "" {
-		c.Listen = "127.0.0.1:8090"
-	}
-	if c.Admin == "" {
-		c.Admin = "127.0.0.1:8091"
-	}
-	if c.ReadBufferSize == 0 {
-		c.ReadBufferSize = 4096
-	}
-	if c.WriteBufferSize == 0 {
-		c.WriteBufferSize = 4096
-	}
-	if c.MaxMessageSize == 0 {
-		c.MaxMessageSize = 128 << 10
-	}
+	defaults.Set(&c.Listen, "127.0.0.1:8090")
+	defaults.Set(&c.Admin, "127.0.0.1:8091")
+	defaults.Set(&c.ReadBufferSize, 4096)
+	defaults.Set(&c.WriteBufferSize, 4096)
+	defaults.Set(&c.MaxMessageSize, 128<<10)
 	return c
 }
 

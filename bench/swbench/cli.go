@@ -65,15 +65,11 @@ func CLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	dir := *buildDirFl
-	if dir == "" {
-		tmp, err := os.MkdirTemp("", "swbench-")
-		if err != nil {
-			return fmt.Errorf("swbench: %w", err)
-		}
-		defer os.RemoveAll(tmp)
-		dir = tmp
+	dir, cleanup, err := buildDir(*buildDirFl)
+	if err != nil {
+		return err
 	}
+	defer cleanup()
 	build := func(pkg string) (string, error) { return buildBinary(ctx, dir, pkg, stderr) }
 	cfg := Config{Conns: *n, PerProcess: *perProc, Rate: *rate, Concurrency: *conc, Repeat: *repeat, GC: *gc, Settle: *settle, Log: stderr}
 	if *swloadCmd != "" {
@@ -124,53 +120,64 @@ func CLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		cfg.Servers = append(cfg.Servers, ServerSpec{Name: name, Cmd: Command{Argv: strings.Fields(line)}})
 	}
 
-	report := map[string]any{}
-	var errs []error
+	rep := &report{rows: map[string]any{}, out: stdout, tables: !*asJSON}
 	if scenario == "idle" || scenario == "all" {
 		rows, err := RunIdle(ctx, cfg)
-		errs = append(errs, err)
-		report["idle"] = rows
-		if !*asJSON && len(rows) > 0 {
-			fmt.Fprintf(stdout, "\nIdle connections (%d per server)\n", cfg.Conns)
-			WriteIdleTable(stdout, rows)
-		}
+		addSection(rep, "idle", fmt.Sprintf("Idle connections (%d per server)", cfg.Conns), rows, err, WriteIdleTable)
 	}
 	if scenario == "connect-rate" || scenario == "all" {
 		rows, err := RunConnectRate(ctx, cfg)
-		errs = append(errs, err)
-		report["connectRate"] = rows
-		if !*asJSON && len(rows) > 0 {
-			fmt.Fprintf(stdout, "\nConnect rate (%d connections per server)\n", cfg.Conns)
-			WriteConnectTable(stdout, rows)
-		}
+		addSection(rep, "connectRate", fmt.Sprintf("Connect rate (%d connections per server)", cfg.Conns), rows, err, WriteConnectTable)
 	}
 	if scenario == "echo" || scenario == "all" {
 		rows, err := RunEcho(ctx, cfg, EchoConfig{Conns: *echoConns, Messages: *echoMsgs, MsgRate: *msgRate, MsgSize: *msgSize})
-		errs = append(errs, err)
-		report["echo"] = rows
-		if !*asJSON && len(rows) > 0 {
-			fmt.Fprintf(stdout, "\nEcho round trip (%d connections, %d messages of %d bytes at %.0f/s; the edge through a two-way route and a NATS backend)\n",
-				*echoConns, *echoMsgs, *msgSize, *msgRate)
-			WriteEchoTable(stdout, rows)
-		}
+		addSection(rep, "echo", fmt.Sprintf("Echo round trip (%d connections, %d messages of %d bytes at %.0f/s; the edge through a two-way route and a NATS backend)",
+			*echoConns, *echoMsgs, *msgSize, *msgRate), rows, err, WriteEchoTable)
 	}
 	if scenario == "drain" || scenario == "all" {
 		rows, err := RunDrain(ctx, cfg)
-		errs = append(errs, err)
-		report["drain"] = rows
-		if !*asJSON && len(rows) > 0 {
-			fmt.Fprintf(stdout, "\nDrain on SIGTERM (%d idle connections per server)\n", cfg.Conns)
-			WriteDrainTable(stdout, rows)
-		}
+		addSection(rep, "drain", fmt.Sprintf("Drain on SIGTERM (%d idle connections per server)", cfg.Conns), rows, err, WriteDrainTable)
 	}
+	errs := rep.errs
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		if err := enc.Encode(report); err != nil {
+		if err := enc.Encode(rep.rows); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// report gathers a run's scenarios: their rows for -json, their tables
+// otherwise, and their errors.
+type report struct {
+	rows   map[string]any
+	out    io.Writer
+	tables bool
+	errs   []error
+}
+
+func addSection[R any](r *report, key, title string, rows []R, err error, write func(io.Writer, []R)) {
+	r.errs = append(r.errs, err)
+	r.rows[key] = rows
+	if r.tables && len(rows) > 0 {
+		fmt.Fprintf(r.out, "\n%s\n", title)
+		write(r.out, rows)
+	}
+}
+
+// buildDir is where binaries are built: dir when given (kept), else a
+// temporary directory that cleanup removes.
+func buildDir(dir string) (string, func(), error) {
+	if dir != "" {
+		return dir, func() {}, nil
+	}
+	tmp, err := os.MkdirTemp("", "swbench-")
+	if err != nil {
+		return "", nil, fmt.Errorf("swbench: %w", err)
+	}
+	return tmp, func() { os.RemoveAll(tmp) }, nil
 }
 
 // buildBinary builds pkg (a path from the repository root) into dir.

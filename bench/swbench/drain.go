@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strconv"
 	"syscall"
 	"time"
 )
@@ -22,11 +21,7 @@ type DrainRow struct {
 // c.Conns idle connections open, and how the clients saw their connections
 // end (closed by the server with a close frame, or not).
 func RunDrain(ctx context.Context, c Config) ([]DrainRow, error) {
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
-	c = c.withDefaults()
-	return runEach(c, "drain", func(spec ServerSpec) (DrainRow, error) { return drainOne(ctx, c, spec) }, nil)
+	return runEach(c, "drain", func(c Config, spec ServerSpec) (DrainRow, error) { return drainOne(ctx, c, spec) }, nil)
 }
 
 func drainOne(ctx context.Context, c Config, spec ServerSpec) (row DrainRow, err error) {
@@ -35,16 +30,8 @@ func drainOne(ctx context.Context, c Config, spec ServerSpec) (row DrainRow, err
 		return row, err
 	}
 	defer func() { _ = s.p.stop(60 * time.Second) }()
-	perProc := c.Rate / float64((c.Conns+c.PerProcess-1)/c.PerProcess)
-	ps, err := loaders(c, s.listen, func(int) []string {
-		return []string{"-mode", "idle", "-rate", strconv.FormatFloat(perProc, 'f', 1, 64), "-hold", "1h", "-max-duration", "2h"}
-	})
+	ps, open, err := idleLoaders(ctx, c, s.listen)
 	if err != nil {
-		return row, err
-	}
-	open, err := awaitReady(ctx, ps)
-	if err != nil {
-		stopAll(ps)
 		return row, err
 	}
 	start := time.Now()

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/switchboardgw/switchboard/bench/internal/defaults"
 )
 
 // EchoConfig is the echo scenario's load. The zero value of every field
@@ -25,18 +26,10 @@ type EchoConfig struct {
 }
 
 func (e EchoConfig) withDefaults() EchoConfig {
-	if e.Conns == 0 {
-		e.Conns = 1000
-	}
-	if e.Messages == 0 {
-		e.Messages = 50000
-	}
-	if e.MsgRate == 0 {
-		e.MsgRate = 10000
-	}
-	if e.MsgSize == 0 {
-		e.MsgSize = 64
-	}
+	defaults.Set(&e.Conns, 1000)
+	defaults.Set(&e.Messages, 50000)
+	defaults.Set(&e.MsgRate, 10000)
+	defaults.Set(&e.MsgSize, 64)
 	return e
 }
 
@@ -58,11 +51,8 @@ type EchoRow struct {
 // key "echo", which must be a two-way route) to a backend that this driver
 // runs on that NATS server and that replies with the message's body.
 func RunEcho(ctx context.Context, c Config, e EchoConfig) ([]EchoRow, error) {
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
-	c, e = c.withDefaults(), e.withDefaults()
-	return runEach(c, "echo", func(spec ServerSpec) (EchoRow, error) { return echoOne(ctx, c, e, spec) },
+	e = e.withDefaults()
+	return runEach(c, "echo", func(c Config, spec ServerSpec) (EchoRow, error) { return echoOne(ctx, c, e, spec) },
 		func(row *EchoRow, base EchoRow) { row.P99VsBaseline = ratio(float64(row.P99), float64(base.P99)) })
 }
 
@@ -71,11 +61,7 @@ func echoOne(ctx context.Context, c Config, e EchoConfig, spec ServerSpec) (row 
 	if err != nil {
 		return row, err
 	}
-	defer func() {
-		if serr := s.p.stop(60 * time.Second); serr != nil && err == nil {
-			err = serr
-		}
-	}()
+	defer s.stop(&err)
 	if spec.NATS != "" {
 		addr, ok := s.repl[spec.NATS]
 		if !ok {
@@ -99,10 +85,7 @@ func echoOne(ctx context.Context, c Config, e EchoConfig, spec ServerSpec) (row 
 	if err != nil {
 		return row, err
 	}
-	if err := awaitExit(ctx, ps); err != nil {
-		return row, err
-	}
-	results, err := finish(ps, 60*time.Second)
+	results, err := loadersDone(ctx, ps)
 	if err != nil {
 		return row, err
 	}
@@ -124,9 +107,7 @@ func echoOne(ctx context.Context, c Config, e EchoConfig, spec ServerSpec) (row 
 // echoBackend answers every route request on the NATS server at addr with
 // the body of the MESSAGE event, and returns its stop function.
 func echoBackend(addr, prefix string) (func(), error) {
-	if prefix == "" {
-		prefix = "switchboard"
-	}
+	defaults.Set(&prefix, "switchboard")
 	nc, err := nats.Connect("nats://"+addr, nats.Name("swbench-echo-backend"))
 	if err != nil {
 		return nil, fmt.Errorf("swbench: echo backend: connect %s: %w", addr, err)

@@ -1,25 +1,23 @@
 package swbench
 
 import (
-	"strconv"
-
-	"github.com/switchboardgw/switchboard/internal/freeport"
-
 	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/switchboardgw/switchboard/internal/freeport"
 )
 
 // Command is a program to start: Argv[0] is the binary. In a server's Argv,

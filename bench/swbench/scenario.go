@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/switchboardgw/switchboard/bench/internal/defaults"
 	"github.com/switchboardgw/switchboard/bench/swload"
 )
 
@@ -59,27 +60,13 @@ type Config struct {
 }
 
 func (c Config) withDefaults() Config {
-	if c.Conns == 0 {
-		c.Conns = 15000
-	}
-	if c.PerProcess == 0 {
-		c.PerProcess = 18000
-	}
-	if c.Rate == 0 {
-		c.Rate = 3000
-	}
-	if c.Concurrency == 0 {
-		c.Concurrency = 256
-	}
-	if c.Repeat == 0 {
-		c.Repeat = 1
-	}
-	if c.Settle == 0 {
-		c.Settle = 2 * time.Second
-	}
-	if c.ReadyTimeout == 0 {
-		c.ReadyTimeout = 60 * time.Second
-	}
+	defaults.Set(&c.Conns, 15000)
+	defaults.Set(&c.PerProcess, 18000)
+	defaults.Set(&c.Rate, 3000)
+	defaults.Set(&c.Concurrency, 256)
+	defaults.Set(&c.Repeat, 1)
+	defaults.Set(&c.Settle, 2*time.Second)
+	defaults.Set(&c.ReadyTimeout, 60*time.Second)
 	if c.Log == nil {
 		c.Log = io.Discard
 	}
@@ -115,22 +102,22 @@ type server struct {
 	repl   map[string]string // placeholder → address
 }
 
+// stop stops the server and, when *err is nil, reports its exit error
+// there: deferred by each scenario, so a server that fails on the way out
+// fails the run.
+func (s *server) stop(err *error) {
+	if serr := s.p.stop(60 * time.Second); serr != nil && *err == nil {
+		*err = serr
+	}
+}
+
 func startServer(ctx context.Context, c Config, spec ServerSpec) (*server, error) {
 	// {listen}, {admin} and any other {name} in the command line each get a
 	// free loopback address (the edge also wants one for its API and its
 	// embedded NATS server).
-	repl := map[string]string{}
-	for _, a := range append([]string{"{listen}", "{admin}"}, spec.Cmd.Argv...) {
-		for _, ph := range placeholder.FindAllString(a, -1) {
-			if _, ok := repl[ph]; ok {
-				continue
-			}
-			addr, err := freeAddr()
-			if err != nil {
-				return nil, err
-			}
-			repl[ph] = addr
-		}
+	repl, err := freeAddrs(append([]string{"{listen}", "{admin}"}, spec.Cmd.Argv...))
+	if err != nil {
+		return nil, err
 	}
 	listen, admin := repl["{listen}"], repl["{admin}"]
 	p, err := start(spec.Name, spec.Cmd, repl)
@@ -217,6 +204,15 @@ func awaitExit(ctx context.Context, ps []*proc) error {
 }
 
 // finish stops (if still running) and collects every loader's JSON result.
+// loadersDone waits for loaders that exit by themselves, then collects
+// their results.
+func loadersDone(ctx context.Context, ps []*proc) ([]swload.Result, error) {
+	if err := awaitExit(ctx, ps); err != nil {
+		return nil, err
+	}
+	return finish(ps, 60*time.Second)
+}
+
 func finish(ps []*proc, timeout time.Duration) ([]swload.Result, error) {
 	var errs []error
 	var out []swload.Result
@@ -233,6 +229,26 @@ func finish(ps []*proc, timeout time.Duration) ([]swload.Result, error) {
 		out = append(out, r)
 	}
 	return out, errors.Join(errs...)
+}
+
+// idleLoaders opens c.Conns idle connections to target at c.Rate, spread
+// over the loaders, and returns once every one has been tried (how many are
+// open). They are held until the loaders are stopped; -hold only bounds a
+// lost run.
+func idleLoaders(ctx context.Context, c Config, target string) ([]*proc, int, error) {
+	perProc := c.Rate / float64((c.Conns+c.PerProcess-1)/c.PerProcess)
+	ps, err := loaders(c, target, func(int) []string {
+		return []string{"-mode", "idle", "-rate", strconv.FormatFloat(perProc, 'f', 1, 64), "-hold", "1h", "-max-duration", "2h"}
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	open, err := awaitReady(ctx, ps)
+	if err != nil {
+		stopAll(ps)
+		return nil, 0, err
+	}
+	return ps, open, nil
 }
 
 func stopAll(ps []*proc) {
@@ -261,24 +277,24 @@ type IdleRow struct {
 // cost: RSS, Go heap in use and goroutines after they are open, minus the
 // same before, divided by the connections open.
 func RunIdle(ctx context.Context, c Config) ([]IdleRow, error) {
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
-	c = c.withDefaults()
-	return runEach(c, "idle", func(spec ServerSpec) (IdleRow, error) { return idleOne(ctx, c, spec) },
+	return runEach(c, "idle", func(c Config, spec ServerSpec) (IdleRow, error) { return idleOne(ctx, c, spec) },
 		func(row *IdleRow, base IdleRow) {
 			row.RSSVsBaseline = ratio(row.RSSPerConn, base.RSSPerConn)
 			row.HeapVsBaseline = ratio(row.HeapPerConn, base.HeapPerConn)
 		})
 }
 
-// runEach runs one scenario on every server in turn and, when rel is set,
-// gives each row its ratios to the first row (the baseline; the first row
-// is compared with itself).
-func runEach[R any](c Config, scenario string, one func(ServerSpec) (R, error), rel func(row *R, base R)) ([]R, error) {
+// runEach validates c, fills its defaults and runs one scenario on every
+// server in turn; when rel is set, each row gets its ratios to the first
+// row (the baseline; the first row is compared with itself).
+func runEach[R any](c Config, scenario string, one func(Config, ServerSpec) (R, error), rel func(row *R, base R)) ([]R, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	c = c.withDefaults()
 	var rows []R
 	for _, spec := range c.Servers {
-		row, err := one(spec)
+		row, err := one(c, spec)
 		if err != nil {
 			return rows, fmt.Errorf("swbench: %s %s: %w", scenario, spec.Name, err)
 		}
@@ -306,26 +322,13 @@ func idleOne(ctx context.Context, c Config, spec ServerSpec) (row IdleRow, err e
 	if err != nil {
 		return row, err
 	}
-	defer func() {
-		if serr := s.p.stop(60 * time.Second); serr != nil && err == nil {
-			err = serr
-		}
-	}()
+	defer s.stop(&err)
 	before, err := s.measure(ctx, c)
 	if err != nil {
 		return row, err
 	}
-	perProc := c.Rate / float64((c.Conns+c.PerProcess-1)/c.PerProcess)
-	ps, err := loaders(c, s.listen, func(int) []string {
-		// Held until the driver has measured; -hold only bounds a lost run.
-		return []string{"-mode", "idle", "-rate", strconv.FormatFloat(perProc, 'f', 1, 64), "-hold", "1h", "-max-duration", "2h"}
-	})
+	ps, open, err := idleLoaders(ctx, c, s.listen)
 	if err != nil {
-		return row, err
-	}
-	open, err := awaitReady(ctx, ps)
-	if err != nil {
-		stopAll(ps)
 		return row, err
 	}
 	fmt.Fprintf(c.Log, "%s: %d connections open; settling %v\n", spec.Name, open, c.Settle)
@@ -417,11 +420,7 @@ func connectOne(ctx context.Context, c Config, spec ServerSpec) (row ConnectRow,
 	if err != nil {
 		return row, err
 	}
-	defer func() {
-		if serr := s.p.stop(60 * time.Second); serr != nil && err == nil {
-			err = serr
-		}
-	}()
+	defer s.stop(&err)
 	ps, err := loaders(c, s.listen, func(int) []string {
 		return []string{"-mode", "connect-rate", "-rate", "-1", "-concurrency", strconv.Itoa(c.Concurrency), "-max-duration", "30m"}
 	})
@@ -429,10 +428,7 @@ func connectOne(ctx context.Context, c Config, spec ServerSpec) (row ConnectRow,
 		return row, err
 	}
 	// Each loader exits by itself once its connections are tried and closed.
-	if err := awaitExit(ctx, ps); err != nil {
-		return row, err
-	}
-	results, err := finish(ps, 60*time.Second)
+	results, err := loadersDone(ctx, ps)
 	if err != nil {
 		return row, err
 	}

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/switchboardgw/switchboard/bench/internal/defaults"
 	"github.com/switchboardgw/switchboard/pkg/connections"
 )
 
@@ -81,42 +82,18 @@ type SoakConfig struct {
 }
 
 func (c SoakConfig) withDefaults() SoakConfig {
-	if c.RedisServer == "" {
-		c.RedisServer = "redis-server"
-	}
-	if c.Duration == 0 {
-		c.Duration = 10 * time.Minute
-	}
-	if c.SampleEvery == 0 {
-		c.SampleEvery = 10 * time.Second
-	}
-	if c.Warmup == 0 {
-		c.Warmup = 60 * time.Second
-	}
-	if c.Conns == 0 {
-		c.Conns = 2000
-	}
-	if c.Lifetime == 0 {
-		c.Lifetime = 20 * time.Second
-	}
-	if c.WaveEvery == 0 {
-		c.WaveEvery = 5 * time.Second
-	}
-	if c.MsgRate == 0 {
-		c.MsgRate = 200
-	}
-	if c.PostRate == 0 {
-		c.PostRate = 100
-	}
-	if c.GroupRate == 0 {
-		c.GroupRate = 5
-	}
-	if c.Groups == 0 {
-		c.Groups = 8
-	}
-	if c.Restart == "" {
-		c.Restart = "term"
-	}
+	defaults.Set(&c.RedisServer, "redis-server")
+	defaults.Set(&c.Duration, 10*time.Minute)
+	defaults.Set(&c.SampleEvery, 10*time.Second)
+	defaults.Set(&c.Warmup, 60*time.Second)
+	defaults.Set(&c.Conns, 2000)
+	defaults.Set(&c.Lifetime, 20*time.Second)
+	defaults.Set(&c.WaveEvery, 5*time.Second)
+	defaults.Set(&c.MsgRate, 200)
+	defaults.Set(&c.PostRate, 100)
+	defaults.Set(&c.GroupRate, 5)
+	defaults.Set(&c.Groups, 8)
+	defaults.Set(&c.Restart, "term")
 	if c.RSSRule == (FlatRule{}) {
 		c.RSSRule = FlatRule{Tolerance: 0.2, Slack: 8 << 20}
 	}

@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 )
@@ -21,32 +20,32 @@ func soakCLI(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs := flag.NewFlagSet("swbench soak", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		duration  = fs.Duration("duration", 10*time.Minute, "how long the load runs")
-		sampleDur = fs.Duration("sample", 10*time.Second, "sampling period of RSS and goroutines")
-		warmup    = fs.Duration("warmup", 60*time.Second, "samples before this are left out of the flatness verdict (at most a quarter of -duration)")
-		conns     = fs.Int("conns", 2000, "connections open at a time, roughly")
-		lifetime  = fs.Duration("lifetime", 20*time.Second, "how long each connection lives")
-		wave      = fs.Duration("wave", 5*time.Second, "a new swload process (a wave of connections) starts this often")
-		msgRate   = fs.Float64("msg-rate", 200, "client messages per second, all connections together (two-way route echo)")
-		postRate  = fs.Float64("post-rate", 100, "@connections POSTs per second through the router, to random live connections")
-		groupRate = fs.Float64("group-rate", 5, "group sends per second through the router")
-		groups    = fs.Int("groups", 8, "groups the connections are spread over")
-		restart   = fs.String("restart", "term", "how edge1 is restarted half-way: term (SIGTERM, then start), kill (SIGKILL, then start) or none")
-		fixedIDs  = fs.Bool("fixed-node-ids", false, "start each edge with a fixed -node-id (soak-edge0, soak-edge1), kept across the restart")
-		rssTol    = fs.Float64("rss-tolerance", 0.2, "flat: last third's median RSS at most the first third's times 1+this …")
-		rssSlack  = fs.Float64("rss-slack-mib", 8, "… plus this many MiB")
-		heapTol   = fs.Float64("heap-tolerance", 0.2, "flat: last third's median heap in use at most the first third's times 1+this …")
-		heapSlack = fs.Float64("heap-slack-mib", 4, "… plus this many MiB")
-		gc        = fs.Bool("gc", true, "force a GC in each process before each sample (/debug/pprof/heap?gc=1), so the heap series is the live heap")
-		gTol      = fs.Float64("goroutine-tolerance", 0.1, "flat: last third's median goroutines at most the first third's times 1+this …")
-		gSlack    = fs.Float64("goroutine-slack", 10, "… plus this many")
-		edgeCmd   = fs.String("edge-cmd", "", "edge command (default: build ./cmd/edge); the driver appends the cluster's flags")
-		routerCmd = fs.String("router-cmd", "", "router command (default: build ./cmd/router)")
-		swloadCmd = fs.String("swload-cmd", "", "swload command (default: build ./bench/cmd/swload)")
-		redisBin  = fs.String("redis-server", "redis-server", "redis-server binary")
-		natsBin   = fs.String("nats-server", "nats-server", "nats-server binary; if not found, a NATS server runs inside swbench")
-		asJSON    = fs.Bool("json", false, "print the report as JSON instead of tables")
-		buildDir  = fs.String("build-dir", "", "where to build binaries (default: a temporary directory, removed at exit)")
+		duration   = fs.Duration("duration", 10*time.Minute, "how long the load runs")
+		sampleDur  = fs.Duration("sample", 10*time.Second, "sampling period of RSS and goroutines")
+		warmup     = fs.Duration("warmup", 60*time.Second, "samples before this are left out of the flatness verdict (at most a quarter of -duration)")
+		conns      = fs.Int("conns", 2000, "connections open at a time, roughly")
+		lifetime   = fs.Duration("lifetime", 20*time.Second, "how long each connection lives")
+		wave       = fs.Duration("wave", 5*time.Second, "a new swload process (a wave of connections) starts this often")
+		msgRate    = fs.Float64("msg-rate", 200, "client messages per second, all connections together (two-way route echo)")
+		postRate   = fs.Float64("post-rate", 100, "@connections POSTs per second through the router, to random live connections")
+		groupRate  = fs.Float64("group-rate", 5, "group sends per second through the router")
+		groups     = fs.Int("groups", 8, "groups the connections are spread over")
+		restart    = fs.String("restart", "term", "how edge1 is restarted half-way: term (SIGTERM, then start), kill (SIGKILL, then start) or none")
+		fixedIDs   = fs.Bool("fixed-node-ids", false, "start each edge with a fixed -node-id (soak-edge0, soak-edge1), kept across the restart")
+		rssTol     = fs.Float64("rss-tolerance", 0.2, "flat: last third's median RSS at most the first third's times 1+this …")
+		rssSlack   = fs.Float64("rss-slack-mib", 8, "… plus this many MiB")
+		heapTol    = fs.Float64("heap-tolerance", 0.2, "flat: last third's median heap in use at most the first third's times 1+this …")
+		heapSlack  = fs.Float64("heap-slack-mib", 4, "… plus this many MiB")
+		gc         = fs.Bool("gc", true, "force a GC in each process before each sample (/debug/pprof/heap?gc=1), so the heap series is the live heap")
+		gTol       = fs.Float64("goroutine-tolerance", 0.1, "flat: last third's median goroutines at most the first third's times 1+this …")
+		gSlack     = fs.Float64("goroutine-slack", 10, "… plus this many")
+		edgeCmd    = fs.String("edge-cmd", "", "edge command (default: build ./cmd/edge); the driver appends the cluster's flags")
+		routerCmd  = fs.String("router-cmd", "", "router command (default: build ./cmd/router)")
+		swloadCmd  = fs.String("swload-cmd", "", "swload command (default: build ./bench/cmd/swload)")
+		redisBin   = fs.String("redis-server", "redis-server", "redis-server binary")
+		natsBin    = fs.String("nats-server", "nats-server", "nats-server binary; if not found, a NATS server runs inside swbench")
+		asJSON     = fs.Bool("json", false, "print the report as JSON instead of tables")
+		buildDirFl = fs.String("build-dir", "", "where to build binaries (default: a temporary directory, removed at exit)")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -66,15 +65,11 @@ func soakCLI(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	dir := *buildDir
-	if dir == "" {
-		tmp, err := os.MkdirTemp("", "swbench-")
-		if err != nil {
-			return fmt.Errorf("swbench: %w", err)
-		}
-		defer os.RemoveAll(tmp)
-		dir = tmp
+	dir, cleanup, err := buildDir(*buildDirFl)
+	if err != nil {
+		return err
 	}
+	defer cleanup()
 	for _, b := range []struct {
 		line string
 		pkg  string

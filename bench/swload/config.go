@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/switchboardgw/switchboard/bench/internal/defaults"
 )
 
 // Mode selects what a run measures.
@@ -91,45 +93,19 @@ const minMsgSize = msgOverhead
 
 func (c *Config) withDefaults() Config {
 	d := *c
-	if d.Mode == "" {
-		d.Mode = ModeIdle
-	}
-	if d.Path == "" {
-		d.Path = "/"
-	}
-	if d.Conns == 0 {
-		d.Conns = 1000
-	}
-	if d.Rate == 0 {
-		d.Rate = 1000
-	}
-	if d.Concurrency == 0 {
-		d.Concurrency = 256
-	}
-	if d.Hold == 0 {
-		d.Hold = 10 * time.Second
-	}
-	if d.Duration == 0 {
-		d.Duration = 10 * time.Second
-	}
-	if d.MsgRate == 0 {
-		d.MsgRate = 1000
-	}
-	if d.MsgSize == 0 {
-		d.MsgSize = 64
-	}
-	if d.HandshakeTimeout == 0 {
-		d.HandshakeTimeout = 10 * time.Second
-	}
-	if d.CloseTimeout == 0 {
-		d.CloseTimeout = 10 * time.Second
-	}
-	if d.MaxDuration == 0 {
-		d.MaxDuration = 30 * time.Minute
-	}
-	if d.Reactors == 0 {
-		d.Reactors = runtime.GOMAXPROCS(0)
-	}
+	defaults.Set(&d.Mode, ModeIdle)
+	defaults.Set(&d.Path, "/")
+	defaults.Set(&d.Conns, 1000)
+	defaults.Set(&d.Rate, 1000)
+	defaults.Set(&d.Concurrency, 256)
+	defaults.Set(&d.Hold, 10*time.Second)
+	defaults.Set(&d.Duration, 10*time.Second)
+	defaults.Set(&d.MsgRate, 1000)
+	defaults.Set(&d.MsgSize, 64)
+	defaults.Set(&d.HandshakeTimeout, 10*time.Second)
+	defaults.Set(&d.CloseTimeout, 10*time.Second)
+	defaults.Set(&d.MaxDuration, 30*time.Minute)
+	defaults.Set(&d.Reactors, runtime.GOMAXPROCS(0))
 	return d
 }
 

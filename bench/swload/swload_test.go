@@ -213,16 +213,7 @@ func TestAnswersServerPingsAndServerClose(t *testing.T) {
 			}
 		}
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: h}
-	go hs.Serve(ln) //nolint:errcheck // ends with hs.Close below
-	defer func() {
-		hs.Close()
-		handlers.Wait()
-	}()
+	ln := serveHTTP(t, h, &handlers)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -266,16 +257,7 @@ func TestEchoAgainstASilentServerEndsAfterTheReplyWait(t *testing.T) {
 			}
 		}
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: h}
-	go hs.Serve(ln) //nolint:errcheck // ends with hs.Close below
-	defer func() {
-		hs.Close()
-		handlers.Wait()
-	}()
+	ln := serveHTTP(t, h, &handlers)
 	res, err := Run(context.Background(), Config{
 		Mode:     ModeEcho,
 		Targets:  []netip.AddrPort{addrPort(t, ln.Addr())},
@@ -293,4 +275,21 @@ func TestEchoAgainstASilentServerEndsAfterTheReplyWait(t *testing.T) {
 	if res.Sent != 50 || res.Received != 0 || res.ClosedClean != 10 {
 		t.Errorf("sent %d received %d clean %d, want 50 0 10", res.Sent, res.Received, res.ClosedClean)
 	}
+}
+
+// serveHTTP serves h on a loopback port until the test ends, then closes the
+// server and waits for the handlers counted in handlers.
+func serveHTTP(t *testing.T, h http.Handler, handlers *sync.WaitGroup) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: h}
+	go hs.Serve(ln) //nolint:errcheck // ends with hs.Close below
+	t.Cleanup(func() {
+		hs.Close()
+		handlers.Wait()
+	})
+	return ln
 }

@@ -265,7 +265,7 @@ func (c *chat) onDisconnect(ctx context.Context, e *backend.Event) {
 func (c *chat) onJoin(ctx context.Context, m *backend.Message) ([]byte, error) {
 	var req request
 	if json.Unmarshal(m.Data, &req) != nil || !validName(req.Room) {
-		c.tell(ctx, m.ConnectionID(), errorFrame{Type: "error", Message: `join: {"action":"join","room":"name"}, 1-32 letters, digits, - or _`})
+		c.tell(ctx, m.ConnectionID(), errorFrame{Type: "error", Message: "cannot join: a room name is 1-32 letters, digits, - or _"})
 		return nil, nil
 	}
 	left, err := c.rooms.Join(ctx, req.Room, m.ConnectionID())
@@ -294,7 +294,7 @@ func (c *chat) onLeave(ctx context.Context, m *backend.Message) ([]byte, error) 
 		return nil, fmt.Errorf("leave: %w", err)
 	}
 	if left == "" {
-		c.tell(ctx, m.ConnectionID(), errorFrame{Type: "error", Message: "leave: you are not in a room"})
+		c.tell(ctx, m.ConnectionID(), errorFrame{Type: "error", Message: "cannot leave: you are not in a room"})
 		return nil, nil
 	}
 	if err := c.api.RemoveFromGroup(ctx, left, m.ConnectionID()); err != nil {
@@ -309,7 +309,7 @@ func (c *chat) onLeave(ctx context.Context, m *backend.Message) ([]byte, error) 
 func (c *chat) onSend(ctx context.Context, m *backend.Message) ([]byte, error) {
 	var req request
 	if json.Unmarshal(m.Data, &req) != nil || req.Text == "" || len(req.Text) > maxTextLen {
-		c.tell(ctx, m.ConnectionID(), errorFrame{Type: "error", Message: `send: {"action":"send","text":"…"}, at most 4096 bytes`})
+		c.tell(ctx, m.ConnectionID(), errorFrame{Type: "error", Message: "cannot send: the text must be 1-4096 bytes"})
 		return nil, nil
 	}
 	room, err := c.rooms.RoomOf(ctx, m.ConnectionID())
@@ -317,7 +317,7 @@ func (c *chat) onSend(ctx context.Context, m *backend.Message) ([]byte, error) {
 		return nil, fmt.Errorf("send: %w", err)
 	}
 	if room == "" {
-		c.tell(ctx, m.ConnectionID(), errorFrame{Type: "error", Message: "send: join a room first"})
+		c.tell(ctx, m.ConnectionID(), errorFrame{Type: "error", Message: "cannot send: join a room first"})
 		return nil, nil
 	}
 	c.broadcast(ctx, room, chatMessage{Type: "message", Room: room, From: m.Switchboard.UserID, Text: req.Text})

@@ -173,6 +173,11 @@ func TestTwoClientsInARoomSeeEachOtherAndOtherRoomsDoNot(t *testing.T) {
 	if f, _ := next(t, carol, "error"); !strings.Contains(f.Message, "join a room") {
 		t.Fatalf("send without a room: %+v, want an error", f)
 	}
+	// A bad room name: one readable sentence, not the request syntax.
+	gatewaytest.Send(t, carol, `{"action":"join","room":"no spaces"}`)
+	if f, _ := next(t, carol, "error"); f.Message != "cannot join: a room name is 1-32 letters, digits, - or _" {
+		t.Fatalf("join with a bad room: %+v, want the readable error", f)
+	}
 	// Not JSON: the gateway routes it to $default.
 	gatewaytest.Send(t, carol, `hello?`)
 	if f, _ := next(t, carol, "error"); !strings.Contains(f.Message, "use join, leave, send or rooms") {
@@ -227,9 +232,15 @@ func TestPageIsServedAndPointsAtTheGateway(t *testing.T) {
 	ch, e := startChat(t)
 	base := "http://" + ch.HTTPAddr() + "/"
 	page := get(t, base)
-	for _, want := range []string{"<title>Switchboard chat</title>", "new WebSocket(", `action: "send"`} {
+	for _, want := range []string{"<title>Switchboard chat</title>", "new WebSocket(", `action: "send"`,
+		`ws.binaryType = "arraybuffer"`, `id="current"`, `rel="icon"`} {
 		if !strings.Contains(page, want) {
 			t.Fatalf("page lacks %q", want)
+		}
+	}
+	for _, icon := range []string{"favicon.svg", "favicon.ico"} {
+		if got := get(t, base+icon); !strings.HasPrefix(got, "<svg") {
+			t.Fatalf("%s: %q, want the SVG icon", icon, got)
 		}
 	}
 	var cfg map[string]string

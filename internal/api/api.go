@@ -35,6 +35,7 @@ type API struct {
 	ids    *requestIDs
 	groups GroupsController // nil: the groups extension is off (EnableGroups)
 	lister Lister           // nil: listing is off (EnableListing)
+	nodes  ClusterInfo      // nil: the cluster extension is off (EnableCluster)
 	tokens *tokens          // nil without bearer tokens
 	sigv4  *sigVerifier     // nil without access keys
 	now    func() time.Time // the clock SigV4 dates are checked against; tests move it
@@ -168,7 +169,10 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rid := a.ids.next()
 	w.Header()[hdrRequestID] = []string{rid}
 	rt := parsePath(requestPath(r))
-	op, status := a.serve(w, r, rt, a.now())
+	op, status, served := a.serveCluster(w, r)
+	if !served {
+		op, status = a.serve(w, r, rt, a.now())
+	}
 	dur := time.Since(start)
 	a.m.observe(op, status, dur.Seconds())
 	if a.log.Enabled(r.Context(), slog.LevelDebug) {
@@ -345,7 +349,11 @@ func (a *API) frameType(r *http.Request, body []byte) (binary bool, e *apiError)
 	}
 	ct = strings.TrimSpace(ct)
 	switch {
-	case ct == "", strings.EqualFold(ct, "application/octet-stream") && !a.cfg.OctetStreamBinary:
+	// No type, the AWS SDKs' octet-stream, and the form types curl -d and
+	// curl -F send without being asked: the client gets text when it is
+	// UTF-8, as on API Gateway, not a binary frame (a Blob in a browser).
+	case ct == "", strings.EqualFold(ct, "application/octet-stream") && !a.cfg.OctetStreamBinary,
+		strings.EqualFold(ct, "application/x-www-form-urlencoded"), strings.EqualFold(ct, "multipart/form-data"):
 		return !utf8.Valid(body), nil
 	case strings.EqualFold(ct, "application/octet-stream"):
 		return true, nil

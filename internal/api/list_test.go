@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"testing"
 	"time"
 
@@ -42,6 +43,15 @@ func (f fakeLister) List(_ context.Context, node, cursor string, limit int) ([]c
 	return all[start:end], next, nil
 }
 
+func (f fakeLister) Nodes(context.Context) ([]string, error) {
+	out := make([]string, 0, len(f.nodes))
+	for n := range f.nodes {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
 func TestListingAndCountingConnections(t *testing.T) {
 	a, err := New(Config{Insecure: true}, newFake(), prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -65,8 +75,40 @@ func TestListingAndCountingConnections(t *testing.T) {
 		_ = json.NewDecoder(resp.Body).Decode(&out)
 		return resp.StatusCode, out
 	}
-	if code, out := get("/prod/@connections"); code != 200 || out.Count != 4 || len(out.Connections) != 0 {
-		t.Fatalf("cluster count: %d %+v", code, out)
+	// Without ?node=: the cluster's count and its connections, node by
+	// node, in pages that cross node boundaries.
+	if code, out := get("/prod/@connections"); code != 200 || out.Count != 4 || len(out.Connections) != 4 || out.Cursor != "" {
+		t.Fatalf("cluster listing: %d %+v", code, out)
+	}
+	seen := map[string]bool{}
+	cursor, pages := "", 0
+	for {
+		path := "/@connections?limit=3"
+		if cursor != "" {
+			path += "&cursor=" + cursor
+		}
+		code, out := get(path)
+		if code != 200 || out.Count != 4 || len(out.Connections) > 3 {
+			t.Fatalf("cluster page %d: %d %+v", pages, code, out)
+		}
+		for _, c := range out.Connections {
+			if seen[c.ConnectionID] {
+				t.Fatalf("%s listed twice", c.ConnectionID)
+			}
+			seen[c.ConnectionID] = true
+		}
+		pages++
+		if cursor = out.Cursor; cursor == "" {
+			break
+		}
+	}
+	if len(seen) != 4 || pages != 2 {
+		t.Fatalf("cluster pages of 3: %d connections in %d pages, want 4 in 2", len(seen), pages)
+	}
+	// A cursor naming a node that has gone since: the walk goes on with the
+	// next node.
+	if code, out := get("/@connections?cursor=n1zz.5"); code != 200 || len(out.Connections) != 1 || out.Connections[0].NodeID != "n2" {
+		t.Fatalf("cursor of a gone node: %d %+v", code, out)
 	}
 	code, page1 := get("/@connections?node=n1&limit=2")
 	if code != 200 || page1.Count != 3 || len(page1.Connections) != 2 || page1.Cursor == "" {
@@ -76,7 +118,8 @@ func TestListingAndCountingConnections(t *testing.T) {
 	if code != 200 || len(page2.Connections) != 1 || page2.Cursor != "" {
 		t.Fatalf("last page: %d %+v", code, page2)
 	}
-	for _, bad := range []string{"/@connections?node=a.b", "/@connections?node=n1&limit=0", "/@connections?node=n1&limit=5000"} {
+	for _, bad := range []string{"/@connections?node=a.b", "/@connections?node=n1&limit=0", "/@connections?node=n1&limit=5000",
+		"/@connections?limit=0", "/@connections?cursor=nodot", "/@connections?cursor=bad%20node.1"} {
 		if code, _ := get(bad); code != 400 {
 			t.Errorf("%s: %d, want 400", bad, code)
 		}

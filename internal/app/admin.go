@@ -18,6 +18,7 @@ import (
 // admin serves /healthz, /readyz, /metrics and, when enabled, /debug/pprof.
 type admin struct {
 	srv   *http.Server
+	mux   *http.ServeMux
 	ln    net.Listener
 	ready atomic.Bool
 	check func() error // extra readiness condition (e.g. cluster lease held)
@@ -25,12 +26,12 @@ type admin struct {
 }
 
 func newAdmin(addr string, gatherer prometheus.Gatherer, pprofOn bool, log *slog.Logger) (*admin, error) {
-	ln, err := net.Listen("tcp", addr)
+	ln, err := listenFlag("admin-listen", addr, "")
 	if err != nil {
-		return nil, fmt.Errorf("admin listen %s: %w", addr, err)
+		return nil, err
 	}
-	a := &admin{ln: ln, log: log}
 	mux := http.NewServeMux()
+	a := &admin{ln: ln, log: log, mux: mux}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})

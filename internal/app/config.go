@@ -14,6 +14,7 @@ import (
 
 	"github.com/switchboardgw/switchboard/internal/admission"
 	"github.com/switchboardgw/switchboard/internal/api"
+	"github.com/switchboardgw/switchboard/internal/console"
 	"github.com/switchboardgw/switchboard/internal/edge"
 )
 
@@ -108,11 +109,13 @@ type Process struct {
 	Pprof       bool
 	LogFormat   string
 	LogLevel    string
+	Console     console.Config
 }
 
 func (p *Process) registerFlags(fs *flag.FlagSet) {
 	fs.StringVar(&p.AdminListen, "admin-listen", ":9091", "health (/healthz), readiness (/readyz) and metrics (/metrics) listen address")
 	fs.BoolVar(&p.Pprof, "pprof", false, "serve /debug/pprof on the admin port")
+	p.Console.RegisterFlags(fs)
 	fs.StringVar(&p.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&p.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&p.TLSCert, "tls-cert", "", "certificate file: serve the @connections API over TLS (reloaded when it changes); WebSocket TLS is terminated in front of the edge")
@@ -130,6 +133,9 @@ func (p *Process) ApplyRuntime(getenv func(string) string) {
 
 func (p *Process) validate() []error {
 	var errs []error
+	if err := p.Console.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if _, err := parseLevel(p.LogLevel); err != nil {
 		errs = append(errs, err)
 	}

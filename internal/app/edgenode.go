@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"net"
@@ -20,6 +21,7 @@ import (
 	"github.com/switchboardgw/switchboard/internal/authz"
 	"github.com/switchboardgw/switchboard/internal/clientip"
 	"github.com/switchboardgw/switchboard/internal/cluster"
+	"github.com/switchboardgw/switchboard/internal/console"
 	"github.com/switchboardgw/switchboard/internal/edge"
 	"github.com/switchboardgw/switchboard/internal/groups"
 	"github.com/switchboardgw/switchboard/internal/lifecycle"
@@ -58,6 +60,8 @@ type Edge struct {
 	ws       *edge.Server
 	api      *apiServer
 	admin    *admin
+	console  *console.Service // nil when off
+	draining atomic.Bool
 
 	cancel       context.CancelFunc
 	wg           sync.WaitGroup
@@ -155,7 +159,7 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 		NodeID: e.nodeID, Stage: cfg.Stage, DomainName: cfg.DomainName,
 	}, e.nc, e.reg, log)
 	if err != nil {
-		return nil, fmt.Errorf("lifecycle: %w", err)
+		return nil, err // already says "lifecycle: "
 	}
 
 	gstore, err := newGroupStore(e.rdb, cfg.Redis.KeyPrefix)
@@ -219,6 +223,11 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 		}
 		return nil
 	}
+	if e.console, err = newConsole(cfg.Console, consoleDeps{nc: e.nc, prefix: cfg.NATS.Prefix, nodeID: e.nodeID, role: "edge",
+		gatherer: e.reg, ready: func() bool { return e.admin.ready.Load() && e.node.Healthy() }, draining: e.draining.Load,
+		leaseAge: e.node.LeaseAge, api: e.api, admin: e.admin, log: log}); err != nil {
+		return nil, err
+	}
 	return e, nil
 }
 
@@ -268,6 +277,9 @@ func (e *Edge) Run(ctx context.Context) error {
 	if e.api != nil {
 		run("api", func() error { return e.api.run(rctx) })
 	}
+	if e.console != nil {
+		run("console", func() error { return e.console.Run(rctx) })
+	}
 	select {
 	case <-e.cmds.Ready():
 	case <-time.After(10 * time.Second):
@@ -282,8 +294,8 @@ func (e *Edge) Run(ctx context.Context) error {
 	if e.rdb != nil {
 		registry = "redis"
 	}
-	e.log.Info("edge node started", "node", e.nodeID, "websocket", "ws://"+displayAddr(e.WSAddr())+"/", "api", e.APIAddr(),
-		"admin", "http://"+displayAddr(e.AdminAddr()), "nats", natsNote, "registry", registry)
+	e.log.Info("edge node started", "node", e.nodeID, "websocket", displayAddr(e.WSAddr()), "api", displayAddr(e.APIAddr()),
+		"admin", displayAddr(e.AdminAddr()), "nats", natsNote, "registry", registry)
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -301,6 +313,7 @@ func (e *Edge) Run(ctx context.Context) error {
 func (e *Edge) Shutdown(ctx context.Context) error {
 	e.shutdownOnce.Do(func() {
 		e.admin.ready.Store(false)
+		e.draining.Store(true)
 		e.log.Info("draining", "node", e.nodeID, "connections", e.ws.Count(), "delay", e.cfg.DrainDelay)
 		if e.cfg.DrainDelay > 0 {
 			select {
@@ -320,6 +333,9 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 		}
 		e.handler.stop() // every record removed (or queued for the registry)
 		add(e.groups.Shutdown(ctx))
+		if e.console != nil {
+			add(e.console.Shutdown(ctx)) // ends the event tails before their servers wait for them
+		}
 		if e.api != nil {
 			add(e.api.shutdown(ctx))
 		}
@@ -440,9 +456,9 @@ func (e *Edge) buildSecurity(cfg EdgeConfig, log *slog.Logger) error {
 // listen opens the WebSocket listener, behind a PROXY protocol reader when
 // configured.
 func (e *Edge) listen(cfg EdgeConfig) (net.Listener, error) {
-	ln, err := net.Listen("tcp", cfg.Edge.Listen)
+	ln, err := listenFlag("listen", cfg.Edge.Listen, "")
 	if err != nil {
-		return nil, fmt.Errorf("edge listen %s: %w", cfg.Edge.Listen, err)
+		return nil, err
 	}
 	if cfg.ProxyProtocol != "off" { // the PROXY header comes first, before any TLS
 		pl, err := proxyproto.Listen(ln, proxyproto.Config{Required: cfg.ProxyProtocol == "required",

@@ -80,7 +80,12 @@ func (l *redisLogger) Printf(ctx context.Context, format string, v ...any) {
 // natsServerLogger adapts slog to the embedded NATS server's logger. Its
 // notices (the start-up banner, mostly) are debug here: the edge logs its
 // own line about the embedded server.
-type natsServerLogger struct{ log *slog.Logger }
+type natsServerLogger struct {
+	log *slog.Logger
+	// fatal, if set, receives the first fatal message (non-blocking): the
+	// start-up waits on it instead of a timeout.
+	fatal chan<- string
+}
 
 var _ server.Logger = natsServerLogger{}
 
@@ -88,9 +93,17 @@ func (l natsServerLogger) Noticef(format string, v ...any) { l.at(slog.LevelDebu
 func (l natsServerLogger) Warnf(format string, v ...any)   { l.at(slog.LevelWarn, format, v) }
 func (l natsServerLogger) Errorf(format string, v ...any)  { l.at(slog.LevelError, format, v) }
 
-// Fatalf only logs: nats-server returns after it, and the edge notices the
-// server is not ready (or gone) and fails on its own terms.
-func (l natsServerLogger) Fatalf(format string, v ...any) { l.at(slog.LevelError, format, v) }
+// Fatalf logs and tells the start-up (fatal): nats-server returns after it,
+// and the edge fails on its own terms.
+func (l natsServerLogger) Fatalf(format string, v ...any) {
+	l.at(slog.LevelError, format, v)
+	if l.fatal != nil {
+		select {
+		case l.fatal <- libMessage(format, v, ""):
+		default:
+		}
+	}
+}
 func (l natsServerLogger) Debugf(format string, v ...any) { l.at(slog.LevelDebug, format, v) }
 func (l natsServerLogger) Tracef(format string, v ...any) { l.at(slog.LevelDebug, format, v) }
 

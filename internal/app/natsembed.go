@@ -1,6 +1,7 @@
 package app
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -18,16 +19,26 @@ type embeddedNATS struct{ srv *server.Server }
 // set. Its log lines go to log (NoLog keeps nats-server's own stderr logger
 // off, also across a config reload).
 func startEmbeddedNATS(addr, storeDir string, log *slog.Logger) (*embeddedNATS, error) {
+	const flag, fix = "nats-embedded-listen", "free the port, choose another address, or use a running NATS server with -nats-url"
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
-		return nil, fmt.Errorf("embedded nats listen %q: %w", addr, err)
+		return nil, listenError(flag, addr, fix, err)
 	}
 	port, err := strconv.Atoi(portStr)
 	if err != nil {
-		return nil, fmt.Errorf("embedded nats port %q: %w", portStr, err)
+		return nil, listenError(flag, addr, fix, fmt.Errorf("port %q is not a number", portStr))
 	}
 	if port == 0 {
 		port = -1 // nats-server's "random port"
+	} else {
+		// nats-server only logs a listen failure and never becomes ready:
+		// try the address first, for the same clear error at once as the
+		// other listeners give.
+		ln, err := listenFlag(flag, addr, fix)
+		if err != nil {
+			return nil, err
+		}
+		ln.Close()
 	}
 	opts := &server.Options{Host: host, Port: port, NoSigs: true, NoLog: true, ServerName: "switchboard-embedded"}
 	if storeDir != "" {
@@ -38,11 +49,22 @@ func startEmbeddedNATS(addr, storeDir string, log *slog.Logger) (*embeddedNATS, 
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)
 	}
-	s.SetLoggerV2(natsServerLogger{log: log.With("lib", "nats-server")}, false, false, false)
+	fatal := make(chan string, 1)
+	s.SetLoggerV2(natsServerLogger{log: log.With("lib", "nats-server"), fatal: fatal}, false, false, false)
 	go s.Start() // nats-server owns this goroutine; Shutdown waits for it
-	if !s.ReadyForConnections(10 * time.Second) {
-		s.Shutdown()
-		return nil, fmt.Errorf("embedded nats on %s did not start", addr)
+	// Ready, or the server's own fatal error (the port taken between the
+	// check above and its listen), whichever comes first.
+	for deadline := time.Now().Add(10 * time.Second); !s.ReadyForConnections(50 * time.Millisecond); {
+		select {
+		case msg := <-fatal:
+			s.Shutdown()
+			return nil, listenError(flag, addr, fix, errors.New(msg))
+		default:
+		}
+		if time.Now().After(deadline) {
+			s.Shutdown()
+			return nil, listenError(flag, addr, fix, errors.New("the embedded NATS server did not become ready within 10s"))
+		}
 	}
 	return &embeddedNATS{srv: s}, nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/switchboardgw/switchboard/internal/cluster"
+	"github.com/switchboardgw/switchboard/internal/console"
 	"github.com/switchboardgw/switchboard/internal/groups"
 )
 
@@ -66,6 +67,7 @@ type Router struct {
 	api    *apiServer
 	groups *groups.Service
 	admin  *admin
+	cons   *console.Service // nil when off
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
@@ -133,6 +135,10 @@ func NewRouter(cfg RouterConfig, log *slog.Logger) (_ *Router, err error) {
 		}
 		return nil
 	}
+	if r.cons, err = newConsole(cfg.Console, consoleDeps{nc: r.nc, prefix: cfg.NATS.Prefix, nodeID: cluster.NewNodeID("router"), role: "router",
+		gatherer: r.reg, ready: r.admin.ready.Load, draining: func() bool { return false }, api: r.api, admin: r.admin, log: log}); err != nil {
+		return nil, err
+	}
 	return r, nil
 }
 
@@ -146,7 +152,7 @@ func (r *Router) AdminAddr() string { return r.admin.ln.Addr().String() }
 func (r *Router) Run(ctx context.Context) error {
 	rctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	r.wg.Add(3)
 	go func() {
 		defer r.wg.Done()
@@ -166,8 +172,17 @@ func (r *Router) Run(ctx context.Context) error {
 			errc <- err
 		}
 	}()
+	if r.cons != nil {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			if err := r.cons.Run(rctx); err != nil {
+				errc <- err
+			}
+		}()
+	}
 	r.admin.ready.Store(true)
-	r.log.Info("router started", "api", "http://"+displayAddr(r.APIAddr()), "admin", "http://"+displayAddr(r.AdminAddr()))
+	r.log.Info("router started", "api", displayAddr(r.APIAddr()), "admin", displayAddr(r.AdminAddr()))
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -182,7 +197,11 @@ func (r *Router) Run(ctx context.Context) error {
 func (r *Router) Shutdown(ctx context.Context) error {
 	r.shutdownOnce.Do(func() {
 		r.admin.ready.Store(false)
-		err := r.api.shutdown(ctx)
+		var err error
+		if r.cons != nil {
+			err = r.cons.Shutdown(ctx) // ends the event tails before their servers wait for them
+		}
+		err = errors.Join(err, r.api.shutdown(ctx))
 		err = errors.Join(err, r.groups.Shutdown(ctx))
 		if r.cancel != nil {
 			r.cancel()

@@ -109,20 +109,24 @@ func newAPIServer(a API, ctrl conn.Controller, g api.GroupsController, registry 
 	}
 	h, err := api.New(cfg, ctrl, reg, log)
 	if err != nil {
-		return nil, fmt.Errorf("api: %w", err)
+		return nil, err // already says "api: "
 	}
 	if g != nil {
 		h.EnableGroups(g)
 	}
 	h.EnableListing(registryLister{registry})
 	addr := a.APIListen
-	if cfg.RequiresLoopback() {
+	rebound := cfg.RequiresLoopback() && !isLoopbackAddr(addr)
+	if rebound {
 		addr = loopbackAddr(addr)
-		log.Warn("@connections API has no authentication configured: bound to loopback only", "addr", addr)
 	}
-	ln, err := net.Listen("tcp", addr)
+	ln, err := listenFlag("api-listen", addr, "")
 	if err != nil {
-		return nil, fmt.Errorf("api listen %s: %w", addr, err)
+		return nil, err
+	}
+	if rebound {
+		log.Warn(fmt.Sprintf("-api-listen %s: the @connections API has no authentication configured, so it is bound to %s (loopback only) instead; "+
+			"to serve other hosts set -api-tokens, -api-tokens-file or -api-access-keys (or -api-insecure behind your own auth)", a.APIListen, ln.Addr()))
 	}
 	return &apiServer{api: h, ln: ln, srv: &http.Server{Handler: h.Handler(), ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}}, nil
@@ -158,15 +162,29 @@ func (s *apiServer) shutdown(ctx context.Context) error {
 
 func (s *apiServer) addr() string { return s.ln.Addr().String() }
 
-// displayAddr shows a wildcard listen address as the loopback URL a local
-// user can open.
+// isLoopbackAddr: addr's host is a loopback IP or localhost.
+func isLoopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// displayAddr shows a listener's address as bound, saying so when that is
+// every interface: printing 127.0.0.1 for it would hide that other hosts
+// can connect.
 func displayAddr(addr string) string {
-	host, port, err := net.SplitHostPort(addr)
+	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return addr
 	}
 	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
-		return net.JoinHostPort("127.0.0.1", port)
+		return addr + " (every interface)"
 	}
 	return addr
 }
@@ -190,6 +208,8 @@ func (l registryLister) Count(ctx context.Context, node string) (int64, error) {
 	}
 	return l.r.CountNode(ctx, node)
 }
+
+func (l registryLister) Nodes(ctx context.Context) ([]string, error) { return l.r.Nodes(ctx) }
 
 func (l registryLister) List(ctx context.Context, node, cursor string, limit int) ([]conn.Info, string, error) {
 	recs, next, err := l.r.NodeConns(ctx, node, cursor, limit)

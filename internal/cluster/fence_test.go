@@ -318,3 +318,24 @@ func BenchmarkNodeWaitHeld(b *testing.B) {
 		}
 	})
 }
+
+// hanging is a registry that never answers a renewal (a Redis that
+// accepts the connection and says nothing): each call lasts its deadline.
+type hanging struct{ Registry }
+
+func (hanging) RenewLease(ctx context.Context, _ string, _ Incarnation, _ time.Duration) (LeaseState, error) {
+	<-ctx.Done()
+	return 0, ctx.Err()
+}
+
+// A registry that hangs at start-up becomes a known outage after the first
+// renewal's short deadline, not after LeaseTTL/3 (here 200s): the fail-open
+// node is ready, as its log says, instead of answering 503 meanwhile.
+func TestFailOpenNodeReadySoonWhenTheRegistryHangsAtStart(t *testing.T) {
+	n := runNode(t, NodeConfig{ID: NewNodeID("edge"), LeaseTTL: 10 * time.Minute, FailMode: FailOpen},
+		NodeDeps{Registry: hanging{NewMemoryRegistry(nil)}, Reassert: newLiveConns().reassert})
+	if n.Healthy() {
+		t.Fatal("healthy before the first renewal has answered or failed")
+	}
+	eventually(t, "fail-open node healthy while the registry hangs", n.Healthy)
+}

@@ -167,7 +167,9 @@ func TestDeadNodesConnectionsAreOrphanedByASurvivorOnRedisCluster(t *testing.T) 
 		t.Fatal(err)
 	}
 	ctx := testCtx(t)
-	nodeA, err := NewNode(NodeConfig{ID: NewNodeID("a"), LeaseTTL: 300 * time.Millisecond},
+	// A second's lease: short for the test, long enough that a loaded
+	// machine's slow round trip does not put it in doubt before A dies.
+	nodeA, err := NewNode(NodeConfig{ID: NewNodeID("a"), LeaseTTL: time.Second},
 		NodeDeps{Registry: reg, Reassert: newLiveConns().reassert})
 	if err != nil {
 		t.Fatal(err)
@@ -175,7 +177,12 @@ func TestDeadNodesConnectionsAreOrphanedByASurvivorOnRedisCluster(t *testing.T) 
 	ctxA, killA := context.WithCancel(ctx)
 	doneA := make(chan error, 1)
 	go func() { doneA <- nodeA.Run(ctxA) }()
-	eventually(t, "node A healthy", nodeA.Healthy)
+	// Healthy alone is also true after a first renewal that timed out
+	// (fail open), when registrations are only queued: wait for the lease.
+	eventually(t, "node A holding its lease", func() bool {
+		alive, err := reg.NodeAlive(ctx, nodeA.ID())
+		return nodeA.Healthy() && err == nil && alive
+	})
 	var recs []ConnRecord
 	for i := 0; i < 50; i++ {
 		r := record(nodeA.ID())

@@ -301,6 +301,18 @@ func (m *MemoryRegistry) CountAll(ctx context.Context) (int64, error) {
 	return n, nil
 }
 
+// Nodes implements Registry.
+func (m *MemoryRegistry) Nodes(ctx context.Context) ([]string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]string, 0, len(m.leases))
+	for node := range m.leases {
+		out = append(out, node)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
 // defaultPageSize is NodeConns' page size when the caller gives none.
 const defaultPageSize = 500
 

@@ -277,3 +277,10 @@ func (i *instrumented) CountAll(ctx context.Context) (int64, error) {
 	i.observe("count_all", start, err)
 	return v, err
 }
+
+func (i *instrumented) Nodes(ctx context.Context) ([]string, error) {
+	start := time.Now()
+	v, err := i.r.Nodes(ctx)
+	i.observe("nodes", start, err)
+	return v, err
+}

@@ -27,6 +27,9 @@ const (
 	FailClosed FailMode = "closed"
 )
 
+// startTimeout bounds the first lease renewal (see beat).
+const startTimeout = time.Second
+
 // NodeConfig configures a Node.
 type NodeConfig struct {
 	// ID is this node's ID, unique per process start (NewNodeID). Required.
@@ -484,12 +487,20 @@ func (n *Node) heartbeat(ctx context.Context) {
 // beat renews the lease once and acts on what it found; false means retry
 // soon.
 func (n *Node) beat(ctx context.Context, interval time.Duration) bool {
-	rctx, cancel := context.WithTimeout(ctx, interval)
-	defer cancel()
 	n.mu.Lock()
 	inc := Incarnation{Token: n.inc, New: !n.held}
 	superseded := n.superseded
+	starting := !n.held && !n.outage
 	n.mu.Unlock()
+	timeout := interval
+	if starting {
+		// Until the first answer the node is not ready (503 to every
+		// client): an unreachable registry must become a known outage, where
+		// the fail mode decides, within a second, not after LeaseTTL/3.
+		timeout = min(interval, startTimeout)
+	}
+	rctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	if superseded {
 		return false // nothing to renew: keep fenced, say so now and then
 	}
@@ -506,8 +517,16 @@ func (n *Node) beat(ctx context.Context, interval time.Duration) bool {
 		was := n.outage
 		n.outage = true
 		n.mu.Unlock()
-		if !was {
-			n.log.Warn("registry unreachable; keeping connections and retrying", "err", err, "fail_mode", string(n.cfg.FailMode))
+		switch {
+		case was:
+		case starting && n.cfg.FailMode == FailOpen:
+			n.log.Warn("registry unreachable at start-up; fail_mode=open: accepting connections, recorded once it answers (retrying)", "err", err)
+		case starting:
+			n.log.Warn("registry unreachable at start-up; fail_mode=closed: refusing new connections with 503 until it answers (retrying)", "err", err)
+		case n.cfg.FailMode == FailOpen:
+			n.log.Warn("registry unreachable; keeping connections, accepting new ones (fail_mode=open) and retrying", "err", err)
+		default:
+			n.log.Warn("registry unreachable; keeping connections, refusing new ones with 503 (fail_mode=closed) and retrying", "err", err)
 		}
 		return false
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -394,6 +395,17 @@ func (r *RedisRegistry) CountNode(ctx context.Context, node string) (int64, erro
 		return 0, fmt.Errorf("count %s: %w", node, err)
 	}
 	return n, nil
+}
+
+// Nodes implements Registry: the leases' members (a node per edge, so a
+// short list), sorted.
+func (r *RedisRegistry) Nodes(ctx context.Context) ([]string, error) {
+	nodes, err := r.c.ZRange(ctx, r.leases, 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("nodes: %w", err)
+	}
+	slices.Sort(nodes)
+	return nodes, nil
 }
 
 // CountAll implements Registry: one SCARD per known node, pipelined, instead

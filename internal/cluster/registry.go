@@ -140,4 +140,7 @@ type Registry interface {
 	// CountAll counts connections on every node that has a lease (current or
 	// expired and not yet cleaned up).
 	CountAll(ctx context.Context) (int64, error)
+	// Nodes lists, sorted, the nodes CountAll counts: those with a lease,
+	// current or expired and not yet cleaned up.
+	Nodes(ctx context.Context) ([]string, error)
 }

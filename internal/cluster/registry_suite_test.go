@@ -173,6 +173,9 @@ func runRegistrySuite(t *testing.T, newReg func(t *testing.T) Registry) {
 		if n, err := reg.CountAll(ctx); err != nil || n != 1000 {
 			t.Fatalf("CountAll = %d, %v; want 1000", n, err)
 		}
+		if nodes, err := reg.Nodes(ctx); err != nil || !slices.Equal(nodes, []string{"node-a", "node-b"}) {
+			t.Fatalf("Nodes = %v, %v; want [node-a node-b]", nodes, err)
+		}
 		got := allConns(t, reg, "node-a", 64)
 		if len(got) != 700 {
 			t.Fatalf("paged %d records of node-a, want 700", len(got))
@@ -364,6 +367,9 @@ func runRegistrySuite(t *testing.T, newReg func(t *testing.T) Registry) {
 		}
 		if n, _ := reg.CountAll(ctx); n != 0 {
 			t.Fatalf("CountAll after RemoveNode = %d, want 0", n)
+		}
+		if nodes, err := reg.Nodes(ctx); err != nil || slices.Contains(nodes, node) {
+			t.Fatalf("Nodes after RemoveNode = %v, %v; want it gone", nodes, err)
 		}
 		if st, err := reg.RenewLease(ctx, node, Incarnation{}, time.Minute); err != nil || st != LeaseRevoked {
 			t.Fatalf("RenewLease of a removed node = %v, %v; want revoked", st, err)

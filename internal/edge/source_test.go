@@ -209,7 +209,12 @@ func TestHandshakesPerIPBehindProxyProtocol(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, "the relayed client charged", func() bool { return e.perSource.sources() == 1 })
+	// Both charged before the next one comes: else it could take the
+	// second's place and never be answered.
+	relayed := clientip.SourceKey(netip.MustParseAddr("192.0.2.1"), 0)
+	eventually(t, "the relayed client charged with its whole share", func() bool {
+		return e.perSource.sources() == 1 && e.perSource.inProgress(relayed) == share
+	})
 	c := dialFrom(t, "127.0.0.1", addr)
 	if _, err := io.WriteString(c, header("192.0.2.1")); err != nil {
 		t.Fatal(err)

@@ -110,6 +110,9 @@ type Lifecycle struct {
 	nrLen   int
 	nextNR  uint64
 	epoch   time.Time // deadlines are monotonic nanoseconds since epoch
+	// hinted: subjects whose missing backend was logged (see hintNoRoute),
+	// at most maxNoRouteHints. Guarded by nmu.
+	hinted map[string]struct{}
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -136,11 +139,16 @@ type job struct {
 
 // noRouteMsg is what the error frame of a watched one-way message needs.
 type noRouteMsg struct {
-	reply  func([]byte, bool)
-	connID string
-	id     string
-	route  string
+	reply   func([]byte, bool)
+	connID  string
+	id      string
+	route   string
+	subject string
 }
+
+// maxNoRouteHints bounds the subjects hintNoRoute logs: route keys are
+// client input, so without an allow-list there is no end to them.
+const maxNoRouteHints = 32
 
 type nrSlot struct {
 	token    uint64
@@ -662,7 +670,7 @@ func (l *Lifecycle) sendWatched(j job) {
 	}
 	l.nextNR++
 	tok := l.nextNR
-	l.noRoute[tok] = noRouteMsg{reply: j.watch, connID: j.connID, id: j.id, route: j.route}
+	l.noRoute[tok] = noRouteMsg{reply: j.watch, connID: j.connID, id: j.id, route: j.route, subject: j.subject}
 	l.nrRing[(l.nrHead+l.nrLen)%len(l.nrRing)] = nrSlot{token: tok, deadline: now + int64(l.cfg.NoRouteWindow)}
 	l.nrLen++
 	l.nmu.Unlock()
@@ -723,6 +731,28 @@ func (l *Lifecycle) onNoRouteReply(token string, msg *nats.Msg) {
 	}
 	l.m.routeMessages.WithLabelValues(p.route, routeNoRoute).Inc()
 	p.reply(noRouteFrame(p.connID, p.id), false)
+	l.hintNoRoute(p.subject)
+}
+
+// hintNoRoute says once per subject why clients get a Forbidden frame: the
+// frame itself is API Gateway's and names no cause. The first message
+// typed into a fresh gateway, with no backend yet, lands here.
+func (l *Lifecycle) hintNoRoute(subject string) {
+	l.nmu.Lock()
+	_, seen := l.hinted[subject]
+	full := len(l.hinted) >= maxNoRouteHints
+	if !seen && !full {
+		if l.hinted == nil {
+			l.hinted = map[string]struct{}{}
+		}
+		l.hinted[subject] = struct{}{}
+	}
+	l.nmu.Unlock()
+	if seen || full {
+		return
+	}
+	l.log.Warn("no backend subscribes to a client message's route; the client got {\"message\":\"Forbidden\"}. Subscribe a backend to the subject (see docs/protocol.md, No route); logged once per route",
+		"subject", subject)
 }
 
 // take removes and returns a pending request, or nil if already finished.

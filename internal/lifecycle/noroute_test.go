@@ -1,13 +1,16 @@
 package lifecycle
 
 import (
+	"context"
 	"encoding/json"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/switchboardgw/switchboard/internal/testenv"
@@ -311,4 +314,53 @@ func TestNoRouteFrameShape(t *testing.T) {
 func BenchmarkPublishWatched(b *testing.B) {
 	l := benchPublish(b, func([]byte, bool) { b.Error("frame for a message a backend heard") })
 	b.ReportMetric(testutil.ToFloat64(l.m.routeMessages.WithLabelValues(labelCustom, routeUntracked)), "untracked")
+}
+
+// lockedLog is a slog text sink read while the lifecycle writes to it.
+type lockedLog struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *lockedLog) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedLog) lines(substr string) []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []string
+	for _, l := range strings.Split(b.buf.String(), "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// The Forbidden frame names no cause (it is API Gateway's): the log says
+// which subject has no backend, once per subject.
+func TestNoRouteIsExplainedInTheLogOncePerSubject(t *testing.T) {
+	n := testenv.StartNATS(t)
+	var logs lockedLog
+	l, err := New(Config{NoRouteWindow: deadline}, n.Connect(t), prometheus.NewRegistry(), slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Shutdown(context.Background()) })
+	var r replies
+	l.Message(meta(), []byte(`{"action":"nobody"}`), false, r.fn)
+	l.Message(meta(), []byte(`{"action":"nobody"}`), false, r.fn)
+	r.wait(t, 2)
+	l.Message(meta(), []byte(`{"action":"other"}`), false, r.fn)
+	r.wait(t, 3)
+	const hint = "no backend subscribes"
+	eventually(t, "the second subject's hint", func() bool { return len(logs.lines(hint)) == 2 })
+	got := logs.lines(hint)
+	if !strings.Contains(got[0], "subject=switchboard.route.nobody") || !strings.Contains(got[1], "subject=switchboard.route.other") ||
+		!strings.Contains(got[0], "level=WARN") || !strings.Contains(got[0], "Forbidden") {
+		t.Fatalf("hints %q: want one WARN per subject, naming it and the frame", got)
+	}
 }

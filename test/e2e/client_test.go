@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -31,6 +32,8 @@ type wsClient struct {
 
 	conn net.Conn
 	wmu  sync.Mutex // the read loop answers pings and closes: one writer at a time
+	// numbered counts the messages m0, m1, … that sendEvery20ms has sent.
+	numbered atomic.Int64
 
 	mu          sync.Mutex
 	msgs        []received
@@ -70,7 +73,11 @@ func dialWith(t testing.TB, d ws.Dialer, url string, edge int, hold chan struct{
 	c := &wsClient{key: fmt.Sprintf("k%d", clientSeq.Add(1)), edge: edge, done: make(chan struct{}), hold: hold}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	conn, br, _, err := d.Dial(ctx, url+"/?c="+c.key)
+	target := url + "/?c=" + c.key
+	if strings.Contains(url, "?") { // a query of its own (e.g. ?user= for the recorder's $connect reply)
+		target = url + "&c=" + c.key
+	}
+	conn, br, _, err := d.Dial(ctx, target)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", url, err)
 	}

@@ -37,6 +37,9 @@ type clusterConfig struct {
 	edgeArgs func(i int) []string
 	// keepID, if set, says which edges keep their -node-id across restarts.
 	keepID func(i int) bool
+	// apiToken, if set, is the only bearer token the APIs accept (instead
+	// of -api-insecure).
+	apiToken string
 	// natsURL, if set, is a NATS server the scenario runs itself (e.g. a
 	// child process it can SIGSTOP) instead of the embedded one.
 	natsURL string
@@ -121,7 +124,7 @@ func startCluster(t testing.TB, cfg clusterConfig) *cluster {
 	for range cfg.routers {
 		r := &routerNode{apiPort: freePort(t), adminPort: freePort(t)}
 		args := append([]string{
-			"-api-listen", fmt.Sprintf("127.0.0.1:%d", r.apiPort), "-api-insecure",
+			"-api-listen", fmt.Sprintf("127.0.0.1:%d", r.apiPort), cl.apiAuthArg(),
 			"-admin-listen", fmt.Sprintf("127.0.0.1:%d", r.adminPort),
 			"-nats-url", cl.natsURL(), "-prefix", prefix, "-redis-key-prefix", prefix,
 			"-log-format", "json",
@@ -146,6 +149,14 @@ func (cl *cluster) natsURL() string {
 	return cl.nats.URL()
 }
 
+// apiAuthArg is the APIs' authentication flag.
+func (cl *cluster) apiAuthArg() string {
+	if cl.cfg.apiToken != "" {
+		return "-api-tokens=" + cl.cfg.apiToken
+	}
+	return "-api-insecure"
+}
+
 func (cl *cluster) redisArgs() []string {
 	if cl.rcluster != nil {
 		return []string{"-redis-addrs", strings.Join(cl.rcluster.Addrs(), ",")}
@@ -165,7 +176,7 @@ func (e *edgeNode) start() {
 	}
 	args := []string{
 		"-listen", fmt.Sprintf("127.0.0.1:%d", e.wsPort),
-		"-api-listen", fmt.Sprintf("127.0.0.1:%d", e.apiPort), "-api-insecure",
+		"-api-listen", fmt.Sprintf("127.0.0.1:%d", e.apiPort), cl.apiAuthArg(),
 		"-admin-listen", fmt.Sprintf("127.0.0.1:%d", e.adminPort),
 		"-nats-url", cl.natsURL(), "-prefix", prefix, "-redis-key-prefix", prefix,
 		"-node-id", e.nodeID, "-lease-ttl", leaseTTL.String(),

@@ -40,6 +40,9 @@ type connRec struct {
 	firstConnect     time.Time    // when the recorder received it
 	disconnects      []disconnect // distinct DISCONNECT events
 	messages         int          // MESSAGE events (only with recordMessages)
+	// lastNumbered is the highest n of a MESSAGE "m<n>" (sendEvery20ms's
+	// numbering), -1 before the first.
+	lastNumbered int
 	// afterDisconnect counts CONNECT and MESSAGE events received after the
 	// connection's first DISCONNECT: the backend was told it was gone.
 	afterDisconnect int
@@ -66,6 +69,7 @@ type event struct {
 		} `json:"switchboard"`
 	} `json:"requestContext"`
 	QueryStringParameters map[string]string `json:"queryStringParameters"`
+	Body                  string            `json:"body"`
 }
 
 // startRecorder connects to natsURL and subscribes. With stream != "" the
@@ -81,8 +85,9 @@ func startRecorder(t testing.TB, natsURL, prefix, stream string) *recorder {
 	}
 	r.nc = nc
 	t.Cleanup(r.close)
-	// $connect: allow everyone (an empty reply allows).
-	if _, err := nc.QueueSubscribe(prefix+".connect", "e2e-backend", func(m *nats.Msg) { _ = m.Respond(nil) }); err != nil {
+	// $connect: allow everyone (an empty reply allows); a client that dials
+	// with ?user= and ?group= gets them as its user ID and group.
+	if _, err := nc.QueueSubscribe(prefix+".connect", "e2e-backend", func(m *nats.Msg) { _ = m.Respond(connectReply(m.Data)) }); err != nil {
 		t.Fatalf("recorder: subscribe: %v", err)
 	}
 	if stream == "" {
@@ -159,7 +164,7 @@ func (r *recorder) handle(data []byte) {
 	r.seen[rc.Switchboard.EventID] = struct{}{}
 	c := r.byID[rc.ConnectionID]
 	if c == nil {
-		c = &connRec{id: rc.ConnectionID}
+		c = &connRec{id: rc.ConnectionID, lastNumbered: -1}
 		r.byID[rc.ConnectionID] = c
 	}
 	if len(c.disconnects) > 0 && rc.EventType != "DISCONNECT" {
@@ -168,6 +173,10 @@ func (r *recorder) handle(data []byte) {
 	switch rc.EventType {
 	case "MESSAGE":
 		c.messages++
+		var n int
+		if _, err := fmt.Sscanf(ev.Body, "m%d", &n); err == nil && n > c.lastNumbered {
+			c.lastNumbered = n
+		}
 	case "CONNECT":
 		c.connects++
 		c.node = rc.Switchboard.NodeID
@@ -333,4 +342,24 @@ func (r *recorder) known(id string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.byID[id] != nil
+}
+
+// connectReply is the $connect reply for a CONNECT request: empty (allow),
+// or the user and group the client asked for in its query.
+func connectReply(req []byte) []byte {
+	var ev struct {
+		Query map[string]string `json:"queryStringParameters"`
+	}
+	if json.Unmarshal(req, &ev) != nil || ev.Query["user"] == "" && ev.Query["group"] == "" {
+		return nil
+	}
+	reply := map[string]any{"statusCode": 200}
+	if u := ev.Query["user"]; u != "" {
+		reply["userId"] = u
+	}
+	if g := ev.Query["group"]; g != "" {
+		reply["groups"] = []string{g}
+	}
+	b, _ := json.Marshal(reply)
+	return b
 }

@@ -6,25 +6,12 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 
+	"github.com/switchboardgw/switchboard/bench/internal/mainrun"
 	"github.com/switchboardgw/switchboard/bench/swload"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := swload.CLI(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		stop()
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(2)
-		}
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
+	mainrun.Run(func(ctx context.Context, args []string) error { return swload.CLI(ctx, args, os.Stdout, os.Stderr) })
 }

@@ -1,0 +1,302 @@
+package console
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/switchboardgw/switchboard/internal/api"
+	"github.com/switchboardgw/switchboard/internal/testenv"
+)
+
+// startNode runs a console service for node id with conns connections on
+// its own registry, on a real NATS server.
+func startNode(t *testing.T, nc *nats.Conn, id string, conns float64, cfg Config) *Service {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "switchboard_connections", Help: "h"})
+	g.Set(conns)
+	acc := prometheus.NewCounter(prometheus.CounterOpts{Name: "switchboard_connections_accepted_total", Help: "h"})
+	acc.Add(conns + 10)
+	reg.MustRegister(g, acc)
+	s, err := New(cfg, Deps{NC: nc, Prefix: "t", NodeID: id, Role: "edge", Gatherer: reg,
+		Ready: func() bool { return true }, LeaseAge: func() time.Duration { return 250 * time.Millisecond }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	// Subscribed once it answers for itself.
+	testenv.Eventually(t, id+" answers", func() bool {
+		_, err := s.Node(context.Background(), id)
+		return err == nil
+	})
+	return s
+}
+
+func TestNodesGathersEveryNode(t *testing.T) {
+	n := testenv.StartNATS(t)
+	nc := n.Connect(t)
+	a := startNode(t, nc, "edge-a", 3, Config{})
+	startNode(t, n.Connect(t), "edge-b", 2, Config{})
+
+	nodes, err := a.Nodes(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(nodes) != 2 || nodes[0].ID != "edge-a" || nodes[0].Connections != 3 || nodes[1].ID != "edge-b" || nodes[1].Connections != 2 {
+		t.Fatalf("nodes = %+v", nodes)
+	}
+	if nodes[0].LeaseAgeMs != 250 || !nodes[0].Ready || nodes[0].Counters.Connects != 13 || nodes[0].History != nil {
+		t.Fatalf("edge-a = %+v", nodes[0])
+	}
+	st, err := a.Node(context.Background(), "edge-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The sample taken at start and the current reading.
+	if len(st.History) < 2 || st.History[len(st.History)-1].Connections != 2 {
+		t.Fatalf("edge-b history = %+v", st.History)
+	}
+	if _, err := a.Node(context.Background(), "edge-c"); !errors.Is(err, api.ErrNoSuchNode) {
+		t.Fatalf("Node(edge-c) = %v, want ErrNoSuchNode", err)
+	}
+}
+
+func TestHistoryIsBounded(t *testing.T) {
+	n := testenv.StartNATS(t)
+	s, err := New(Config{History: 3}, Deps{NC: n.Connect(t), NodeID: "x", Gatherer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		s.sample()
+	}
+	st := s.status(true)
+	if len(st.History) != 4 { // three kept, and the current reading
+		t.Fatalf("history has %d samples, want 4", len(st.History))
+	}
+	for i := 1; i < len(st.History); i++ {
+		if st.History[i].T < st.History[i-1].T {
+			t.Fatalf("history out of order: %+v", st.History)
+		}
+	}
+}
+
+// tailRec collects what a tail emits.
+type tailRec struct {
+	mu      sync.Mutex
+	events  []api.Event
+	dropped uint64
+}
+
+func (r *tailRec) emit(ev api.Event, dropped uint64) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, ev)
+	r.dropped += dropped
+	return nil
+}
+
+func (r *tailRec) snapshot() ([]api.Event, uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]api.Event(nil), r.events...), r.dropped
+}
+
+// startTail runs a tail until the test ends and waits for its "open".
+func startTail(t *testing.T, s *Service, f api.TailFilter) *tailRec {
+	t.Helper()
+	rec := &tailRec{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Tail(ctx, f, rec.emit) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Tail: %v", err)
+		}
+	})
+	testenv.Eventually(t, "tail open", func() bool {
+		evs, _ := rec.snapshot()
+		return len(evs) > 0 && evs[0].Type == "open"
+	})
+	return rec
+}
+
+func event(typ, route, id, user, body string) []byte {
+	return fmt.Appendf(nil, `{"requestContext":{"routeKey":%q,"eventType":%q,"connectionId":%q,"switchboard":{"nodeId":"edge-a","userId":%q}},"body":%q}`,
+		route, typ, id, user, body)
+}
+
+func TestTailFiltersEvents(t *testing.T) {
+	n := testenv.StartNATS(t)
+	s, err := New(Config{}, Deps{NC: n.Connect(t), Prefix: "t", NodeID: "x", Gatherer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	byUser := startTail(t, s, api.TailFilter{UserID: "alice", Routes: true, Rate: 100})
+	byRoute := startTail(t, s, api.TailFilter{Route: "chat", Routes: true, Rate: 100})
+	noRoutes := startTail(t, s, api.TailFilter{Rate: 100})
+
+	pub := n.Connect(t)
+	const alice, bob = "AAAAAAAAAAAAAAAA", "BBBBBBBBBBBBBBBB"
+	msgs := []struct{ subj, typ, route, id, user, body string }{
+		{"t.event.connect", "CONNECT", "$connect", bob, "bob", ""},
+		{"t.event.connect", "CONNECT", "$connect", alice, "alice", ""},
+		{"t.route.chat", "MESSAGE", "chat", bob, "bob", "from bob"},
+		{"t.route.other", "MESSAGE", "other", alice, "alice", strings.Repeat("x", 300)},
+		{"t.route.chat", "MESSAGE", "chat", alice, "alice", "from alice"},
+		{"t.event.disconnect", "DISCONNECT", "$disconnect", alice, "alice", ""},
+	}
+	for _, m := range msgs {
+		if err := pub.Publish(m.subj, event(m.typ, m.route, m.id, m.user, m.body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := pub.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	types := func(r *tailRec, n int) string {
+		var out []string
+		testenv.Eventually(t, "events", func() bool {
+			evs, _ := r.snapshot()
+			return len(evs) >= n
+		})
+		evs, _ := r.snapshot()
+		for _, e := range evs[1:] {
+			out = append(out, e.Type+":"+e.Route+":"+e.UserID)
+		}
+		return strings.Join(out, " ")
+	}
+	if got, want := types(byUser, 5), "connect::alice message:other:alice message:chat:alice disconnect::alice"; got != want {
+		t.Errorf("user filter: %s, want %s", got, want)
+	}
+	if got, want := types(byRoute, 3), "message:chat:bob message:chat:alice"; got != want {
+		t.Errorf("route filter: %s, want %s", got, want)
+	}
+	if got, want := types(noRoutes, 4), "connect::bob connect::alice disconnect::alice"; got != want {
+		t.Errorf("without route traffic: %s, want %s", got, want)
+	}
+	evs, _ := byUser.snapshot()
+	if p := evs[2].Preview; len(p) > previewMax+len("…") || !strings.HasSuffix(p, "…") || evs[2].ConnectionID != alice || evs[2].Node != "edge-a" {
+		t.Errorf("long message shown as %+v", evs[2])
+	}
+}
+
+func TestTailSamplesAndCountsWhatItSkips(t *testing.T) {
+	n := testenv.StartNATS(t)
+	s, err := New(Config{}, Deps{NC: n.Connect(t), Prefix: "t", NodeID: "x", Gatherer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const rate = 2
+	rec := startTail(t, s, api.TailFilter{Rate: rate})
+	pub := n.Connect(t)
+	const burst = 50 // fits the tail's buffer: every one is shown or counted
+	for range burst {
+		if err := pub.Publish("t.event.connect", event("CONNECT", "$connect", "AAAAAAAAAAAAAAAA", "u", "")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := pub.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// Later events, one every 100ms, until one carries the skipped count.
+	sent := burst
+	testenv.Eventually(t, "the skipped events reported", func() bool {
+		_, dropped := rec.snapshot()
+		if dropped > 0 {
+			return true
+		}
+		_ = pub.Publish("t.event.connect", event("CONNECT", "$connect", "AAAAAAAAAAAAAAAA", "u", ""))
+		_ = pub.Flush()
+		sent++
+		time.Sleep(100 * time.Millisecond) // the bucket refills with time, nothing to poll
+		return false
+	})
+	evs, dropped := rec.snapshot()
+	shown := uint64(len(evs) - 1)
+	if shown+dropped > uint64(sent) || dropped < burst-rate-1 {
+		t.Fatalf("sent %d: shown %d, dropped %d", sent, shown, dropped)
+	}
+	// The burst's share: at most the bucket (rate) plus what refilled.
+	if shown > uint64(sent-burst)+rate+1 {
+		t.Fatalf("sent %d: %d shown, want the rate to hold them back", sent, shown)
+	}
+}
+
+func TestTailViewersAreBounded(t *testing.T) {
+	n := testenv.StartNATS(t)
+	s, err := New(Config{MaxTails: 2}, Deps{NC: n.Connect(t), Prefix: "t", NodeID: "x", Gatherer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	startTail(t, s, api.TailFilter{})
+	startTail(t, s, api.TailFilter{})
+	err = s.Tail(context.Background(), api.TailFilter{}, func(api.Event, uint64) error {
+		t.Error("a third tail emitted")
+		return nil
+	})
+	if !errors.Is(err, api.ErrTooManyViewers) {
+		t.Fatalf("third tail: %v, want ErrTooManyViewers", err)
+	}
+}
+
+func TestHandlerServesPageAndPassesAPICalls(t *testing.T) {
+	var got []string
+	var mu sync.Mutex
+	apiH := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got = append(got, r.URL.Path+" origin="+r.Header.Get("Origin"))
+		mu.Unlock()
+		w.WriteHeader(http.StatusTeapot)
+	})
+	srv := httptest.NewServer(Handler(apiH))
+	defer srv.Close()
+	res, err := http.Get(srv.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/html") || res.Header.Get("Content-Security-Policy") == "" {
+		t.Fatalf("GET /: %d %v", res.StatusCode, res.Header)
+	}
+	for _, tc := range []struct{ origin, want string }{
+		{srv.URL, ""}, // the console's own: removed
+		{"http://evil.example", "http://evil.example"}, // left for the API to refuse
+	} {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/@connections/AAAAAAAAAAAAAAAA", strings.NewReader("x"))
+		req.Header.Set("Origin", tc.origin)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusTeapot {
+			t.Fatalf("API call not passed on: %d", res.StatusCode)
+		}
+		mu.Lock()
+		last := got[len(got)-1]
+		mu.Unlock()
+		if last != "/@connections/AAAAAAAAAAAAAAAA origin="+tc.want {
+			t.Fatalf("API saw %q, want origin %q", last, tc.want)
+		}
+	}
+}

@@ -2,7 +2,7 @@
 # run everything CI runs.
 GO ?= go
 
-.PHONY: run test vet build bench bench-all soak docs image chart-docs console-docs
+.PHONY: run test test-node vet build bench bench-all soak docs image chart-docs console-docs
 
 run:
 	$(GO) run ./cmd/edge
@@ -24,12 +24,27 @@ DEPLOY_MODULES := test/deploy/kubeschema test/deploy
 # The whole suite: vet, then every test (unit, integration with a real
 # redis-server and NATS, end-to-end) under the race detector, then the
 # deployment checks (Dockerfile, compose, Helm chart, dashboards). Fuzz seed
-# corpora run as ordinary tests. Needs Go, redis-server and chromium (the
-# console's browser tests).
-test: vet
+# corpora run as ordinary tests. Needs Go, redis-server, chromium (the
+# console's browser tests), and Node.js with npm (test-node).
+test: vet test-node
 	$(GO) test -race -count=1 -timeout 30m ./...
 	@for m in $(DEPLOY_MODULES); do echo "cd $$m && $(GO) test -count=1 -timeout 30m ./..."; \
 		(cd $$m && $(GO) vet ./... && $(GO) test -count=1 -timeout 30m ./...) || exit 1; done
+
+# The Node.js Lambda runner (sdk/node-lambda) and its chat example
+# (examples/node-chat): npm ci from their lockfiles, then node's test runner
+# against a real edge, router and redis-server that the tests start on free
+# loopback ports, with binaries built once here. Needs Node.js 20.11 or later.
+NPM ?= npm
+NODE ?= node
+test-node:
+	@$(NODE) -e 'const [a,b]=process.versions.node.split(".").map(Number); if (a<20||(a===20&&b<11)) { console.error("make test-node: Node.js "+process.version+" is too old, want 20.11 or later"); process.exit(1) }'
+	cd sdk/node-lambda && $(NPM) ci --no-audit --no-fund --loglevel=error
+	cd examples/node-chat && $(NPM) ci --no-audit --no-fund --loglevel=error
+	@bin="$$(mktemp -d)" && trap 'rm -rf "$$bin"' EXIT && \
+	echo "$(GO) build -o $$bin/ ./cmd/edge ./cmd/router" && $(GO) build -o "$$bin/" ./cmd/edge ./cmd/router && \
+	echo "cd sdk/node-lambda && node --test test/*.test.js ../../examples/node-chat/test/*.test.js" && \
+	cd sdk/node-lambda && SWITCHBOARD_BIN_DIR="$$bin" $(NODE) --test --test-timeout=300000 test/*.test.js ../../examples/node-chat/test/*.test.js
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...

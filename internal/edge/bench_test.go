@@ -30,9 +30,9 @@ func BenchmarkSend(b *testing.B) {
 }
 
 func backlog(c *Conn) int {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	return len(c.wq)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.out.buf)
 }
 
 // BenchmarkFrameParse measures reading and handling client frames: unmask,

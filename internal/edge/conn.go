@@ -17,13 +17,6 @@ import (
 	"github.com/switchboardgw/switchboard/internal/rules"
 )
 
-// Connection states.
-const (
-	statePending int32 = iota // $connect running; posts are held
-	stateOpen                 // upgraded and in the reactor
-	stateClosed               // torn down
-)
-
 // Conn is one client connection. An idle Conn owns no goroutine and no
 // buffer: reads happen on a reactor worker when the socket is readable, and a
 // writer goroutine exists only while the client has a backlog.
@@ -45,13 +38,12 @@ type Conn struct {
 	userID      string
 	value       any
 
-	state       atomic.Int32
-	established atomic.Bool
-	// handlerOwned: Connect accepted, so the Handler hears exactly one Close.
-	handlerOwned bool
-	lastActive   atomic.Int64 // unix nanos of the last frame from the client
-	pingSent     atomic.Int64 // unix nanos of an unanswered server ping, 0 if none
-	partialAt    atomic.Int64 // unix nanos since a partial frame sits in the buffer
+	// st is the phase of the connection's life and its flags (state.go);
+	// it changes only with mu held.
+	st         atomic.Uint32
+	lastActive atomic.Int64 // unix nanos of the last frame from the client
+	pingSent   atomic.Int64 // unix nanos of an unanswered server ping, 0 if none
+	partialAt  atomic.Int64 // unix nanos since a partial frame sits in the buffer
 
 	// Read side, owned by the one worker running onReadable (EPOLLONESHOT).
 	readMu     sync.Mutex
@@ -63,22 +55,10 @@ type Conn struct {
 	fragmented bool
 	ctrlTAT    int64 // ControlRate's state: theoretical arrival time, unix nanos
 
-	// Write side. Everything queued for the client counts against its
-	// bound: wq holds every byte not yet written, those a writer is on
-	// included, and pong is the one pong waiting behind a backlog (nil
-	// unless one is: an idle connection pays a pointer, not a buffer).
-	wmu      sync.Mutex
-	wq       []byte  // bytes not yet written, in order
-	pong     *[]byte // pooled; the answer to the latest ping not yet written
-	flushing bool    // a writer goroutine owns the socket's write side
-	closing  bool    // a close is in progress: no more writes
-
-	armMu sync.Mutex // orders re-arming against teardown (fd reuse)
-
-	closeOnce   sync.Once
-	closeCode   int
-	closeReason string
-	closeWhy    CloseReason
+	// Write side: mu guards st's changes, the outbox and the cause.
+	mu    sync.Mutex
+	out   outbox
+	cause closeCause // why it ends; the first one recorded wins
 }
 
 // ID is the connection's ID, unique in the cluster.
@@ -103,7 +83,7 @@ func (c *Conn) UserID() string { return c.userID }
 func (c *Conn) Value() any { return c.value }
 
 // Established reports whether the 101 response was sent.
-func (c *Conn) Established() bool { return c.established.Load() }
+func (c *Conn) Established() bool { return c.has(flagUpgraded) }
 
 // LastActiveAt is when the client last sent a frame (or connected).
 func (c *Conn) LastActiveAt() time.Time { return time.Unix(0, c.lastActive.Load()) }
@@ -136,167 +116,76 @@ func (c *Conn) SendFrame(frame []byte) error { return c.write(frame, nil, dataFr
 // Close closes the connection with a close frame carrying code and reason,
 // after whatever is already queued.
 func (c *Conn) Close(code int, reason string, why CloseReason) {
-	c.closeWith(code, reason, why)
-}
-
-// frameKind says how a frame counts against a connection's queue bound.
-type frameKind uint8
-
-const (
-	dataFrame    frameKind = iota // messages, error frames, replies: MaxQueueBytes (PendingQueueBytes before the upgrade)
-	controlFrame                  // server pings: may use controlAllowance above the bound
-	pongFrame                     // answers to client pings: coalesced while a backlog exists
-)
-
-// maxControlFrame is the largest control frame the edge sends: a 2-byte
-// header and the 125-byte payload limit of RFC 6455 §5.5.
-const maxControlFrame = 2 + 125
-
-// controlAllowance is how far control frames may take a connection's queue
-// above its bound, so that a pong, a ping or the close frame is not refused
-// for its few bytes: room for one server ping, the one pending pong and the
-// close frame. It is fixed whatever the client sends, because pongs
-// coalesce into one slot and the close frame is queued once.
-const controlAllowance = 2 + 2*maxControlFrame
-
-// pongPool holds the pending-pong slots: only connections with a backlog
-// and an unanswered ping hold one.
-var pongPool = sync.Pool{New: func() any { b := make([]byte, 0, maxControlFrame); return &b }}
-
-// queued is what the connection holds for the client. Called with wmu held.
-func (c *Conn) queued() int {
-	n := len(c.wq)
-	if c.pong != nil {
-		n += len(*c.pong)
-	}
-	return n
+	c.close(closeCause{code, reason, why})
 }
 
 // write queues or writes a+b. Every byte queued counts against the
 // connection's bound; control frames may use controlAllowance above it.
 func (c *Conn) write(a, b []byte, kind frameKind) error {
 	size := len(a) + len(b)
-	c.wmu.Lock()
-	if c.closing || c.state.Load() == stateClosed {
-		c.wmu.Unlock()
+	c.mu.Lock()
+	switch c.phase() {
+	case open:
+	case handshaking:
+		err := c.hold(a, b, kind)
+		c.mu.Unlock()
+		return err
+	default:
+		c.mu.Unlock()
 		return conn.ErrGone
 	}
-	if c.state.Load() == statePending {
-		// Posted while $connect runs: held and sent right after the 101
-		// (or refused like API Gateway does, if so configured).
-		limit := c.srv.cfg.PendingQueueBytes
-		if kind != dataFrame {
-			limit = max(limit, 0) + controlAllowance
-		}
-		if limit < 0 {
-			c.wmu.Unlock()
-			return conn.ErrGone
-		}
-		if len(c.wq)+size > limit {
-			c.wmu.Unlock()
-			c.srv.metrics.pendingDropped.Inc()
-			return conn.ErrBufferFull
-		}
-		c.wq = append(append(c.wq, a...), b...)
-		c.wmu.Unlock()
-		return nil
-	}
-	if c.flushing || len(c.wq) > 0 {
-		limit := c.srv.cfg.MaxQueueBytes
-		if kind != dataFrame {
-			limit += controlAllowance
-		}
-		extra := size
-		if kind == pongFrame && c.pong != nil {
-			extra -= len(*c.pong) // replaces the pending one
-		}
-		if c.queued()+extra > limit {
-			c.wmu.Unlock()
-			c.abort(CodePolicy, "slow consumer", ReasonSlowConsumer)
+	if c.out.busy() {
+		if !c.out.fits(kind, size, c.srv.cfg.MaxQueueBytes) {
+			c.mu.Unlock()
+			c.abort(causeSlowConsumer)
 			return conn.ErrBufferFull
 		}
 		if kind == pongFrame {
-			c.setPong(a, b)
-			c.wmu.Unlock()
+			if c.out.setPong(a, b) {
+				c.srv.metrics.pongsCoalesced.Inc()
+			}
+			c.startWriter()
+			c.mu.Unlock()
 			return nil
 		}
-		c.wq = append(append(c.wq, a...), b...)
-		c.wmu.Unlock()
+		c.out.push(a, b)
+		c.mu.Unlock()
 		c.srv.metrics.framesOut.Inc()
 		c.srv.metrics.bytesOut.Add(float64(size))
 		return nil
 	}
 	n, err := c.writeNow(a, b)
 	if err != nil {
-		c.wmu.Unlock()
-		c.abort(CodeAbnormal, "write error", ReasonIOError)
+		c.mu.Unlock()
+		c.abort(causeWriteError)
 		return conn.ErrGone
 	}
 	c.srv.metrics.framesOut.Inc()
 	c.srv.metrics.bytesOut.Add(float64(size))
 	if n < size {
-		c.queueRest(a, b, n)
+		c.out.pushRest(a, b, n)
+		c.startWriter()
 	}
-	c.wmu.Unlock()
+	c.mu.Unlock()
 	return nil
 }
 
-// setPong makes a+b the one pong waiting behind the backlog, replacing a
-// pong not yet written: RFC 6455 §5.5.3 allows answering only the most
-// recent ping, so a client that pings and never reads costs at most one
-// control frame, not one per ping. Called with wmu held, while a writer
-// owns the socket.
-func (c *Conn) setPong(a, b []byte) {
-	if c.pong == nil {
-		c.pong = pongPool.Get().(*[]byte)
-	} else {
-		c.srv.metrics.pongsCoalesced.Inc()
-	}
-	*c.pong = append(append((*c.pong)[:0], a...), b...)
-	c.startFlusher()
-}
-
-// queuePong moves the pending pong to the end of wq, where the writer
-// sends it: wq always ends at a frame boundary. Called with wmu held.
-func (c *Conn) queuePong() {
-	if c.pong == nil {
-		return
-	}
-	c.wq = append(c.wq, *c.pong...)
-	c.srv.metrics.framesOut.Inc()
-	c.srv.metrics.bytesOut.Add(float64(len(*c.pong)))
-	c.dropPong()
-}
-
-// dropPong returns the pending-pong slot to its pool. Called with wmu held.
-func (c *Conn) dropPong() {
-	if c.pong != nil {
-		*c.pong = (*c.pong)[:0]
-		pongPool.Put(c.pong)
-		c.pong = nil
+// sealPong moves the pending pong behind the backlog, where the writer sends
+// it, and counts it as sent. Called with mu held.
+func (c *Conn) sealPong() {
+	if n := c.out.sealPong(); n > 0 {
+		c.srv.metrics.framesOut.Inc()
+		c.srv.metrics.bytesOut.Add(float64(n))
 	}
 }
 
-// queueRest queues what writeNow could not write and starts a writer. Called
-// with wmu held.
-func (c *Conn) queueRest(a, b []byte, n int) {
-	if n < len(a) {
-		c.wq = append(append(c.wq, a[n:]...), b...)
-	} else {
-		c.wq = append(c.wq, b[n-len(a):]...)
+// startWriter starts the goroutine that owns the write side while a backlog
+// exists, unless one runs. Called with mu held.
+func (c *Conn) startWriter() {
+	if c.out.startWriter() {
+		c.srv.wg.Add(1)
+		go c.flush()
 	}
-	c.startFlusher()
-}
-
-// startFlusher starts the goroutine that owns the write side while a backlog
-// exists. Called with wmu held.
-func (c *Conn) startFlusher() {
-	if c.flushing {
-		return
-	}
-	c.flushing = true
-	c.srv.wg.Add(1)
-	go c.flush()
 }
 
 // writeNow writes without blocking; it returns how much was written. EAGAIN
@@ -376,153 +265,39 @@ func (op *ioOp) doRead(fd uintptr) bool {
 
 // flush writes the backlog with blocking writes bounded by WriteTimeout, then
 // exits. It tears the connection down if a close was waiting for the backlog.
-// The bytes being written stay in wq until they are written, so the queue
-// bound covers them too: a client that does not read holds at most
-// MaxQueueBytes (plus controlAllowance), never that much again per write.
+// The bytes being written stay in the outbox until they are written, so the
+// queue bound covers them too.
 func (c *Conn) flush() {
 	defer c.srv.wg.Done()
 	for {
-		c.wmu.Lock()
-		c.queuePong()
-		buf := c.wq
-		if len(buf) == 0 {
-			c.wq = nil // let the backing array go
-			c.flushing = false
-			closing := c.closing
-			c.wmu.Unlock()
-			if closing {
+		c.mu.Lock()
+		c.sealPong()
+		buf, ok := c.out.take()
+		// Read with the turn's end, in one critical section: a close that
+		// comes later writes its frame itself or starts a new writer.
+		closeWaited := !ok && c.phase() == closing
+		c.mu.Unlock()
+		if !ok {
+			if closeWaited {
 				c.teardown()
 			}
 			return
 		}
-		c.wmu.Unlock()
 		_ = c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
 		_, err := c.nc.Write(buf)
 		if err != nil {
-			why, reason := ReasonIOError, "write error"
+			cause := causeWriteError
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				why, reason = ReasonWriteTimeout, "write timeout"
+				cause = causeWriteTimeout
 			}
-			c.wmu.Lock()
-			c.flushing = false
-			c.wq = nil
-			c.dropPong()
-			c.wmu.Unlock()
-			c.abort(CodeAbnormal, reason, why)
+			c.writerFailed(cause)
 			return
 		}
-		c.wmu.Lock()
-		// Writers only appended after buf meanwhile, unless teardown
-		// emptied the queue.
-		if len(c.wq) >= len(buf) {
-			c.wq = c.wq[len(buf):]
-		} else {
-			c.wq = nil
-		}
-		c.wmu.Unlock()
+		c.mu.Lock()
+		c.out.written(len(buf))
+		c.mu.Unlock()
 	}
-}
-
-// closeWith starts a graceful close: a close frame after the queued data,
-// then teardown (by the writer goroutine if one is flushing).
-func (c *Conn) closeWith(code int, reason string, why CloseReason) {
-	c.closeReport(code, code, reason, why)
-}
-
-// closeReport sends code in the close frame but reports reported to the
-// Handler (a client's close without a code is echoed as 1000, reported 1005).
-func (c *Conn) closeReport(code, reported int, reason string, why CloseReason) {
-	c.wmu.Lock()
-	if c.closing || c.state.Load() == stateClosed {
-		c.wmu.Unlock()
-		return
-	}
-	c.closing = true
-	c.setCloseInfo(reported, reason, why)
-	if c.state.Load() == statePending {
-		c.wq = nil // the handshake goroutine sees closing and gives up
-		c.wmu.Unlock()
-		return
-	}
-	p := closePayload(code, reason)
-	var hdr [10]byte
-	h := appendHeader(hdr[:0], true, opClose, len(p))
-	if c.flushing || len(c.wq) > 0 {
-		c.queuePong() // nothing may follow the close frame
-		if len(c.wq)+len(h)+len(p) > c.srv.cfg.MaxQueueBytes+controlAllowance {
-			// Even the close frame does not fit: the client is not
-			// reading, so it would never see it. Cut it off.
-			c.wmu.Unlock()
-			c.teardown()
-			return
-		}
-		c.wq = append(append(c.wq, h...), p...)
-		c.startFlusher()
-		c.wmu.Unlock()
-		return
-	}
-	n, err := c.writeNow(h, p)
-	if err == nil && n < len(h)+len(p) {
-		c.queueRest(h, p, n)
-		c.wmu.Unlock()
-		return
-	}
-	c.wmu.Unlock()
-	c.teardown()
-}
-
-// abort tears the connection down at once, without a close frame (or with
-// one only if it can be written without waiting).
-func (c *Conn) abort(code int, reason string, why CloseReason) {
-	c.wmu.Lock()
-	if !c.closing {
-		c.closing = true
-		c.setCloseInfo(code, reason, why)
-		if !c.flushing && len(c.wq) == 0 && c.state.Load() == stateOpen && code != CodeAbnormal {
-			p := closePayload(code, reason)
-			var hdr [10]byte
-			_, _ = c.writeNow(appendHeader(hdr[:0], true, opClose, len(p)), p)
-		}
-	}
-	c.wmu.Unlock()
-	c.teardown()
-}
-
-func (c *Conn) setCloseInfo(code int, reason string, why CloseReason) {
-	c.closeCode, c.closeReason, c.closeWhy = code, reason, why
-}
-
-// teardown releases the connection exactly once and reports it to the Handler.
-func (c *Conn) teardown() {
-	c.closeOnce.Do(func() {
-		c.armMu.Lock()
-		wasOpen := c.state.Swap(stateClosed) == stateOpen
-		if wasOpen {
-			c.srv.reactor.remove(c)
-		}
-		c.armMu.Unlock()
-		c.srv.hub.remove(c)
-		_ = c.nc.Close()
-		c.wmu.Lock()
-		code, reason, why := c.closeCode, c.closeReason, c.closeWhy
-		if !c.closing { // torn down without closeWith/abort (cannot happen; be safe)
-			code, why = CodeAbnormal, ReasonIOError
-		}
-		c.closing = true
-		c.wq = nil
-		c.dropPong()
-		c.wmu.Unlock()
-		c.srv.metrics.closed.WithLabelValues(why.String()).Inc()
-		if c.established.Load() {
-			c.srv.metrics.open.Dec()
-		}
-		c.srv.log.Debug("connection closed", "conn", c.id, "code", code, "reason", reason, "why", why.String())
-		if c.srv.handler != nil && c.handlerOwned {
-			c.srv.handler.Close(c, code, reason, why)
-		}
-		c.srv.connWG.Done()
-	})
 }
 
 // onReadable runs on a reactor worker when the socket is readable. It reads
@@ -535,7 +310,7 @@ func (c *Conn) onReadable() bool {
 		c.process()
 	}
 	for round := 0; round < 4; round++ {
-		if c.state.Load() != stateOpen {
+		if !c.phase().reading() {
 			break
 		}
 		if c.in == nil {
@@ -552,14 +327,14 @@ func (c *Conn) onReadable() bool {
 			break
 		}
 		if err != nil || n == 0 {
-			c.abort(CodeAbnormal, "", ReasonPeerGone)
+			c.abort(causePeerGone)
 			break
 		}
 		if n < len(space) {
 			break
 		}
 	}
-	if c.state.Load() != stateOpen {
+	if !c.phase().reading() {
 		c.releaseIn()
 		return false
 	}
@@ -610,14 +385,14 @@ func (c *Conn) readNow(p []byte) (int, error) {
 func (c *Conn) process() {
 	off := 0
 	now := time.Now().UnixNano()
-	for c.state.Load() == stateOpen {
+	for c.phase().reading() {
 		buf := (*c.in)[off:c.inLen]
 		h, err := parseHeader(buf)
 		if err == errIncomplete {
 			break
 		}
 		if err != nil {
-			c.closeWith(CodeProtocolError, "invalid frame length", ReasonProtocolError)
+			c.close(causeBadLength)
 			return
 		}
 		if !c.checkHeader(&h) {
@@ -653,15 +428,15 @@ func (c *Conn) process() {
 func (c *Conn) checkHeader(h *frameHeader) bool {
 	switch {
 	case h.rsv != 0:
-		c.closeWith(CodeProtocolError, "reserved bits set", ReasonProtocolError)
+		c.close(causeReservedBits)
 	case !h.masked:
-		c.closeWith(CodeProtocolError, "client frames must be masked", ReasonProtocolError)
+		c.close(causeUnmasked)
 	case h.op >= 0x8 && (h.length > 125 || !h.fin):
-		c.closeWith(CodeProtocolError, "invalid control frame", ReasonProtocolError)
+		c.close(causeBadControl)
 	case h.op != opContinuation && h.op != opText && h.op != opBinary && h.op != opClose && h.op != opPing && h.op != opPong:
-		c.closeWith(CodeProtocolError, "unknown opcode", ReasonProtocolError)
+		c.close(causeUnknownOpcode)
 	case h.length > int64(c.srv.cfg.MaxFrameBytes):
-		c.closeWith(CodeTooBig, "frame too big", ReasonTooBig)
+		c.close(causeFrameTooBig)
 	default:
 		return true
 	}
@@ -686,7 +461,7 @@ func (c *Conn) handleFrame(h *frameHeader, payload []byte, now int64) {
 		c.onClose(payload)
 	case opText, opBinary:
 		if c.fragmented {
-			c.closeWith(CodeProtocolError, "new message inside a fragmented message", ReasonProtocolError)
+			c.close(causeNestedMessage)
 			return
 		}
 		if h.fin {
@@ -698,12 +473,12 @@ func (c *Conn) handleFrame(h *frameHeader, payload []byte, now int64) {
 		c.msg = append(make([]byte, 0, min(cfg.MaxMessageBytes, 2*len(payload)+512)), payload...)
 	case opContinuation:
 		if !c.fragmented {
-			c.closeWith(CodeProtocolError, "continuation without a message", ReasonProtocolError)
+			c.close(causeLoneContinue)
 			return
 		}
 		if len(c.msg)+len(payload) > cfg.MaxMessageBytes {
 			c.msg, c.fragmented = nil, false
-			c.closeWith(CodeTooBig, "message too big", ReasonTooBig)
+			c.close(causeMessageTooBig)
 			return
 		}
 		c.msg = append(c.msg, payload...)
@@ -730,7 +505,7 @@ func (c *Conn) allowControl(now int64) bool {
 	tolerance := iv * int64(max(c.srv.cfg.ControlBurst, 1)-1)
 	t := max(c.ctrlTAT, now)
 	if t-now > tolerance {
-		c.abort(CodePolicy, "control frame rate exceeded", ReasonControlRate)
+		c.abort(causeControlRate)
 		return false
 	}
 	c.ctrlTAT = t + iv
@@ -739,7 +514,7 @@ func (c *Conn) allowControl(now int64) bool {
 
 func (c *Conn) deliver(data []byte, binary bool) {
 	if !binary && !utf8.Valid(data) {
-		c.closeWith(CodeInvalidPayload, "invalid UTF-8", ReasonInvalidUTF8)
+		c.close(causeInvalidUTF8)
 		return
 	}
 	c.srv.metrics.messagesIn.Inc()
@@ -759,26 +534,22 @@ func (c *Conn) onClose(p []byte) {
 	code, reason := CodeNoStatus, ""
 	switch {
 	case len(p) == 1:
-		c.closeWith(CodeProtocolError, "invalid close frame", ReasonProtocolError)
+		c.close(causeBadCloseFrame)
 		return
 	case len(p) >= 2:
 		code = int(p[0])<<8 | int(p[1])
 		if !rules.ValidCloseCode(code) {
-			c.closeWith(CodeProtocolError, "invalid close code", ReasonProtocolError)
+			c.close(causeBadCloseCode)
 			return
 		}
 		if !utf8.Valid(p[2:]) {
-			c.closeWith(CodeInvalidPayload, "invalid UTF-8 in close reason", ReasonInvalidUTF8)
+			c.close(causeCloseUTF8)
 			return
 		}
 		reason = string(p[2:])
 	}
 	// Echo the code (RFC 6455 §5.5.1), then report what the client said.
-	echo := code
-	if echo == CodeNoStatus {
-		echo = CodeNormal
-	}
-	c.closeReport(echo, code, reason, ReasonClientClose)
+	c.close(clientClose(code, reason))
 }
 
 // unmask XORs payload with the client's mask.

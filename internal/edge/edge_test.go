@@ -587,7 +587,7 @@ func TestSlowConsumerIsClosedWithANamedReason(t *testing.T) {
 	var id string
 	eventually(t, "connection established", func() bool {
 		e.Each(func(c *Conn) {
-			if c.Established() && c.state.Load() == stateOpen {
+			if c.Established() && c.phase().reading() {
 				id = c.ID()
 			}
 		})

@@ -35,15 +35,14 @@ func stuckConn(t *testing.T, s *Server) (*Conn, *os.File) {
 		t.Fatal(err)
 	}
 	peer := os.NewFile(uintptr(fds[1]), "peer")
-	c := &Conn{srv: s, id: "stuckstuckstuck0", nc: nc, handlerOwned: true}
+	c := &Conn{srv: s, id: "stuckstuckstuck0", nc: nc}
 	c.raw, _ = nc2raw(nc)
 	_ = c.raw.Control(func(fd uintptr) { c.fd = int(fd) })
-	c.state.Store(stateOpen)
-	c.established.Store(true)
+	c.st.Store(uint32(open) | flagOwned | flagUpgraded)
 	s.connWG.Add(1)
 	s.hub.add(c)
 	t.Cleanup(func() {
-		c.abort(CodeAbnormal, "", ReasonPeerGone)
+		c.abort(causePeerGone)
 		peer.Close()
 		s.wg.Wait() // the writer goroutine, if any
 	})
@@ -65,16 +64,16 @@ func newQueueServer(t *testing.T, cfg Config) *Server {
 }
 
 func queuedBytes(c *Conn) int {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	return c.queued()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.out.held()
 }
 
 // feed hands client bytes to the frame path as a read would.
 func feed(c *Conn, data []byte) {
 	c.readMu.Lock()
 	defer c.readMu.Unlock()
-	for len(data) > 0 && c.state.Load() == stateOpen {
+	for len(data) > 0 && c.phase().reading() {
 		if c.in == nil {
 			c.takeIn()
 		}
@@ -126,8 +125,8 @@ func TestPongsCoalesceBehindABacklog(t *testing.T) {
 			t.Fatalf("after %d pings the queue holds %d bytes, %d before them: pongs are not coalesced", i+1, q, before)
 		}
 	}
-	if c.state.Load() != stateOpen {
-		t.Fatalf("connection closed (%v) though its messages fit the bound", c.closeWhy)
+	if !c.phase().reading() {
+		t.Fatalf("connection closed (%v) though its messages fit the bound", c.cause.why)
 	}
 
 	// The client reads again: every message in order, exactly one pong
@@ -211,8 +210,8 @@ func TestControlFramesCountAgainstTheQueueBound(t *testing.T) {
 	if peak > bound+controlAllowance {
 		t.Fatalf("queue peaked at %d bytes, bound %d + allowance %d", peak, bound, controlAllowance)
 	}
-	if c.state.Load() != stateClosed || c.closeWhy != ReasonSlowConsumer {
-		t.Fatalf("state %d reason %v, want closed as slow_consumer", c.state.Load(), c.closeWhy)
+	if c.phase() != closed || c.cause.why != ReasonSlowConsumer {
+		t.Fatalf("state %v reason %v, want closed as slow_consumer", c.phase(), c.cause.why)
 	}
 	t.Logf("queue peaked at %d bytes (bound %d, allowance %d) after %d server pings", peak, bound, controlAllowance, accepted)
 }
@@ -222,14 +221,14 @@ func TestControlFramesCountAgainstTheQueueBound(t *testing.T) {
 func TestPendingQueueBoundsControlFrames(t *testing.T) {
 	s := newQueueServer(t, Config{PendingQueueBytes: 1024})
 	c := &Conn{srv: s, id: "pendingpending00"}
-	c.state.Store(statePending)
+	// The zero phase is handshaking: $connect running.
 	msg := make([]byte, 100)
 	var err error
 	for i := 0; i < 1000 && err == nil; i++ {
 		err = c.Send(msg, false)
 	}
-	if !errors.Is(err, errBufferFullForTest()) || len(c.wq) > 1024 {
-		t.Fatalf("posts during $connect: %v with %d bytes held, want ErrBufferFull within 1024", err, len(c.wq))
+	if !errors.Is(err, errBufferFullForTest()) || len(c.out.buf) > 1024 {
+		t.Fatalf("posts during $connect: %v with %d bytes held, want ErrBufferFull within 1024", err, len(c.out.buf))
 	}
 	var hdr [10]byte
 	for i := 0; i < 1000 && err != nil; i++ {
@@ -238,8 +237,8 @@ func TestPendingQueueBoundsControlFrames(t *testing.T) {
 	for i := 0; i < 1000 && err == nil; i++ {
 		err = c.write(appendHeader(hdr[:0], true, opPing, 0), nil, controlFrame)
 	}
-	if !errors.Is(err, errBufferFullForTest()) || len(c.wq) > 1024+controlAllowance {
-		t.Fatalf("control frames during $connect: %v with %d bytes held, want ErrBufferFull within %d", err, len(c.wq), 1024+controlAllowance)
+	if !errors.Is(err, errBufferFullForTest()) || len(c.out.buf) > 1024+controlAllowance {
+		t.Fatalf("control frames during $connect: %v with %d bytes held, want ErrBufferFull within %d", err, len(c.out.buf), 1024+controlAllowance)
 	}
 }
 
@@ -325,7 +324,7 @@ func TestStreamingFramesOutliveTheFrameTimeout(t *testing.T) {
 		eventually(t, fmt.Sprintf("frame %d delivered", n), func() bool {
 			rec.mu.Lock()
 			defer rec.mu.Unlock()
-			return len(rec.messages) == n+1 || sc.state.Load() != stateOpen
+			return len(rec.messages) == n+1 || !sc.phase().reading()
 		})
 		sc.readMu.Lock()
 		partial := sc.inLen
@@ -333,8 +332,8 @@ func TestStreamingFramesOutliveTheFrameTimeout(t *testing.T) {
 		if partial == 0 {
 			t.Fatalf("after write %d the edge's buffer is empty: the read did not end mid-frame", n)
 		}
-		if sc.state.Load() != stateOpen {
-			t.Fatalf("closed after %s (%d frames, frame timeout %s): %v", time.Since(start), n, frameTimeout, sc.closeWhy)
+		if !sc.phase().reading() {
+			t.Fatalf("closed after %s (%d frames, frame timeout %s): %v", time.Since(start), n, frameTimeout, sc.cause.why)
 		}
 	}
 	streamed := time.Since(start)

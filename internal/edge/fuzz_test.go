@@ -25,18 +25,17 @@ func fuzzConn(t testing.TB, s *Server, rec *recorder) (*Conn, func()) {
 		t.Fatal(err)
 	}
 	peer := os.NewFile(uintptr(fds[1]), "peer")
-	c := &Conn{srv: s, id: "fuzzfuzzfuzzfuzz", nc: nc, handlerOwned: true}
+	c := &Conn{srv: s, id: "fuzzfuzzfuzzfuzz", nc: nc}
 	c.raw, _ = nc2raw(nc)
 	_ = c.raw.Control(func(fd uintptr) { c.fd = int(fd) })
-	c.state.Store(stateOpen)
-	c.established.Store(true)
+	c.st.Store(uint32(open) | flagOwned | flagUpgraded)
 	s.connWG.Add(1)
 	s.hub.add(c)
 	// Drain what the edge writes so its writes never block.
 	done := make(chan struct{})
 	go func() { defer close(done); _, _ = io.Copy(io.Discard, peer) }()
 	return c, func() {
-		c.abort(CodeAbnormal, "", ReasonPeerGone)
+		c.abort(causePeerGone)
 		peer.Close()
 		<-done
 	}
@@ -79,7 +78,7 @@ func FuzzFrames(f *testing.F) {
 		c, cleanup := fuzzConn(t, s, rec)
 		cut := int(split) % (len(data) + 1)
 		for _, part := range [][]byte{data[:cut], data[cut:]} {
-			for len(part) > 0 && c.state.Load() == stateOpen {
+			for len(part) > 0 && c.phase().reading() {
 				c.readMu.Lock()
 				if c.in == nil {
 					c.takeIn()
@@ -90,7 +89,7 @@ func FuzzFrames(f *testing.F) {
 				c.process()
 				full := c.inLen == len(*c.in)
 				c.readMu.Unlock()
-				if full && c.state.Load() == stateOpen {
+				if full && c.phase().reading() {
 					t.Fatalf("buffer full without a complete frame or a close")
 				}
 			}

@@ -110,7 +110,7 @@ func (s *Server) handshake(nc net.Conn, slot hsSlot) {
 		if accepted {
 			// Accepted by $connect but the 101 could not be written: the
 			// Handler still hears Close, with Established() false.
-			c.abort(CodeAbnormal, "upgrade failed", ReasonIOError)
+			c.endHandshake(causeUpgradeFailed)
 			return
 		}
 		if !errors.As(err, new(*ws.ConnectionRejectedError)) && rejectReason == "denied" {
@@ -123,7 +123,7 @@ func (s *Server) handshake(nc net.Conn, slot hsSlot) {
 	_ = nc.SetDeadline(time.Time{})
 	if err := s.open(c, buf[end:n]); err != nil {
 		s.log.Warn("register connection", "conn", c.id, "err", err)
-		c.abort(CodeInternal, "internal error", ReasonIOError)
+		c.endHandshake(causeRegisterFailed)
 		return
 	}
 	s.metrics.handshake.Observe(time.Since(start).Seconds())
@@ -142,7 +142,7 @@ func (s *Server) connect(c *Conn, req *Request) (ws.HandshakeHeader, error) {
 		acc, err = s.handler.Connect(ctx, c, req)
 		cancel()
 		if err != nil {
-			s.dropPending(c)
+			c.refuse()
 			var rej *Reject
 			if errors.As(err, &rej) {
 				return nil, ws.RejectConnectionError(ws.RejectionStatus(rej.Status),
@@ -168,33 +168,11 @@ func (s *Server) connect(c *Conn, req *Request) (ws.HandshakeHeader, error) {
 	}
 	c.subprotocol = h.Get("Sec-WebSocket-Protocol")
 	// A Close (e.g. an API DELETE) that arrived while $connect ran wins.
-	c.wmu.Lock()
-	closing := c.closing
-	c.wmu.Unlock()
-	if closing {
-		c.accepted()
+	if held := c.acceptConnect(); held {
 		c.teardown()
 		return nil, ws.RejectConnectionError(ws.RejectionStatus(http.StatusGone), ws.RejectionReason("closed during $connect"))
 	}
-	c.accepted()
 	return ws.HandshakeHeaderHTTP(h), nil
-}
-
-// accepted marks that the Handler now owns a Close call for c.
-func (c *Conn) accepted() { c.handlerOwned = true }
-
-// dropPending forgets a connection $connect refused: it never existed.
-func (s *Server) dropPending(c *Conn) {
-	c.wmu.Lock()
-	if len(c.wq) > 0 {
-		s.metrics.pendingDropped.Inc()
-	}
-	c.wq = nil
-	c.closing = true
-	c.wmu.Unlock()
-	c.state.Store(stateClosed)
-	s.hub.remove(c)
-	s.connWG.Done()
 }
 
 // open moves an upgraded connection into the reactor and sends what was
@@ -208,25 +186,14 @@ func (s *Server) open(c *Conn, leftover []byte) error {
 	if err := raw.Control(func(fd uintptr) { c.fd = int(fd) }); err != nil {
 		return fmt.Errorf("socket fd: %w", err)
 	}
-	c.wmu.Lock()
 	// A close (an API DELETE, a drain) that arrived between the 101 and
 	// here: the client is connected, so it gets its close frame after Open.
-	closeLater := c.closing
-	code, reason, why := c.closeCode, c.closeReason, c.closeWhy
-	c.closing = false
-	c.state.Store(stateOpen)
-	c.established.Store(true)
-	s.metrics.accepted.Inc()
-	s.metrics.open.Inc()
-	if len(c.wq) > 0 {
-		c.startFlusher()
-	}
-	c.wmu.Unlock()
+	held, wasHeld := c.upgrade()
 	if s.handler != nil {
 		s.handler.Open(c)
 	}
-	if closeLater {
-		c.Close(code, reason, why)
+	if wasHeld {
+		c.close(held)
 		return nil
 	}
 	if len(leftover) > 0 {

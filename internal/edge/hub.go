@@ -116,7 +116,7 @@ func (s *Server) Post(_ context.Context, id string, data []byte, binary bool) er
 // Info reports a local connection.
 func (s *Server) Info(_ context.Context, id string) (conn.Info, error) {
 	c := s.hub.get(id)
-	if c == nil || c.state.Load() == stateClosed {
+	if c == nil || c.phase() == closed {
 		return conn.Info{}, conn.ErrGone
 	}
 	return c.Info(), nil

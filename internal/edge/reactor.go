@@ -115,12 +115,21 @@ func (r *reactor) worker() {
 
 // add registers an upgraded connection. If it already holds buffered bytes
 // (frames sent together with the handshake) it is handed to a worker first.
+//
+// A close may land while this runs (an API DELETE right after the 101):
+// teardown moves the phase to closed before it unregisters, and add
+// looks at the phase after it registers, so either teardown finds the entry
+// or add finds closed and drops it.
 func (r *reactor) add(c *Conn, buffered bool) error {
 	r.mu.Lock()
 	r.gen++
 	c.gen = r.gen
 	r.conns[int32(c.fd)] = c
 	r.mu.Unlock()
+	if !c.phase().reading() {
+		r.forget(c)
+		return nil
+	}
 	if buffered {
 		// The worker arms it (with ADD semantics via arm's fallback).
 		r.work <- c
@@ -129,18 +138,25 @@ func (r *reactor) add(c *Conn, buffered bool) error {
 	return r.arm(c, unix.EPOLL_CTL_ADD)
 }
 
-// arm (re-)enables one readiness notification for c, unless c has closed:
-// armMu keeps a re-arm from touching an fd number that teardown released.
+// arm (re-)enables one readiness notification for c, unless c has closed.
+// It runs inside the socket's Control, which holds the descriptor open
+// meanwhile: teardown's close waits for it, so the fd number cannot be
+// reused under an arm that raced the teardown, and a registration such an
+// arm re-adds is removed by that close with the socket.
 func (r *reactor) arm(c *Conn, op int) error {
-	c.armMu.Lock()
-	defer c.armMu.Unlock()
-	if c.state.Load() != stateOpen {
+	if !c.phase().reading() {
 		return nil
 	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(c.fd), Pad: int32(c.gen)}
-	err := unix.EpollCtl(r.epfd, op, c.fd, &ev)
-	if err == unix.ENOENT && op == unix.EPOLL_CTL_MOD {
-		err = unix.EpollCtl(r.epfd, unix.EPOLL_CTL_ADD, c.fd, &ev)
+	var err error
+	cerr := c.raw.Control(func(fd uintptr) {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(fd), Pad: int32(c.gen)}
+		err = unix.EpollCtl(r.epfd, op, int(fd), &ev)
+		if err == unix.ENOENT && op == unix.EPOLL_CTL_MOD {
+			err = unix.EpollCtl(r.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
+		}
+	})
+	if cerr != nil {
+		return nil // closed meanwhile: teardown unregisters it
 	}
 	if err != nil {
 		return fmt.Errorf("epoll arm fd %d: %w", c.fd, err)
@@ -148,9 +164,15 @@ func (r *reactor) arm(c *Conn, op int) error {
 	return nil
 }
 
-// remove unregisters c. Called by teardown with armMu held, before the fd closes.
+// remove unregisters c. Called by teardown after the phase moved to closed,
+// before the socket closes.
 func (r *reactor) remove(c *Conn) {
 	_ = unix.EpollCtl(r.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
+	r.forget(c)
+}
+
+// forget drops c from the fd index, if it is still c's entry.
+func (r *reactor) forget(c *Conn) {
 	r.mu.Lock()
 	if r.conns[int32(c.fd)] == c {
 		delete(r.conns, int32(c.fd))

@@ -66,3 +66,75 @@ const (
 	CodeInternal       = 1011
 	CodeServiceRestart = 1012
 )
+
+// closeCause is one way a connection ends, as a value: the close code and
+// reason its close frame carries and the Handler hears, and the
+// CloseReason it is logged and counted under (the reason label of
+// switchboard_connections_closed_total). Each cause the edge decides
+// itself is named once below, so a code, its text and its label cannot
+// drift apart at the call sites; causes from outside (an API DELETE, a
+// policy of the node, the client's own close) come in through Conn.Close
+// or clientClose as one value too.
+type closeCause struct {
+	code   int
+	reason string
+	why    CloseReason
+}
+
+// The causes the edge decides itself.
+var (
+	causePeerGone       = closeCause{CodeAbnormal, "", ReasonPeerGone}
+	causeWriteError     = closeCause{CodeAbnormal, "write error", ReasonIOError}
+	causeWriteTimeout   = closeCause{CodeAbnormal, "write timeout", ReasonWriteTimeout}
+	causeUpgradeFailed  = closeCause{CodeAbnormal, "upgrade failed", ReasonIOError}
+	causeRegisterFailed = closeCause{CodeInternal, "internal error", ReasonIOError}
+	causePingTimeout    = closeCause{CodeAbnormal, "ping timeout", ReasonPingTimeout}
+	causeSlowConsumer   = closeCause{CodePolicy, "slow consumer", ReasonSlowConsumer}
+	causeControlRate    = closeCause{CodePolicy, "control frame rate exceeded", ReasonControlRate}
+	causeFrameTimeout   = closeCause{CodePolicy, "frame timeout", ReasonReadTimeout}
+	causeIdleTimeout    = closeCause{CodeGoingAway, "idle timeout", ReasonIdleTimeout}
+	causeMaxDuration    = closeCause{CodeGoingAway, "maximum connection duration", ReasonMaxDuration}
+	causeDrain          = closeCause{CodeGoingAway, "server shutting down", ReasonDrain}
+	causeFrameTooBig    = closeCause{CodeTooBig, "frame too big", ReasonTooBig}
+	causeMessageTooBig  = closeCause{CodeTooBig, "message too big", ReasonTooBig}
+	causeInvalidUTF8    = closeCause{CodeInvalidPayload, "invalid UTF-8", ReasonInvalidUTF8}
+	causeCloseUTF8      = closeCause{CodeInvalidPayload, "invalid UTF-8 in close reason", ReasonInvalidUTF8}
+
+	causeBadLength       = protocolError("invalid frame length")
+	causeReservedBits    = protocolError("reserved bits set")
+	causeUnmasked        = protocolError("client frames must be masked")
+	causeBadControl      = protocolError("invalid control frame")
+	causeUnknownOpcode   = protocolError("unknown opcode")
+	causeNestedMessage   = protocolError("new message inside a fragmented message")
+	causeLoneContinue    = protocolError("continuation without a message")
+	causeBadCloseFrame   = protocolError("invalid close frame")
+	causeBadCloseCode    = protocolError("invalid close code")
+	causeUnknownTeardown = closeCause{CodeAbnormal, "", ReasonIOError} // torn down with no cause recorded (cannot happen; be safe)
+)
+
+func protocolError(reason string) closeCause {
+	return closeCause{CodeProtocolError, reason, ReasonProtocolError}
+}
+
+// clientClose is the client's own close: code is what its close frame
+// said (CodeNoStatus if it carried none).
+func clientClose(code int, reason string) closeCause {
+	return closeCause{code, reason, ReasonClientClose}
+}
+
+// wireCode is the code the edge's close frame carries: a client's close
+// without a code is answered with 1000 (RFC 6455 §5.5.1), and reported
+// as 1005.
+func (c closeCause) wireCode() int {
+	if c.code == CodeNoStatus {
+		return CodeNormal
+	}
+	return c.code
+}
+
+// sendsFrame reports whether an abort may still try a close frame: 1006
+// means there is none.
+func (c closeCause) sendsFrame() bool { return c.code != CodeAbnormal }
+
+// payload is the close frame's payload for this cause.
+func (c closeCause) payload() []byte { return closePayload(c.wireCode(), c.reason) }

@@ -216,7 +216,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		case <-ctx.Done():
 			// Out of time: cut what is left without waiting for clients.
 			for _, c := range s.hub.snapshot() {
-				c.abort(CodeGoingAway, "server shutting down", ReasonDrain)
+				c.abort(causeDrain)
 			}
 			<-allClosed
 			err = fmt.Errorf("edge shutdown: %w", ctx.Err())
@@ -243,7 +243,7 @@ func (s *Server) closeAll(ctx context.Context) error {
 	defer t.Stop()
 	for i := 0; i < len(conns); i += per {
 		for _, c := range conns[i:min(i+per, len(conns))] {
-			c.Close(CodeGoingAway, "server shutting down", ReasonDrain)
+			c.close(causeDrain)
 		}
 		if i+per >= len(conns) {
 			break
@@ -252,7 +252,7 @@ func (s *Server) closeAll(ctx context.Context) error {
 		case <-t.C:
 		case <-ctx.Done():
 			for _, c := range conns[i+per:] {
-				c.Close(CodeGoingAway, "server shutting down", ReasonDrain)
+				c.close(causeDrain)
 			}
 			return nil
 		}
@@ -276,7 +276,7 @@ func (s *Server) sweep() {
 			due = due[:0]
 			n := now.UnixNano()
 			s.hub.each(func(c *Conn) {
-				if c.state.Load() != stateOpen {
+				if !c.phase().reading() {
 					return
 				}
 				if f := s.check(c, n); f != nil {
@@ -295,13 +295,13 @@ func (s *Server) check(c *Conn, now int64) func() {
 	idle := now - c.lastActive.Load()
 	switch {
 	case cfg.MaxDuration > 0 && now-c.connectedAt.UnixNano() > int64(cfg.MaxDuration):
-		return func() { c.Close(CodeGoingAway, "maximum connection duration", ReasonMaxDuration) }
+		return func() { c.close(causeMaxDuration) }
 	case cfg.IdleTimeout > 0 && idle > int64(cfg.IdleTimeout):
-		return func() { c.Close(CodeGoingAway, "idle timeout", ReasonIdleTimeout) }
+		return func() { c.close(causeIdleTimeout) }
 	case c.pingSent.Load() != 0 && now-c.pingSent.Load() > int64(cfg.PingTimeout):
-		return func() { c.abort(CodeAbnormal, "ping timeout", ReasonPingTimeout) }
+		return func() { c.abort(causePingTimeout) }
 	case c.partialAt.Load() != 0 && now-c.partialAt.Load() > int64(cfg.FrameTimeout):
-		return func() { c.Close(CodePolicy, "frame timeout", ReasonReadTimeout) }
+		return func() { c.close(causeFrameTimeout) }
 	case cfg.PingInterval > 0 && idle > int64(cfg.PingInterval) && c.pingSent.Load() == 0:
 		return func() {
 			c.pingSent.Store(time.Now().UnixNano())

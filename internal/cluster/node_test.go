@@ -145,7 +145,10 @@ func TestNodeReassertsAfterRedisRestartsEmpty(t *testing.T) {
 		t.Fatal(err)
 	}
 	live := newLiveConns()
-	n := runNode(t, NodeConfig{ID: NewNodeID("edge"), LeaseTTL: 600 * time.Millisecond, RetryMin: 20 * time.Millisecond},
+	// The outage is checked within the lease (a longer outage puts it in
+	// doubt, and then even a fail-open node fences itself): 3 s leaves a
+	// loaded machine room between the kill and the check.
+	n := runNode(t, NodeConfig{ID: NewNodeID("edge"), LeaseTTL: 3 * time.Second, RetryMin: 20 * time.Millisecond},
 		NodeDeps{Registry: Instrument(reg, m), Reassert: live.reassert, Metrics: m})
 	eventually(t, "node healthy", n.Healthy)
 	ctx := testCtx(t)

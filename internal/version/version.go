@@ -2,7 +2,10 @@
 // prints and what the console shows for a node.
 package version
 
-import "runtime/debug"
+import (
+	"runtime/debug"
+	"sync"
+)
 
 // Version is set at build time for releases:
 //
@@ -15,6 +18,12 @@ func String() string {
 	if Version != "" {
 		return Version
 	}
+	return fromBuild()
+}
+
+// fromBuild reads the build info once: the console asks on every status
+// request.
+var fromBuild = sync.OnceValue(func() string {
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		return "dev"
@@ -41,4 +50,4 @@ func String() string {
 		return "dev-" + rev + "-dirty"
 	}
 	return "dev-" + rev
-}
+})

@@ -160,7 +160,7 @@ func TestCompressionWithChromium(t *testing.T) {
 	runJS(t, ctx, "open WebSockets", (`
 		window.socks = {};
 		for (const name of ["main", "neighbour"]) {
-			const s = new WebSocket(`+strconv.Quote(wsURL+"/")+`);
+			const s = new WebSocket(` + strconv.Quote(wsURL+"/") + `);
 			s.got = []; s.closed = null;
 			s.onmessage = (e) => s.got.push(e.data);
 			s.onclose = (e) => (s.closed = e.code);
@@ -181,7 +181,7 @@ func TestCompressionWithChromium(t *testing.T) {
 	doc := jsonDoc(8 << 10)
 	in0, inZ0 := compressionBytes(t, cl, "plain", "in"), compressionBytes(t, cl, "compressed", "in")
 	out0, outZ0 := compressionBytes(t, cl, "plain", "out"), compressionBytes(t, cl, "compressed", "out")
-	runJS(t, ctx, "send", (`window.socks.main.send(`+strconv.Quote(doc)+`)`))
+	runJS(t, ctx, "send", (`window.socks.main.send(` + strconv.Quote(doc) + `)`))
 	waitJS(t, ctx, "the echo", `window.socks.main.got.length === 1`)
 	if got := evaluate(t, ctx, "echo", chromedp.Evaluate[string](`window.socks.main.got[0]`)); got != doc {
 		t.Fatalf("echo: %d bytes, want the %d sent", len(got), len(doc))
@@ -252,7 +252,7 @@ func TestCompressionWithChromium(t *testing.T) {
 		t.Fatalf("inflated %v bytes of the bomb, want at most the limit %d + 1", n, compressionMaxMessage)
 	}
 	small := jsonDoc(1 << 10)
-	runJS(t, ctx, "neighbour sends", (`window.socks.neighbour.send(`+strconv.Quote(small)+`)`))
+	runJS(t, ctx, "neighbour sends", (`window.socks.neighbour.send(` + strconv.Quote(small) + `)`))
 	waitJS(t, ctx, "the neighbour's echo", `window.socks.neighbour.got.length === 2`)
 	if got := evaluate(t, ctx, "neighbour echo", chromedp.Evaluate[string](`window.socks.neighbour.got[1]`)); !bytes.Equal([]byte(got), []byte(small)) {
 		t.Fatalf("neighbour's echo: %d bytes, want %d", len(got), len(small))

@@ -157,7 +157,7 @@ func TestCompressionWithChromium(t *testing.T) {
 	wsURL := cl.edges[0].wsURL()
 	// Two browser sockets: one to round trip and be bombed from, one
 	// neighbour. Each records what it receives and how it closed.
-	runJS(t, ctx, "open WebSockets", (`
+	runJS(t, ctx, "open WebSockets", `
 		window.socks = {};
 		for (const name of ["main", "neighbour"]) {
 			const s = new WebSocket(` + strconv.Quote(wsURL+"/") + `);
@@ -165,7 +165,7 @@ func TestCompressionWithChromium(t *testing.T) {
 			s.onmessage = (e) => s.got.push(e.data);
 			s.onclose = (e) => (s.closed = e.code);
 			window.socks[name] = s;
-		}`))
+		}`)
 	waitJS(t, ctx, "both sockets open", `Object.values(window.socks).every((s) => s.readyState === 1)`)
 
 	// Negotiated, with no context takeover either way.
@@ -181,7 +181,7 @@ func TestCompressionWithChromium(t *testing.T) {
 	doc := jsonDoc(8 << 10)
 	in0, inZ0 := compressionBytes(t, cl, "plain", "in"), compressionBytes(t, cl, "compressed", "in")
 	out0, outZ0 := compressionBytes(t, cl, "plain", "out"), compressionBytes(t, cl, "compressed", "out")
-	runJS(t, ctx, "send", (`window.socks.main.send(` + strconv.Quote(doc) + `)`))
+	runJS(t, ctx, "send", `window.socks.main.send(`+strconv.Quote(doc)+`)`)
 	waitJS(t, ctx, "the echo", `window.socks.main.got.length === 1`)
 	if got := evaluate(t, ctx, "echo", chromedp.Evaluate[string](`window.socks.main.got[0]`)); got != doc {
 		t.Fatalf("echo: %d bytes, want the %d sent", len(got), len(doc))
@@ -243,7 +243,7 @@ func TestCompressionWithChromium(t *testing.T) {
 	// about 16 KiB, far over -max-message-bytes inflated. 1009, and the
 	// neighbour still round trips.
 	in0 = compressionBytes(t, cl, "plain", "in")
-	runJS(t, ctx, "send a bomb", (`window.socks.main.send(" ".repeat(16 << 20))`))
+	runJS(t, ctx, "send a bomb", `window.socks.main.send(" ".repeat(16 << 20))`)
 	waitJS(t, ctx, "the bomb closed", `window.socks.main.closed !== null`)
 	if code := evaluate(t, ctx, "close code", chromedp.Evaluate[int](`window.socks.main.closed`)); code != 1009 {
 		t.Fatalf("bomb: close %d, want 1009", code)
@@ -252,7 +252,7 @@ func TestCompressionWithChromium(t *testing.T) {
 		t.Fatalf("inflated %v bytes of the bomb, want at most the limit %d + 1", n, compressionMaxMessage)
 	}
 	small := jsonDoc(1 << 10)
-	runJS(t, ctx, "neighbour sends", (`window.socks.neighbour.send(` + strconv.Quote(small) + `)`))
+	runJS(t, ctx, "neighbour sends", `window.socks.neighbour.send(`+strconv.Quote(small)+`)`)
 	waitJS(t, ctx, "the neighbour's echo", `window.socks.neighbour.got.length === 2`)
 	if got := evaluate(t, ctx, "neighbour echo", chromedp.Evaluate[string](`window.socks.neighbour.got[1]`)); !bytes.Equal([]byte(got), []byte(small)) {
 		t.Fatalf("neighbour's echo: %d bytes, want %d", len(got), len(small))

@@ -160,7 +160,7 @@ func TestCompressionWithChromium(t *testing.T) {
 	runJS(t, ctx, "open WebSockets", `
 		window.socks = {};
 		for (const name of ["main", "neighbour"]) {
-			const s = new WebSocket(` + strconv.Quote(wsURL+"/") + `);
+			const s = new WebSocket(`+strconv.Quote(wsURL+"/")+`);
 			s.got = []; s.closed = null;
 			s.onmessage = (e) => s.got.push(e.data);
 			s.onclose = (e) => (s.closed = e.code);

@@ -40,6 +40,7 @@ func CLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		maxDur   = fs.Duration("max-duration", 30*time.Minute, "hard bound on the whole run")
 		reactors = fs.Int("reactors", 0, "epoll loops (default GOMAXPROCS)")
 		asJSON   = fs.Bool("json", false, "print the result as JSON instead of a table")
+		deflate  = fs.Bool("deflate", false, "idle: offer permessage-deflate (no context takeover) in every upgrade, as browsers do")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -47,7 +48,7 @@ func CLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg := Config{
 		Mode: Mode(*mode), Path: *path, Conns: *n, Rate: *rate, Concurrency: *conc,
 		Hold: *hold, Duration: *duration, MsgRate: *msgRate, Messages: *messages, MsgSize: *size,
-		HandshakeTimeout: *hsTO, MaxDuration: *maxDur, Reactors: *reactors,
+		HandshakeTimeout: *hsTO, MaxDuration: *maxDur, Reactors: *reactors, Deflate: *deflate,
 	}
 	if *rate == 0 {
 		return errors.New("swload: -rate must not be 0")

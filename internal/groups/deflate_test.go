@@ -135,22 +135,5 @@ func TestFanOutToMixedMembersIsCompressedOnce(t *testing.T) {
 
 func outPlainBytes(t *testing.T, reg *prometheus.Registry) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "switchboard_compression_plain_bytes_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "direction" && l.GetValue() == "out" {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	t.Fatal("no switchboard_compression_plain_bytes_total{direction=\"out\"}")
-	return 0
+	return counterValue(t, reg, "switchboard_compression_plain_bytes_total", "direction", "out")
 }

@@ -121,7 +121,7 @@ func (c *Conn) Send(data []byte, binary bool) error {
 func (c *Conn) sendDeflated(op byte, data []byte) error {
 	d := c.srv.deflate
 	buf := d.scratch()
-	z, ok := d.appendDeflated(*buf, data)
+	z, ok := d.appendDeflated(*buf, data, false)
 	*buf = z[:0]
 	defer d.release(buf)
 	var hdr [10]byte

@@ -4,6 +4,7 @@ import (
 	"compress/flate"
 	"errors"
 	"io"
+	"runtime"
 	"sync"
 	"time"
 
@@ -42,17 +43,32 @@ var (
 )
 
 // deflater compresses and inflates messages for one Server's connections.
+//
+// A compress/flate compressor is large (about 1.2 MiB, whatever the level:
+// its hash tables are arrays), so the number in use at once is bounded by
+// slots, not only pooled: posts and two-way replies compress on whatever
+// goroutine sends them, and a burst of concurrent posts must not cost a
+// compressor each. A send that finds no slot free goes uncompressed
+// (always valid); fan-out waits for one, since it compresses once for every
+// member. Decompressors (about 70 KiB) are used only by the reactor's
+// workers, so Workers bounds them.
 type deflater struct {
 	level   int
 	min     int
-	writers sync.Pool // *flate.Writer writing into a *sink
+	slots   chan struct{}
+	writers sync.Pool // *pooledWriter
 	readers sync.Pool // *inflater
 	bufs    sync.Pool // *[]byte scratch
 	m       *metrics
 }
 
+// compressorSlots is how many messages may be compressed at once:
+// compressing is CPU-bound, so more than the cores gains nothing.
+func compressorSlots() int { return max(2, runtime.GOMAXPROCS(0)) }
+
 func newDeflater(cfg *Config, m *metrics) *deflater {
-	d := &deflater{level: cfg.CompressionLevel, min: cfg.CompressionMinBytes, m: m}
+	d := &deflater{level: cfg.CompressionLevel, min: cfg.CompressionMinBytes, m: m,
+		slots: make(chan struct{}, compressorSlots())}
 	d.bufs.New = func() any { b := make([]byte, 0, 4<<10); return &b }
 	return d
 }
@@ -93,8 +109,20 @@ type pooledWriter struct {
 
 // appendDeflated appends payload compressed as one permessage-deflate
 // message (without the sync tail) to dst. ok is false when compressing did
-// not make it smaller: the caller sends it plain.
-func (d *deflater) appendDeflated(dst, payload []byte) (out []byte, ok bool) {
+// not make it smaller, or (unless wait) when every compressor slot is
+// busy: the caller sends it plain.
+func (d *deflater) appendDeflated(dst, payload []byte, wait bool) (out []byte, ok bool) {
+	if wait {
+		d.slots <- struct{}{}
+	} else {
+		select {
+		case d.slots <- struct{}{}:
+		default:
+			d.m.deflateBusy.Inc()
+			return dst, false
+		}
+	}
+	defer func() { <-d.slots }()
 	start := time.Now()
 	w, _ := d.writers.Get().(*pooledWriter)
 	if w == nil {
@@ -137,7 +165,7 @@ func (d *deflater) appendCompressedFrame(dst []byte, op byte, payload []byte) []
 		return append(appendHeader(dst, true, op, len(payload)), payload...)
 	}
 	buf := d.scratch()
-	z, ok := d.appendDeflated(*buf, payload)
+	z, ok := d.appendDeflated(*buf, payload, true)
 	*buf = z[:0]
 	if ok {
 		dst = appendHeader(dst, true, op, len(z))

@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gobwas/httphead"
 	"github.com/gobwas/ws"
@@ -310,7 +311,7 @@ func TestFrameIsCompressedOnceForEveryMemberThatNegotiated(t *testing.T) {
 
 func TestInflateNeverHoldsMoreThanTheLimit(t *testing.T) {
 	d := newDeflater(&Config{CompressionLevel: 1, CompressionMinBytes: 1}, newMetrics(nil))
-	z, _ := d.appendDeflated(nil, make([]byte, 1<<20))
+	z, _ := d.appendDeflated(nil, make([]byte, 1<<20), true)
 	const limit = 100 << 10
 	out, err := readBounded(flateReaderFor(z), nil, limit, len(z))
 	if err != errInflateTooBig {
@@ -326,3 +327,32 @@ func TestInflateNeverHoldsMoreThanTheLimit(t *testing.T) {
 }
 
 func flateReaderFor(z []byte) io.Reader { return flate.NewReader(&tailReader{p: z}) }
+
+// Compressors are large (about 1.2 MiB each): at most compressorSlots
+// exist at once. A post that finds them all busy goes plain; fan-out waits.
+func TestCompressorsAreBoundedAndABusySendGoesPlain(t *testing.T) {
+	m := newMetrics(nil)
+	d := newDeflater(&Config{CompressionLevel: 1, CompressionMinBytes: 1}, m)
+	msg := jsonMessage(2048)
+	for range cap(d.slots) {
+		d.slots <- struct{}{}
+	}
+	if _, ok := d.appendDeflated(nil, msg, false); ok {
+		t.Fatal("compressed with every slot taken")
+	}
+	if n := metric(t, m.deflateBusy); n != 1 {
+		t.Fatalf("busy counter %v, want 1", n)
+	}
+	done := make(chan []byte)
+	go func() { done <- d.appendCompressedFrame(nil, opText, msg) }()
+	select {
+	case <-done:
+		t.Fatal("fan-out compressed without a slot")
+	case <-time.After(50 * time.Millisecond):
+	}
+	<-d.slots // one frees up
+	frame := <-done
+	if frame[0]&rsv1 == 0 || len(frame) >= len(msg) {
+		t.Fatalf("fan-out frame: RSV1 %v, %d bytes for %d", frame[0]&rsv1 != 0, len(frame), len(msg))
+	}
+}

@@ -24,6 +24,7 @@ type metrics struct {
 	deflatePlain      *prometheus.CounterVec
 	deflateCompressed *prometheus.CounterVec
 	deflateSeconds    *prometheus.CounterVec
+	deflateBusy       prometheus.Counter
 }
 
 // Directions of compression work: out is compressing for clients, in is
@@ -77,6 +78,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "The same messages' bytes after compression (out; a message that did not shrink counts its plain size, as it is sent) or as received compressed (in)."}, []string{"direction"}),
 		deflateSeconds: f.NewCounterVec(prometheus.CounterOpts{Name: "switchboard_compression_seconds_total",
 			Help: "Time spent compressing (out) and inflating (in) messages: CPU-bound work on the calling goroutine."}, []string{"direction"}),
+		deflateBusy: f.NewCounter(prometheus.CounterOpts{Name: "switchboard_compression_busy_total",
+			Help: "Messages for one connection (posts, two-way replies) sent uncompressed because every compressor was in use (their number is bounded by the cores)."}),
 	}
 	for _, d := range []string{dirOut, dirIn} {
 		m.deflatePlain.WithLabelValues(d)

@@ -267,23 +267,25 @@ func (d *deflater) inflate(p []byte, limit int) (*[]byte, error) {
 	return buf, nil
 }
 
-// readBounded reads r to its end into out, growing out at most to limit+1
-// bytes.
+// readBounded reads r to its end into out, never past limit+1 bytes: a
+// pooled buffer larger than that is not filled beyond it either.
 func readBounded(r io.Reader, out []byte, limit, hint int) ([]byte, error) {
 	out = out[:0]
 	if want := min(limit+1, max(4*hint, 512)); cap(out) < want {
 		out = make([]byte, 0, want)
 	}
 	for {
-		if len(out) == cap(out) {
+		end := min(cap(out), limit+1)
+		if len(out) == end {
 			if len(out) > limit {
 				return out, errInflateTooBig
 			}
 			grown := make([]byte, len(out), min(limit+1, 2*cap(out)))
 			copy(grown, out)
 			out = grown
+			end = cap(out)
 		}
-		n, err := r.Read(out[len(out):cap(out)])
+		n, err := r.Read(out[len(out):end])
 		out = out[:len(out)+n]
 		if len(out) > limit {
 			return out, errInflateTooBig

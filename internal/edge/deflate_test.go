@@ -320,6 +320,11 @@ func TestInflateNeverHoldsMoreThanTheLimit(t *testing.T) {
 	if cap(out) > limit+1 {
 		t.Fatalf("output buffer grew to %d bytes, want at most %d", cap(out), limit+1)
 	}
+	// A pooled buffer larger than the limit is not filled past it either.
+	big := make([]byte, 0, 4*limit)
+	if out, err := readBounded(flateReaderFor(z), big, limit, len(z)); err != errInflateTooBig || len(out) != limit+1 {
+		t.Fatalf("into a %d-byte buffer: %d bytes, %v; want %d and errInflateTooBig", cap(big), len(out), err, limit+1)
+	}
 	buf, err := d.inflate(z, 1<<20)
 	if err != nil || len(*buf) != 1<<20 {
 		t.Fatalf("1 MiB at a 1 MiB limit: %v", err)

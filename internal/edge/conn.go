@@ -37,6 +37,7 @@ type Conn struct {
 	subprotocol string
 	userID      string
 	value       any
+	deflate     bool // permessage-deflate was negotiated (deflate.go)
 
 	// st is the phase of the connection's life and its flags (state.go);
 	// it changes only with mu held.
@@ -53,11 +54,8 @@ type Conn struct {
 	msg        []byte // fragments being reassembled
 	msgBinary  bool
 	fragmented bool
-	msgDeflate bool // the message being reassembled is compressed (RSV1 on its first frame)
-	// deflate: permessage-deflate was negotiated (deflate.go). Set in the
-	// handshake before the connection is published; read-only afterwards.
-	deflate bool
-	ctrlTAT int64 // ControlRate's state: theoretical arrival time, unix nanos
+	msgDeflate bool  // the message being reassembled is compressed (RSV1 on its first frame)
+	ctrlTAT    int64 // ControlRate's state: theoretical arrival time, unix nanos
 
 	// Write side: mu guards st's changes, the outbox and the cause.
 	mu    sync.Mutex

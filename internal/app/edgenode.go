@@ -259,7 +259,7 @@ func (e *Edge) Registry() *prometheus.Registry { return e.reg }
 func (e *Edge) Run(ctx context.Context) error {
 	rctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
-	errc := make(chan error, 8)
+	errc := make(chan error, 16) // room for every part: a failing one never blocks
 	run := func(name string, f func() error) {
 		e.wg.Add(1)
 		go func() {
@@ -269,6 +269,8 @@ func (e *Edge) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	run("lifecycle", func() error { return e.lc.Run(rctx) }) // first: events queued by the others wait for it
+	run("session", func() error { return e.handler.Run(rctx) })
 	run("cluster node", func() error { return e.node.Run(rctx) })
 	run("janitor", func() error { return e.janitor.Run(rctx) })
 	run("command server", func() error { return e.cmds.Run(rctx) })
@@ -332,7 +334,7 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 		if e.tlsLn != nil {
 			e.tlsLn.Wait() // the TLS bridges end with their connections
 		}
-		e.handler.Stop() // every record removed (or queued for the registry)
+		add(e.handler.Shutdown(ctx)) // every record removed (or queued for the registry)
 		add(e.groups.Shutdown(ctx))
 		if e.console != nil {
 			add(e.console.Shutdown(ctx)) // ends the event tails before their servers wait for them
@@ -356,14 +358,14 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 	return e.shutdownErr
 }
 
-// abandon undoes a NewEdge that failed part way: what was built owns
-// goroutines (the lifecycle's publisher, the handler's unregister workers,
-// the groups' subscriptions) that nothing else would ever stop.
+// abandon undoes a NewEdge that failed part way: what was built holds
+// subscriptions (the lifecycle's replies, the groups') and connections that
+// nothing else would ever release.
 func (e *Edge) abandon() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if e.handler != nil {
-		e.handler.Stop()
+		_ = e.handler.Shutdown(ctx)
 	}
 	if e.groups != nil {
 		_ = e.groups.Shutdown(ctx)

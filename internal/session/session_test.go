@@ -138,13 +138,15 @@ func newRig(t *testing.T, onConnect func(r *backend.ConnectRequest) backend.Conn
 	}
 
 	run("cluster node", node.Run)
+	run("lifecycle", lc.Run)
+	run("session", r.h.Run)
 	run("groups", g.Run)
 	run("websocket", r.ws.Run)
 	testenv.Eventually(t, "the cluster lease", node.Healthy)
 	t.Cleanup(func() {
 		sctx, scancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer scancel()
-		for _, err := range []error{r.ws.Shutdown(sctx), func() error { r.h.Stop(); return nil }(), g.Shutdown(sctx),
+		for _, err := range []error{r.ws.Shutdown(sctx), r.h.Shutdown(sctx), g.Shutdown(sctx),
 			lc.Shutdown(sctx), node.Shutdown(sctx)} {
 			if err != nil {
 				t.Errorf("shutdown: %v", err)

@@ -133,8 +133,9 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 	// node with closures over e.ws. It comes first: it is the fence of
 	// every event the lifecycle publishes and every API call and fan-out
 	// the edge serves for its own connections.
-	e.node, err = cluster.NewNode(cluster.NodeConfig{ID: e.nodeID, LeaseTTL: cfg.LeaseTTL, FenceMargin: cfg.FenceMargin,
-		FailMode: cluster.FailMode(cfg.RegistryFailure)},
+	ncfg := cfg.Node
+	ncfg.ID = e.nodeID
+	e.node, err = cluster.NewNode(ncfg,
 		cluster.NodeDeps{Registry: registry, Logger: log, Metrics: cm,
 			Reassert: func(ctx context.Context) []cluster.ConnRecord {
 				if err := e.groups.Reassert(ctx); err != nil {
@@ -182,7 +183,7 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 	if err != nil {
 		return nil, err
 	}
-	e.janitor, err = cluster.NewJanitor(cluster.JanitorConfig{Interval: cfg.JanitorInterval}, cluster.JanitorDeps{Registry: registry, Self: e.nodeID,
+	e.janitor, err = cluster.NewJanitor(cfg.Janitor, cluster.JanitorDeps{Registry: registry, Self: e.nodeID,
 		OnOrphan: e.handler.Orphaned, Healthy: e.node.Healthy, Logger: log, Metrics: cm})
 	if err != nil {
 		return nil, err

@@ -32,7 +32,7 @@ func (c JanitorConfig) Validate() error {
 
 func (c JanitorConfig) withDefaults() JanitorConfig {
 	if c.Interval == 0 {
-		c.Interval = 5 * time.Second
+		c.Interval = DefaultJanitorInterval
 	}
 	if c.LockTTL == 0 {
 		c.LockTTL = 30 * time.Second

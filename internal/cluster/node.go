@@ -65,6 +65,12 @@ func (c NodeConfig) Validate() error {
 	if !ValidNodeID(c.ID) {
 		return fmt.Errorf("cluster: node config: id %q: %w", c.ID, ErrInvalidNodeID)
 	}
+	return c.ValidateSettings()
+}
+
+// ValidateSettings is Validate without the ID, for a process that checks its
+// flags before it has chosen its node ID.
+func (c NodeConfig) ValidateSettings() error {
 	if c.LeaseTTL < 0 || c.RetryMin < 0 || c.MaxPending < 0 {
 		return errors.New("cluster: node config: negative value")
 	}
@@ -84,13 +90,13 @@ func (c NodeConfig) Validate() error {
 
 func (c NodeConfig) withDefaults() NodeConfig {
 	if c.LeaseTTL == 0 {
-		c.LeaseTTL = 15 * time.Second
+		c.LeaseTTL = DefaultLeaseTTL
 	}
 	if c.FenceMargin == 0 {
 		c.FenceMargin = c.LeaseTTL / 5
 	}
 	if c.FailMode == "" {
-		c.FailMode = FailOpen
+		c.FailMode = DefaultFailMode
 	}
 	if c.RetryMin == 0 {
 		c.RetryMin = 100 * time.Millisecond

@@ -200,11 +200,11 @@ func newRig(t *testing.T, onConnect func(r *backend.ConnectRequest) backend.Conn
 	// subscription each).
 	collect := func(subject string, into chan event) *nats.Subscription {
 		sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
-			ev := event{subject: m.Subject, connID: m.Header.Get(protocol.HeaderConnID)}
-			if ev.body, err = protocol.DecodeEvent(m.Data); err != nil {
+			body, err := protocol.DecodeEvent(m.Data)
+			if err != nil {
 				t.Errorf("%s: %v", m.Subject, err)
 			}
-			into <- ev
+			into <- event{subject: m.Subject, connID: m.Header.Get(protocol.HeaderConnID), body: body}
 		})
 		if err != nil {
 			t.Fatal(err)

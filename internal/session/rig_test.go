@@ -392,14 +392,16 @@ func (r *rig) reaches(t *testing.T, c net.Conn, id, msg string) {
 
 // says sends msg from client c and waits for the backend to receive it from
 // connection id.
-func (r *rig) says(t *testing.T, c net.Conn, id, msg string) {
+func (r *rig) says(t *testing.T, c net.Conn, id, msg string) event {
 	t.Helper()
 	if err := wsutil.WriteClientText(c, []byte(msg)); err != nil {
 		t.Fatalf("write: %v", err)
 	}
-	if ev := r.nextRouted(t); ev.connID != id || ev.body.Body != msg {
+	ev := r.nextRouted(t)
+	if ev.connID != id || ev.body.Body != msg {
 		t.Fatalf("backend received %q from %s, want %q from %s", ev.body.Body, ev.connID, msg, id)
 	}
+	return ev
 }
 
 // closeCode reads frames at client c until the close frame, and returns its

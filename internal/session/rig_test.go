@@ -122,8 +122,9 @@ type options struct {
 type option func(*options)
 
 // rig is one edge node's connection lifecycle made of real parts: the
-// cluster node over a memory registry, the lifecycle and the groups on an
-// embedded NATS server, the edge server, and a backend answering $connect.
+// cluster node over a memory registry with its janitor, the lifecycle and
+// the groups on an embedded NATS server, the edge server, and a backend
+// answering $connect.
 type rig struct {
 	h      *Handler
 	ws     *edge.Server
@@ -179,6 +180,11 @@ func newRig(t *testing.T, onConnect func(r *backend.ConnectRequest) backend.Conn
 	if r.h, err = New(Config{NodeID: nodeID}, Deps{Events: lc, Owner: node, Groups: g, JWT: o.jwt, Admission: o.adm, Logger: log}); err != nil {
 		t.Fatal(err)
 	}
+	janitor, err := cluster.NewJanitor(cluster.JanitorConfig{Interval: 20 * time.Millisecond}, cluster.JanitorDeps{Registry: r.reg,
+		Self: nodeID, OnOrphan: r.h.Orphaned, Healthy: node.Healthy, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
 	eopts := edge.Options{NodeID: nodeID, Handler: r.h, Registerer: r.preg, Logger: log}
 	if o.proxy != nil { // as internal/app listens: the PROXY header first
 		inner, err := net.Listen("tcp", "127.0.0.1:0")
@@ -229,11 +235,12 @@ func newRig(t *testing.T, onConnect func(r *backend.ConnectRequest) backend.Conn
 	run("session", r.h.Run)
 	run("groups", g.Run)
 	run("websocket", r.ws.Run)
+	run("janitor", janitor.Run)
 	testenv.Eventually(t, "the cluster lease", node.Healthy)
 	t.Cleanup(func() {
 		sctx, scancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer scancel()
-		for _, err := range []error{r.ws.Shutdown(sctx), r.h.Shutdown(sctx), g.Shutdown(sctx),
+		for _, err := range []error{janitor.Shutdown(sctx), r.ws.Shutdown(sctx), r.h.Shutdown(sctx), g.Shutdown(sctx),
 			lc.Shutdown(sctx), node.Shutdown(sctx)} {
 			if err != nil {
 				t.Errorf("shutdown: %v", err)

@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 
 	"github.com/switchboardgw/switchboard/internal/cluster"
@@ -15,6 +17,7 @@ import (
 	"github.com/switchboardgw/switchboard/internal/edge"
 	"github.com/switchboardgw/switchboard/internal/groups"
 	"github.com/switchboardgw/switchboard/internal/testenv"
+	"github.com/switchboardgw/switchboard/pkg/backend"
 )
 
 // A node cut off from the registry past its lease is declared dead by
@@ -35,41 +38,26 @@ func TestARevokedNodeClosesEveryConnectionWith1012AndPublishesNothingOfThem(t *t
 	}
 	writes := len(r.reg.writesOf(aID)) + len(r.reg.writesOf(bID))
 
-	// Cut off: the lease falls in doubt and the node holds its events.
-	var once sync.Once
-	release := r.reg.holdRenewals()
-	defer once.Do(release)
-	testenv.Eventually(t, "the node fenced, its lease in doubt", func() bool { return !r.node.Healthy() })
 	routed := map[string]string{"outcome": "routed"}
-	before := r.metric(t, "switchboard_route_messages_total", routed)
-	if err := wsutil.WriteClientText(a, []byte("sent while in doubt")); err != nil {
-		t.Fatal(err)
-	}
-	testenv.Eventually(t, "the message queued", func() bool {
-		return r.metric(t, "switchboard_route_messages_total", routed) == before+1
+	orphans := r.loseLease(t, func() {
+		// A message sent now is held by the fence.
+		before := r.metric(t, "switchboard_route_messages_total", routed)
+		if err := wsutil.WriteClientText(a, []byte("sent while in doubt")); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(t, "the message queued", func() bool {
+			return r.metric(t, "switchboard_route_messages_total", routed) == before+1
+		})
 	})
-
-	// Another node sees the lease expire; its janitor announces both
-	// connections (its DISCONNECTs are not this node's: nothing is
-	// published here) and removes them.
-	r.reg.later(time.Hour)
-	var orphans []cluster.ConnRecord
-	other, err := cluster.NewJanitor(cluster.JanitorConfig{}, cluster.JanitorDeps{Registry: r.reg, Self: "node-b",
-		OnOrphan: func(_ context.Context, rec cluster.ConnRecord) { orphans = append(orphans, rec) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n, err := other.CleanNode(ctx, nodeID); err != nil || n != 2 {
-		t.Fatalf("the other node's janitor orphaned %d connections, %v; want 2", n, err)
+	if len(orphans) != 2 {
+		t.Fatalf("the other node's janitor announced %d connections, want 2", len(orphans))
 	}
 	for _, rec := range orphans {
 		if rec.ID == bID && principalID(t, rec.Principal) != "bob" {
 			t.Fatalf("the janitor read bob's record with principal %s, want the state set", rec.Principal)
 		}
 	}
-
-	// The registry answers again: the node learns it was revoked.
-	once.Do(release)
+	// Back in touch with the registry, the node learned it was revoked.
 	if code, ok := closeCode(t, a); ok && code != edge.CodeServiceRestart {
 		t.Fatalf("alice closed with %d, want 1012", code)
 	}
@@ -110,4 +98,73 @@ func TestARevokedNodeClosesEveryConnectionWith1012AndPublishesNothingOfThem(t *t
 		nb, _ := r.store.Count(ctx, groups.KindUser, "bob")
 		return na == 0 && nb == 0
 	})
+}
+
+// loseLease cuts the node off from the registry until its lease is in doubt
+// (the node fenced), runs inDoubt, lets another node's janitor announce the
+// node's connections (the janitor's DISCONNECTs are not this node's: it
+// publishes nothing here), and reconnects the node, which then learns it was
+// revoked. It returns what the janitor announced.
+func (r *rig) loseLease(t *testing.T, inDoubt func()) []cluster.ConnRecord {
+	t.Helper()
+	var once sync.Once
+	release := r.reg.holdRenewals()
+	defer once.Do(release)
+	testenv.Eventually(t, "the node fenced, its lease in doubt", func() bool { return !r.node.Healthy() })
+	inDoubt()
+	// Another node sees the lease expire.
+	r.reg.later(time.Hour)
+	var orphans []cluster.ConnRecord
+	other, err := cluster.NewJanitor(cluster.JanitorConfig{}, cluster.JanitorDeps{Registry: r.reg, Self: "node-b",
+		OnOrphan: func(_ context.Context, rec cluster.ConnRecord) { orphans = append(orphans, rec) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.CleanNode(t.Context(), nodeID); err != nil {
+		t.Fatalf("the other node's janitor: %v", err)
+	}
+	once.Do(release)
+	return orphans
+}
+
+// A connection still in $connect when the cluster announced the node's
+// connections was announced with them (its record was written before
+// $connect ran): it never opens, and nothing of it is published.
+func TestAConnectionStillInConnectWhenTheNodeIsRevokedNeverOpens(t *testing.T) {
+	asked, answer := make(chan struct{}), make(chan struct{})
+	r := newRig(t, func(req *backend.ConnectRequest) backend.ConnectResponse {
+		if req.QueryStringParameters["slow"] != "" {
+			close(asked)
+			<-answer
+		}
+		return backend.ConnectResponse{}
+	}, withLease(2*time.Second), withConnectTimeout(testenv.WaitFor))
+	type dialed struct {
+		c   net.Conn
+		err error
+	}
+	done := make(chan dialed, 1)
+	go func() {
+		c, _, _, err := ws.Dialer{}.Dial(context.Background(), r.url+"?slow=1")
+		done <- dialed{c, err}
+	}()
+	<-asked
+	orphans := r.loseLease(t, func() {})
+	if len(orphans) != 1 {
+		t.Fatalf("the other node's janitor announced %d connections, want the one in $connect", len(orphans))
+	}
+	testenv.Eventually(t, "the node healthy with a fresh lease", r.node.Healthy)
+	close(answer) // $connect allows, too late
+	if d := <-done; d.err == nil {
+		d.c.Close()
+		t.Fatal("the revoked connection was upgraded, want its handshake ended")
+	}
+	if n := r.metric(t, "switchboard_events_dropped_total", nil); n != 0 {
+		t.Fatalf("%v events of the revoked connection queued (and dropped), want none", n)
+	}
+	// Nothing of it: the next event is a new connection's CONNECT.
+	r.open(t)
+	if _, err := r.reg.Lookup(t.Context(), orphans[0].ID); !errors.Is(err, conn.ErrGone) {
+		t.Fatalf("record of the revoked connection: %v, want gone", err)
+	}
 }

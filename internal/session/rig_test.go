@@ -116,7 +116,9 @@ type options struct {
 	jwt      *authz.JWT
 	adm      *admission.A
 	leaseTTL time.Duration
-	proxy    *proxyproto.Config // the edge listens behind a PROXY protocol reader
+	// connectTimeout bounds $connect (lifecycle.Config.ConnectTimeout); 0: the default.
+	connectTimeout time.Duration
+	proxy          *proxyproto.Config // the edge listens behind a PROXY protocol reader
 }
 
 type option func(*options)
@@ -168,7 +170,7 @@ func newRig(t *testing.T, onConnect func(r *backend.ConnectRequest) backend.Conn
 		t.Fatal(err)
 	}
 	r.node = node
-	lc, err := lifecycle.New(lifecycle.Config{Fence: node, ConnectMode: lifecycle.ModeRequired, NodeID: nodeID}, nc, r.preg, log)
+	lc, err := lifecycle.New(lifecycle.Config{Fence: node, ConnectMode: lifecycle.ModeRequired, NodeID: nodeID, ConnectTimeout: o.connectTimeout}, nc, r.preg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -541,3 +543,6 @@ func (r *rig) metric(t *testing.T, name string, want map[string]string) float64 
 	}
 	return sum
 }
+
+// withConnectTimeout sets how long $connect may take.
+func withConnectTimeout(d time.Duration) option { return func(o *options) { o.connectTimeout = d } }

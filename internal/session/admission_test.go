@@ -15,27 +15,6 @@ import (
 	"github.com/switchboardgw/switchboard/pkg/backend"
 )
 
-func user(name string) string { return "?user=" + name }
-
-// openAs connects as user (named by $connect, asUser), returning the
-// connection and its ID.
-func (r *rig) openAs(t *testing.T, name string) (net.Conn, string) {
-	t.Helper()
-	c, _ := r.dialWith(t, ws.Dialer{}, r.url+user(name))
-	ev := r.expect(t, connectSubject, "")
-	if ev.body.Switchboard.UserID != name {
-		t.Fatalf("CONNECT user %q, want %q", ev.body.Switchboard.UserID, name)
-	}
-	return c, ev.connID
-}
-
-func (r *rig) refusedAs(t *testing.T, name string, status int) {
-	t.Helper()
-	if got := r.refused(t, ws.Dialer{}, r.url+user(name)); got.status != status {
-		t.Fatalf("%s refused with %d, want %d", name, got.status, status)
-	}
-}
-
 func wantConns(t *testing.T, adm *admission.A, n int) {
 	t.Helper()
 	testenv.Eventually(t, "the admission count", func() bool { return adm.Conns() == n })

@@ -24,13 +24,6 @@ func principalID(t *testing.T, p json.RawMessage) string {
 	return v.PrincipalID
 }
 
-// authorizerID is the principalId of an event's authorizer object.
-func authorizerID(ev event) string {
-	m, _ := ev.body.RequestContext.Authorizer.(map[string]any)
-	id, _ := m["principalId"].(string)
-	return id
-}
-
 func wantWrites(t *testing.T, w []cluster.ConnRecord, users ...string) {
 	t.Helper()
 	if len(w) != len(users) {
@@ -86,11 +79,11 @@ func TestConnectSayingNothingOfIdentityKeepsTheTokensInTheOneWrite(t *testing.T)
 	if principalID(t, w[0].Principal) != "alice" {
 		t.Fatalf("record principal %s, want the token's (principalId alice)", w[0].Principal)
 	}
-	if ev.body.Switchboard.UserID != "alice" || authorizerID(ev) != "alice" {
+	if ev.body.Switchboard.UserID != "alice" || authorizer(ev)["principalId"] != "alice" {
 		t.Fatalf("CONNECT user %q, authorizer %v; want the token's alice", ev.body.Switchboard.UserID, ev.body.RequestContext.Authorizer)
 	}
 	c.Close()
-	if ev := r.expect(t, disconnectSubject, ev.connID); ev.body.Switchboard.UserID != "alice" || authorizerID(ev) != "alice" {
+	if ev := r.expect(t, disconnectSubject, ev.connID); ev.body.Switchboard.UserID != "alice" || authorizer(ev)["principalId"] != "alice" {
 		t.Fatalf("DISCONNECT user %q, authorizer %v; want the token's alice", ev.body.Switchboard.UserID, ev.body.RequestContext.Authorizer)
 	}
 }

@@ -3,33 +3,12 @@ package session
 import (
 	"net/http"
 	"slices"
-	"sync"
 	"testing"
 
 	"github.com/gobwas/ws"
 
 	"github.com/switchboardgw/switchboard/internal/authz"
-	"github.com/switchboardgw/switchboard/pkg/backend"
 )
-
-// connectLog is a $connect backend that allows and keeps what it was asked.
-type connectLog struct {
-	mu   sync.Mutex
-	reqs []*backend.ConnectRequest
-}
-
-func (l *connectLog) allow(req *backend.ConnectRequest) backend.ConnectResponse {
-	l.mu.Lock()
-	l.reqs = append(l.reqs, req)
-	l.mu.Unlock()
-	return backend.ConnectResponse{}
-}
-
-func (l *connectLog) asked() []*backend.ConnectRequest {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return slices.Clone(l.reqs)
-}
 
 // jwtRig is a node whose JWT authorizer takes the token from the
 // Authorization header, the query's "token" and the subprotocol "jwt.<token>".

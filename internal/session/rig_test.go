@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -443,6 +444,47 @@ func allow(*backend.ConnectRequest) backend.ConnectResponse { return backend.Con
 // asUser is a $connect backend naming the user of the query's "user".
 func asUser(req *backend.ConnectRequest) backend.ConnectResponse {
 	return backend.ConnectResponse{UserID: req.QueryStringParameters["user"]}
+}
+
+// user is the query naming the user to asUser.
+func user(name string) string { return "?user=" + name }
+
+// openAs connects as user (named by $connect, asUser), returning the
+// connection and its ID.
+func (r *rig) openAs(t *testing.T, name string) (net.Conn, string) {
+	t.Helper()
+	c, _ := r.dialWith(t, ws.Dialer{}, r.url+user(name))
+	ev := r.expect(t, connectSubject, "")
+	if ev.body.Switchboard.UserID != name {
+		t.Fatalf("CONNECT user %q, want %q", ev.body.Switchboard.UserID, name)
+	}
+	return c, ev.connID
+}
+
+func (r *rig) refusedAs(t *testing.T, name string, status int) {
+	t.Helper()
+	if got := r.refused(t, ws.Dialer{}, r.url+user(name)); got.status != status {
+		t.Fatalf("%s refused with %d, want %d", name, got.status, status)
+	}
+}
+
+// connectLog is a $connect backend that allows and keeps what it was asked.
+type connectLog struct {
+	mu   sync.Mutex
+	reqs []*backend.ConnectRequest
+}
+
+func (l *connectLog) allow(req *backend.ConnectRequest) backend.ConnectResponse {
+	l.mu.Lock()
+	l.reqs = append(l.reqs, req)
+	l.mu.Unlock()
+	return backend.ConnectResponse{}
+}
+
+func (l *connectLog) asked() []*backend.ConnectRequest {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.reqs)
 }
 
 // jwtIssuer signs HS256 tokens with a secret that the node's JWT

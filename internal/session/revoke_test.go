@@ -139,6 +139,9 @@ func TestAConnectionStillInConnectWhenTheNodeIsRevokedNeverOpens(t *testing.T) {
 		}
 		return backend.ConnectResponse{}
 	}, withLease(2*time.Second), withConnectTimeout(testenv.WaitFor))
+	var answered sync.Once
+	allowNow := func() { answered.Do(func() { close(answer) }) }
+	t.Cleanup(allowNow) // before the rig's: the backend must not hold its shutdown
 	type dialed struct {
 		c   net.Conn
 		err error
@@ -148,13 +151,19 @@ func TestAConnectionStillInConnectWhenTheNodeIsRevokedNeverOpens(t *testing.T) {
 		c, _, _, err := ws.Dialer{}.Dial(context.Background(), r.url+"?slow=1")
 		done <- dialed{c, err}
 	}()
-	<-asked
+	select {
+	case <-asked:
+	case d := <-done:
+		t.Fatalf("dial ended before $connect was asked: %v", d.err)
+	case <-time.After(testenv.WaitFor):
+		t.Fatal("$connect not asked")
+	}
 	orphans := r.loseLease(t, func() {})
 	if len(orphans) != 1 {
 		t.Fatalf("the other node's janitor announced %d connections, want the one in $connect", len(orphans))
 	}
 	testenv.Eventually(t, "the node healthy with a fresh lease", r.node.Healthy)
-	close(answer) // $connect allows, too late
+	allowNow() // $connect allows, too late
 	if d := <-done; d.err == nil {
 		d.c.Close()
 		t.Fatal("the revoked connection was upgraded, want its handshake ended")

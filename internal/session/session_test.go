@@ -21,7 +21,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/switchboardgw/switchboard/internal/authz"
+	"github.com/switchboardgw/switchboard/internal/authn"
 	"github.com/switchboardgw/switchboard/internal/cluster"
 	"github.com/switchboardgw/switchboard/internal/conn"
 	"github.com/switchboardgw/switchboard/internal/edge"
@@ -315,7 +315,7 @@ func withJWT(t *testing.T, sub string) (func(*Deps), http.Header) {
 	if err := os.WriteFile(file, []byte(secret), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	j, err := authz.New(authz.Config{KeysFile: file}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	j, err := authn.New(authn.Config{KeysFile: file}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -110,7 +110,7 @@ type Handler struct {
 	lc     Events
 	node   Owner
 	groups Memberships
-	jwt    *authn.JWT   // nil: no built-in JWT authorizer
+	jwt    *authn.JWT            // nil: no built-in JWT authorizer
 	adm    *admission.Controller // nil: no admission limits
 	log    *slog.Logger
 	domain string // -domain-name: reported in events instead of the client's Host when set

@@ -405,7 +405,7 @@ func peerIdle(ctx context.Context, c PeersConfig, d *deployment) (PeerIdleRow, e
 		sum += after.rss[k] - before.rss[k]
 	}
 	row.AllRSSPerConn = sum / n
-	if !math.IsNaN(before.heap+after.heap+before.gors+after.gors) {
+	if !math.IsNaN(before.heap + after.heap + before.gors + after.gors) {
 		row.GoKnown = true
 		row.HeapPerConn = (after.heap - before.heap) / n
 		row.GoroutinesPerConn = (after.gors - before.gors) / n

@@ -22,13 +22,13 @@ import (
 // free loopback ports; every one of them counts in the CPU and memory
 // figures.
 const (
-	SysBaseline          = "baseline"            // gorilla, a goroutine per connection
-	SysSwitchboard       = "switchboard"         // one edge, embedded NATS, in-memory registry
-	SysSwitchboardRedis  = "switchboard-redis"   // 2 edges + router + redis-server + nats-server
-	SysCentrifugo        = "centrifugo"          // one node, memory engine
-	SysCentrifugoRedis   = "centrifugo-redis"    // 2 nodes, Redis engine
-	peerGroup            = "fan"                 // the fan-out group / channel
-	p2pGroup             = "p2p"                 // Switchboard: the group that lists the p2p clients
+	SysBaseline          = "baseline"          // gorilla, a goroutine per connection
+	SysSwitchboard       = "switchboard"       // one edge, embedded NATS, in-memory registry
+	SysSwitchboardRedis  = "switchboard-redis" // 2 edges + router + redis-server + nats-server
+	SysCentrifugo        = "centrifugo"        // one node, memory engine
+	SysCentrifugoRedis   = "centrifugo-redis"  // 2 nodes, Redis engine
+	peerGroup            = "fan"               // the fan-out group / channel
+	p2pGroup             = "p2p"               // Switchboard: the group that lists the p2p clients
 	centrifugoWSPath     = "/connection/websocket"
 	centrifugoConnectURL = "/centrifugo/connect" // the connect proxy's path on connectd
 )
@@ -217,6 +217,7 @@ func (d *deployment) startSwitchboard(ctx context.Context, bins PeerBins, redisD
 		if err != nil {
 			return err
 		}
+		np.anyExit = true
 		d.procs = append(d.procs, np)
 		natsURL = "nats://" + naddr
 		wire = []string{"-nats-url", natsURL, "-redis-url", "redis://" + raddr + "/0"}

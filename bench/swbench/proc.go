@@ -48,9 +48,12 @@ type proc struct {
 	tail        tailBuffer
 	ready       chan string // the ready line (swload's, unless startReady says), once
 	readyPrefix string
-	waited      chan struct{}
-	err         error
-	readWG      sync.WaitGroup
+	// anyExit: the exit status is no error (nats-server exits 1 after a
+	// clean shutdown on SIGTERM).
+	anyExit bool
+	waited  chan struct{}
+	err     error
+	readWG  sync.WaitGroup
 }
 
 func start(name string, c Command, repl map[string]string) (*proc, error) {
@@ -139,7 +142,7 @@ func (p *proc) stop(timeout time.Duration) error {
 	if errors.As(p.err, &ee) && ee.ProcessState.Sys().(syscall.WaitStatus).Signal() == syscall.SIGTERM {
 		return nil
 	}
-	if p.err != nil {
+	if p.err != nil && !p.anyExit {
 		return fmt.Errorf("swbench: %s: %w; stderr:\n%s", p.name, p.err, p.tail.String())
 	}
 	return nil

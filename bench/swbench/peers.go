@@ -250,15 +250,17 @@ func RunPeers(ctx context.Context, c PeersConfig) (PeersReport, error) {
 }
 
 // peerRuns says which systems a scenario applies to: the baseline has no
-// groups or API, and point-to-point is across nodes.
+// groups or API, point-to-point is across nodes, and the 3-node clusters
+// add nothing to the scenarios where clients use one node.
 func peerRuns(scenario, system string) bool {
+	three := system == SysSwitchboardRedis3 || system == SysCentrifugoRedis3
 	switch scenario {
 	case PeerFanout:
 		return system != SysBaseline
 	case PeerP2P:
-		return system == SysSwitchboardRedis || system == SysCentrifugoRedis
+		return system == SysSwitchboardRedis || system == SysCentrifugoRedis || three
 	}
-	return true
+	return !three
 }
 
 func runPeer(ctx context.Context, c PeersConfig, scenario, system, dir string, rep *PeersReport) (err error) {
@@ -578,13 +580,19 @@ func peerP2P(ctx context.Context, c PeersConfig, d *deployment) (PeerP2PRow, err
 		group = "p{i}" // a personal channel per client
 	}
 	hold := time.Duration(float64(c.Posts)/c.PostRate*float64(time.Second)) + 60*time.Second
-	// One process (Validate): it expects every post.
-	ps, open, err := listenLoaders(ctx, c, d, c.P2PConns, []string{d.nodes[1].ws}, group, func(int) int { return c.Posts }, hold)
+	// The clients are on every node but the first, through which (or
+	// through the router) the posts go. One process (Validate): it expects
+	// every post.
+	var targets []string
+	for _, n := range d.nodes[1:] {
+		targets = append(targets, n.ws)
+	}
+	ps, open, err := listenLoaders(ctx, c, d, c.P2PConns, targets, group, func(int) int { return c.Posts }, hold)
 	if err != nil {
 		return row, err
 	}
 	row.Conns = open
-	targets, err := d.p2pTargets(ctx, open)
+	ids, err := d.p2pTargets(ctx, open)
 	if err != nil {
 		stopAll(ps)
 		return row, err
@@ -594,7 +602,7 @@ func peerP2P(ctx context.Context, c PeersConfig, d *deployment) (PeerP2PRow, err
 		stopAll(ps)
 		return row, err
 	}
-	lat, errs := postPaced(ctx, c, d, targets)
+	lat, errs := postPaced(ctx, c, d, ids)
 	results, err := loadersDone(ctx, ps)
 	if err != nil {
 		return row, err

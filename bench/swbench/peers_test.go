@@ -224,6 +224,10 @@ func TestPointToPointIsAcrossNodesAndFanoutNeedsGroups(t *testing.T) {
 		{PeerP2P, SysSwitchboard, false},
 		{PeerP2P, SysSwitchboardRedis, true},
 		{PeerP2P, SysCentrifugoRedis, true},
+		{PeerP2P, SysSwitchboardRedis3, true},
+		{PeerFanout, SysCentrifugoRedis3, true},
+		{PeerIdle, SysSwitchboardRedis3, false},
+		{PeerConnect, SysCentrifugoRedis3, false},
 	} {
 		if got := peerRuns(c.scenario, c.system); got != c.want {
 			t.Errorf("%s on %s: %v, want %v", c.scenario, c.system, got, c.want)

@@ -146,7 +146,7 @@ func WritePeersReport(w io.Writer, r PeersReport, c PeersConfig) {
 		_ = tw.Flush()
 	}
 	if len(r.P2P) > 0 {
-		fmt.Fprintf(w, "\nCross-node point to point (%d clients on node 2; %d posts at %.0f/s through node 1 or the router; CPU of every process of the system)\n",
+		fmt.Fprintf(w, "\nCross-node point to point (%d clients on the nodes but the first; %d posts at %.0f/s through node 1 or the router; CPU of every process of the system)\n",
 			c.P2PConns, c.Posts, c.PostRate)
 		tw := newTable(w)
 		fmt.Fprintf(tw, "system\tposts\terrors\tHTTP p50\tHTTP p99\treceived\tpost→receipt p50\tp99\tCPU ms/1000 posts\tCPU %s\tHTTP p99 %s\t\n", base, base)

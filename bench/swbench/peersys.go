@@ -22,19 +22,22 @@ import (
 // free loopback ports; every one of them counts in the CPU and memory
 // figures.
 const (
-	SysBaseline          = "baseline"          // gorilla, a goroutine per connection
-	SysSwitchboard       = "switchboard"       // one edge, embedded NATS, in-memory registry
-	SysSwitchboardRedis  = "switchboard-redis" // 2 edges + router + redis-server + nats-server
-	SysCentrifugo        = "centrifugo"        // one node, memory engine
-	SysCentrifugoRedis   = "centrifugo-redis"  // 2 nodes, Redis engine
-	peerGroup            = "fan"               // the fan-out group / channel
-	p2pGroup             = "p2p"               // Switchboard: the group that lists the p2p clients
+	SysBaseline          = "baseline"            // gorilla, a goroutine per connection
+	SysSwitchboard       = "switchboard"         // one edge, embedded NATS, in-memory registry
+	SysSwitchboardRedis  = "switchboard-redis"   // 2 edges + router + redis-server + nats-server
+	SysCentrifugo        = "centrifugo"          // one node, memory engine
+	SysCentrifugoRedis   = "centrifugo-redis"    // 2 nodes, Redis engine
+	SysSwitchboardRedis3 = "switchboard-redis-3" // 3 edges + router + redis-server + nats-server
+	SysCentrifugoRedis3  = "centrifugo-redis-3"  // 3 nodes, Redis engine
+	peerGroup            = "fan"                 // the fan-out group / channel
+	p2pGroup             = "p2p"                 // Switchboard: the group that lists the p2p clients
 	centrifugoWSPath     = "/connection/websocket"
 	centrifugoConnectURL = "/centrifugo/connect" // the connect proxy's path on connectd
 )
 
 // PeerSystems lists every system, in the default order.
-var PeerSystems = []string{SysSwitchboard, SysSwitchboardRedis, SysCentrifugo, SysCentrifugoRedis, SysBaseline}
+var PeerSystems = []string{SysSwitchboard, SysSwitchboardRedis, SysCentrifugo, SysCentrifugoRedis, SysBaseline,
+	SysSwitchboardRedis3, SysCentrifugoRedis3}
 
 // PeerBins are the binaries the peers scenario runs.
 type PeerBins struct {
@@ -143,6 +146,10 @@ func startDeployment(ctx context.Context, system string, bins PeerBins, dir stri
 		err = d.startCentrifugo(ctx, bins, dir, false, 1)
 	case SysCentrifugoRedis:
 		err = d.startCentrifugo(ctx, bins, dir, true, 2)
+	case SysSwitchboardRedis3:
+		err = d.startSwitchboard(ctx, bins, dir, 3)
+	case SysCentrifugoRedis3:
+		err = d.startCentrifugo(ctx, bins, dir, true, 3)
 	default:
 		err = fmt.Errorf("%w: unknown system %q (%s)", ErrConfig, system, strings.Join(PeerSystems, ", "))
 	}

@@ -42,8 +42,10 @@ type PeersConfig struct {
 	Systems []string
 	// Scenarios to run. Default PeerScenarios.
 	Scenarios []string
-	// RatioBase: ratios compare each row with the first row whose system
-	// starts with this. Default "centrifugo".
+	// RatioBase: ratios compare each Switchboard row with this system in
+	// the same mode (switchboard-redis with RatioBase+"-redis"), other rows
+	// with the first row whose system starts with this. Default
+	// "centrifugo".
 	RatioBase string
 	// IdleConns and ConnectConns: connections of the idle and connect-rate
 	// scenarios. Default 15000 each.
@@ -715,39 +717,43 @@ func ParseStatCPU(stat []byte) (time.Duration, error) {
 	return time.Duration(u+st) * clockTick, nil
 }
 
-// baseRow is the index of the first of names that starts with prefix, or
-// 0: the row every ratio of a table compares with.
-func baseRow(names []string, prefix string) int {
-	for i, n := range names {
+// baseRow is the row that row i of a table is compared with: a
+// Switchboard system's counterpart in the same mode (switchboard-redis →
+// prefix+"-redis"), if the table has it; else the first row whose system
+// starts with prefix; else the first row.
+func baseRow(names []string, i int, prefix string) int {
+	if rest, ok := strings.CutPrefix(names[i], SysSwitchboard); ok {
+		if j := slices.Index(names, prefix+rest); j >= 0 {
+			return j
+		}
+	}
+	for j, n := range names {
 		if strings.HasPrefix(n, prefix) {
-			return i
+			return j
 		}
 	}
 	return 0
 }
 
-// ratios fills every table's ratio columns against its base row (for
-// fan-out, the base row of the same phase).
+// ratios fills every table's ratio columns (for fan-out, against the rows
+// of the same phase).
 func (r *PeersReport) ratios(prefix string) {
-	names := func(n int, name func(int) string) []string {
+	systems := func(n int, name func(int) string) []string {
 		out := make([]string, n)
 		for i := range out {
 			out[i] = name(i)
 		}
 		return out
 	}
-	if len(r.Idle) > 0 {
-		b := r.Idle[baseRow(names(len(r.Idle), func(i int) string { return r.Idle[i].System }), prefix)]
-		for i := range r.Idle {
-			r.Idle[i].NodeRSSRatio = ratio(r.Idle[i].NodeRSSPerConn, b.NodeRSSPerConn)
-			r.Idle[i].AllRSSRatio = ratio(r.Idle[i].AllRSSPerConn, b.AllRSSPerConn)
-		}
+	names := systems(len(r.Idle), func(i int) string { return r.Idle[i].System })
+	for i := range r.Idle {
+		b := r.Idle[baseRow(names, i, prefix)]
+		r.Idle[i].NodeRSSRatio = ratio(r.Idle[i].NodeRSSPerConn, b.NodeRSSPerConn)
+		r.Idle[i].AllRSSRatio = ratio(r.Idle[i].AllRSSPerConn, b.AllRSSPerConn)
 	}
-	if len(r.Connect) > 0 {
-		b := r.Connect[baseRow(names(len(r.Connect), func(i int) string { return r.Connect[i].System }), prefix)]
-		for i := range r.Connect {
-			r.Connect[i].Ratio = ratio(r.Connect[i].PerSecond, b.PerSecond)
-		}
+	names = systems(len(r.Connect), func(i int) string { return r.Connect[i].System })
+	for i := range r.Connect {
+		r.Connect[i].Ratio = ratio(r.Connect[i].PerSecond, r.Connect[baseRow(names, i, prefix)].PerSecond)
 	}
 	for _, phase := range uniquePhases(r.Fanout) {
 		var idx []int
@@ -756,18 +762,18 @@ func (r *PeersReport) ratios(prefix string) {
 				idx = append(idx, i)
 			}
 		}
-		b := r.Fanout[idx[baseRow(names(len(idx), func(i int) string { return r.Fanout[idx[i]].System }), prefix)]]
-		for _, i := range idx {
+		names = systems(len(idx), func(i int) string { return r.Fanout[idx[i]].System })
+		for k, i := range idx {
+			b := r.Fanout[idx[baseRow(names, k, prefix)]]
 			r.Fanout[i].FramesPerSecRt = ratio(r.Fanout[i].FramesPerSec, b.FramesPerSec)
 			r.Fanout[i].P99Ratio = ratio(float64(r.Fanout[i].P99), float64(b.P99))
 		}
 	}
-	if len(r.P2P) > 0 {
-		b := r.P2P[baseRow(names(len(r.P2P), func(i int) string { return r.P2P[i].System }), prefix)]
-		for i := range r.P2P {
-			r.P2P[i].CPURatio = ratio(float64(r.P2P[i].CPUPer1000), float64(b.CPUPer1000))
-			r.P2P[i].HTTPP99Rt = ratio(float64(r.P2P[i].HTTPP99), float64(b.HTTPP99))
-		}
+	names = systems(len(r.P2P), func(i int) string { return r.P2P[i].System })
+	for i := range r.P2P {
+		b := r.P2P[baseRow(names, i, prefix)]
+		r.P2P[i].CPURatio = ratio(float64(r.P2P[i].CPUPer1000), float64(b.CPUPer1000))
+		r.P2P[i].HTTPP99Rt = ratio(float64(r.P2P[i].HTTPP99), float64(b.HTTPP99))
 	}
 }
 

@@ -39,38 +39,42 @@ func TestOwnStatParses(t *testing.T) {
 	}
 }
 
-func TestPeerRatiosCompareWithTheFirstRowOfTheBaseSystem(t *testing.T) {
+func TestPeerRatiosCompareEachSwitchboardModeWithCentrifugosSameMode(t *testing.T) {
 	rep := PeersReport{
 		Idle: []PeerIdleRow{
 			{System: SysSwitchboard, NodeRSSPerConn: 3000, AllRSSPerConn: 4000},
+			{System: SysSwitchboardRedis, NodeRSSPerConn: 6000, AllRSSPerConn: 8000},
 			{System: SysCentrifugo, NodeRSSPerConn: 30000, AllRSSPerConn: 32000},
 			{System: SysCentrifugoRedis, NodeRSSPerConn: 60000, AllRSSPerConn: 64000},
+			{System: SysBaseline, NodeRSSPerConn: 15000, AllRSSPerConn: 16000},
 		},
-		Connect: []PeerConnectRow{{System: SysBaseline, PerSecond: 100}, {System: SysCentrifugo, PerSecond: 50}},
+		Connect: []PeerConnectRow{{System: SysSwitchboardRedis, PerSecond: 100}, {System: SysCentrifugo, PerSecond: 50}},
 		Fanout: []PeerFanoutRow{
 			{System: SysSwitchboard, Phase: "one", FramesPerSec: 300, P99: 2 * time.Millisecond},
 			{System: SysSwitchboard, Phase: "burst", FramesPerSec: 900, P99: 9 * time.Millisecond},
 			{System: SysCentrifugo, Phase: "one", FramesPerSec: 100, P99: 4 * time.Millisecond},
 			{System: SysCentrifugo, Phase: "burst", FramesPerSec: 300, P99: 3 * time.Millisecond},
 		},
-		// No "centrifugo" row yet "centrifugo-redis" starts with it.
-		P2P: []PeerP2PRow{{System: SysSwitchboardRedis, CPUPer1000: time.Second}, {System: SysCentrifugoRedis, CPUPer1000: 4 * time.Second}},
+		P2P: []PeerP2PRow{
+			{System: SysSwitchboardRedis, CPUPer1000: time.Second}, {System: SysCentrifugoRedis, CPUPer1000: 4 * time.Second},
+			{System: SysSwitchboardRedis3, CPUPer1000: 3 * time.Second}, {System: SysCentrifugoRedis3, CPUPer1000: 6 * time.Second},
+		},
 	}
 	rep.ratios(SysCentrifugo)
-	if r := rep.Idle[0]; r.NodeRSSRatio != 0.1 || r.AllRSSRatio != 0.125 {
-		t.Errorf("switchboard idle ratios %v, %v; want 0.1, 0.125", r.NodeRSSRatio, r.AllRSSRatio)
+	for i, want := range [][2]float64{{0.1, 0.125}, {0.1, 0.125}, {1, 1}, {2, 2}, {0.5, 0.5}} {
+		if r := rep.Idle[i]; r.NodeRSSRatio != want[0] || r.AllRSSRatio != want[1] {
+			t.Errorf("%s idle ratios %v, %v; want %v", r.System, r.NodeRSSRatio, r.AllRSSRatio, want)
+		}
 	}
-	if r := rep.Idle[2]; r.NodeRSSRatio != 2 {
-		t.Errorf("centrifugo-redis node ratio %v, want 2 (against centrifugo, the first match)", r.NodeRSSRatio)
-	}
+	// No centrifugo-redis row: the first centrifugo row is the base.
 	if r := rep.Connect[0]; r.Ratio != 2 {
-		t.Errorf("baseline connect ratio %v, want 2", r.Ratio)
+		t.Errorf("switchboard-redis connect ratio %v, want 2", r.Ratio)
 	}
 	if a, b := rep.Fanout[0], rep.Fanout[1]; a.FramesPerSecRt != 3 || a.P99Ratio != 0.5 || b.FramesPerSecRt != 3 || b.P99Ratio != 3 {
 		t.Errorf("fan-out ratios %+v / %+v: want each phase against its own centrifugo row", a, b)
 	}
-	if r := rep.P2P[0]; r.CPURatio != 0.25 {
-		t.Errorf("p2p CPU ratio %v, want 0.25", r.CPURatio)
+	if a, b := rep.P2P[0], rep.P2P[2]; a.CPURatio != 0.25 || b.CPURatio != 0.5 {
+		t.Errorf("p2p CPU ratios %v, %v; want 0.25 (vs centrifugo-redis), 0.5 (vs centrifugo-redis-3)", a.CPURatio, b.CPURatio)
 	}
 	// No row of the base system: the first row is the base.
 	only := PeersReport{Connect: []PeerConnectRow{{System: SysSwitchboard, PerSecond: 10}, {System: SysBaseline, PerSecond: 20}}}

@@ -20,7 +20,7 @@ func peersCLI(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var (
 		systems    = fs.String("systems", strings.Join(PeerSystems, ","), "systems to measure, in turn")
 		scenarios  = fs.String("scenarios", strings.Join(PeerScenarios, ","), "scenarios to run")
-		base       = fs.String("ratio-base", SysCentrifugo, "ratios compare each row with the first system whose name starts with this")
+		base       = fs.String("ratio-base", SysCentrifugo, "ratios compare each Switchboard row with this system in the same mode (switchboard-redis with <base>-redis), other rows with the first system whose name starts with this")
 		n          = fs.Int("n", 15000, "idle: connections")
 		connectN   = fs.Int("connect-n", 15000, "connect: connections")
 		perProc    = fs.Int("per-process", 8000, "connections per swload process (each gets its own source address 127.0.0.2, .3, …)")
@@ -110,6 +110,8 @@ func splitNames(s string) []string {
 // WritePeersReport prints every table of a peers run.
 func WritePeersReport(w io.Writer, r PeersReport, c PeersConfig) {
 	base := "vs " + c.RatioBase
+	fmt.Fprintf(w, "Ratios: each switchboard row against %s in the same mode (switchboard-redis against %s-redis) where the table has it, every other row against %s.\n",
+		c.RatioBase, c.RatioBase, c.RatioBase)
 	if len(r.Idle) > 0 {
 		fmt.Fprintf(w, "\nIdle connections (%d per system; node = the process the clients are connected to, all = every process of the system)\n", c.IdleConns)
 		tw := newTable(w)

@@ -2,6 +2,7 @@ package swbench
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -59,6 +60,10 @@ type PeersConfig struct {
 	// Concurrency is handshakes in flight per process in the connect-rate
 	// scenario. Default 256.
 	Concurrency int
+	// Repeat is how many rounds the connect-rate scenario runs, the
+	// systems taking turns; each system's median round is reported.
+	// Default 1.
+	Repeat int
 	// FanoutConns are the members of the fan-out group. Default 10000.
 	FanoutConns int
 	// Messages are sent one at a time, Interval apart. Defaults 20, 250ms.
@@ -95,6 +100,7 @@ func (c PeersConfig) withDefaults() PeersConfig {
 	defaults.Set(&c.PerProcess, 8000)
 	defaults.Set(&c.Rate, 3000)
 	defaults.Set(&c.Concurrency, 256)
+	defaults.Set(&c.Repeat, 1)
 	defaults.Set(&c.FanoutConns, 10000)
 	defaults.Set(&c.Messages, 20)
 	defaults.Set(&c.Interval, 250*time.Millisecond)
@@ -126,7 +132,7 @@ func (c PeersConfig) Validate() error {
 	}
 	if d.IdleConns < 1 || d.ConnectConns < 1 || d.FanoutConns < 1 || d.P2PConns < 1 || d.PerProcess < 1 ||
 		d.Messages < 1 || d.Bursts < 1 || d.BurstSize < 1 || d.Posts < 1 || d.PostRate <= 0 || d.Rate <= 0 ||
-		d.Concurrency < 1 || d.Interval <= 0 || d.Settle < 0 {
+		d.Concurrency < 1 || d.Repeat < 1 || d.Interval <= 0 || d.Settle < 0 {
 		return fmt.Errorf("%w: counts, rates and the interval must be positive", ErrConfig)
 	}
 	// One process receives every post, so its expected count is exact.
@@ -178,6 +184,11 @@ type PeerConnectRow struct {
 	P50       time.Duration `json:"p50Ns"`
 	P99       time.Duration `json:"p99Ns"`
 	Ratio     float64       `json:"rateRatio"`
+	// Over Runs rounds: the row is the median round; Min and Max are the
+	// extreme rates.
+	Runs int     `json:"runs"`
+	Min  float64 `json:"minConnectsPerSec"`
+	Max  float64 `json:"maxConnectsPerSec"`
 }
 
 // PeerFanoutRow is one system's fan-out figures for one way of sending.
@@ -191,9 +202,15 @@ type PeerFanoutRow struct {
 	Received int64  `json:"receivedFrames"`
 	// P50 and P99: publish (the API call starting) to receipt, the worst
 	// swload process's.
-	P50            time.Duration `json:"p50Ns"`
-	P99            time.Duration `json:"p99Ns"`
-	FramesPerSec   float64       `json:"framesPerSec"`
+	P50          time.Duration `json:"p50Ns"`
+	P99          time.Duration `json:"p99Ns"`
+	FramesPerSec float64       `json:"framesPerSec"`
+	// SystemCPU is the CPU time of all the system's processes from the
+	// first send to the last receipt; ClientCPU the swload processes'.
+	// Clients near the machine's cores times the span mean the clients,
+	// not the system, bound the rate.
+	SystemCPU      time.Duration `json:"systemCpuNs"`
+	ClientCPU      time.Duration `json:"clientCpuNs"`
 	FramesPerSecRt float64       `json:"framesPerSecRatio"`
 	P99Ratio       float64       `json:"p99Ratio"`
 }
@@ -233,20 +250,27 @@ func RunPeers(ctx context.Context, c PeersConfig) (PeersReport, error) {
 	defer os.RemoveAll(dir)
 	var errs []error
 	for _, sc := range c.Scenarios {
-		for _, sys := range c.Systems {
-			if ctx.Err() != nil {
-				return rep, ctx.Err()
-			}
-			if !peerRuns(sc, sys) {
-				continue
-			}
-			fmt.Fprintf(c.Log, "== %s: %s\n", sc, sys)
-			if err := runPeer(ctx, c, sc, sys, dir, &rep); err != nil {
-				errs = append(errs, fmt.Errorf("swbench: peers %s %s: %w", sc, sys, err))
-				fmt.Fprintln(c.Log, errs[len(errs)-1])
+		rounds := 1
+		if sc == PeerConnect {
+			rounds = c.Repeat
+		}
+		for round := range rounds {
+			for _, sys := range c.Systems {
+				if ctx.Err() != nil {
+					return rep, ctx.Err()
+				}
+				if !peerRuns(sc, sys) {
+					continue
+				}
+				fmt.Fprintf(c.Log, "== %s: %s (round %d of %d)\n", sc, sys, round+1, rounds)
+				if err := runPeer(ctx, c, sc, sys, dir, &rep); err != nil {
+					errs = append(errs, fmt.Errorf("swbench: peers %s %s: %w", sc, sys, err))
+					fmt.Fprintln(c.Log, errs[len(errs)-1])
+				}
 			}
 		}
 	}
+	rep.Connect = medianConnect(rep.Connect)
 	rep.ratios(c.RatioBase)
 	return rep, errors.Join(errs...)
 }
@@ -413,6 +437,9 @@ func peerIdle(ctx context.Context, c PeersConfig, d *deployment) (PeerIdleRow, e
 		row.GoKnown = true
 		row.HeapPerConn = (after.heap - before.heap) / n
 		row.GoroutinesPerConn = (after.gors - before.gors) / n
+		if math.Abs(row.GoroutinesPerConn) < 0.0005 {
+			row.GoroutinesPerConn = 0 // not "-0.000" when one came and went
+		}
 	}
 	fmt.Fprintf(c.Log, "%s: node RSS %.1f → %.1f MiB\n", d.system, before.rss[i]/(1<<20), after.rss[i]/(1<<20))
 	return row, nil
@@ -518,6 +545,16 @@ func peerFanout(ctx context.Context, c PeersConfig, d *deployment, burst bool) (
 		stopAll(ps)
 		return row, err
 	}
+	sys0, err := cpuOf(d.procs)
+	if err != nil {
+		stopAll(ps)
+		return row, err
+	}
+	cli0, err := cpuOf(ps)
+	if err != nil {
+		stopAll(ps)
+		return row, err
+	}
 	var sendErrs atomic.Int64
 	send := func() {
 		if err := d.send(ctx, peerGroup, PeerPayload(time.Now(), c.Size)); err != nil {
@@ -546,6 +583,16 @@ func peerFanout(ctx context.Context, c PeersConfig, d *deployment, burst bool) (
 	if err != nil {
 		return row, err
 	}
+	sys1, err := cpuOf(d.procs)
+	if err != nil {
+		return row, err
+	}
+	for i := range sys1 {
+		row.SystemCPU += sys1[i] - sys0[i]
+	}
+	for i, p := range ps {
+		row.ClientCPU += p.cmd.ProcessState.UserTime() + p.cmd.ProcessState.SystemTime() - cli0[i]
+	}
 	row.SendErrs = int(sendErrs.Load())
 	row.Expected = int64(open) * int64(row.Messages)
 	var last int64
@@ -560,6 +607,28 @@ func peerFanout(ctx context.Context, c PeersConfig, d *deployment, burst bool) (
 	}
 	fmt.Fprintf(c.Log, "%s: %s: %d/%d frames, p99 %v\n", d.system, row.Phase, row.Received, row.Expected, row.P99)
 	return row, nil
+}
+
+// medianConnect keeps each system's median round (by rate), in the order
+// the systems first appear, with the number of rounds and the extremes.
+func medianConnect(rows []PeerConnectRow) []PeerConnectRow {
+	var order []string
+	by := map[string][]PeerConnectRow{}
+	for _, r := range rows {
+		if _, ok := by[r.System]; !ok {
+			order = append(order, r.System)
+		}
+		by[r.System] = append(by[r.System], r)
+	}
+	out := make([]PeerConnectRow, 0, len(order))
+	for _, sys := range order {
+		rs := by[sys]
+		slices.SortFunc(rs, func(a, b PeerConnectRow) int { return cmp.Compare(a.PerSecond, b.PerSecond) })
+		m := rs[len(rs)/2]
+		m.Runs, m.Min, m.Max = len(rs), rs[0].PerSecond, rs[len(rs)-1].PerSecond
+		out = append(out, m)
+	}
+	return out
 }
 
 func sleepUntil(ctx context.Context, t time.Time) {
@@ -599,7 +668,7 @@ func peerP2P(ctx context.Context, c PeersConfig, d *deployment) (PeerP2PRow, err
 		stopAll(ps)
 		return row, err
 	}
-	cpu0, err := cpuAll(d)
+	cpu0, err := cpuOf(d.procs)
 	if err != nil {
 		stopAll(ps)
 		return row, err
@@ -609,7 +678,7 @@ func peerP2P(ctx context.Context, c PeersConfig, d *deployment) (PeerP2PRow, err
 	if err != nil {
 		return row, err
 	}
-	cpu1, err := cpuAll(d)
+	cpu1, err := cpuOf(d.procs)
 	if err != nil {
 		return row, err
 	}
@@ -677,10 +746,10 @@ func quantile(ds []time.Duration, q float64) time.Duration {
 	return ds[min(max(i, 0), len(ds)-1)]
 }
 
-// cpuAll reads the CPU time used so far by every process of d.
-func cpuAll(d *deployment) ([]time.Duration, error) {
-	out := make([]time.Duration, len(d.procs))
-	for i, p := range d.procs {
+// cpuOf reads the CPU time used so far by each of ps (running).
+func cpuOf(ps []*proc) ([]time.Duration, error) {
+	out := make([]time.Duration, len(ps))
+	for i, p := range ps {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.pid()))
 		if err != nil {
 			return nil, fmt.Errorf("swbench: CPU of %s: %w", p.name, err)

@@ -238,3 +238,23 @@ func TestPointToPointIsAcrossNodesAndFanoutNeedsGroups(t *testing.T) {
 		}
 	}
 }
+
+func TestConnectRoundsKeepEachSystemsMedian(t *testing.T) {
+	got := medianConnect([]PeerConnectRow{
+		{System: SysSwitchboard, PerSecond: 300, P99: 3}, {System: SysCentrifugo, PerSecond: 50},
+		{System: SysSwitchboard, PerSecond: 100, P99: 1}, {System: SysCentrifugo, PerSecond: 70},
+		{System: SysSwitchboard, PerSecond: 200, P99: 2}, {System: SysCentrifugo, PerSecond: 60},
+	})
+	want := []PeerConnectRow{
+		{System: SysSwitchboard, PerSecond: 200, P99: 2, Runs: 3, Min: 100, Max: 300},
+		{System: SysCentrifugo, PerSecond: 60, Runs: 3, Min: 50, Max: 70},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("row %d: got %+v, want %+v", i, got[i], want[i])
+		}
+	}
+}

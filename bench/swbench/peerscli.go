@@ -26,6 +26,7 @@ func peersCLI(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		perProc    = fs.Int("per-process", 8000, "connections per swload process (each gets its own source address 127.0.0.2, .3, …)")
 		rate       = fs.Float64("rate", 3000, "new connections per second, all swload processes together, where connections open before a measurement")
 		conc       = fs.Int("concurrency", 256, "connect: handshakes in flight per swload process")
+		repeat     = fs.Int("repeat", 3, "connect: rounds, the systems taking turns; each system's median round is reported")
 		fanN       = fs.Int("fanout-n", 10000, "fanout: members of the group (channel)")
 		messages   = fs.Int("messages", 20, "fanout: messages sent one at a time")
 		interval   = fs.Duration("interval", 250*time.Millisecond, "fanout: time between messages sent one at a time (bursts: 4 times this)")
@@ -47,7 +48,7 @@ func peersCLI(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	cfg := PeersConfig{
 		Systems: splitNames(*systems), Scenarios: splitNames(*scenarios), RatioBase: *base,
-		IdleConns: *n, ConnectConns: *connectN, PerProcess: *perProc, Rate: *rate, Concurrency: *conc,
+		IdleConns: *n, ConnectConns: *connectN, PerProcess: *perProc, Rate: *rate, Concurrency: *conc, Repeat: *repeat,
 		FanoutConns: *fanN, Messages: *messages, Interval: *interval, Bursts: *bursts, BurstSize: *burstSize,
 		P2PConns: *p2pN, Posts: *posts, PostRate: *postRate, Size: *size, Settle: *settle, Log: stderr,
 	}
@@ -110,7 +111,7 @@ func splitNames(s string) []string {
 // WritePeersReport prints every table of a peers run.
 func WritePeersReport(w io.Writer, r PeersReport, c PeersConfig) {
 	base := "vs " + c.RatioBase
-	fmt.Fprintf(w, "Ratios: each switchboard row against %s in the same mode (switchboard-redis against %s-redis) where the table has it, every other row against %s.\n",
+	fmt.Fprintf(w, "Ratios: each switchboard row against %s in the same mode (switchboard-redis against %s-redis) where the table has it, every other row against the table's first %s row.\n",
 		c.RatioBase, c.RatioBase, c.RatioBase)
 	if len(r.Idle) > 0 {
 		fmt.Fprintf(w, "\nIdle connections (%d per system; node = the process the clients are connected to, all = every process of the system)\n", c.IdleConns)
@@ -129,10 +130,10 @@ func WritePeersReport(w io.Writer, r PeersReport, c PeersConfig) {
 	if len(r.Connect) > 0 {
 		fmt.Fprintf(w, "\nConnect rate (%d connections per system, %d handshakes in flight per swload process; every system but the baseline asks a backend first)\n", c.ConnectConns, c.Concurrency)
 		tw := newTable(w)
-		fmt.Fprintf(tw, "system\tconnections\tfailed\tconnects/s\tp50\tp99\t%s\t\n", base)
+		fmt.Fprintf(tw, "system\tconnections\tfailed\tconnects/s\tp50\tp99\t%s\truns\tmin–max connects/s\t\n", base)
 		for _, x := range r.Connect {
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%v\t%v\t%.3f\t\n", x.System, x.Conns, x.Failed, x.PerSecond,
-				x.P50.Round(time.Microsecond), x.P99.Round(time.Microsecond), x.Ratio)
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%v\t%v\t%.3f\t%d\t%.0f–%.0f\t\n", x.System, x.Conns, x.Failed, x.PerSecond,
+				x.P50.Round(time.Microsecond), x.P99.Round(time.Microsecond), x.Ratio, x.Runs, x.Min, x.Max)
 		}
 		_ = tw.Flush()
 	}
@@ -140,10 +141,11 @@ func WritePeersReport(w io.Writer, r PeersReport, c PeersConfig) {
 		fmt.Fprintf(w, "\nFan-out to one group / channel (%d members; %d messages one at a time %v apart, and %d bursts of %d; publish to receipt)\n",
 			c.FanoutConns, c.Messages, c.Interval, c.Bursts, c.BurstSize)
 		tw := newTable(w)
-		fmt.Fprintf(tw, "system\tsending\tmembers\tmessages\tsend errors\tframes received/expected\tp50\tp99\tframes/s\tframes/s %s\tp99 %s\t\n", base, base)
+		fmt.Fprintf(tw, "system\tsending\tmembers\tmessages\tsend errors\tframes received/expected\tp50\tp99\tframes/s\tframes/s %s\tp99 %s\tsystem CPU s\tclient CPU s\t\n", base, base)
 		for _, x := range r.Fanout {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d/%d\t%v\t%v\t%.0f\t%.3f\t%.3f\t\n", x.System, x.Phase, x.Members, x.Messages, x.SendErrs,
-				x.Received, x.Expected, x.P50.Round(time.Microsecond), x.P99.Round(time.Microsecond), x.FramesPerSec, x.FramesPerSecRt, x.P99Ratio)
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d/%d\t%v\t%v\t%.0f\t%.3f\t%.3f\t%.2f\t%.2f\t\n", x.System, x.Phase, x.Members, x.Messages, x.SendErrs,
+				x.Received, x.Expected, x.P50.Round(time.Microsecond), x.P99.Round(time.Microsecond), x.FramesPerSec, x.FramesPerSecRt, x.P99Ratio,
+				x.SystemCPU.Seconds(), x.ClientCPU.Seconds())
 		}
 		_ = tw.Flush()
 	}

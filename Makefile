@@ -62,12 +62,12 @@ bench-all:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/edge ./internal/lifecycle ./internal/api
 
 # Switchboard next to Centrifugo v6.9.1 and the goroutine baseline, end to
-# end (docs/benchmarks.md, "Peers"): idle memory, connect rate with a
-# $connect backend, fan-out to 10,000 members, cross-node posts with the
-# CPU of every process. Every part is its own process on loopback ports
-# (own redis-server and nats-server); Centrifugo and nats-server are built
-# once into the user cache. About 10 minutes; PEERS_FLAGS="-n 5000
-# -connect-n 5000 -fanout-n 3000" for a quicker run.
+# end (docs/benchmarks.md, "Peers"): idle memory, connect rate through a
+# backend, fan-out to 10,000 members, cross-node posts with the CPU of every
+# process, on one node, 2-node and 3-node clusters of each. Every part is
+# its own process on loopback ports (its own redis-server and nats-server);
+# Centrifugo and nats-server are built once into the user cache. About 6
+# minutes; PEERS_FLAGS="-n 5000 -connect-n 5000 -fanout-n 3000" is quicker.
 bench-peers:
 	$(GO) run ./bench/cmd/swbench peers $(PEERS_FLAGS)
 

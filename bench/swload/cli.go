@@ -31,7 +31,7 @@ func CLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		n        = fs.Int("n", 1000, "connections to open (at most the open-file limit minus 100)")
 		rate     = fs.Float64("rate", 1000, "new connections per second; negative = as fast as -concurrency allows")
 		conc     = fs.Int("concurrency", 256, "handshakes in flight at most")
-		hold     = fs.Duration("hold", 10*time.Second, "idle: how long to hold the connections once open (SIGINT/SIGTERM ends it sooner)")
+		hold     = fs.Duration("hold", 10*time.Second, "idle: how long to hold the connections once open; listen: the longest wait for -expect messages (SIGINT/SIGTERM ends it sooner)")
 		duration = fs.Duration("duration", 10*time.Second, "echo: how long to send")
 		msgRate  = fs.Float64("msg-rate", 1000, "echo: messages per second, all connections together")
 		messages = fs.Int("messages", 0, "echo: stop after this many messages (0 = until -duration)")

@@ -65,7 +65,8 @@ type Config struct {
 	// Concurrency bounds handshakes in flight. Default 256.
 	Concurrency int
 	// Hold is how long ModeIdle keeps the connections open once all are
-	// open (a cancelled context ends it sooner). Default 10s.
+	// open, and the longest ModeListen waits for Expect messages (a
+	// cancelled context ends either sooner). Default 10s.
 	Hold time.Duration
 	// Duration bounds the sending phase of ModeEcho. Default 10s.
 	Duration time.Duration

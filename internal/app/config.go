@@ -13,7 +13,7 @@ import (
 
 	"github.com/switchboardgw/switchboard/internal/admission"
 	"github.com/switchboardgw/switchboard/internal/api"
-	"github.com/switchboardgw/switchboard/internal/authz"
+	"github.com/switchboardgw/switchboard/internal/authn"
 	"github.com/switchboardgw/switchboard/internal/cluster"
 	"github.com/switchboardgw/switchboard/internal/console"
 	"github.com/switchboardgw/switchboard/internal/edge"
@@ -36,7 +36,7 @@ type EdgeConfig struct {
 
 	NodeID string
 
-	JWT       authz.Config
+	JWT       authn.Config
 	Admission admission.Config
 	Lifecycle lifecycle.Config
 	// Proxies: trusted proxy CIDRs, which header they write, PROXY protocol.

@@ -18,7 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/switchboardgw/switchboard/internal/admission"
-	"github.com/switchboardgw/switchboard/internal/authz"
+	"github.com/switchboardgw/switchboard/internal/authn"
 	"github.com/switchboardgw/switchboard/internal/clientip"
 	"github.com/switchboardgw/switchboard/internal/cluster"
 	"github.com/switchboardgw/switchboard/internal/console"
@@ -440,7 +440,7 @@ func connectNATS(url string, cfg NATS, name string, log *slog.Logger, extra ...n
 
 // buildSecurity sets up the JWT authorizer, admission control and client IP
 // resolution from cfg (each off unless configured: nil).
-func (e *Edge) buildSecurity(cfg EdgeConfig, log *slog.Logger) (jwt *authz.JWT, adm *admission.A, err error) {
+func (e *Edge) buildSecurity(cfg EdgeConfig, log *slog.Logger) (jwt *authn.JWT, adm *admission.Controller, err error) {
 	prefixes, err := clientip.ParsePrefixes(cfg.TrustedProxies)
 	if err != nil {
 		return nil, nil, fmt.Errorf("trusted proxies: %w", err)
@@ -457,7 +457,7 @@ func (e *Edge) buildSecurity(cfg EdgeConfig, log *slog.Logger) (jwt *authz.JWT, 
 	if cfg.JWT.Enabled() {
 		j := cfg.JWT
 		j.ValidUserID = rules.ValidName
-		jwt, err = authz.New(j, log)
+		jwt, err = authn.New(j, log)
 		if err != nil {
 			return nil, nil, fmt.Errorf("jwt: %w", err)
 		}

@@ -45,7 +45,7 @@ type Lifecycle struct {
 	log *slog.Logger
 	m   *metrics
 	def defaults
-	rt  router
+	rt  routeSelector
 
 	subj          protocol.Subjects
 	routeSubjects map[string]string // token → subject, for known tokens
@@ -174,7 +174,7 @@ func New(cfg Config, nc *nats.Conn, reg prometheus.Registerer, log *slog.Logger)
 		nc:            nc,
 		log:           log,
 		def:           defaults{nodeID: cfg.NodeID, stage: cfg.Stage, domain: cfg.DomainName, apiID: cfg.APIID},
-		rt:            router{sel: sel, max: cfg.MaxRouteKey, policy: cfg.InvalidRouteKey},
+		rt:            routeSelector{sel: sel, max: cfg.MaxRouteKey, policy: cfg.InvalidRouteKey},
 		subj:          protocol.NewSubjects(cfg.Prefix),
 		routeSubjects: map[string]string{},
 		twoWay:        map[string]bool{},

@@ -10,12 +10,12 @@ import (
 	"github.com/gobwas/ws/wsutil"
 
 	"github.com/switchboardgw/switchboard/internal/admission"
-	"github.com/switchboardgw/switchboard/internal/authz"
+	"github.com/switchboardgw/switchboard/internal/authn"
 	"github.com/switchboardgw/switchboard/internal/testenv"
 	"github.com/switchboardgw/switchboard/pkg/backend"
 )
 
-func wantConns(t *testing.T, adm *admission.A, n int) {
+func wantConns(t *testing.T, adm *admission.Controller, n int) {
 	t.Helper()
 	testenv.Eventually(t, "the admission count", func() bool { return adm.Conns() == n })
 }
@@ -45,7 +45,7 @@ func TestATokensUserOverItsCapIsRefused429BeforeConnectRuns(t *testing.T) {
 	admMod, adm := withAdmission(t, admission.Config{MaxConnsPerUser: 1})
 	i := newJWTIssuer(t)
 	var l connectLog
-	r := newRig(t, l.allow, admMod, i.authorizer(t, authz.Config{}))
+	r := newRig(t, l.allow, admMod, i.authorizer(t, authn.Config{}))
 	r.dial(t, bearer(i.token("alice")))
 	r.expect(t, connectSubject, "")
 	r.refusedWith(t, http.StatusTooManyRequests, bearer(i.token("alice")))
@@ -60,18 +60,18 @@ func TestATokensUserOverItsCapIsRefused429BeforeConnectRuns(t *testing.T) {
 func TestAClosedConnectionFreesItsUsersSlot(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		via  func(t *testing.T) (*rig, *admission.A, func(t *testing.T) (net.Conn, string), func(t *testing.T))
+		via  func(t *testing.T) (*rig, *admission.Controller, func(t *testing.T) (net.Conn, string), func(t *testing.T))
 	}{
-		{"user named by $connect", func(t *testing.T) (*rig, *admission.A, func(t *testing.T) (net.Conn, string), func(t *testing.T)) {
+		{"user named by $connect", func(t *testing.T) (*rig, *admission.Controller, func(t *testing.T) (net.Conn, string), func(t *testing.T)) {
 			mod, adm := withAdmission(t, admission.Config{MaxConnsPerUser: 1})
 			r := newRig(t, asUser, mod)
 			return r, adm, func(t *testing.T) (net.Conn, string) { return r.openAs(t, "alice") },
 				func(t *testing.T) { r.refusedAs(t, "alice", http.StatusTooManyRequests) }
 		}},
-		{"user of the token", func(t *testing.T) (*rig, *admission.A, func(t *testing.T) (net.Conn, string), func(t *testing.T)) {
+		{"user of the token", func(t *testing.T) (*rig, *admission.Controller, func(t *testing.T) (net.Conn, string), func(t *testing.T)) {
 			admMod, adm := withAdmission(t, admission.Config{MaxConnsPerUser: 1})
 			i := newJWTIssuer(t)
-			r := newRig(t, allow, admMod, i.authorizer(t, authz.Config{}))
+			r := newRig(t, allow, admMod, i.authorizer(t, authn.Config{}))
 			hdr := bearer(i.token("alice"))
 			return r, adm, func(t *testing.T) (net.Conn, string) { return r.open(t, hdr) },
 				func(t *testing.T) { r.refusedWith(t, http.StatusTooManyRequests, hdr) }

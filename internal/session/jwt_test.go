@@ -7,7 +7,7 @@ import (
 
 	"github.com/gobwas/ws"
 
-	"github.com/switchboardgw/switchboard/internal/authz"
+	"github.com/switchboardgw/switchboard/internal/authn"
 )
 
 // jwtRig is a node whose JWT authorizer takes the token from the
@@ -16,7 +16,7 @@ func jwtRig(t *testing.T) (*rig, *jwtIssuer, *connectLog) {
 	t.Helper()
 	i := newJWTIssuer(t)
 	var l connectLog
-	return newRig(t, l.allow, i.authorizer(t, authz.Config{Query: "token", SubprotocolPrefix: "jwt."})), i, &l
+	return newRig(t, l.allow, i.authorizer(t, authn.Config{Query: "token", SubprotocolPrefix: "jwt."})), i, &l
 }
 
 func TestATokenOfferedAsASubprotocolIsNeverTheOneThe101Chooses(t *testing.T) {

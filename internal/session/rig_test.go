@@ -26,7 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/switchboardgw/switchboard/internal/admission"
-	"github.com/switchboardgw/switchboard/internal/authz"
+	"github.com/switchboardgw/switchboard/internal/authn"
 	"github.com/switchboardgw/switchboard/internal/cluster"
 	"github.com/switchboardgw/switchboard/internal/edge"
 	"github.com/switchboardgw/switchboard/internal/groups"
@@ -114,8 +114,8 @@ type event struct {
 // options are what a test changes in the rig; the zero value is a node
 // with neither JWT nor admission, its lease the cluster's default.
 type options struct {
-	jwt      *authz.JWT
-	adm      *admission.A
+	jwt      *authn.JWT
+	adm      *admission.Controller
 	leaseTTL time.Duration
 	// connectTimeout bounds $connect (lifecycle.Config.ConnectTimeout); 0: the default.
 	connectTimeout time.Duration
@@ -505,10 +505,10 @@ func newJWTIssuer(t *testing.T) *jwtIssuer {
 
 // authorizer turns the node's JWT authorizer on, configured as cfg with
 // the issuer's key.
-func (i *jwtIssuer) authorizer(t *testing.T, cfg authz.Config) option {
+func (i *jwtIssuer) authorizer(t *testing.T, cfg authn.Config) option {
 	t.Helper()
 	cfg.KeysFile = i.file
-	j, err := authz.New(cfg, slog.New(slog.DiscardHandler))
+	j, err := authn.New(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -532,11 +532,11 @@ func bearer(token string) http.Header { return http.Header{"Authorization": {"Be
 func withJWT(t *testing.T, sub string) (option, http.Header) {
 	t.Helper()
 	i := newJWTIssuer(t)
-	return i.authorizer(t, authz.Config{}), bearer(i.token(sub))
+	return i.authorizer(t, authn.Config{}), bearer(i.token(sub))
 }
 
 // withAdmission turns admission control on with cfg.
-func withAdmission(t *testing.T, cfg admission.Config) (option, *admission.A) {
+func withAdmission(t *testing.T, cfg admission.Config) (option, *admission.Controller) {
 	t.Helper()
 	adm, err := admission.New(cfg, nil)
 	if err != nil {

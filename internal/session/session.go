@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/switchboardgw/switchboard/internal/admission"
-	"github.com/switchboardgw/switchboard/internal/authz"
+	"github.com/switchboardgw/switchboard/internal/authn"
 	"github.com/switchboardgw/switchboard/internal/cluster"
 	"github.com/switchboardgw/switchboard/internal/conn"
 	"github.com/switchboardgw/switchboard/internal/edge"
@@ -98,8 +98,8 @@ type Deps struct {
 	Events    Events
 	Owner     Owner
 	Groups    Memberships
-	JWT       *authz.JWT
-	Admission *admission.A
+	JWT       *authn.JWT
+	Admission *admission.Controller
 	Logger    *slog.Logger
 }
 
@@ -110,8 +110,8 @@ type Handler struct {
 	lc     Events
 	node   Owner
 	groups Memberships
-	jwt    *authz.JWT   // nil: no built-in JWT authorizer
-	adm    *admission.A // nil: no admission limits
+	jwt    *authn.JWT            // nil: no built-in JWT authorizer
+	adm    *admission.Controller // nil: no admission limits
 	log    *slog.Logger
 	domain string // -domain-name: reported in events instead of the client's Host when set
 
@@ -197,13 +197,13 @@ func (h *Handler) Connect(ctx context.Context, c *edge.Conn, r *edge.Request) (*
 		return nil, &edge.Reject{Status: http.StatusServiceUnavailable, Reason: "node fenced: cluster lease not held"}
 	}
 	// The built-in JWT authorizer answers before anything else runs.
-	var jr authz.Result
+	var jr authn.Result
 	protocols := r.Protocols
 	if h.jwt != nil {
 		var err error
 		if jr, err = h.jwt.Authorize(r); err != nil {
-			s := authz.StatusOf(err)
-			h.log.Debug("JWT refused", "conn", c.ID(), "reason", authz.ReasonOf(err))
+			s := authn.StatusOf(err)
+			h.log.Debug("JWT refused", "conn", c.ID(), "reason", authn.ReasonOf(err))
 			return nil, &edge.Reject{Status: s, Header: http.Header{"Www-Authenticate": {"Bearer"}}, Reason: http.StatusText(s)}
 		}
 		protocols = h.jwt.StripToken(r.Protocols)

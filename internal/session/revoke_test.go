@@ -37,6 +37,11 @@ func TestARevokedNodeClosesEveryConnectionWith1012AndPublishesNothingOfThem(t *t
 		t.Fatal(err)
 	}
 	writes := len(r.reg.writesOf(aID)) + len(r.reg.writesOf(bID))
+	testenv.Eventually(t, "alice and bob in their users", func() bool {
+		na, _ := r.store.Count(ctx, groups.KindUser, "alice")
+		nb, _ := r.store.Count(ctx, groups.KindUser, "bob")
+		return na == 1 && nb == 1
+	})
 
 	routed := map[string]string{"outcome": "routed"}
 	orphans := r.loseLease(t, func() {

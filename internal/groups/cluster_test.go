@@ -19,29 +19,35 @@ import (
 	"github.com/gobwas/ws/wsutil"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/switchboardgw/switchboard/internal/api"
+	"github.com/switchboardgw/switchboard/internal/cluster"
 	"github.com/switchboardgw/switchboard/internal/conn"
 	"github.com/switchboardgw/switchboard/internal/edge"
+	"github.com/switchboardgw/switchboard/internal/nodecmd"
 	"github.com/switchboardgw/switchboard/internal/testenv"
 )
 
 // testHandler is the smallest node: $connect takes the user and groups from
-// the query (?user=alice&groups=a,b), Open tracks the connection and tells
-// the client its ID, Close untracks it.
+// the query (?user=alice&groups=a,b) and records the connection in the
+// registry, Open tracks the connection and tells the client its ID, Close
+// untracks and unregisters it.
 type testHandler struct {
-	svc   *Service
-	node  string
-	owner *sync.Map // connection ID → node, standing in for the registry
+	svc  *Service
+	node string
+	reg  cluster.Registry
 }
 
-func (h *testHandler) Connect(_ context.Context, c *edge.Conn, r *edge.Request) (*edge.Accept, error) {
+func (h *testHandler) Connect(ctx context.Context, c *edge.Conn, r *edge.Request) (*edge.Accept, error) {
 	q, _ := urlQuery(r.RawQuery)
 	var groups []string
 	if g := q.Get("groups"); g != "" {
 		groups = strings.Split(g, ",")
 	}
-	h.owner.Store(c.ID(), h.node)
+	if err := h.reg.Register(ctx, cluster.ConnRecord{ID: c.ID(), Node: h.node, ConnectedAt: time.Now()}); err != nil {
+		return nil, err
+	}
 	return &edge.Accept{UserID: q.Get("user"), Value: groups}, nil
 }
 
@@ -55,22 +61,30 @@ func (h *testHandler) Message(*edge.Conn, []byte, bool) {}
 
 func (h *testHandler) Close(c *edge.Conn, _ int, _ string, _ edge.CloseReason) {
 	h.svc.Untrack(c.ID())
-	h.owner.Delete(c.ID())
+	_ = h.reg.Unregister(context.Background(), h.node, c.ID())
 }
 
 // node is one edge of the test cluster with its groups service and API.
 type node struct {
-	id  string
-	ws  *edge.Server
-	svc *Service
-	reg *prometheus.Registry
-	api string // base URL of its @connections API
+	id    string
+	ws    *edge.Server
+	svc   *Service
+	cmds  *nodecmd.Server // answers membership commands for its connections
+	reg   *prometheus.Registry
+	api   string         // base URL of its @connections API
+	store *testenv.Proxy // in front of Redis for its Store (testCluster.storeProxies)
 }
 
-type cluster struct {
-	nodes []*node
-	store func() Store
-	owner *sync.Map
+type testCluster struct {
+	nodes    []*node
+	store    func() Store
+	registry cluster.Registry // the ownership registry, in the same Redis
+}
+
+// clusterSetup adjusts startCluster for a test.
+type clusterSetup struct {
+	routerTimeout time.Duration // how long a node waits for another's answer; 0: default
+	storeProxies  bool          // each node reaches Redis for its Store through a proxy of its own
 }
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -79,37 +93,64 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 // Redis. One delivery worker per node keeps every subject of a node in one
 // queue, so a broadcast sent last is a fence: once a client has it, it has
 // everything sent before.
-func startCluster(t *testing.T, n int, cfg Config) *cluster {
+func startCluster(t *testing.T, n int, cfg Config) *testCluster {
+	return startClusterWith(t, n, cfg, clusterSetup{})
+}
+
+func startClusterWith(t *testing.T, n int, cfg Config, setup clusterSetup) *testCluster {
 	t.Helper()
 	nt := testenv.StartNATS(t)
-	rdb := newRedisClient(t, testenv.StartRedis(t).Addr())
+	redisSrv := testenv.StartRedis(t)
+	rdb := newRedisClient(t, redisSrv.Addr())
 	prefix := uniquePrefix(t)
-	cl := &cluster{owner: &sync.Map{}}
-	cl.store = func() Store {
+	registry, err := cluster.NewRedisRegistry(cluster.RedisConfig{KeyPrefix: prefix}, rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &testCluster{registry: registry}
+	storeOn := func(rdb redis.UniversalClient) Store {
 		s, err := NewRedisStore(RedisStoreConfig{KeyPrefix: prefix}, rdb)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return s
 	}
+	cl.store = func() Store { return storeOn(rdb) }
 	for i := range n {
 		nd := &node{id: "node" + string(rune('0'+i)), reg: prometheus.NewRegistry()}
+		if _, err := registry.RenewLease(t.Context(), nd.id, cluster.Incarnation{}, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		store := cl.store()
+		if setup.storeProxies {
+			nd.store = testenv.StartProxy(t, redisSrv.Addr())
+			store = storeOn(newRedisClient(t, nd.store.Addr()))
+		}
 		nc := nt.Connect(t)
+		router, err := cluster.NewRouter(cluster.RouterConfig{Self: nd.id, Timeout: setup.routerTimeout},
+			cluster.RouterDeps{NC: nc, Registry: registry})
+		if err != nil {
+			t.Fatal(err)
+		}
 		c := cfg
 		c.NodeID, c.Workers = nd.id, 1
-		svc, err := New(c, Deps{NC: nc, Store: cl.store(), Registerer: nd.reg, Logger: quietLogger(),
-			Owner: func(_ context.Context, id string) (string, error) {
-				if v, ok := cl.owner.Load(id); ok {
-					return v.(string), nil
-				}
-				return "", conn.ErrGone
-			}})
+		svc, err := New(c, Deps{NC: nc, Store: store, Registerer: nd.reg, Logger: quietLogger(), Remote: router.Command})
 		if err != nil {
 			t.Fatal(err)
 		}
 		nd.svc = svc
+		if nd.cmds, err = nodecmd.NewServer(nodecmd.ServerConfig{Node: nd.id}, nodecmd.ServerDeps{NC: nc}); err != nil {
+			t.Fatal(err)
+		}
+		lane, err := svc.Commands()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := nd.cmds.Handle(lane); err != nil {
+			t.Fatal(err)
+		}
 		nd.ws, err = edge.New(edge.Config{Listen: "127.0.0.1:0", DrainWindow: 10 * time.Millisecond},
-			edge.Options{NodeID: nd.id, Handler: &testHandler{svc: svc, node: nd.id, owner: cl.owner}, Registerer: nd.reg, Logger: quietLogger()})
+			edge.Options{NodeID: nd.id, Handler: &testHandler{svc: svc, node: nd.id, reg: registry}, Registerer: nd.reg, Logger: quietLogger()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -120,9 +161,19 @@ func startCluster(t *testing.T, n int, cfg Config) *cluster {
 		a.EnableGroups(svc)
 		hs := httptest.NewServer(a.Handler())
 		nd.api = hs.URL + "/prod"
-		runErr := make(chan error, 2)
+		runErr := make(chan error, 3)
 		go func() { runErr <- svc.Run(context.Background()) }()
+		go func() { runErr <- nd.cmds.Run(context.Background()) }()
 		go func() { runErr <- nd.ws.Run(context.Background()) }()
+		for what, ready := range map[string]<-chan struct{}{"broadcast subscription": svc.Ready(), "command server": nd.cmds.Ready()} {
+			select {
+			case <-ready:
+			case err := <-runErr:
+				t.Fatalf("%s: run returned early: %v", what, err)
+			case <-time.After(waitFor):
+				t.Fatalf("%s not ready", what)
+			}
+		}
 		t.Cleanup(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 			defer cancel()
@@ -136,7 +187,10 @@ func startCluster(t *testing.T, n int, cfg Config) *cluster {
 			if err := svc.Shutdown(ctx); err != nil {
 				t.Errorf("second shutdown: %v", err)
 			}
-			for range 2 {
+			if err := nd.cmds.Shutdown(ctx); err != nil {
+				t.Errorf("command server shutdown: %v", err)
+			}
+			for range 3 {
 				if err := <-runErr; err != nil && !errors.Is(err, edge.ErrClosed) {
 					t.Errorf("run: %v", err)
 				}
@@ -158,7 +212,7 @@ type client struct {
 	why  string
 }
 
-func (cl *cluster) dial(t *testing.T, name string, on int, query string) *client {
+func (cl *testCluster) dial(t *testing.T, name string, on int, query string) *client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
@@ -215,7 +269,7 @@ func (c *client) has(msg string) bool {
 
 // expectDelivery sends a fence broadcast after msg, waits until every
 // client has it, then checks that exactly want got msg.
-func expectDelivery(t *testing.T, cl *cluster, all []*client, msg string, want ...*client) {
+func expectDelivery(t *testing.T, cl *testCluster, all []*client, msg string, want ...*client) {
 	t.Helper()
 	for _, c := range want {
 		eventually(t, c.name+" to receive "+msg, func() bool { return c.has(msg) })

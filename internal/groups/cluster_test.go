@@ -17,9 +17,9 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/switchboardgw/switchboard/internal/api"
 	"github.com/switchboardgw/switchboard/internal/cluster"
@@ -71,8 +71,19 @@ type node struct {
 	svc   *Service
 	cmds  *nodecmd.Server // answers membership commands for its connections
 	reg   *prometheus.Registry
-	api   string         // base URL of its @connections API
-	store *testenv.Proxy // in front of Redis for its Store (testCluster.storeProxies)
+	api   string // base URL of its @connections API
+	nc    *nats.Conn
+	proxy *testenv.Proxy // between it and NATS (clusterSetup.natsProxies)
+}
+
+// freeze makes the node slow: what it sends (its answers too) stays in the
+// proxy, while it still receives, as a node in a long pause would.
+func (nd *node) freeze(t *testing.T) {
+	t.Helper()
+	nd.proxy.Pause()
+	// The proxy may read once more from the node: this PING takes that read,
+	// or stays in the proxy itself.
+	_ = nd.nc.FlushTimeout(200 * time.Millisecond)
 }
 
 type testCluster struct {
@@ -84,7 +95,7 @@ type testCluster struct {
 // clusterSetup adjusts startCluster for a test.
 type clusterSetup struct {
 	routerTimeout time.Duration // how long a node waits for another's answer; 0: default
-	storeProxies  bool          // each node reaches Redis for its Store through a proxy of its own
+	natsProxies   bool          // each node reaches NATS through a proxy of its own
 }
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -100,33 +111,35 @@ func startCluster(t *testing.T, n int, cfg Config) *testCluster {
 func startClusterWith(t *testing.T, n int, cfg Config, setup clusterSetup) *testCluster {
 	t.Helper()
 	nt := testenv.StartNATS(t)
-	redisSrv := testenv.StartRedis(t)
-	rdb := newRedisClient(t, redisSrv.Addr())
+	rdb := newRedisClient(t, testenv.StartRedis(t).Addr())
 	prefix := uniquePrefix(t)
 	registry, err := cluster.NewRedisRegistry(cluster.RedisConfig{KeyPrefix: prefix}, rdb)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cl := &testCluster{registry: registry}
-	storeOn := func(rdb redis.UniversalClient) Store {
+	cl.store = func() Store {
 		s, err := NewRedisStore(RedisStoreConfig{KeyPrefix: prefix}, rdb)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return s
 	}
-	cl.store = func() Store { return storeOn(rdb) }
 	for i := range n {
 		nd := &node{id: "node" + string(rune('0'+i)), reg: prometheus.NewRegistry()}
 		if _, err := registry.RenewLease(t.Context(), nd.id, cluster.Incarnation{}, time.Minute); err != nil {
 			t.Fatal(err)
 		}
-		store := cl.store()
-		if setup.storeProxies {
-			nd.store = testenv.StartProxy(t, redisSrv.Addr())
-			store = storeOn(newRedisClient(t, nd.store.Addr()))
+		if setup.natsProxies {
+			nd.proxy = testenv.StartProxy(t, strings.TrimPrefix(nt.URL(), "nats://"))
+			if nd.nc, err = nats.Connect("nats://" + nd.proxy.Addr()); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(nd.nc.Close)
+		} else {
+			nd.nc = nt.Connect(t)
 		}
-		nc := nt.Connect(t)
+		nc := nd.nc
 		router, err := cluster.NewRouter(cluster.RouterConfig{Self: nd.id, Timeout: setup.routerTimeout},
 			cluster.RouterDeps{NC: nc, Registry: registry})
 		if err != nil {
@@ -134,7 +147,7 @@ func startClusterWith(t *testing.T, n int, cfg Config, setup clusterSetup) *test
 		}
 		c := cfg
 		c.NodeID, c.Workers = nd.id, 1
-		svc, err := New(c, Deps{NC: nc, Store: store, Registerer: nd.reg, Logger: quietLogger(), Remote: router.Command})
+		svc, err := New(c, Deps{NC: nc, Store: cl.store(), Registerer: nd.reg, Logger: quietLogger(), Remote: router.Command})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -534,4 +547,57 @@ func wantGauge(t *testing.T, reg *prometheus.Registry, name string, want float64
 		}
 	}
 	t.Fatalf("no metric %s", name)
+}
+
+// setLease gives node a current lease, or lets it expire (no janitor has
+// removed the node yet).
+func (cl *testCluster) setLease(t *testing.T, node string, held bool) {
+	t.Helper()
+	ttl := time.Minute
+	if !held {
+		ttl = 50 * time.Millisecond
+	}
+	if _, err := cl.registry.RenewLease(t.Context(), node, cluster.Incarnation{}, ttl); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, node+"'s lease to be as set", func() bool {
+		alive, err := cl.registry.NodeAlive(t.Context(), node)
+		return err == nil && alive == held
+	})
+}
+
+// A membership change for a connection whose node does not answer follows
+// the node command protocol's one dead-owner rule, the same as a POST to the
+// connection: 503 while the owner's lease lives (slow, restarting, cut off:
+// it may still have the connection), 410 once the lease has expired.
+func TestMembershipChangeForAnOwnerThatDoesNotAnswer(t *testing.T) {
+	cl := startClusterWith(t, 2, Config{}, clusterSetup{routerTimeout: 300 * time.Millisecond, natsProxies: true})
+	x := cl.dial(t, "x", 1, "")
+	owner := cl.nodes[1]
+	put := func(t *testing.T, group string, want int) {
+		t.Helper()
+		post(t, http.MethodPut, cl.nodes[0].api+"/@groups/"+group+"/connections/"+x.id, "", want)
+	}
+
+	t.Run("owner answers", func(t *testing.T) { put(t, "answered", http.StatusNoContent) })
+	t.Run("owner slow, lease held: 503", func(t *testing.T) {
+		owner.freeze(t) // its answer stays in the proxy: too late
+		put(t, "slow-held", http.StatusServiceUnavailable)
+	})
+	t.Run("owner slow, lease expired: 410", func(t *testing.T) {
+		cl.setLease(t, owner.id, false)
+		put(t, "slow-expired", http.StatusGone)
+	})
+	owner.proxy.Resume()
+	cl.setLease(t, owner.id, true)
+	t.Run("owner process gone, lease held: 503", func(t *testing.T) {
+		if err := owner.cmds.Shutdown(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		put(t, "gone-held", http.StatusServiceUnavailable)
+	})
+	t.Run("owner process gone, lease expired: 410", func(t *testing.T) {
+		cl.setLease(t, owner.id, false)
+		put(t, "gone-expired", http.StatusGone)
+	})
 }

@@ -93,9 +93,9 @@ type Server struct {
 	log     *slog.Logger
 	served  func(cmd, status string)
 
-	mu    sync.Mutex // guards lanes and byCmd until Run freezes them
-	lanes []*lane
-	byCmd map[string]*lane
+	mu     sync.Mutex // guards lanes and byCmd until Run freezes them
+	lanes  []*lane
+	byCmd  map[string]*lane
 	frozen bool
 
 	ready    chan struct{}

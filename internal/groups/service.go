@@ -246,25 +246,19 @@ func (s *Service) Run(ctx context.Context) error {
 	if !first {
 		return errors.New("groups: Run called twice")
 	}
-	select {
-	case <-s.stop:
-		return nil
-	default:
+	started, err := s.start()
+	if err != nil || !started {
+		return err
 	}
 	if s.idx != nil {
-		if err := s.subscribeBroadcast(ctx); err != nil {
-			return err
+		fctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
+		err := s.deps.NC.FlushWithContext(fctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("groups: subscribe %s: %w", s.subj.broadcast, err)
 		}
-		for _, ch := range s.inbox {
-			s.wg.Add(1)
-			go s.deliverLoop(ch)
-		}
-		for _, q := range s.storeQ {
-			s.wg.Add(1)
-			go s.storeLoop(q)
-		}
+		close(s.ready)
 	}
-	close(s.started)
 	select {
 	case <-ctx.Done():
 	case <-s.stop:
@@ -307,28 +301,32 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	}
 }
 
-// subscribeBroadcast subscribes this node to broadcasts, unless Shutdown
-// came first, and waits until the NATS server has the subscription.
-func (s *Service) subscribeBroadcast(ctx context.Context) error {
+// start subscribes this node to broadcasts and starts the workers, unless
+// Shutdown came first: the two never interleave, so Shutdown either waits
+// for the workers or does their work itself.
+func (s *Service) start() (bool, error) {
 	s.subMu.Lock()
+	defer s.subMu.Unlock()
 	if s.subsClosed {
-		s.subMu.Unlock()
-		return nil
+		return false, nil
 	}
-	sub, err := s.deps.NC.ChanSubscribe(s.subj.broadcast, s.inbox[s.shard(s.subj.broadcast, len(s.inbox))])
-	if err != nil {
-		s.subMu.Unlock()
-		return fmt.Errorf("groups: subscribe %s: %w", s.subj.broadcast, err)
+	if s.idx != nil {
+		sub, err := s.deps.NC.ChanSubscribe(s.subj.broadcast, s.inbox[s.shard(s.subj.broadcast, len(s.inbox))])
+		if err != nil {
+			return false, fmt.Errorf("groups: subscribe %s: %w", s.subj.broadcast, err)
+		}
+		s.fixed = sub
+		for _, ch := range s.inbox {
+			s.wg.Add(1)
+			go s.deliverLoop(ch)
+		}
+		for _, q := range s.storeQ {
+			s.wg.Add(1)
+			go s.storeLoop(q)
+		}
 	}
-	s.fixed = sub
-	s.subMu.Unlock()
-	fctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
-	defer cancel()
-	if err := s.deps.NC.FlushWithContext(fctx); err != nil {
-		return fmt.Errorf("groups: subscribe %s: %w", s.subj.broadcast, err)
-	}
-	close(s.ready)
-	return nil
+	close(s.started)
+	return true, nil
 }
 
 func (s *Service) unsubscribeFixed() {

@@ -44,15 +44,15 @@ func newRig(t *testing.T) *rig {
 	return r
 }
 
-// owner runs a node answering "ping" at once, "slow" only after the test,
-// and "gone" with conn.ErrGone.
+// owner runs a node answering "ping" at once, "slow" only after the caller
+// gave up, and "gone" with conn.ErrGone.
 func (r *rig) owner(t *testing.T, node string) {
 	t.Helper()
 	srv, err := nodecmd.NewServer(nodecmd.ServerConfig{Node: node}, nodecmd.ServerDeps{NC: r.nt.Connect(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := srv.Handle(nodecmd.Lane{Name: "test", Workers: 2, Handlers: map[string]nodecmd.Handler{
+	if err := srv.Handle(nodecmd.Lane{Name: "test", Workers: 2, Timeout: 2 * callTimeout, Handlers: map[string]nodecmd.Handler{
 		"ping": func(context.Context, *nats.Msg, *nats.Msg) error { return nil },
 		"gone": func(context.Context, *nats.Msg, *nats.Msg) error { return conn.ErrGone },
 		"slow": func(ctx context.Context, _, _ *nats.Msg) error {

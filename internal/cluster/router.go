@@ -53,10 +53,10 @@ func (c RouterConfig) Validate() error {
 
 func (c RouterConfig) withDefaults() RouterConfig {
 	if c.Prefix == "" {
-		c.Prefix = "switchboard"
+		c.Prefix = nodecmd.DefaultPrefix
 	}
 	if c.Timeout == 0 {
-		c.Timeout = 5 * time.Second
+		c.Timeout = nodecmd.DefaultTimeout
 	}
 	if c.CacheSize == 0 {
 		c.CacheSize = 100000

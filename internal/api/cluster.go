@@ -181,8 +181,8 @@ func writeJSONValue(w http.ResponseWriter, r *http.Request, v any) int {
 	return writeJSON(w, body)
 }
 
-// maxTailRate bounds ?rate= of GET /@events: the tail is for eyes.
-const maxTailRate = 100
+// MaxTailRate bounds ?rate= of GET /@events: the tail is for eyes.
+const MaxTailRate = 100
 
 // tail streams GET /@events as Server-Sent Events: one "data:" line of
 // Event JSON per event, and a comment line every 15s so that proxies keep
@@ -200,7 +200,7 @@ func (a *API) tail(w http.ResponseWriter, r *http.Request) int {
 	}
 	if s := q.Get("rate"); s != "" {
 		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > maxTailRate {
+		if err != nil || n < 1 || n > MaxTailRate {
 			return writeError(w, r, errBadRequest("rate must be 1 to 100"))
 		}
 		f.Rate = n

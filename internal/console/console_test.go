@@ -2,6 +2,7 @@ package console
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/switchboardgw/switchboard/internal/api"
+	"github.com/switchboardgw/switchboard/internal/lifecycle"
 	"github.com/switchboardgw/switchboard/internal/testenv"
 )
 
@@ -145,33 +147,81 @@ func event(typ, route, id, user, body string) []byte {
 		route, typ, id, user, body)
 }
 
+// startTap runs an edge's tap of route traffic until the test ends.
+func startTap(t *testing.T, nc *nats.Conn, node string) *Tap {
+	t.Helper()
+	tp, err := NewTap(nc, "t", node, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- tp.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("tap Run: %v", err)
+		}
+	})
+	select {
+	case <-tp.Ready():
+	case <-time.After(testenv.WaitFor):
+		t.Fatal("tap not subscribed")
+	}
+	return tp
+}
+
+// waitTaps waits until the tap knows n tails.
+func waitTaps(t *testing.T, tp *Tap, n int) {
+	t.Helper()
+	testenv.Eventually(t, fmt.Sprintf("%d tails announced", n), func() bool { return int(tp.active.Load()) == n })
+}
+
 func TestTailFiltersEvents(t *testing.T) {
 	n := testenv.StartNATS(t)
 	s, err := New(Config{}, Deps{NC: n.Connect(t), Prefix: "t", NodeID: "x", Gatherer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}
+	tp := startTap(t, n.Connect(t), "edge-a")
 	byUser := startTail(t, s, api.TailFilter{UserID: "alice", Routes: true, Rate: 100})
 	byRoute := startTail(t, s, api.TailFilter{Route: "chat", Routes: true, Rate: 100})
 	noRoutes := startTail(t, s, api.TailFilter{Rate: 100})
+	waitTaps(t, tp, 2) // the two with route traffic
 
 	pub := n.Connect(t)
 	const alice, bob = "AAAAAAAAAAAAAAAA", "BBBBBBBBBBBBBBBB"
-	msgs := []struct{ subj, typ, route, id, user, body string }{
-		{"t.event.connect", "CONNECT", "$connect", bob, "bob", ""},
-		{"t.event.connect", "CONNECT", "$connect", alice, "alice", ""},
-		{"t.route.chat", "MESSAGE", "chat", bob, "bob", "from bob"},
-		{"t.route.other", "MESSAGE", "other", alice, "alice", strings.Repeat("x", 300)},
-		{"t.route.chat", "MESSAGE", "chat", alice, "alice", "from alice"},
-		{"t.event.disconnect", "DISCONNECT", "$disconnect", alice, "alice", ""},
+	// Each with the number of tails that show it; sent one at a time, so
+	// that every tail sees them in this order (the events and the route
+	// traffic come by different paths).
+	msgs := []struct {
+		subj, typ, route, id, user, body string
+		shown                            int
+	}{
+		{"t.event.connect", "CONNECT", "$connect", bob, "bob", "", 1},
+		{"t.event.connect", "CONNECT", "$connect", alice, "alice", "", 2},
+		{"", "MESSAGE", "chat", bob, "bob", "from bob", 1},
+		{"", "MESSAGE", "other", alice, "alice", strings.Repeat("x", 300), 1},
+		{"", "MESSAGE", "chat", alice, "alice", "from alice", 2},
+		{"t.event.disconnect", "DISCONNECT", "$disconnect", alice, "alice", "", 2},
 	}
+	total := func() int {
+		n := 0
+		for _, r := range []*tailRec{byUser, byRoute, noRoutes} {
+			evs, _ := r.snapshot()
+			n += len(evs) - 1 // the "open"
+		}
+		return n
+	}
+	want := 0
 	for _, m := range msgs {
-		if err := pub.Publish(m.subj, event(m.typ, m.route, m.id, m.user, m.body)); err != nil {
+		if m.subj == "" {
+			tp.Routed(m.route, m.id, m.user, []byte(m.body), false)
+		} else if err := pub.Publish(m.subj, event(m.typ, m.route, m.id, m.user, m.body)); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if err := pub.Flush(); err != nil {
-		t.Fatal(err)
+		want += m.shown
+		testenv.Eventually(t, fmt.Sprintf("%s %s shown", m.typ, m.route), func() bool { return total() >= want })
 	}
 	types := func(r *tailRec, n int) string {
 		var out []string
@@ -195,7 +245,7 @@ func TestTailFiltersEvents(t *testing.T) {
 		t.Errorf("without route traffic: %s, want %s", got, want)
 	}
 	evs, _ := byUser.snapshot()
-	if p := evs[2].Preview; len(p) > previewMax+len("…") || !strings.HasSuffix(p, "…") || evs[2].ConnectionID != alice || evs[2].Node != "edge-a" {
+	if p := evs[2].Preview; len(p) > previewMax+len("…") || !strings.HasSuffix(p, "…") || evs[2].ConnectionID != alice || evs[2].Node != "edge-a" || evs[2].Bytes != 300 {
 		t.Errorf("long message shown as %+v", evs[2])
 	}
 }
@@ -298,5 +348,120 @@ func TestHandlerServesPageAndPassesAPICalls(t *testing.T) {
 		if last != "/@connections/AAAAAAAAAAAAAAAA origin="+tc.want {
 			t.Fatalf("API saw %q, want origin %q", last, tc.want)
 		}
+	}
+}
+
+// A tail of route traffic is not a backend: a route nobody serves still
+// answers its client with API Gateway's no-route frame while the tail is
+// open, and the tail still shows the message.
+func TestRouteTrafficTailKeepsNoBackendReply(t *testing.T) {
+	n := testenv.StartNATS(t)
+	tp := startTap(t, n.Connect(t), "edge-a")
+	lc, err := lifecycle.New(lifecycle.Config{Prefix: "t", NodeID: "edge-a", Tap: tp}, n.Connect(t), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := lc.Shutdown(context.Background()); err != nil {
+			t.Errorf("lifecycle shutdown: %v", err)
+		}
+	})
+	s, err := New(Config{}, Deps{NC: n.Connect(t), Prefix: "t", NodeID: "x", Gatherer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := startTail(t, s, api.TailFilter{Routes: true, Rate: 100})
+	waitTaps(t, tp, 1)
+
+	const id = "AAAAAAAAAAAAAAAA"
+	replies := make(chan string, 1)
+	err = lc.Message(&lifecycle.ConnMeta{ID: id, UserID: "alice"}, []byte(`{"action":"chat","text":"anyone?"}`), false,
+		func(data []byte, _ bool) { replies <- string(data) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-replies:
+		if !strings.Contains(r, `"message":"Forbidden"`) || !strings.Contains(r, id) {
+			t.Fatalf("client got %s, want the no-route frame", r)
+		}
+	case <-time.After(testenv.WaitFor):
+		t.Fatal("no no-route frame while a tail of route traffic is open")
+	}
+	testenv.Eventually(t, "the message in the tail", func() bool {
+		evs, _ := rec.snapshot()
+		for _, e := range evs {
+			if e.Type == "message" && e.Route == "chat" && e.ConnectionID == id && e.UserID == "alice" && strings.Contains(e.Preview, "anyone?") {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+func TestTapsAreBoundedAndExpire(t *testing.T) {
+	n := testenv.StartNATS(t)
+	tp := startTap(t, n.Connect(t), "edge-a")
+	pub := n.Connect(t)
+	for i := range maxTaps + 10 {
+		b := fmt.Appendf(nil, `{"inbox":"_INBOX.t%d","rate":5,"ttlMs":60000}`, i)
+		if err := pub.Publish("t.console.tap", b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Hostile inboxes are ignored.
+	for _, b := range []string{`{"inbox":"t.route.>","rate":5,"ttlMs":1000}`, `{"inbox":"a b","ttlMs":1000}`, `not json`} {
+		_ = pub.Publish("t.console.tap", []byte(b))
+	}
+	if err := pub.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	waitTaps(t, tp, maxTaps)
+	// A removal frees a slot; an announcement's TTL is capped (tapTTL), so
+	// the sweep forgets the rest.
+	_ = pub.Publish("t.console.tap", []byte(`{"inbox":"_INBOX.t0","ttlMs":0}`))
+	waitTaps(t, tp, maxTaps-1)
+	tp.sweep(time.Now().Add(tapTTL + time.Second))
+	if a := tp.active.Load(); a != 0 {
+		t.Fatalf("%d taps after their TTL, want 0", a)
+	}
+}
+
+func TestTapSamplesAtItsRate(t *testing.T) {
+	n := testenv.StartNATS(t)
+	nc := n.Connect(t)
+	tp := startTap(t, n.Connect(t), "edge-a")
+	ch := make(chan *nats.Msg, 100)
+	if _, err := nc.ChanSubscribe("_INBOX.rate", ch); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Publish("t.console.tap", []byte(`{"inbox":"_INBOX.rate","rate":3,"ttlMs":10000}`)); err != nil {
+		t.Fatal(err)
+	}
+	waitTaps(t, tp, 1)
+	const burst = 50
+	for range burst {
+		tp.Routed("chat", "AAAAAAAAAAAAAAAA", "alice", []byte("hi"), false)
+	}
+	tp.sweep(time.Now()) // reports what the rate skipped
+	var shown int
+	var dropped uint64
+	for shown+int(dropped) < burst {
+		select {
+		case m := <-ch:
+			var te tapEvent
+			if err := json.Unmarshal(m.Data, &te); err != nil {
+				t.Fatal(err)
+			}
+			dropped += te.Dropped
+			if te.Type == "message" {
+				shown++
+			}
+		case <-time.After(testenv.WaitFor):
+			t.Fatalf("shown %d, dropped %d of %d", shown, dropped, burst)
+		}
+	}
+	if shown > 4 || shown+int(dropped) != burst { // the bucket (3) and what refilled meanwhile
+		t.Fatalf("shown %d, dropped %d of %d at rate 3", shown, dropped, burst)
 	}
 }

@@ -28,6 +28,10 @@ type NodeStatus struct {
 	EventsDropped int64    `json:"eventsDropped"`
 	Counters      Sample   `json:"counters"`
 	History       []Sample `json:"history,omitempty"` // GET /@nodes/{id} only
+	// With History: how far apart its samples are and how many the node
+	// keeps (the charts span their product).
+	SampleIntervalMs int64 `json:"sampleIntervalMs,omitempty"`
+	HistorySize      int   `json:"historySize,omitempty"`
 }
 
 // Sample is one reading of a node's own counters: cumulative totals and the

@@ -39,26 +39,35 @@ type Config struct {
 	// MaxTails bounds the event tails open on this node at once.
 	MaxTails int
 	// SampleInterval is how often the node reads its own counters for the
-	// charts; History samples are kept.
+	// charts; History samples are kept (a fixed ring).
 	SampleInterval time.Duration
 	History        int
 }
 
+// The defaults: 120 samples 5 s apart are the charts' 10 minutes.
+const (
+	DefaultMaxTails       = 4
+	DefaultSampleInterval = 5 * time.Second
+	DefaultHistory        = 120
+)
+
 // RegisterFlags binds the console's flags.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.Enabled, "console", true, "serve the web console at / on the admin port (it calls the @connections API with the API's authentication)")
-	fs.IntVar(&c.MaxTails, "console-max-tails", 4, "event tails (GET /@events) open at once on this node; more are refused with 429")
+	fs.IntVar(&c.MaxTails, "console-max-tails", DefaultMaxTails, "event tails (GET /@events) open at once on this node; more are refused with 429")
+	fs.DurationVar(&c.SampleInterval, "console-sample-interval", DefaultSampleInterval,
+		"how often the node samples its own counters for the console's charts (GET /@nodes/{id}); it keeps the last 120 samples")
 }
 
 func (c Config) withDefaults() Config {
 	if c.MaxTails <= 0 {
-		c.MaxTails = 4
+		c.MaxTails = DefaultMaxTails
 	}
 	if c.SampleInterval <= 0 {
-		c.SampleInterval = 5 * time.Second
+		c.SampleInterval = DefaultSampleInterval
 	}
 	if c.History <= 0 {
-		c.History = 120 // 10 minutes at 5s
+		c.History = DefaultHistory
 	}
 	return c
 }
@@ -67,6 +76,12 @@ func (c Config) withDefaults() Config {
 func (c Config) Validate() error {
 	if c.MaxTails < 0 || c.MaxTails > 64 {
 		return errors.New("-console-max-tails must be 0 to 64")
+	}
+	if c.SampleInterval != 0 && (c.SampleInterval < 100*time.Millisecond || c.SampleInterval > 10*time.Minute) {
+		return fmt.Errorf("-console-sample-interval %v: must be 100ms to 10m", c.SampleInterval)
+	}
+	if c.History < 0 || c.History > 10000 {
+		return errors.New("console: history must be 0 to 10000 samples")
 	}
 	return nil
 }
@@ -246,6 +261,7 @@ func (s *Service) status(withHistory bool) api.NodeStatus {
 		st.Draining = s.deps.Draining()
 	}
 	if withHistory {
+		st.SampleIntervalMs, st.HistorySize = s.cfg.SampleInterval.Milliseconds(), s.cfg.History
 		s.mu.Lock()
 		st.History = make([]api.Sample, 0, len(s.history)+1)
 		st.History = append(st.History, s.history[s.next:]...)

@@ -76,8 +76,22 @@ func TestNodesGathersEveryNode(t *testing.T) {
 	if len(st.History) < 2 || st.History[len(st.History)-1].Connections != 2 {
 		t.Fatalf("edge-b history = %+v", st.History)
 	}
+	if st.SampleIntervalMs != 5000 || st.HistorySize != 120 {
+		t.Fatalf("edge-b samples every %d ms, keeps %d; want the defaults 5000 and 120", st.SampleIntervalMs, st.HistorySize)
+	}
 	if _, err := a.Node(context.Background(), "edge-c"); !errors.Is(err, api.ErrNoSuchNode) {
 		t.Fatalf("Node(edge-c) = %v, want ErrNoSuchNode", err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, c := range []Config{{MaxTails: 65}, {SampleInterval: time.Millisecond}, {SampleInterval: time.Hour}, {History: -1}} {
+		if c.Validate() == nil {
+			t.Errorf("%+v: valid, want an error", c)
+		}
+	}
+	if err := (Config{SampleInterval: 250 * time.Millisecond}).Validate(); err != nil {
+		t.Errorf("250ms: %v", err)
 	}
 }
 

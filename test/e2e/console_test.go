@@ -106,7 +106,9 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 }
 
 func TestConsole(t *testing.T) {
-	cl := startCluster(t, clusterConfig{edges: 2, routers: 1, apiToken: consoleToken})
+	// Samples every 250ms: the charts have several points within the test.
+	cl := startCluster(t, clusterConfig{edges: 2, routers: 1, apiToken: consoleToken,
+		edgeArgs: func(int) []string { return []string{"-console-sample-interval", "250ms"} }})
 	dialUser := func(edge int, user, group string, role ...string) *wsClient {
 		q := "?user=" + user
 		if group != "" {
@@ -170,6 +172,7 @@ func TestConsole(t *testing.T) {
 		` const want = {`+fmt.Sprintf("%q: 3, %q: 2", cl.edges[0].nodeID, cl.edges[1].nodeID)+`}[n];`+
 		` return want !== undefined && +document.querySelector("#chart-connections").dataset.last === want`+
 		` && document.querySelector("#chart-connections text").textContent.includes("now " + want)`+
+		` && document.querySelector("#chart-connections polyline").points.length >= 3`+
 		` && document.querySelector("#chart-connects").dataset.last !== undefined })()`)
 	screenshot(t, ctx, "cluster")
 

@@ -126,20 +126,24 @@ async function refreshCluster() {
   }
 }
 
-// The charts span the node's history (10 minutes, docs/api.md) on a fixed
-// time axis ending at its latest reading, so a young node's few samples sit
-// at the right edge instead of being stretched across the chart.
-const chartSpan = 10 * 60 * 1000;
-
+// The charts span what the node keeps (historySize samples sampleIntervalMs
+// apart: 10 minutes by default) on a fixed time axis ending at its latest
+// reading, so a young node's few samples sit at the right edge instead of
+// being stretched across the chart.
 async function refreshCharts(node) {
   const st = await call("GET", "/@nodes/" + enc(node));
   const h = st.history || [];
   const now = h.length ? h[h.length - 1].t : 0;
+  const span = (st.sampleIntervalMs * st.historySize) || 600000;
   const rate = (key) => h.slice(1).map((s, i) => [s.t, Math.max(0, (s[key] - h[i][key]) / Math.max(0.001, (s.t - h[i].t) / 1000))]);
-  draw("#chart-connections", h.map((s) => [s.t, s.connections]), now);
-  draw("#chart-connects", rate("connects"), now);
-  draw("#chart-messages", rate("messages"), now);
-  draw("#chart-errors", rate("errors"), now);
+  draw("#chart-connections", h.map((s) => [s.t, s.connections]), now, span);
+  draw("#chart-connects", rate("connects"), now, span);
+  draw("#chart-messages", rate("messages"), now, span);
+  draw("#chart-errors", rate("errors"), now, span);
+}
+
+function fmtSpan(ms) {
+  return ms >= 120000 ? Math.round(ms / 60000) + " min" : Math.round(ms / 1000) + " s";
 }
 
 function fmtNum(v) { return Number.isInteger(v) ? String(v) : String(+v.toFixed(2)); }
@@ -151,17 +155,17 @@ function svgEl(name, attrs, text) {
   return el;
 }
 
-function draw(sel, pts, now) {
+function draw(sel, pts, now, span) {
   const svg = $(sel);
   const W = 300, H = 80, top = 16, bottom = 12;
   if (pts.length === 0) { svg.replaceChildren(); delete svg.dataset.last; return; }
   const last = pts[pts.length - 1][1];
   svg.dataset.last = last;
-  const t0 = now - chartSpan;
+  const t0 = now - span;
   const peak = Math.max(...pts.map((p) => p[1]));
   const scale = peak > 0 ? peak : 1;
   const base = H - bottom;
-  const xy = pts.filter((p) => p[0] >= t0).map((p) => [((p[0] - t0) / chartSpan) * (W - 4) + 2, base - (p[1] / scale) * (base - top)]);
+  const xy = pts.filter((p) => p[0] >= t0).map((p) => [((p[0] - t0) / span) * (W - 4) + 2, base - (p[1] / scale) * (base - top)]);
   const coords = (ps) => ps.map((p) => p[0].toFixed(1) + "," + p[1].toFixed(1)).join(" ");
   const end = xy[xy.length - 1];
   svg.replaceChildren(
@@ -170,7 +174,7 @@ function draw(sel, pts, now) {
     svgEl("polygon", { points: coords([[xy[0][0], base], ...xy, [end[0], base]]), class: "area" }),
     svgEl("polyline", { points: coords(xy) }),
     svgEl("circle", { cx: end[0].toFixed(1), cy: end[1].toFixed(1), r: 2 }),
-    svgEl("text", { x: 2, y: H - 1, class: "tick" }, "−10 min"),
+    svgEl("text", { x: 2, y: H - 1, class: "tick" }, "−" + fmtSpan(span)),
     svgEl("text", { x: W - 2, y: H - 1, class: "tick end" }, "now"),
   );
 }

@@ -167,12 +167,22 @@ func TestConsole(t *testing.T) {
 		` && [...document.querySelectorAll("#nodes tbody tr")].some(r => r.cells[1].textContent === "router")`+
 		` && [...document.querySelectorAll("#nodes tbody tr")].every(r => r.cells[1].textContent !== "edge" || / m?s$/.test(r.cells[4].textContent) && r.cells[5].textContent === "ready")`+
 		` && document.querySelector("#chart-connections polyline") !== null`)
-	// The charts: the chosen node's connections, from its own samples.
-	waitJS(t, ctx, "connections charted", `(() => { const n = document.querySelector("#chart-node").value;`+
+	// The charts: the chosen node's connections and messages, from its own
+	// samples. A client on each edge sends some messages (no backend
+	// serves them: each sender gets a no-route frame back).
+	for _, c := range []*wsClient{erin, bob} {
+		for i := range 10 {
+			if err := c.send(fmt.Appendf(nil, `{"action":"chart","n":%d}`, i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	waitJS(t, ctx, "connections and messages charted", `(() => { const n = document.querySelector("#chart-node").value;`+
 		` const want = {`+fmt.Sprintf("%q: 3, %q: 2", cl.edges[0].nodeID, cl.edges[1].nodeID)+`}[n];`+
 		` return want !== undefined && +document.querySelector("#chart-connections").dataset.last === want`+
 		` && document.querySelector("#chart-connections text").textContent.includes("now " + want)`+
 		` && document.querySelector("#chart-connections polyline").points.length >= 3`+
+		` && +document.querySelector("#chart-messages").dataset.peak > 0`+
 		` && document.querySelector("#chart-connects").dataset.last !== undefined })()`)
 	screenshot(t, ctx, "cluster")
 

@@ -161,6 +161,7 @@ function draw(sel, pts, now, span) {
   if (pts.length === 0) { svg.replaceChildren(); delete svg.dataset.last; return; }
   const last = pts[pts.length - 1][1];
   svg.dataset.last = last;
+  svg.dataset.peak = Math.max(...pts.map((p) => p[1]));
   const t0 = now - span;
   const peak = Math.max(...pts.map((p) => p[1]));
   const scale = peak > 0 ? peak : 1;

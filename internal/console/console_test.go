@@ -417,23 +417,31 @@ func TestTapsAreBoundedAndExpire(t *testing.T) {
 	n := testenv.StartNATS(t)
 	tp := startTap(t, n.Connect(t), "edge-a")
 	pub := n.Connect(t)
-	for i := range maxTaps + 10 {
-		b := fmt.Appendf(nil, `{"inbox":"_INBOX.t%d","rate":5,"ttlMs":60000}`, i)
-		if err := pub.Publish("t.console.tap", b); err != nil {
+	announce := func(b string) {
+		t.Helper()
+		if err := pub.Publish("t.console.tap", []byte(b)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// Hostile inboxes are ignored.
-	for _, b := range []string{`{"inbox":"t.route.>","rate":5,"ttlMs":1000}`, `{"inbox":"a b","ttlMs":1000}`, `not json`} {
-		_ = pub.Publish("t.console.tap", []byte(b))
+	// Anything but an inbox is ignored: the edge never publishes on an
+	// event, route or wildcard subject for an announcement. The valid one
+	// after them is taken alone (announcements are handled in order).
+	for _, b := range []string{`{"inbox":"t.route.chat","rate":5,"ttlMs":1000}`, `{"inbox":"t.event.connect","rate":5,"ttlMs":1000}`,
+		`{"inbox":"_INBOX.a b","ttlMs":1000}`, `{"inbox":"_INBOX.>","ttlMs":1000}`, `{"inbox":"_INBOX.","ttlMs":1000}`, `not json`} {
+		announce(b)
 	}
-	if err := pub.Flush(); err != nil {
-		t.Fatal(err)
+	announce(`{"inbox":"_INBOX.ok","rate":5,"ttlMs":1000}`)
+	waitTaps(t, tp, 1)
+	announce(`{"inbox":"_INBOX.ok","ttlMs":0}`)
+	waitTaps(t, tp, 0)
+
+	for i := range maxTaps + 10 {
+		announce(fmt.Sprintf(`{"inbox":"_INBOX.t%d","rate":5,"ttlMs":60000}`, i))
 	}
 	waitTaps(t, tp, maxTaps)
 	// A removal frees a slot; an announcement's TTL is capped (tapTTL), so
 	// the sweep forgets the rest.
-	_ = pub.Publish("t.console.tap", []byte(`{"inbox":"_INBOX.t0","ttlMs":0}`))
+	announce(`{"inbox":"_INBOX.t0","ttlMs":0}`)
 	waitTaps(t, tp, maxTaps-1)
 	tp.sweep(time.Now().Add(tapTTL + time.Second))
 	if a := tp.active.Load(); a != 0 {

@@ -163,6 +163,9 @@ type eventBody struct {
 // decode turns a CONNECT or DISCONNECT event into a tail entry and applies
 // the filter (route traffic comes filtered from the taps).
 func (s *Service) decode(m *nats.Msg, f api.TailFilter) (api.Event, bool) {
+	if f.Route != "" {
+		return api.Event{}, false // only messages of that route
+	}
 	ev := api.Event{T: time.Now().UnixMilli(), Bytes: len(m.Data), ConnectionID: m.Header.Get(protocol.HeaderConnID)}
 	ev.Type = "connect"
 	if strings.HasSuffix(m.Subject, "."+protocol.SuffixEventDisconnect) {
@@ -185,9 +188,6 @@ func (s *Service) decode(m *nats.Msg, f api.TailFilter) (api.Event, bool) {
 		return ev, false
 	}
 	if f.UserID != "" && ev.UserID != f.UserID {
-		return ev, false
-	}
-	if f.Route != "" { // only messages of that route
 		return ev, false
 	}
 	return ev, true

@@ -142,10 +142,13 @@ func (t *Tap) Shutdown(ctx context.Context) error {
 }
 
 // announce adds, renews or removes a tap. Announcements come from anyone
-// on NATS, like route traffic itself: they are bounded, not trusted.
+// on NATS, like route traffic itself: they are bounded, not trusted. The
+// inbox must be one (nats.go's prefix, no wildcard), so an announcement
+// cannot make the edge publish on an event, route or command subject.
 func (t *Tap) announce(m *nats.Msg) {
 	var r tapRequest
-	if json.Unmarshal(m.Data, &r) != nil || r.Inbox == "" || len(r.Inbox) > maxInboxLen || strings.ContainsAny(r.Inbox, "*> \t\r\n") {
+	if json.Unmarshal(m.Data, &r) != nil || len(r.Inbox) > maxInboxLen || len(r.Inbox) <= len(nats.InboxPrefix) ||
+		!strings.HasPrefix(r.Inbox, nats.InboxPrefix) || strings.ContainsAny(r.Inbox, "*> \t\r\n") {
 		return
 	}
 	t.mu.Lock()

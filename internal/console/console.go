@@ -112,6 +112,12 @@ type Service struct {
 	history []api.Sample // ring, oldest first once full
 	next    int
 
+	// The last Totals, reused for totalsFresh: viewers polling at once
+	// make every node send its ring once, not once each.
+	totMu sync.Mutex
+	tot   api.Totals
+	totAt time.Time
+
 	stop     chan struct{}
 	stopOnce sync.Once
 	done     chan struct{}
@@ -148,7 +154,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	defer close(s.done)
 	answer := func(m *nats.Msg) {
-		st := s.status(m.Subject == s.subOne)
+		st := s.status(m.Subject == s.subOne || string(m.Data) == withHistory)
 		b, err := json.Marshal(st)
 		if err == nil {
 			_ = m.Respond(b)
@@ -281,9 +287,40 @@ const (
 	maxNodes     = 1000
 )
 
+// withHistory, as the body of a request to every node, asks each for its
+// history too (GET /@stats).
+const withHistory = "history"
+
 // Nodes implements api.ClusterInfo: one NATS request to every node, the
 // answers gathered on an inbox.
-func (s *Service) Nodes(ctx context.Context) ([]api.NodeStatus, error) {
+func (s *Service) Nodes(ctx context.Context) ([]api.NodeStatus, error) { return s.gather(ctx, nil) }
+
+// totalsFresh is how long a Totals answer is reused.
+const totalsFresh = time.Second
+
+// Totals implements api.ClusterInfo: every node's history, summed.
+func (s *Service) Totals(ctx context.Context) (api.Totals, error) {
+	s.totMu.Lock()
+	if !s.totAt.IsZero() && time.Since(s.totAt) < totalsFresh {
+		t := s.tot
+		s.totMu.Unlock()
+		return t, nil
+	}
+	s.totMu.Unlock()
+	nodes, err := s.gather(ctx, []byte(withHistory))
+	if err != nil {
+		return api.Totals{}, err
+	}
+	t := api.Totals{Nodes: len(nodes), SampleIntervalMs: s.cfg.SampleInterval.Milliseconds(), HistorySize: s.cfg.History,
+		History: sumHistory(nodes, s.cfg.SampleInterval.Milliseconds(), s.cfg.History)}
+	s.totMu.Lock()
+	s.tot, s.totAt = t, time.Now()
+	s.totMu.Unlock()
+	return t, nil
+}
+
+// gather sends req to every node and collects the answers.
+func (s *Service) gather(ctx context.Context, req []byte) ([]api.NodeStatus, error) {
 	nc := s.deps.NC
 	inbox := nc.NewRespInbox()
 	ch := make(chan *nats.Msg, maxNodes) // every answer fits: none is lost as a slow consumer
@@ -292,7 +329,7 @@ func (s *Service) Nodes(ctx context.Context) ([]api.NodeStatus, error) {
 		return nil, fmt.Errorf("console: nodes: %w", err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	if err := nc.PublishRequest(s.subAll, inbox, nil); err != nil {
+	if err := nc.PublishRequest(s.subAll, inbox, req); err != nil {
 		return nil, fmt.Errorf("console: nodes: %w", err)
 	}
 	deadline := time.NewTimer(gatherWindow)

@@ -79,6 +79,13 @@ func TestNodesGathersEveryNode(t *testing.T) {
 	if st.SampleIntervalMs != 5000 || st.HistorySize != 120 {
 		t.Fatalf("edge-b samples every %d ms, keeps %d; want the defaults 5000 and 120", st.SampleIntervalMs, st.HistorySize)
 	}
+	tot, err := a.Totals(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := tot.History; tot.Nodes != 2 || len(h) == 0 || h[len(h)-1].Connections != 5 || tot.SampleIntervalMs != 5000 || tot.HistorySize != 120 {
+		t.Fatalf("totals = %+v, want 2 nodes and 5 connections now", tot)
+	}
 	if _, err := a.Node(context.Background(), "edge-c"); !errors.Is(err, api.ErrNoSuchNode) {
 		t.Fatalf("Node(edge-c) = %v, want ErrNoSuchNode", err)
 	}

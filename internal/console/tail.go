@@ -60,8 +60,8 @@ func (s *Service) Tail(ctx context.Context, f api.TailFilter, emit func(api.Even
 		if err != nil {
 			return err
 		}
-		// Slow-consumer limits of NATS bound what piles up before ch.
-		_ = sub.SetPendingLimits(tailBuffer, 1<<20)
+		// ch bounds what piles up: nats.go drops (and counts) what does
+		// not fit.
 		subs = append(subs, sub)
 	}
 	var renew <-chan time.Time
@@ -88,6 +88,7 @@ func (s *Service) Tail(ctx context.Context, f api.TailFilter, emit func(api.Even
 	tokens, last := float64(rate), time.Now()
 	var dropped uint64
 	unfiltered := f.UserID == "" && f.ConnectionID == "" && f.Route == ""
+	lost := make([]int, len(subs)) // what nats.go dropped, as last seen
 	tick := time.NewTicker(tickEvery)
 	defer tick.Stop()
 	for {
@@ -99,9 +100,10 @@ func (s *Service) Tail(ctx context.Context, f api.TailFilter, emit func(api.Even
 		case <-renew:
 			_ = s.announceTap(inbox, f, tapTTL) // a lost renewal: the next one
 		case <-tick.C:
-			for _, sub := range subs {
-				if n, _ := sub.Dropped(); n > 0 {
-					dropped += uint64(n)
+			for i, sub := range subs { // Dropped is a running total
+				if n, err := sub.Dropped(); err == nil && n > lost[i] {
+					dropped += uint64(n - lost[i])
+					lost[i] = n
 				}
 			}
 			if err := emit(api.Event{T: time.Now().UnixMilli(), Type: "tick"}, dropped); err != nil {

@@ -177,13 +177,21 @@ func TestConsole(t *testing.T) {
 			}
 		}
 	}
-	waitJS(t, ctx, "connections and messages charted", `(() => { const n = document.querySelector("#chart-node").value;`+
-		` const want = {`+fmt.Sprintf("%q: 3, %q: 2", cl.edges[0].nodeID, cl.edges[1].nodeID)+`}[n];`+
-		` return want !== undefined && +document.querySelector("#chart-connections").dataset.last === want`+
-		` && document.querySelector("#chart-connections text").textContent.includes("now " + want)`+
-		` && document.querySelector("#chart-connections polyline").points.length >= 3`+
-		` && +document.querySelector("#chart-messages").dataset.peak > 0`+
-		` && document.querySelector("#chart-connects").dataset.last !== undefined })()`)
+	charted := func(what string, conns int) {
+		t.Helper()
+		waitJS(t, ctx, what, fmt.Sprintf(`+document.querySelector("#chart-connections").dataset.last === %d`, conns)+
+			fmt.Sprintf(` && document.querySelector("#chart-connections text").textContent.includes("now %d")`, conns)+
+			` && document.querySelector("#chart-connections polyline").points.length >= 3`+
+			` && +document.querySelector("#chart-messages").dataset.peak > 0`+
+			` && document.querySelector("#chart-connects").dataset.last !== undefined`)
+	}
+	// The whole cluster first (the default), then one edge.
+	waitJS(t, ctx, "the cluster chosen", `document.querySelector("#chart-node").selectedOptions[0].textContent === "the whole cluster"`)
+	charted("the cluster's connections and messages charted", 5)
+	do(t, ctx, "chart edge 1", chromedp.SetValue("#chart-node", cl.edges[1].nodeID))
+	charted("edge 1's connections and messages charted", 2)
+	do(t, ctx, "chart the cluster", chromedp.SetValue("#chart-node", "*"))
+	charted("the cluster charted again", 5)
 	screenshot(t, ctx, "cluster")
 
 	// Connections: find carol by user, send her a message, close her with 4001.

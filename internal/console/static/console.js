@@ -115,23 +115,32 @@ async function refreshCluster() {
       tb.appendChild(tr);
       ids.push(n.nodeId);
     }
-    if (sel.options.length !== ids.length || [...sel.options].some((o, i) => o.value !== ids[i])) {
-      sel.replaceChildren(...ids.map((id) => new Option(id, id)));
-      if (ids.includes(chosen)) sel.value = chosen;
+    // The first choice, "*" (the default; never a node ID), is the whole cluster.
+    const opts = ["*"].concat(ids);
+    if (sel.options.length !== opts.length || [...sel.options].some((o, i) => o.value !== opts[i])) {
+      sel.replaceChildren(...opts.map((id) => new Option(id === "*" ? "the whole cluster" : id, id)));
+      sel.value = opts.includes(chosen) ? chosen : "*";
     }
-    if (sel.value) await refreshCharts(sel.value);
+    if (Date.now() - chartAt >= chartEvery) await refreshCharts(sel.value);
   } catch (e) {
     if (e.status === 403) return showLogin();
     $("#cluster-updated").textContent = "error: " + e.message;
   }
 }
 
-// The charts span what the node keeps (historySize samples sampleIntervalMs
-// apart: 10 minutes by default) on a fixed time axis ending at its latest
-// reading, so a young node's few samples sit at the right edge instead of
+// The charts (of one node, or of the whole cluster: every node's history
+// summed by GET /@stats) span what a node keeps (historySize samples
+// sampleIntervalMs apart: 10 minutes by default) on a fixed time axis ending
+// at the latest reading, so a young node's few samples sit at the right edge instead of
 // being stretched across the chart.
+// The charts are asked for at most once a sample interval (at least every
+// 2 s): between samples only the latest reading changes.
+let chartAt = 0, chartEvery = 0;
+
 async function refreshCharts(node) {
-  const st = await call("GET", "/@nodes/" + enc(node));
+  chartAt = Date.now();
+  const st = await call("GET", node === "*" ? "/@stats" : "/@nodes/" + enc(node));
+  chartEvery = Math.max(2000, st.sampleIntervalMs || 0) - 100;
   const h = st.history || [];
   const now = h.length ? h[h.length - 1].t : 0;
   const span = (st.sampleIntervalMs * st.historySize) || 600000;

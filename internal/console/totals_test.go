@@ -8,7 +8,9 @@ import (
 )
 
 func TestSumHistoryAddsNodesUpSlotBySlot(t *testing.T) {
-	smp := func(t, conns, connects int64) api.Sample { return api.Sample{T: t, Connections: conns, Connects: connects} }
+	smp := func(t, conns, connects int64) api.Sample {
+		return api.Sample{T: t, Connections: conns, Connects: connects}
+	}
 	nodes := []api.NodeStatus{
 		// Samples every second; the last one is the reading of now, in the
 		// same slot as the sample before it.

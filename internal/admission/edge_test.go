@@ -25,7 +25,7 @@ import (
 // Admit in Connect (refusal = HTTP status on the upgrade), release on
 // Close, a MessageLimiter in the connection state (abuse = close 1008).
 type limitedEcho struct {
-	adm    *admission.A
+	adm    *admission.Controller
 	mu     sync.Mutex
 	closed []int // close codes the node chose or received
 }
@@ -73,7 +73,7 @@ func (h *limitedEcho) closeCodes() []int {
 	return append([]int(nil), h.closed...)
 }
 
-func startEdge(t *testing.T, adm *admission.A) (string, *limitedEcho) {
+func startEdge(t *testing.T, adm *admission.Controller) (string, *limitedEcho) {
 	t.Helper()
 	h := &limitedEcho{adm: adm}
 	s, err := edge.New(edge.Config{Listen: "127.0.0.1:0"}, edge.Options{Handler: h,

@@ -21,7 +21,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/switchboardgw/switchboard/internal/authz"
+	"github.com/switchboardgw/switchboard/internal/authn"
 	"github.com/switchboardgw/switchboard/internal/cluster"
 	"github.com/switchboardgw/switchboard/internal/conn"
 	"github.com/switchboardgw/switchboard/internal/edge"
@@ -138,13 +138,15 @@ func newRig(t *testing.T, onConnect func(r *backend.ConnectRequest) backend.Conn
 	}
 
 	run("cluster node", node.Run)
+	run("lifecycle", lc.Run)
+	run("session", r.h.Run)
 	run("groups", g.Run)
 	run("websocket", r.ws.Run)
 	testenv.Eventually(t, "the cluster lease", node.Healthy)
 	t.Cleanup(func() {
 		sctx, scancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer scancel()
-		for _, err := range []error{r.ws.Shutdown(sctx), func() error { r.h.Stop(); return nil }(), g.Shutdown(sctx),
+		for _, err := range []error{r.ws.Shutdown(sctx), r.h.Shutdown(sctx), g.Shutdown(sctx),
 			lc.Shutdown(sctx), node.Shutdown(sctx)} {
 			if err != nil {
 				t.Errorf("shutdown: %v", err)
@@ -313,7 +315,7 @@ func withJWT(t *testing.T, sub string) (func(*Deps), http.Header) {
 	if err := os.WriteFile(file, []byte(secret), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	j, err := authz.New(authz.Config{KeysFile: file}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	j, err := authn.New(authn.Config{KeysFile: file}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package authz_test
+package authn_test
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/switchboardgw/switchboard/internal/authz"
+	"github.com/switchboardgw/switchboard/internal/authn"
 	"github.com/switchboardgw/switchboard/internal/edge"
 )
 
@@ -23,7 +23,7 @@ const secret = "edge-test-secret-edge-test-secret-0123456789"
 // authHandler is the node's wiring reduced to the authorizer: refuse with
 // StatusOf before anything else, accept with the user and subprotocol.
 type authHandler struct {
-	a     *authz.JWT
+	a     *authn.JWT
 	mu    sync.Mutex
 	users []string
 }
@@ -31,8 +31,8 @@ type authHandler struct {
 func (h *authHandler) Connect(_ context.Context, _ *edge.Conn, r *edge.Request) (*edge.Accept, error) {
 	res, err := h.a.Authorize(r)
 	if err != nil {
-		return nil, &edge.Reject{Status: authz.StatusOf(err), Header: http.Header{"Www-Authenticate": {"Bearer"}},
-			Reason: http.StatusText(authz.StatusOf(err))}
+		return nil, &edge.Reject{Status: authn.StatusOf(err), Header: http.Header{"Www-Authenticate": {"Bearer"}},
+			Reason: http.StatusText(authn.StatusOf(err))}
 	}
 	h.mu.Lock()
 	h.users = append(h.users, res.UserID)
@@ -48,7 +48,7 @@ func TestEdgeWithJWT(t *testing.T) {
 	if err := os.WriteFile(keyFile, []byte(secret), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	a, err := authz.New(authz.Config{KeysFile: keyFile, Query: "token", SubprotocolPrefix: "jwt."}, slog.New(slog.DiscardHandler))
+	a, err := authn.New(authn.Config{KeysFile: keyFile, Query: "token", SubprotocolPrefix: "jwt."}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

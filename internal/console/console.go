@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/switchboardgw/switchboard/internal/api"
+	"github.com/switchboardgw/switchboard/internal/service"
 	"github.com/switchboardgw/switchboard/internal/version"
 )
 
@@ -118,10 +119,7 @@ type Service struct {
 	tot   api.Totals
 	totAt time.Time
 
-	stop     chan struct{}
-	stopOnce sync.Once
-	done     chan struct{}
-	runOnce  sync.Once
+	gate service.Gate
 }
 
 // New builds the console service; nothing runs until Run.
@@ -141,18 +139,16 @@ func New(cfg Config, d Deps) (*Service, error) {
 	cfg = cfg.withDefaults()
 	return &Service{cfg: cfg, deps: d, log: d.Logger,
 		subAll: d.Prefix + ".console.status", subOne: d.Prefix + ".console.status." + d.NodeID,
-		tails: make(chan struct{}, cfg.MaxTails), stop: make(chan struct{}), done: make(chan struct{})}, nil
+		tails: make(chan struct{}, cfg.MaxTails)}, nil
 }
 
 // Run answers status requests and samples counters until ctx ends or
 // Shutdown is called.
 func (s *Service) Run(ctx context.Context) error {
-	started := false
-	s.runOnce.Do(func() { started = true })
-	if !started {
-		return errors.New("console: Run called twice")
+	if err := s.gate.Start("console"); err != nil {
+		return err
 	}
-	defer close(s.done)
+	defer s.gate.Finish()
 	answer := func(m *nats.Msg) {
 		st := s.status(m.Subject == s.subOne || string(m.Data) == withHistory)
 		b, err := json.Marshal(st)
@@ -177,7 +173,7 @@ func (s *Service) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-s.stop:
+		case <-s.gate.Stopping():
 			return nil
 		case <-t.C:
 			s.sample()
@@ -185,21 +181,9 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 }
 
-// Shutdown stops Run and waits for it (if it was started).
-func (s *Service) Shutdown(ctx context.Context) error {
-	s.stopOnce.Do(func() { close(s.stop) })
-	started := true
-	s.runOnce.Do(func() { started = false })
-	if !started {
-		return nil
-	}
-	select {
-	case <-s.done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("console: shutdown: %w", ctx.Err())
-	}
-}
+// Shutdown stops Run and the open tails, and waits for Run (if it was
+// started).
+func (s *Service) Shutdown(ctx context.Context) error { return s.gate.Stop(ctx, "console") }
 
 // The counters a sample sums, by metric name.
 var (

@@ -382,9 +382,14 @@ func TestRouteTrafficTailKeepsNoBackendReply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	done := make(chan error, 1)
+	go func() { done <- lc.Run(context.Background()) }()
 	t.Cleanup(func() {
 		if err := lc.Shutdown(context.Background()); err != nil {
 			t.Errorf("lifecycle shutdown: %v", err)
+		}
+		if err := <-done; err != nil {
+			t.Errorf("lifecycle run: %v", err)
 		}
 	})
 	s, err := New(Config{}, Deps{NC: n.Connect(t), Prefix: "t", NodeID: "x", Gatherer: prometheus.NewRegistry()})

@@ -95,7 +95,7 @@ func (s *Service) Tail(ctx context.Context, f api.TailFilter, emit func(api.Even
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-s.stop:
+		case <-s.gate.Stopping():
 			return nil
 		case <-renew:
 			_ = s.announceTap(inbox, f, tapTTL) // a lost renewal: the next one

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/switchboardgw/switchboard/internal/api"
+	"github.com/switchboardgw/switchboard/internal/service"
 )
 
 // Route traffic for the tail is taken where it is published. A tail that
@@ -67,11 +68,8 @@ type Tap struct {
 	mu     sync.Mutex
 	taps   map[string]*tap // by inbox
 
-	ready    chan struct{} // closed once subscribed
-	stop     chan struct{}
-	stopOnce sync.Once
-	done     chan struct{}
-	runOnce  sync.Once
+	ready chan struct{} // closed once subscribed
+	gate  service.Gate
 }
 
 // NewTap builds the tap of node; nothing is subscribed until Run.
@@ -86,7 +84,7 @@ func NewTap(nc *nats.Conn, prefix, node string, log *slog.Logger) (*Tap, error) 
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Tap{nc: nc, subject: tapSubject(prefix), node: node, log: log, taps: map[string]*tap{},
-		ready: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}, nil
+		ready: make(chan struct{})}, nil
 }
 
 // Ready is closed once Run takes announcements. A tail announced before
@@ -97,12 +95,10 @@ func tapSubject(prefix string) string { return prefix + ".console.tap" }
 
 // Run takes announcements and expires taps until ctx ends or Shutdown.
 func (t *Tap) Run(ctx context.Context) error {
-	started := false
-	t.runOnce.Do(func() { started = true })
-	if !started {
-		return errors.New("console: tap: Run called twice")
+	if err := t.gate.Start("console: tap"); err != nil {
+		return err
 	}
-	defer close(t.done)
+	defer t.gate.Finish()
 	sub, err := t.nc.Subscribe(t.subject, t.announce)
 	if err != nil {
 		return fmt.Errorf("console: tap: subscribe: %w", err)
@@ -117,7 +113,7 @@ func (t *Tap) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.stop:
+		case <-t.gate.Stopping():
 			return nil
 		case now := <-tick.C:
 			t.sweep(now)
@@ -126,20 +122,7 @@ func (t *Tap) Run(ctx context.Context) error {
 }
 
 // Shutdown stops Run and waits for it (if it was started).
-func (t *Tap) Shutdown(ctx context.Context) error {
-	t.stopOnce.Do(func() { close(t.stop) })
-	started := true
-	t.runOnce.Do(func() { started = false })
-	if !started {
-		return nil
-	}
-	select {
-	case <-t.done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("console: tap shutdown: %w", ctx.Err())
-	}
-}
+func (t *Tap) Shutdown(ctx context.Context) error { return t.gate.Stop(ctx, "console: tap") }
 
 // announce adds, renews or removes a tap. Announcements come from anyone
 // on NATS, like route traffic itself: they are bounded, not trusted. The

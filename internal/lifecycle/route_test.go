@@ -9,7 +9,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/switchboardgw/switchboard/internal/testenv"
-
 	"github.com/switchboardgw/switchboard/pkg/protocol"
 )
 

@@ -26,7 +26,7 @@ const DefaultEdgeArgs = "-listen {listen} -admin-listen {admin} -api-listen {api
 // from the repository root. Unless given commands, it builds the baseline,
 // swload and (if ./cmd/edge exists) the edge into a temporary directory.
 func CLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	usage := "usage: swbench idle|connect-rate|echo|drain|all|soak [flags]"
+	usage := "usage: swbench idle|connect-rate|echo|drain|all|soak|peers [flags]"
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		fmt.Fprintln(stderr, usage)
 		return flag.ErrHelp
@@ -34,6 +34,9 @@ func CLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	scenario := args[0]
 	if scenario == "soak" {
 		return soakCLI(ctx, args[1:], stdout, stderr)
+	}
+	if scenario == "peers" {
+		return peersCLI(ctx, args[1:], stdout, stderr)
 	}
 	switch scenario {
 	case "idle", "connect-rate", "echo", "drain", "all":

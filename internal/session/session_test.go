@@ -82,39 +82,3 @@ func TestCloseAnnouncesOneDisconnectAndUnregisters(t *testing.T) {
 		t.Fatalf("a second CONNECT of %s", id)
 	}
 }
-
-func TestInfoReportsPrincipalAndGroups(t *testing.T) {
-	var g *groups.Service
-	r := newRig(t, func(*backend.ConnectRequest) backend.ConnectResponse {
-		return backend.ConnectResponse{UserID: "alice", PrincipalID: "alice@example", Context: map[string]any{"role": "admin"},
-			Groups: []string{"lobby"}}
-	}, func(d *Deps) { g = d.Groups.(*groups.Service) })
-	r.dial(t)
-	id := r.onlyID(t)
-	if ev := r.next(t); ev != (event{"switchboard.event.connect", id}) {
-		t.Fatalf("first event %+v, want CONNECT of %s", ev, id)
-	}
-	local := r.h.Local(r.ws)
-	info, err := local.Info(context.Background(), id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var p map[string]any
-	if err := json.Unmarshal(info.Principal, &p); err != nil || p["principalId"] != "alice@example" || p["role"] != "admin" {
-		t.Fatalf("principal %s (%v), want the authorizer object of $connect", info.Principal, err)
-	}
-	if info.UserID != "alice" || len(info.Groups) != 1 || info.Groups[0] != "lobby" {
-		t.Fatalf("info %+v, want user alice in group lobby", info)
-	}
-	// Later changes show: a group joined through the API, a replaced state.
-	if err := g.AddToGroup(context.Background(), "room-1", id); err != nil {
-		t.Fatal(err)
-	}
-	if err := local.SetState(context.Background(), id, json.RawMessage(`{"step":2}`)); err != nil {
-		t.Fatal(err)
-	}
-	testenv.Eventually(t, "the new group and state", func() bool {
-		info, err = local.Info(context.Background(), id)
-		return err == nil && len(info.Groups) == 2 && string(info.Principal) == `{"step":2}`
-	})
-}

@@ -436,10 +436,12 @@ func TestTapsAreBoundedAndExpire(t *testing.T) {
 		}
 	}
 	// Anything but an inbox is ignored: the edge never publishes on an
-	// event, route or wildcard subject for an announcement. The valid one
+	// event, route or wildcard subject for an announcement; nor is an
+	// announcement larger than its filters can be kept. The valid one
 	// after them is taken alone (announcements are handled in order).
 	for _, b := range []string{`{"inbox":"t.route.chat","rate":5,"ttlMs":1000}`, `{"inbox":"t.event.connect","rate":5,"ttlMs":1000}`,
-		`{"inbox":"_INBOX.a b","ttlMs":1000}`, `{"inbox":"_INBOX.>","ttlMs":1000}`, `{"inbox":"_INBOX.","ttlMs":1000}`, `not json`} {
+		`{"inbox":"_INBOX.a b","ttlMs":1000}`, `{"inbox":"_INBOX.>","ttlMs":1000}`, `{"inbox":"_INBOX.","ttlMs":1000}`, `not json`,
+		`{"inbox":"_INBOX.big","ttlMs":1000,"user":"` + strings.Repeat("u", 4<<10) + `"}`} {
 		announce(b)
 	}
 	announce(`{"inbox":"_INBOX.ok","rate":5,"ttlMs":1000}`)

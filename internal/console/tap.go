@@ -38,12 +38,14 @@ type tapRequest struct {
 
 // A tap's bounds: taps one edge keeps (tails of the whole cluster; more are
 // ignored), how long an announcement lasts and how often a tail renews it,
-// and the longest inbox subject accepted.
+// the longest inbox subject and announcement accepted (filters are at most
+// 256 bytes each, as GET /@events takes them).
 const (
-	maxTaps     = 256
-	tapTTL      = 15 * time.Second
-	tapRenew    = 5 * time.Second
-	maxInboxLen = 256
+	maxTaps         = 256
+	tapTTL          = 15 * time.Second
+	tapRenew        = 5 * time.Second
+	maxInboxLen     = 256
+	maxAnnouncement = 2 << 10
 )
 
 // tap is one tail's interest on this edge, with its own token bucket: the
@@ -130,8 +132,9 @@ func (t *Tap) Shutdown(ctx context.Context) error { return t.gate.Stop(ctx, "con
 // cannot make the edge publish on an event, route or command subject.
 func (t *Tap) announce(m *nats.Msg) {
 	var r tapRequest
-	if json.Unmarshal(m.Data, &r) != nil || len(r.Inbox) > maxInboxLen || len(r.Inbox) <= len(nats.InboxPrefix) ||
-		!strings.HasPrefix(r.Inbox, nats.InboxPrefix) || strings.ContainsAny(r.Inbox, "*> \t\r\n") {
+	if len(m.Data) > maxAnnouncement || json.Unmarshal(m.Data, &r) != nil || len(r.Inbox) > maxInboxLen ||
+		len(r.Inbox) <= len(nats.InboxPrefix) || !strings.HasPrefix(r.Inbox, nats.InboxPrefix) ||
+		strings.ContainsAny(r.Inbox, "*> \t\r\n") {
 		return
 	}
 	t.mu.Lock()

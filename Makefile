@@ -58,6 +58,8 @@ bench-all:
 	$(GO) run ./bench/cmd/swbench all -n 15000 -repeat 3
 	$(GO) test -run '^$$' -bench BenchmarkAPIPost -benchtime 3000x ./internal/app
 	$(GO) test -run '^$$' -bench GroupFanout ./internal/groups
+	$(GO) test -run '^$$' -bench FanoutCompression -benchtime 10x ./internal/groups
+	$(GO) run ./bench/cmd/swbench idle -n 15000 -servers edge -compression
 	$(GO) test -run '^$$' -bench 'BenchmarkRegister|BenchmarkRouterPost' -benchtime 3s ./internal/cluster
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/edge ./internal/lifecycle ./internal/api
 

@@ -64,9 +64,13 @@ func CLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		msgSize    = fs.Int("size", 64, "echo: message size, bytes")
 		asJSON     = fs.Bool("json", false, "print results as JSON instead of tables")
 		buildDirFl = fs.String("build-dir", "", "where to build binaries (default: a temporary directory, removed at exit)")
+		compress   = fs.Bool("compression", false, "idle only: run the edge with -compression and have swload offer permessage-deflate, as browsers do")
 	)
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
+	}
+	if *compress && scenario != "idle" {
+		return errors.New("swbench: -compression is for the idle scenario (swload does not inflate replies)")
 	}
 	dir, cleanup, err := buildDir(*buildDirFl)
 	if err != nil {
@@ -83,6 +87,9 @@ func CLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		cfg.Swload = Command{Argv: []string{bin}}
+	}
+	if *compress {
+		cfg.Swload.Argv = append(cfg.Swload.Argv, "-deflate")
 	}
 	for _, name := range strings.Split(*servers, ",") {
 		name = strings.TrimSpace(name)
@@ -111,6 +118,9 @@ func CLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 					return err
 				}
 				line = bin + " " + DefaultEdgeArgs
+			}
+			if *compress {
+				line += " -compression"
 			}
 			// The echo scenario's backend attaches to the edge's NATS.
 			if strings.Contains(line, "{nats}") {

@@ -45,6 +45,7 @@ func CLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		channel  = fs.String("channel", "", "centrifugo: channel to subscribe to once connected; {i} becomes the connection's index plus -index-base")
 		idxBase  = fs.Int("index-base", 0, "centrifugo: added to the connection index in -channel")
 		expect   = fs.Int64("expect", 0, "listen: stop once this many messages have arrived (0 = after -hold)")
+		deflate  = fs.Bool("deflate", false, "idle: offer permessage-deflate (no context takeover) in every upgrade, as browsers do")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -52,7 +53,7 @@ func CLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg := Config{
 		Mode: Mode(*mode), Path: *path, Conns: *n, Rate: *rate, Concurrency: *conc,
 		Hold: *hold, Duration: *duration, MsgRate: *msgRate, Messages: *messages, MsgSize: *size,
-		HandshakeTimeout: *hsTO, MaxDuration: *maxDur, Reactors: *reactors,
+		HandshakeTimeout: *hsTO, MaxDuration: *maxDur, Reactors: *reactors, Deflate: *deflate,
 		Protocol: Protocol(*proto), Token: *token, Channel: *channel, IndexBase: *idxBase, Expect: *expect,
 	}
 	if *rate == 0 {

@@ -103,6 +103,12 @@ type Config struct {
 	// Expect ends ModeListen once this many messages have arrived (in this
 	// process). Default 0: listen for Hold.
 	Expect int64
+	// Deflate offers permessage-deflate (RFC 7692, no context takeover
+	// either way) in every upgrade, as browsers do, so that a server's
+	// memory per idle connection can be measured with the extension
+	// negotiated. Frames the server sends compressed are counted, never
+	// inflated: ModeIdle only.
+	Deflate bool
 	// OnOpen, if set, is called once when every connection has been tried,
 	// with the number open: the moment to measure the server.
 	OnOpen func(open, failed int)
@@ -165,6 +171,9 @@ func (c *Config) Validate() error {
 		if !s.Is4() || !s.IsLoopback() {
 			return fmt.Errorf("%w: source %s: only IPv4 loopback addresses are allowed", ErrConfig, s)
 		}
+	}
+	if d.Deflate && (d.Mode != ModeIdle || d.Protocol != ProtocolRaw) {
+		return fmt.Errorf("%w: deflate is for mode idle with the raw protocol only (replies are not inflated)", ErrConfig)
 	}
 	if d.Path[0] != '/' {
 		return fmt.Errorf("%w: path %q must start with /", ErrConfig, d.Path)

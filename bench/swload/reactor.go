@@ -319,6 +319,9 @@ func (r *reactor) handshakeRequest(c *client) []byte {
 	b = append(b, cfg.Targets[c.target].String()...)
 	b = append(b, "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nUser-Agent: swload\r\nSec-WebSocket-Key: "...)
 	b = append(b, key...)
+	if cfg.Deflate {
+		b = append(b, "\r\nSec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover"...)
+	}
 	b = append(b, "\r\n\r\n"...)
 	r.wbuf = b
 	return b
@@ -450,6 +453,11 @@ func (r *reactor) consume(c *client, data []byte) int {
 		}
 	}
 	for c.st == stOpen || c.st == stClosing || c.st == stProto {
+		if r.run.cfg.Deflate && used < len(data) {
+			// A compressed frame (RSV1) is counted like any other, not
+			// inflated (Config.Deflate): the parser need not see the bit.
+			data[used] &^= 0x40
+		}
 		h, ok, err := parseHeader(data[used:])
 		if err != nil {
 			r.lost(c)

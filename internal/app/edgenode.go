@@ -176,10 +176,9 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 	}
 	e.groups, err = groups.New(groups.Config{Prefix: cfg.NATS.Prefix, NodeID: e.nodeID}, groups.Deps{
 		NC: e.nc, Store: gstore, Registerer: e.reg, Logger: log, Fence: e.node,
-		Owner: func(ctx context.Context, id string) (string, error) {
-			r, err := registry.Lookup(ctx, id)
-			return r.Node, err
-		}})
+		// Through the router: the owner lookup, timeout and dead-owner rule
+		// of every node command.
+		Remote: func(ctx context.Context, msg *nats.Msg) (*nats.Msg, error) { return e.router.Command(ctx, msg) }})
 	if err != nil {
 		return nil, err
 	}
@@ -210,6 +209,13 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 	e.cmds, err = cluster.NewCommandServer(cluster.CommandServerConfig{Prefix: cfg.NATS.Prefix, Node: e.nodeID},
 		cluster.CommandServerDeps{NC: e.nc, Controller: e.handler.Local(e.ws), Logger: log, Metrics: cm})
 	if err != nil {
+		return nil, err
+	}
+	membership, err := e.groups.Commands()
+	if err != nil {
+		return nil, err
+	}
+	if err := e.cmds.Handle(membership); err != nil {
 		return nil, err
 	}
 	e.router, err = cluster.NewRouter(cluster.RouterConfig{Prefix: cfg.NATS.Prefix, Self: e.nodeID},
@@ -296,11 +302,15 @@ func (e *Edge) Run(ctx context.Context) error {
 	if e.tap != nil {
 		run("console tap", func() error { return e.tap.Run(rctx) })
 	}
-	select {
-	case <-e.cmds.Ready():
-	case <-time.After(10 * time.Second):
-		e.log.Warn("command subscription not confirmed yet")
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	for what, ready := range map[string]<-chan struct{}{"command": e.cmds.Ready(), "broadcast": e.groups.Ready()} {
+		select {
+		case <-ready:
+		case <-wctx.Done():
+			e.log.Warn(what + " subscription not confirmed yet")
+		}
 	}
+	wcancel()
 	e.admin.ready.Store(true)
 	natsNote := e.NATSURL()
 	if e.emb != nil {
@@ -375,8 +385,8 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 }
 
 // abandon undoes a NewEdge that failed part way: what was built holds
-// subscriptions (the lifecycle's replies, the groups') and connections that
-// nothing else would ever release.
+// subscriptions (the lifecycle's replies) and connections that nothing else
+// would ever release.
 func (e *Edge) abandon() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

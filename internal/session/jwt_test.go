@@ -3,6 +3,7 @@ package session
 import (
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/gobwas/ws"
@@ -38,6 +39,31 @@ func TestATokenOfferedAsASubprotocolIsNeverTheOneThe101Chooses(t *testing.T) {
 	if got := ev.body.Switchboard.Subprotocols; !slices.Equal(got, []string{"chat.v1"}) {
 		t.Fatalf("CONNECT subprotocols %q, want [chat.v1] (the token stripped)", got)
 	}
+	// Nor does the header: a $connect echoing it back answers a real
+	// protocol, and no backend logs the token.
+	req := l.asked()[0]
+	if got := headerFold(req.Headers, "Sec-WebSocket-Protocol"); got != "chat.v1" {
+		t.Fatalf("$connect header Sec-WebSocket-Protocol = %q, want chat.v1", got)
+	}
+	for name, vs := range req.MultiValueHeaders {
+		if strings.EqualFold(name, "Sec-WebSocket-Protocol") && !slices.Equal(vs, []string{"chat.v1"}) {
+			t.Fatalf("$connect multi-value %s = %q, want [chat.v1]", name, vs)
+		}
+	}
+	if got := headerFold(ev.body.Headers, "Sec-WebSocket-Protocol"); got != "chat.v1" {
+		t.Fatalf("CONNECT header Sec-WebSocket-Protocol = %q, want chat.v1", got)
+	}
+}
+
+// headerFold is the value of header name in an event's headers, whatever
+// the case the client spelled it in.
+func headerFold(h map[string]string, name string) string {
+	for k, v := range h {
+		if strings.EqualFold(k, name) {
+			return v
+		}
+	}
+	return ""
 }
 
 func TestATokenInTheQueryOrTheHeaderAdmitsItsUser(t *testing.T) {

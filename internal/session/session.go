@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -225,9 +226,20 @@ func (h *Handler) Connect(ctx context.Context, c *edge.Conn, r *edge.Request) (*
 			release()
 		}
 	}()
+	headers := r.Header
+	if len(protocols) != len(r.Protocols) {
+		// The token rode in Sec-WebSocket-Protocol: the events show the list
+		// without it, so no backend logs it and a $connect that echoes the
+		// header back (the usual Lambda pattern) answers a real protocol.
+		headers = headers.Clone()
+		headers.Del("Sec-WebSocket-Protocol")
+		if len(protocols) > 0 {
+			headers.Set("Sec-WebSocket-Protocol", strings.Join(protocols, ", "))
+		}
+	}
 	st := &connState{release: release, gen: h.gen.Load(), meta: &lifecycle.ConnMeta{
 		ID: c.ID(), NodeID: h.nodeID, ConnectedAt: c.ConnectedAt(), SourceIP: c.SourceIP(), UserAgent: c.UserAgent(),
-		DomainName: h.eventDomain(r.Host), Path: r.Path, Headers: lifecycle.HeadersFromHTTP(r.Header), Query: lifecycle.ParseQuery(r.RawQuery),
+		DomainName: h.eventDomain(r.Host), Path: r.Path, Headers: lifecycle.HeadersFromHTTP(headers), Query: lifecycle.ParseQuery(r.RawQuery),
 		Subprotocols: protocols, UserID: jr.UserID, Principal: jr.Principal,
 	}}
 	if h.adm != nil {

@@ -80,6 +80,12 @@ type Info struct {
 	SourceIP     string    `json:"sourceIp"`
 	UserAgent    string    `json:"userAgent"`
 	UserID       string    `json:"userId,omitempty"`
+	// Principal is the connection's state (the authorizer context $connect
+	// set, or PUT replaced): a JSON object of at most MaxState bytes.
+	Principal json.RawMessage `json:"principal,omitempty"`
+	// Groups are the groups the connection is in on its node, at most
+	// the groups' per-connection cap.
+	Groups []string `json:"groups,omitempty"`
 }
 
 // Controller performs commands on connections by ID, wherever they live: the

@@ -28,9 +28,15 @@ type member struct {
 }
 
 // target is a subject with local members: a group, a user, or broadcast.
+// The members are kept dense, in the order they joined but for the holes
+// leavers leave (the last one moves in): a fan-out copies them with one
+// memmove instead of walking a map, and splits them in shares that stay put
+// from one message to the next, so a member is written by the same writer
+// each time.
 type target struct {
-	members map[string]*member // by connection ID
-	sub     *nats.Subscription // nil for broadcast (subscribed for the node's life)
+	pos   map[string]int32   // a member's place in conns, by connection ID
+	conns []Conn             // the members
+	sub   *nats.Subscription // nil for broadcast (subscribed for the node's life)
 }
 
 // index is a node's local membership: which of its connections are in which
@@ -60,7 +66,7 @@ func newIndex(broadcast string) *index {
 func (x *index) join(m *member, subject string) error {
 	t := x.targets[subject]
 	if t == nil {
-		t = &target{members: map[string]*member{}}
+		t = &target{pos: map[string]int32{}}
 		if subject != x.broadcast {
 			sub, err := x.subscribe(subject)
 			if err != nil {
@@ -71,7 +77,11 @@ func (x *index) join(m *member, subject string) error {
 		}
 		x.targets[subject] = t
 	}
-	t.members[m.c.ID()] = m
+	id := m.c.ID()
+	if _, ok := t.pos[id]; !ok {
+		t.pos[id] = int32(len(t.conns))
+		t.conns = append(t.conns, m.c)
+	}
 	return nil
 }
 
@@ -82,8 +92,23 @@ func (x *index) leave(m *member, subject string) {
 	if t == nil {
 		return
 	}
-	delete(t.members, m.c.ID())
-	if len(t.members) == 0 {
+	id := m.c.ID()
+	i, ok := t.pos[id]
+	if !ok {
+		return
+	}
+	delete(t.pos, id)
+	last := len(t.conns) - 1
+	if int(i) != last {
+		t.conns[i] = t.conns[last]
+		t.pos[t.conns[i].ID()] = i
+	}
+	t.conns[last] = nil
+	t.conns = t.conns[:last]
+	if cap(t.conns) > 64 && len(t.conns) < cap(t.conns)/4 {
+		t.conns = slices.Clip(slices.Clone(t.conns)) // a group that shrank gives its memory back
+	}
+	if len(t.conns) == 0 {
 		delete(x.targets, subject)
 		if t.sub != nil {
 			x.unsubscribe(t.sub)
@@ -102,13 +127,10 @@ func (x *index) snapshot(subject string, excluded []byte, dst []Conn) []Conn {
 	if t == nil {
 		return dst
 	}
-	for id, m := range t.members {
-		if len(excluded) > 0 && id == string(excluded) {
-			continue
-		}
-		dst = append(dst, m.c)
+	if i, ok := t.pos[string(excluded)]; ok && len(excluded) > 0 {
+		return append(append(dst, t.conns[:i]...), t.conns[i+1:]...)
 	}
-	return dst
+	return append(dst, t.conns...)
 }
 
 // has reports whether id is a tracked connection.
@@ -140,7 +162,7 @@ func (x *index) members(subject string) int {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	if t := x.targets[subject]; t != nil {
-		return len(t.members)
+		return len(t.conns)
 	}
 	return 0
 }

@@ -59,6 +59,15 @@ type Config struct {
 	// messages always go to the same worker, so they arrive in order.
 	// Default GOMAXPROCS.
 	Workers int
+	// FanoutWriters write one message to a big group's local members
+	// together, each its own share of them, so one group's fan-out uses
+	// every core; the delivery worker is one of them. Default GOMAXPROCS.
+	FanoutWriters int
+	// FanoutMinShare is the fewest members a writer is given: a message to
+	// fewer than twice as many is written by the delivery worker alone,
+	// since handing a share over costs about as much as a few writes.
+	// Default 128.
+	FanoutMinShare int
 	// QueueLen bounds each worker's queue of fan-out messages; beyond it
 	// NATS drops messages as a slow consumer. Default 65536.
 	QueueLen int
@@ -86,7 +95,7 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("groups: node id %q: [A-Za-z0-9_-] only", c.NodeID))
 	}
 	for name, v := range map[string]int64{"MaxGroupsPerConn": int64(c.MaxGroupsPerConn), "MaxMessageBytes": int64(c.MaxMessageBytes),
-		"Workers": int64(c.Workers), "QueueLen": int64(c.QueueLen), "StoreWorkers": int64(c.StoreWorkers),
+		"Workers": int64(c.Workers), "FanoutWriters": int64(c.FanoutWriters), "FanoutMinShare": int64(c.FanoutMinShare), "QueueLen": int64(c.QueueLen), "StoreWorkers": int64(c.StoreWorkers),
 		"StoreQueueLen": int64(c.StoreQueueLen), "StoreTimeout": int64(c.StoreTimeout), "CommandTimeout": int64(c.CommandTimeout)} {
 		if v < 0 {
 			errs = append(errs, fmt.Errorf("groups: %s must not be negative", name))
@@ -107,6 +116,8 @@ func (c Config) withDefaults() Config {
 	def(&c.MaxGroupsPerConn, 100)
 	def(&c.MaxMessageBytes, 128<<10)
 	def(&c.Workers, runtime.GOMAXPROCS(0))
+	def(&c.FanoutWriters, runtime.GOMAXPROCS(0))
+	def(&c.FanoutMinShare, 128)
 	def(&c.QueueLen, 65536)
 	def(&c.StoreWorkers, 4)
 	def(&c.StoreQueueLen, 16384)
@@ -153,6 +164,7 @@ type Service struct {
 
 	idx     *index           // nil in a router-only service
 	inbox   []chan *nats.Msg // one per delivery worker
+	writers []chan fanTask   // fan-out writers beside the delivery worker
 	cmds    chan *nats.Msg
 	storeQ  []chan storeOp
 	qmu     sync.RWMutex // guards qclosed against enqueueing on a closed queue
@@ -201,6 +213,12 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	s.inbox = make([]chan *nats.Msg, cfg.Workers)
 	for i := range s.inbox {
 		s.inbox[i] = make(chan *nats.Msg, cfg.QueueLen)
+	}
+	// A delivery worker has at most one share out per writer at a time, so
+	// a queue of Workers never blocks it.
+	s.writers = make([]chan fanTask, cfg.FanoutWriters-1)
+	for i := range s.writers {
+		s.writers[i] = make(chan fanTask, cfg.Workers)
 	}
 	s.cmds = make(chan *nats.Msg, 1024)
 	s.storeQ = make([]chan storeOp, cfg.StoreWorkers)
@@ -254,10 +272,24 @@ func (s *Service) Run(ctx context.Context) error {
 	default:
 	}
 	if s.idx != nil {
-		for _, ch := range s.inbox {
+		for _, ch := range s.writers {
 			s.wg.Add(1)
-			go s.deliverLoop(ch)
+			go s.writeLoop(ch)
 		}
+		// The writers outlive the delivery workers, which may wait for them.
+		var delivering sync.WaitGroup
+		for _, ch := range s.inbox {
+			delivering.Add(1)
+			go func() { defer delivering.Done(); s.deliverLoop(ch) }()
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			delivering.Wait()
+			for _, ch := range s.writers {
+				close(ch)
+			}
+		}()
 		for range 4 {
 			s.wg.Add(1)
 			go s.commandLoop()

@@ -20,13 +20,18 @@ import (
 	"github.com/switchboardgw/switchboard/internal/testenv"
 )
 
-// benchHandler puts every connection in one group.
+// benchHandler puts every connection in group "bench", or the one its
+// query names (?sink).
 type benchHandler struct{ svc *Service }
 
-func (h benchHandler) Connect(context.Context, *edge.Conn, *edge.Request) (*edge.Accept, error) {
-	return &edge.Accept{}, nil
+func (h benchHandler) Connect(_ context.Context, _ *edge.Conn, r *edge.Request) (*edge.Accept, error) {
+	g := "bench"
+	if r.RawQuery != "" {
+		g = r.RawQuery
+	}
+	return &edge.Accept{Value: g}, nil
 }
-func (h benchHandler) Open(c *edge.Conn)                                       { _ = h.svc.Track(c, "", []string{"bench"}) }
+func (h benchHandler) Open(c *edge.Conn)                                       { _ = h.svc.Track(c, "", []string{c.Value().(string)}) }
 func (h benchHandler) Message(*edge.Conn, []byte, bool)                        {}
 func (h benchHandler) Close(c *edge.Conn, _ int, _ string, _ edge.CloseReason) { h.svc.Untrack(c.ID()) }
 
@@ -86,6 +91,10 @@ func countFrames(r io.Reader, n *atomic.Int64) {
 //	       shared among the fan-out writers (GOMAXPROCS of them)
 //	serial: the same, written by the delivery worker alone, as a group
 //	       below the FanoutMinShare threshold is
+//	write, write-serial: local and serial to another 1,000 members whose
+//	       clients read only while the timer is stopped (every 32
+//	       messages): the edge's side alone, what a node pays per member
+//	       when its clients are on other machines
 func BenchmarkGroupFanout(b *testing.B) {
 	const members = 1000
 	nt := testenv.StartNATS(b)
@@ -178,6 +187,61 @@ func BenchmarkGroupFanout(b *testing.B) {
 		batch := []*nats.Msg{msg}
 		run(b, func() { d.deliver(batch) })
 	})
+	// The sink's clients read nothing while timed: a message is 66 bytes
+	// on the wire, and 32 of them fit in a loopback socket's buffers.
+	const sinkEvery, frameLen = 32, 2 + 64
+	var sink []net.Conn
+	for range members {
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		c, br, _, err := ws.Dial(ctx, "ws://"+srv.Addr().String()+"/?sink")
+		cancel()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if br != nil && br.Buffered() > 0 {
+			b.Fatal("sink: bytes before any message")
+		}
+		sink = append(sink, c)
+		conns = append(conns, c)
+	}
+	sinkSubject := svc.subj.groupSubject("sink")
+	eventually(b, "every sink client to join", func() bool { return svc.idx.members(sinkSubject) == members })
+	writeOnly := func(b *testing.B, d *deliverer) {
+		batch := []*nats.Msg{{Subject: sinkSubject, Data: encodeSend(payload, false, "")}}
+		buf := make([]byte, sinkEvery*frameLen)
+		drain := func(n int) {
+			for _, c := range sink {
+				_ = c.SetReadDeadline(time.Now().Add(waitFor))
+				if _, err := io.ReadFull(c, buf[:n*frameLen]); err != nil {
+					b.Fatalf("sink: %v", err)
+				}
+			}
+		}
+		var ms0, ms1 runtime.MemStats
+		runtime.ReadMemStats(&ms0)
+		var cpu time.Duration
+		b.ResetTimer()
+		cpu0 := cpuTime()
+		for i := range b.N {
+			d.deliver(batch)
+			if i%sinkEvery == sinkEvery-1 || i == b.N-1 {
+				cpu += cpuTime() - cpu0
+				b.StopTimer()
+				drain(i%sinkEvery + 1)
+				b.StartTimer()
+				cpu0 = cpuTime()
+			}
+		}
+		b.StopTimer()
+		runtime.ReadMemStats(&ms1)
+		frames := float64(b.N) * members
+		b.ReportMetric(frames/b.Elapsed().Seconds(), "frames/s")
+		b.ReportMetric(float64(ms1.Mallocs-ms0.Mallocs)/frames, "allocs/frame")
+		b.ReportMetric(float64(cpu.Nanoseconds())/frames, "cpu-ns/frame")
+		b.ReportMetric(cpu.Seconds()/b.Elapsed().Seconds(), "cores")
+	}
+	b.Run("write", func(b *testing.B) { writeOnly(b, svc.newDeliverer()) })
+	b.Run("write-serial", func(b *testing.B) { writeOnly(b, &deliverer{s: svc, tallies: make([]tally, 1)}) })
 	b.Run("serial", func(b *testing.B) {
 		d := &deliverer{s: svc, tallies: make([]tally, 1)}
 		msg := &nats.Msg{Subject: subject, Data: encodeSend(payload, false, "")}

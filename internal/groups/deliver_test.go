@@ -58,41 +58,51 @@ func (c fakeConn) Close(int, string, edge.CloseReason) {}
 
 // The index keeps a target's members dense: leaving moves the last member
 // into the hole, excluding one takes it out of the copy, and nobody is
-// listed twice.
+// listed twice; for a group and for broadcast (whose places live in the
+// members).
 func TestTargetMembersStayDense(t *testing.T) {
-	x := newIndex("b")
-	ms := map[string]*member{}
-	for _, id := range []string{"a", "b", "c", "d", "e"} {
-		ms[id] = &member{c: fakeConn(id)}
-		if err := x.join(ms[id], "g"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	_ = x.join(ms["c"], "g") // again: no duplicate
-	ids := func(excluded string) []string {
-		var out []string
-		for _, c := range x.snapshot("g", []byte(excluded), nil) {
-			out = append(out, c.ID())
-		}
-		return out
-	}
-	if got := ids(""); !slices.Equal(got, []string{"a", "b", "c", "d", "e"}) {
-		t.Fatalf("members %v", got)
-	}
-	x.leave(ms["b"], "g")
-	if got := ids(""); !slices.Equal(got, []string{"a", "e", "c", "d"}) {
-		t.Fatalf("after b left: %v, want e moved into b's place", got)
-	}
-	if got := ids("c"); !slices.Equal(got, []string{"a", "e", "d"}) {
-		t.Fatalf("excluding c: %v", got)
-	}
-	if got := ids("zz"); len(got) != 4 {
-		t.Fatalf("excluding a non-member: %v", got)
-	}
-	for _, id := range []string{"a", "c", "d", "e", "e"} {
-		x.leave(ms[id], "g")
-	}
-	if x.members("g") != 0 || x.targets["g"] != nil {
-		t.Fatalf("the last member left, target still there: %d members", x.members("g"))
+	for _, subject := range []string{"g", "bc"} {
+		t.Run(subject, func(t *testing.T) {
+			x := newIndex("bc")
+			ms := map[string]*member{}
+			for _, id := range []string{"a", "b", "c", "d", "e"} {
+				ms[id] = &member{c: fakeConn(id)}
+				x.conns[id] = ms[id]
+				if err := x.join(ms[id], subject); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_ = x.join(ms["c"], subject) // again: no duplicate
+			ids := func(excluded string) []string {
+				var out []string
+				for _, c := range x.snapshot(subject, []byte(excluded), nil) {
+					out = append(out, c.ID())
+				}
+				return out
+			}
+			if got := ids(""); !slices.Equal(got, []string{"a", "b", "c", "d", "e"}) {
+				t.Fatalf("members %v", got)
+			}
+			delete(x.conns, "b") // as Untrack does, before leaving
+			x.leave(ms["b"], subject)
+			if got := ids(""); !slices.Equal(got, []string{"a", "e", "c", "d"}) {
+				t.Fatalf("after b left: %v, want e moved into b's place", got)
+			}
+			if got := ids("c"); !slices.Equal(got, []string{"a", "e", "d"}) {
+				t.Fatalf("excluding c: %v", got)
+			}
+			if got := ids("e"); !slices.Equal(got, []string{"a", "c", "d"}) {
+				t.Fatalf("excluding e, which moved: %v", got)
+			}
+			if got := ids("zz"); len(got) != 4 {
+				t.Fatalf("excluding a non-member: %v", got)
+			}
+			for _, id := range []string{"a", "c", "d", "e", "e"} {
+				x.leave(ms[id], subject)
+			}
+			if x.members(subject) != 0 || x.targets[subject] != nil {
+				t.Fatalf("the last member left, target still there: %d members", x.members(subject))
+			}
+		})
 	}
 }

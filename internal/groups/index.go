@@ -25,6 +25,7 @@ type member struct {
 	user     string   // "" if none
 	groups   []string // names, in the order joined
 	untraced bool     // Untrack ran: no more joins
+	bpos     int32    // 1 + its place in the broadcast target's conns; 0 if not there
 }
 
 // target is a subject with local members: a group, a user, or broadcast.
@@ -33,8 +34,12 @@ type member struct {
 // memmove instead of walking a map, and splits them in shares that stay put
 // from one message to the next, so a member is written by the same writer
 // each time.
+//
+// Every tracked connection is in the broadcast target, whose places are
+// kept in the members (bpos) rather than in a map of its own: one map entry
+// less per connection.
 type target struct {
-	pos   map[string]int32   // a member's place in conns, by connection ID
+	pos   map[string]int32   // a member's place in conns, by connection ID; nil for broadcast
 	conns []Conn             // the members
 	sub   *nats.Subscription // nil for broadcast (subscribed for the node's life)
 }
@@ -66,8 +71,9 @@ func newIndex(broadcast string) *index {
 func (x *index) join(m *member, subject string) error {
 	t := x.targets[subject]
 	if t == nil {
-		t = &target{pos: map[string]int32{}}
+		t = &target{}
 		if subject != x.broadcast {
+			t.pos = map[string]int32{}
 			sub, err := x.subscribe(subject)
 			if err != nil {
 				return err
@@ -78,11 +84,29 @@ func (x *index) join(m *member, subject string) error {
 		x.targets[subject] = t
 	}
 	id := m.c.ID()
-	if _, ok := t.pos[id]; !ok {
-		t.pos[id] = int32(len(t.conns))
-		t.conns = append(t.conns, m.c)
+	if _, ok := x.place(t, id); ok {
+		return nil
 	}
+	if t.pos == nil {
+		m.bpos = int32(len(t.conns)) + 1
+	} else {
+		t.pos[id] = int32(len(t.conns))
+	}
+	t.conns = append(t.conns, m.c)
 	return nil
+}
+
+// place finds a member's place in t. Called with mu held; for broadcast the
+// member must be tracked (in conns).
+func (x *index) place(t *target, id string) (int32, bool) {
+	if t.pos != nil {
+		i, ok := t.pos[id]
+		return i, ok
+	}
+	if m := x.conns[id]; m != nil && m.bpos > 0 {
+		return m.bpos - 1, true
+	}
+	return 0, false
 }
 
 // leave removes m from subject's members, unsubscribing after the last.
@@ -92,16 +116,29 @@ func (x *index) leave(m *member, subject string) {
 	if t == nil {
 		return
 	}
-	id := m.c.ID()
-	i, ok := t.pos[id]
-	if !ok {
-		return
+	// m itself, not its ID: Untrack has taken it out of conns already.
+	var i int32
+	if t.pos == nil {
+		if m.bpos == 0 {
+			return
+		}
+		i, m.bpos = m.bpos-1, 0
+	} else {
+		var ok bool
+		if i, ok = t.pos[m.c.ID()]; !ok {
+			return
+		}
+		delete(t.pos, m.c.ID())
 	}
-	delete(t.pos, id)
 	last := len(t.conns) - 1
 	if int(i) != last {
-		t.conns[i] = t.conns[last]
-		t.pos[t.conns[i].ID()] = i
+		moved := t.conns[last]
+		t.conns[i] = moved
+		if t.pos != nil {
+			t.pos[moved.ID()] = i
+		} else if mm := x.conns[moved.ID()]; mm != nil {
+			mm.bpos = i + 1
+		}
 	}
 	t.conns[last] = nil
 	t.conns = t.conns[:last]
@@ -127,7 +164,7 @@ func (x *index) snapshot(subject string, excluded []byte, dst []Conn) []Conn {
 	if t == nil {
 		return dst
 	}
-	if i, ok := t.pos[string(excluded)]; ok && len(excluded) > 0 {
+	if i, ok := x.place(t, string(excluded)); ok && len(excluded) > 0 {
 		return append(append(dst, t.conns[:i]...), t.conns[i+1:]...)
 	}
 	return append(dst, t.conns...)

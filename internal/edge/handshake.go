@@ -178,7 +178,7 @@ func (s *Server) connect(c *Conn, req *Request) (ws.HandshakeHeader, error) {
 // open moves an upgraded connection into the reactor and sends what was
 // posted during $connect.
 func (s *Server) open(c *Conn, leftover []byte) error {
-	if tc, ok := c.nc.(*net.TCPConn); ok {
+	if tc := plainSocket(c.nc); tc != nil {
 		if lean, err := leanSocket(tc); err == nil {
 			c.nc = lean
 		} else {

@@ -14,8 +14,7 @@ import (
 // idle connection no longer needs: the two address objects and the netFD
 // around them, about 270 bytes of live heap per connection. The file keeps
 // what the write path uses: the runtime poller, so a backlog's blocking
-// writes still honour WriteTimeout. Wrapped connections (PROXY protocol,
-// TLS) are left as they are.
+// writes still honour WriteTimeout. A TLS connection is left as it is.
 func leanSocket(tc *net.TCPConn) (net.Conn, error) {
 	raw, err := tc.SyscallConn()
 	if err != nil {
@@ -36,6 +35,21 @@ func leanSocket(tc *net.TCPConn) (net.Conn, error) {
 	}
 	_ = tc.Close() // the duplicate holds the socket open
 	return fileConn{f}, nil
+}
+
+// plainSocket is nc's TCP socket if nothing but the socket carries the
+// connection any more: a *net.TCPConn, or a PROXY protocol connection
+// whose header is read and fully consumed. Nil otherwise (TLS).
+func plainSocket(nc net.Conn) *net.TCPConn {
+	switch nc := nc.(type) {
+	case *net.TCPConn:
+		return nc
+	case interface{ Socket() (*net.TCPConn, bool) }:
+		if tc, ok := nc.Socket(); ok {
+			return tc
+		}
+	}
+	return nil
 }
 
 // fileConn is a socket held as an *os.File. Only the write side and Close

@@ -15,8 +15,12 @@ type reactor struct {
 	epfd   int
 	wakefd int // eventfd that ends the wait loop on shutdown
 
-	mu    sync.RWMutex
-	conns []*Conn // by fd (the kernel keeps fds dense: a slot, not a map entry); entries carry a generation against fd reuse
+	mu sync.RWMutex
+	// conns holds the connections by fd (the kernel keeps fds dense: a
+	// slot, not a map entry); entries carry a generation against fd reuse.
+	// It only grows, and add grows it before the fd is armed, so every fd
+	// epoll reports is in range.
+	conns []*Conn
 	gen   uint32
 
 	work   chan *Conn
@@ -88,10 +92,7 @@ func (r *reactor) loop() {
 				return
 			}
 			r.mu.RLock()
-			var c *Conn
-			if int(ev.Fd) < len(r.conns) {
-				c = r.conns[ev.Fd]
-			}
+			c := r.conns[ev.Fd]
 			r.mu.RUnlock()
 			if c == nil || c.gen != uint32(ev.Pad) {
 				continue // closed meanwhile; the fd may already be reused

@@ -16,6 +16,40 @@ const (
 	maxRunBytes = 64 << 10
 )
 
+// newWriterQueues makes the fan-out writers' queues, one per writer beside
+// the delivery worker. A delivery worker has at most one share out per
+// writer at a time, so a queue of Workers never blocks it.
+func newWriterQueues(cfg Config) []chan fanTask {
+	qs := make([]chan fanTask, cfg.FanoutWriters-1)
+	for i := range qs {
+		qs[i] = make(chan fanTask, cfg.Workers)
+	}
+	return qs
+}
+
+// startDelivery starts the fan-out writers and a delivery worker per inbox.
+// The writers outlive the delivery workers, which may be waiting for them:
+// their queues close once the last worker is gone.
+func (s *Service) startDelivery() {
+	for _, ch := range s.writers {
+		s.wg.Add(1)
+		go s.writeLoop(ch)
+	}
+	var delivering sync.WaitGroup
+	for _, ch := range s.inbox {
+		delivering.Add(1)
+		go func() { defer delivering.Done(); s.deliverLoop(ch) }()
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		delivering.Wait()
+		for _, ch := range s.writers {
+			close(ch)
+		}
+	}()
+}
+
 // deliverLoop writes fan-out messages to local members. Each message's frame
 // is encoded once into a buffer the worker reuses, and the same bytes go to
 // every member; consecutive messages for the same subject (a burst) are

@@ -212,14 +212,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		return s, nil
 	}
 	s.inbox = make([]chan *nats.Msg, cfg.Workers)
+	s.writers = newWriterQueues(cfg)
 	for i := range s.inbox {
 		s.inbox[i] = make(chan *nats.Msg, cfg.QueueLen)
-	}
-	// A delivery worker has at most one share out per writer at a time, so
-	// a queue of Workers never blocks it.
-	s.writers = make([]chan fanTask, cfg.FanoutWriters-1)
-	for i := range s.writers {
-		s.writers[i] = make(chan fanTask, cfg.Workers)
 	}
 	s.cmds = make(chan *nats.Msg, 1024)
 	s.storeQ = make([]chan storeOp, cfg.StoreWorkers)
@@ -273,24 +268,7 @@ func (s *Service) Run(ctx context.Context) error {
 	default:
 	}
 	if s.idx != nil {
-		for _, ch := range s.writers {
-			s.wg.Add(1)
-			go s.writeLoop(ch)
-		}
-		// The writers outlive the delivery workers, which may wait for them.
-		var delivering sync.WaitGroup
-		for _, ch := range s.inbox {
-			delivering.Add(1)
-			go func() { defer delivering.Done(); s.deliverLoop(ch) }()
-		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			delivering.Wait()
-			for _, ch := range s.writers {
-				close(ch)
-			}
-		}()
+		s.startDelivery()
 		for range 4 {
 			s.wg.Add(1)
 			go s.commandLoop()

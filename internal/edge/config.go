@@ -31,6 +31,10 @@ const (
 	DefaultAppPong           = "pong"
 	DefaultTickInterval      = time.Second
 	DefaultDrainWindow       = 5 * time.Second
+	// DefaultCompressionMinBytes: below about this size a JSON message
+	// deflated on its own (no context takeover) saves a few bytes at best.
+	DefaultCompressionMinBytes = 256
+	DefaultCompressionLevel    = 1 // flate.BestSpeed
 )
 
 // Config is the WebSocket side of an edge node. The zero value of every field
@@ -112,6 +116,16 @@ type Config struct {
 	// DrainWindow spreads the closing of connections on shutdown so clients
 	// do not reconnect to the survivors all at once. Default 5 s.
 	DrainWindow time.Duration
+	// Compression negotiates permessage-deflate (RFC 7692) with clients that
+	// offer it, with no context takeover either way (docs/compression.md).
+	// Default off.
+	Compression bool
+	// CompressionMinBytes: messages smaller than this are sent uncompressed.
+	// Default 256.
+	CompressionMinBytes int
+	// CompressionLevel is the compress/flate level, 1 (fastest) to 9.
+	// Default 1.
+	CompressionLevel int
 }
 
 // RegisterFlags binds the fields an operator sets to flags, each with the
@@ -141,6 +155,9 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.AppPong, "app-pong", DefaultAppPong, "the edge's answer to -app-ping")
 	f.IntVar(&c.Workers, "workers", 0, "reactor workers (0: 4×GOMAXPROCS)")
 	f.DurationVar(&c.DrainWindow, "drain-window", DefaultDrainWindow, "spread the closing of connections on shutdown over this window")
+	f.BoolVar(&c.Compression, "compression", false, "negotiate permessage-deflate (RFC 7692, no context takeover) with clients that offer it; fan-out is compressed once per node")
+	f.IntVar(&c.CompressionMinBytes, "compression-min-bytes", DefaultCompressionMinBytes, "messages smaller than this are sent uncompressed (with -compression)")
+	f.IntVar(&c.CompressionLevel, "compression-level", DefaultCompressionLevel, "deflate level with -compression, 1 (fastest) to 9 (smallest)")
 }
 
 // withDefaults returns c with zero fields set to their defaults.
@@ -181,6 +198,8 @@ func (c Config) withDefaults() Config {
 	dur(&c.WriteTimeout, DefaultWriteTimeout)
 	dur(&c.TickInterval, DefaultTickInterval)
 	dur(&c.DrainWindow, DefaultDrainWindow)
+	def(&c.CompressionMinBytes, DefaultCompressionMinBytes)
+	def(&c.CompressionLevel, DefaultCompressionLevel)
 	return c
 }
 
@@ -213,6 +232,12 @@ func (c Config) Validate() error {
 	}
 	if c.ControlBurst < 0 || c.ControlBurst > 1<<20 {
 		errs = append(errs, fmt.Errorf("control burst %d: want 1 to %d", c.ControlBurst, 1<<20))
+	}
+	if c.CompressionLevel < 1 || c.CompressionLevel > 9 {
+		errs = append(errs, fmt.Errorf("compression level %d: want 1 to 9", c.CompressionLevel))
+	}
+	if c.CompressionMinBytes < 0 {
+		errs = append(errs, fmt.Errorf("compression min bytes %d: must not be negative", c.CompressionMinBytes))
 	}
 	if c.Workers < 1 || c.MaxHandshakes < 1 {
 		errs = append(errs, errors.New("workers and max handshakes must be positive"))

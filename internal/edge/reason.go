@@ -99,6 +99,7 @@ var (
 	causeMessageTooBig  = closeCause{CodeTooBig, "message too big", ReasonTooBig}
 	causeInvalidUTF8    = closeCause{CodeInvalidPayload, "invalid UTF-8", ReasonInvalidUTF8}
 	causeCloseUTF8      = closeCause{CodeInvalidPayload, "invalid UTF-8 in close reason", ReasonInvalidUTF8}
+	causeBadCompression = protocolError("invalid compressed data")
 
 	causeBadLength       = protocolError("invalid frame length")
 	causeReservedBits    = protocolError("reserved bits set")

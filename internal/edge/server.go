@@ -31,6 +31,7 @@ type Server struct {
 	clientIP func(peer string, h http.Header) string
 	log      *slog.Logger
 	metrics  *metrics
+	deflate  *deflater // permessage-deflate's pools; used only by connections that negotiated it
 
 	ln      net.Listener
 	reactor *reactor
@@ -107,6 +108,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		hsSem: make(chan struct{}, cfg.MaxHandshakes), trustedPeer: opts.TrustedPeer, ctx: ctx, cancel: cancel,
 		done: make(chan struct{}),
 	}
+	s.deflate = newDeflater(&cfg, s.metrics)
 	if cfg.MaxHandshakesPerIP > 0 {
 		s.perSource = newSourceLimit(cfg.MaxHandshakesPerIP)
 	}

@@ -9,7 +9,6 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -242,20 +241,13 @@ func BenchmarkGroupFanout(b *testing.B) {
 		b.ReportMetric(cpu.Seconds()/b.Elapsed().Seconds(), "cores")
 	}
 	b.Run("write", func(b *testing.B) { writeOnly(b, svc.newDeliverer()) })
-	b.Run("write-serial", func(b *testing.B) { writeOnly(b, &deliverer{s: svc, tallies: make([]tally, 1)}) })
+	b.Run("write-serial", func(b *testing.B) { writeOnly(b, &deliverer{s: svc}) })
 	b.Run("serial", func(b *testing.B) {
-		d := &deliverer{s: svc, tallies: make([]tally, 1)}
+		d := &deliverer{s: svc}
 		msg := &nats.Msg{Subject: subject, Data: encodeSend(payload, false, "")}
 		batch := []*nats.Msg{msg}
 		run(b, func() { d.deliver(batch) })
 	})
-}
-
-// cpuTime is the CPU time this process used so far, user and system.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkShareHandoff measures what splitting a message costs by itself:
@@ -282,7 +274,7 @@ func BenchmarkShareHandoff(b *testing.B) {
 	for _, tc := range []struct {
 		name string
 		d    *deliverer
-	}{{"serial", &deliverer{s: svc, tallies: make([]tally, 1)}}, {"shared", svc.newDeliverer()}} {
+	}{{"serial", &deliverer{s: svc}}, {"shared", svc.newDeliverer()}} {
 		b.Run(tc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for range b.N {

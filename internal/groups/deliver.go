@@ -99,14 +99,14 @@ func (s *Service) deliverLoop(in chan *nats.Msg) {
 // deliverer holds one worker's reusable buffers.
 type deliverer struct {
 	s       *Service
-	frame   []byte
+	frame   edge.Frame
 	members []Conn
-	tallies []tally // one per share of a message: [0] the worker's own, [i] writer i-1's
+	tallies []tally // the writers' shares of a message (none: the worker writes alone)
 	shares  sync.WaitGroup
 }
 
 func (s *Service) newDeliverer() *deliverer {
-	return &deliverer{s: s, tallies: make([]tally, 1+len(s.writers))}
+	return &deliverer{s: s, tallies: make([]tally, len(s.writers))}
 }
 
 // tally counts one share's writes.
@@ -115,7 +115,7 @@ type tally struct{ ok, failed int }
 // fanTask is one writer's share of a message: the frame, read-only and
 // shared by every share, and the members to write it to.
 type fanTask struct {
-	frame   []byte
+	frame   *edge.Frame
 	members []Conn
 	out     *tally
 	done    *sync.WaitGroup
@@ -131,7 +131,7 @@ func (s *Service) writeLoop(tasks chan fanTask) {
 	}
 }
 
-func sendAll(frame []byte, members []Conn) (t tally) {
+func sendAll(frame *edge.Frame, members []Conn) (t tally) {
 	for _, c := range members {
 		if c.SendFrame(frame) == nil {
 			t.ok++
@@ -156,21 +156,20 @@ func (d *deliverer) deliver(batch []*nats.Msg) {
 			i++
 			continue
 		}
-		d.frame = edge.AppendFrame(d.frame[:0], env.op == opBinary, env.payload)
+		d.frame.Reset()
+		d.frame.Append(env.op == opBinary, env.payload)
 		j := i + 1
-		for ; j < len(batch) && len(d.frame) < maxRunBytes && batch[j].Subject == m.Subject; j++ {
+		for ; j < len(batch) && d.frame.Len() < maxRunBytes && batch[j].Subject == m.Subject; j++ {
 			next, err := decodeEnvelope(batch[j].Data)
 			if err != nil || next.op == opClose || string(next.excluded) != string(env.excluded) {
 				break
 			}
-			d.frame = edge.AppendFrame(d.frame, next.op == opBinary, next.payload)
+			d.frame.Append(next.op == opBinary, next.payload)
 		}
 		d.write(m.Subject, env.excluded, j-i)
 		i = j
 	}
-	if cap(d.frame) > 4*maxRunBytes {
-		d.frame = nil // one huge message must not pin its buffer forever
-	}
+	d.frame.Reset() // one huge message must not pin its buffer forever
 }
 
 // write sends d.frame (frames encoded messages) to subject's local members.
@@ -183,15 +182,15 @@ func (d *deliverer) deliver(batch []*nats.Msg) {
 func (d *deliverer) write(subject string, excluded []byte, frames int) {
 	d.members = d.s.idx.snapshot(subject, excluded, d.members[:0])
 	n := len(d.members)
-	parts := max(1, min(len(d.tallies), n/d.s.cfg.FanoutMinShare))
+	parts := max(1, min(1+len(d.tallies), n/d.s.cfg.FanoutMinShare))
 	d.shares.Add(parts - 1)
 	for i := 1; i < parts; i++ {
-		d.s.writers[i-1] <- fanTask{frame: d.frame, members: d.members[i*n/parts : (i+1)*n/parts], out: &d.tallies[i], done: &d.shares}
+		d.s.writers[i-1] <- fanTask{frame: &d.frame, members: d.members[i*n/parts : (i+1)*n/parts], out: &d.tallies[i-1], done: &d.shares}
 	}
-	d.tallies[0] = sendAll(d.frame, d.members[:n/parts])
+	own := sendAll(&d.frame, d.members[:n/parts])
 	d.shares.Wait()
-	ok, failed := 0, 0
-	for _, t := range d.tallies[:parts] {
+	ok, failed := own.ok, own.failed
+	for _, t := range d.tallies[:parts-1] {
 		ok += t.ok
 		failed += t.failed
 	}

@@ -53,7 +53,7 @@ func TestParallelFanoutKeepsEachMembersOrder(t *testing.T) {
 type fakeConn string
 
 func (c fakeConn) ID() string                          { return string(c) }
-func (c fakeConn) SendFrame([]byte) error              { return nil }
+func (c fakeConn) SendFrame(*edge.Frame) error         { return nil }
 func (c fakeConn) Close(int, string, edge.CloseReason) {}
 
 // The index keeps a target's members dense: leaving moves the last member

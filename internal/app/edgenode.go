@@ -63,6 +63,7 @@ type Edge struct {
 	api      *apiServer
 	admin    *admin
 	console  *console.Service // nil when off
+	tap      *console.Tap     // route traffic for the console's tails; nil when off
 	draining atomic.Bool
 
 	cancel       context.CancelFunc
@@ -156,6 +157,14 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 	}
 	lcfg := cfg.Lifecycle // the flags' part; the rest is shared with the node
 	lcfg.Fence, lcfg.Prefix, lcfg.NodeID = e.node, cfg.NATS.Prefix, e.nodeID
+	if cfg.Console.Enabled {
+		// On every edge, API or not: a tail on any node (a router's
+		// included) shows the route traffic of the whole cluster.
+		if e.tap, err = console.NewTap(e.nc, cfg.NATS.Prefix, e.nodeID, log); err != nil {
+			return nil, err
+		}
+		lcfg.Tap = e.tap
+	}
 	e.lc, err = lifecycle.New(lcfg, e.nc, e.reg, log)
 	if err != nil {
 		return nil, err // already says "lifecycle: "
@@ -167,10 +176,9 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 	}
 	e.groups, err = groups.New(groups.Config{Prefix: cfg.NATS.Prefix, NodeID: e.nodeID}, groups.Deps{
 		NC: e.nc, Store: gstore, Registerer: e.reg, Logger: log, Fence: e.node,
-		Owner: func(ctx context.Context, id string) (string, error) {
-			r, err := registry.Lookup(ctx, id)
-			return r.Node, err
-		}})
+		// Through the router: the owner lookup, timeout and dead-owner rule
+		// of every node command.
+		Remote: func(ctx context.Context, msg *nats.Msg) (*nats.Msg, error) { return e.router.Command(ctx, msg) }})
 	if err != nil {
 		return nil, err
 	}
@@ -201,6 +209,13 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 	e.cmds, err = cluster.NewCommandServer(cluster.CommandServerConfig{Prefix: cfg.NATS.Prefix, Node: e.nodeID},
 		cluster.CommandServerDeps{NC: e.nc, Controller: e.handler.Local(e.ws), Logger: log, Metrics: cm})
 	if err != nil {
+		return nil, err
+	}
+	membership, err := e.groups.Commands()
+	if err != nil {
+		return nil, err
+	}
+	if err := e.cmds.Handle(membership); err != nil {
 		return nil, err
 	}
 	e.router, err = cluster.NewRouter(cluster.RouterConfig{Prefix: cfg.NATS.Prefix, Self: e.nodeID},
@@ -284,11 +299,18 @@ func (e *Edge) Run(ctx context.Context) error {
 	if e.console != nil {
 		run("console", func() error { return e.console.Run(rctx) })
 	}
-	select {
-	case <-e.cmds.Ready():
-	case <-time.After(10 * time.Second):
-		e.log.Warn("command subscription not confirmed yet")
+	if e.tap != nil {
+		run("console tap", func() error { return e.tap.Run(rctx) })
 	}
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	for what, ready := range map[string]<-chan struct{}{"command": e.cmds.Ready(), "broadcast": e.groups.Ready()} {
+		select {
+		case <-ready:
+		case <-wctx.Done():
+			e.log.Warn(what + " subscription not confirmed yet")
+		}
+	}
+	wcancel()
 	e.admin.ready.Store(true)
 	natsNote := e.NATSURL()
 	if e.emb != nil {
@@ -340,6 +362,9 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 		if e.console != nil {
 			add(e.console.Shutdown(ctx)) // ends the event tails before their servers wait for them
 		}
+		if e.tap != nil {
+			add(e.tap.Shutdown(ctx))
+		}
 		if e.api != nil {
 			add(e.api.shutdown(ctx))
 		}
@@ -360,8 +385,8 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 }
 
 // abandon undoes a NewEdge that failed part way: what was built holds
-// subscriptions (the lifecycle's replies, the groups') and connections that
-// nothing else would ever release.
+// subscriptions (the lifecycle's replies) and connections that nothing else
+// would ever release.
 func (e *Edge) abandon() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -35,6 +35,11 @@ var (
 	// ErrInvalidState: connection state that is not a JSON object within
 	// MaxState bytes (HTTP 400).
 	ErrInvalidState = errors.New("invalid connection state")
+	// ErrInvalidName: not a legal group or user name (HTTP 400).
+	ErrInvalidName = errors.New("invalid group or user name")
+	// ErrTooManyGroups: the connection is in the maximum number of groups
+	// (HTTP 409).
+	ErrTooManyGroups = errors.New("connection is in too many groups")
 )
 
 // MaxState bounds a connection's state, in bytes of JSON: API Gateway's
@@ -75,6 +80,12 @@ type Info struct {
 	SourceIP     string    `json:"sourceIp"`
 	UserAgent    string    `json:"userAgent"`
 	UserID       string    `json:"userId,omitempty"`
+	// Principal is the connection's state (the authorizer context $connect
+	// set, or PUT replaced): a JSON object of at most MaxState bytes.
+	Principal json.RawMessage `json:"principal,omitempty"`
+	// Groups are the groups the connection is in on its node, at most
+	// the groups' per-connection cap.
+	Groups []string `json:"groups,omitempty"`
 }
 
 // Controller performs commands on connections by ID, wherever they live: the

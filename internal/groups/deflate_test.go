@@ -15,6 +15,7 @@ import (
 	"github.com/gobwas/ws/wsflate"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/switchboardgw/switchboard/internal/cluster"
 	"github.com/switchboardgw/switchboard/internal/edge"
 	"github.com/switchboardgw/switchboard/internal/testenv"
 )
@@ -71,7 +72,7 @@ func testFanOutCompressedOnce(t *testing.T, cfg Config) {
 		t.Fatal(err)
 	}
 	srv, err := edge.New(edge.Config{Listen: "127.0.0.1:0", DrainWindow: 10 * time.Millisecond, Compression: true},
-		edge.Options{NodeID: "n1", Handler: &testHandler{svc: svc, node: "n1", owner: &sync.Map{}}, Registerer: reg, Logger: quietLogger()})
+		edge.Options{NodeID: "n1", Handler: &testHandler{svc: svc, node: "n1", reg: cluster.NewMemoryRegistry(nil)}, Registerer: reg, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -556,6 +556,9 @@ func (l *Lifecycle) Message(m *ConnMeta, payload []byte, binary bool, reply func
 		return err
 	}
 	l.m.routeMessages.WithLabelValues(label, routeRouted).Inc()
+	if l.cfg.Tap != nil {
+		l.cfg.Tap.Routed(r.key, m.ID, m.UserID, payload, binary)
+	}
 	return nil
 }
 

@@ -134,6 +134,7 @@ type rig struct {
 	node   *cluster.Node
 	reg    *testRegistry
 	store  *groups.MemoryStore
+	groups *groups.Service
 	preg   *prometheus.Registry
 	nc     *nats.Conn
 	url    string
@@ -180,6 +181,7 @@ func newRig(t *testing.T, onConnect func(r *backend.ConnectRequest) backend.Conn
 	if err != nil {
 		t.Fatal(err)
 	}
+	r.groups = g
 	if r.h, err = New(Config{NodeID: nodeID}, Deps{Events: lc, Owner: node, Groups: g, JWT: o.jwt, Admission: o.adm, Logger: log}); err != nil {
 		t.Fatal(err)
 	}

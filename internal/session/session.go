@@ -79,6 +79,8 @@ type Memberships interface {
 	Untrack(id string)
 	// Orphaned removes a dead node's connection from its user and groups.
 	Orphaned(ctx context.Context, id, user string) error
+	// LocalGroups lists the groups of a connection of this node.
+	LocalGroups(id string) []string
 }
 
 // Config is what the handler needs to know.
@@ -555,12 +557,24 @@ func (l LocalConns) Post(ctx context.Context, id string, data []byte, binary boo
 	return l.Server.Post(ctx, id, data, binary)
 }
 
-// Info implements conn.Controller behind the fence.
+// Info implements conn.Controller behind the fence, with the connection's
+// principal and its groups (both bounded: MaxState bytes, the groups' cap).
 func (l LocalConns) Info(ctx context.Context, id string) (conn.Info, error) {
-	if _, err := l.local(ctx, id); err != nil {
+	c, err := l.local(ctx, id)
+	if err != nil {
 		return conn.Info{}, err
 	}
-	return l.Server.Info(ctx, id)
+	info, err := l.Server.Info(ctx, id)
+	if err != nil {
+		return info, err
+	}
+	if c.Established() {
+		if st, ok := c.Value().(*connState); ok {
+			info.Principal = st.getPrincipal()
+		}
+		info.Groups = l.h.groups.LocalGroups(id)
+	}
+	return info, nil
 }
 
 // Close implements conn.Controller behind the fence.

@@ -345,7 +345,7 @@ func (r *recorder) known(id string) bool {
 }
 
 // connectReply is the $connect reply for a CONNECT request: empty (allow),
-// or the user and group the client asked for in its query.
+// or the user, group and role (a principal) the client asked for in its query.
 func connectReply(req []byte) []byte {
 	var ev struct {
 		Query map[string]string `json:"queryStringParameters"`
@@ -359,6 +359,10 @@ func connectReply(req []byte) []byte {
 	}
 	if g := ev.Query["group"]; g != "" {
 		reply["groups"] = []string{g}
+	}
+	if r := ev.Query["role"]; r != "" { // a principal: the authorizer object
+		reply["principalId"] = ev.Query["user"]
+		reply["context"] = map[string]string{"role": r}
 	}
 	b, _ := json.Marshal(reply)
 	return b

@@ -188,6 +188,13 @@ func (s *Server) connect(c *Conn, req *Request) (ws.HandshakeHeader, error) {
 // open moves an upgraded connection into the reactor and sends what was
 // posted during $connect.
 func (s *Server) open(c *Conn, leftover []byte) error {
+	if tc := plainSocket(c.nc); tc != nil {
+		if lean, err := leanSocket(tc); err == nil {
+			c.nc = lean
+		} else {
+			s.log.Debug("keeping the TCP connection as it is", "conn", c.id, "err", err)
+		}
+	}
 	raw, err := nc2raw(c.nc)
 	if err != nil {
 		return err

@@ -375,6 +375,7 @@ type connectionJSON struct {
 	ConnectionID string       `json:"connectionId"`
 	NodeID       string       `json:"nodeId,omitempty"`
 	UserID       string       `json:"userId,omitempty"`
+	Detached     bool         `json:"detached,omitempty"`
 }
 
 type identityJSON struct {
@@ -401,6 +402,7 @@ func (a *API) get(ctx context.Context, w http.ResponseWriter, r *http.Request, i
 		ConnectionID: id,
 		NodeID:       info.Node,
 		UserID:       info.UserID,
+		Detached:     info.Detached,
 	}
 	body, err := json.Marshal(out)
 	if err != nil {

@@ -75,6 +75,9 @@ type Info struct {
 	SourceIP     string    `json:"sourceIp"`
 	UserAgent    string    `json:"userAgent"`
 	UserID       string    `json:"userId,omitempty"`
+	// Detached: a resumable connection whose socket was lost, waiting
+	// within its resume window for its client (docs/resume.md).
+	Detached bool `json:"detached,omitempty"`
 }
 
 // Controller performs commands on connections by ID, wherever they live: the

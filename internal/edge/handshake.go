@@ -76,8 +76,20 @@ func (s *Server) handshake(nc net.Conn, slot hsSlot) {
 		return
 	}
 
+	ask := parseResume(req)
+	failure := ""
+	if ask.id != "" {
+		var handled bool
+		if handled, failure = s.tryResume(nc, req, ask, buf[:end], buf[end:n], start); handled {
+			return
+		}
+		s.resume.failures.WithLabelValues(failure).Inc()
+	}
 	c := &Conn{srv: s, id: conn.NewID(), nc: nc, connectedAt: start, sourceIP: req.SourceIP, userAgent: req.UserAgent}
 	c.lastActive.Store(start.UnixNano())
+	if ask.resumable {
+		c.rs = newResumable(c.id, failure)
+	}
 	accepted := false
 	rejectReason := "bad_request"
 	u := ws.Upgrader{

@@ -1,6 +1,10 @@
 package edge
 
-import "github.com/switchboardgw/switchboard/internal/conn"
+import (
+	"net"
+
+	"github.com/switchboardgw/switchboard/internal/conn"
+)
 
 // phase is where a connection is in its life. Every change of phase is a
 // method in this file, made with Conn.mu held; readers on the hot paths
@@ -14,6 +18,10 @@ import "github.com/switchboardgw/switchboard/internal/conn"
 //	    │ (the handshake goroutine ends it)                  │ abort, write error    │        │
 //	    ▼                                                    ▼                       ▼        ▼
 //	  closed ◄───────────────────── teardown (exactly once) ◄────────────────────────────────┘
+//	                                     ▲
+//	open ──abort (socket lost), resumable──► detached ──resume: new socket──► open
+//	                                          │ window over, close, queue full
+//	                                          └──────────────► teardown
 //
 // A connection the handshake goroutine still owns (handshaking, closeHeld)
 // is never torn down by anyone else: a close or abort from elsewhere is
@@ -30,6 +38,7 @@ const (
 	open                     // upgraded: in the reactor, writes go to the socket
 	closing                  // the close frame is queued behind the backlog; no more writes; torn down once written
 	closed                   // torn down
+	detached                 // resumable, socket lost: waits for its client within ResumeWindow (detach.go)
 )
 
 // Flags kept in the same word as the phase; set once, never cleared.
@@ -39,7 +48,7 @@ const (
 	flagUpgraded = 1 << 9 // the 101 was sent (Established)
 )
 
-var phaseNames = [...]string{"handshaking", "closeHeld", "open", "closing", "closed"}
+var phaseNames = [...]string{"handshaking", "closeHeld", "open", "closing", "closed", "detached"}
 
 func (p phase) String() string {
 	if int(p) < len(phaseNames) {
@@ -80,6 +89,9 @@ func (c *Conn) hold(a, b []byte, kind frameKind) error {
 	if !c.out.fits(dataFrame, len(a)+len(b), limit) {
 		c.srv.metrics.pendingDropped.Inc()
 		return conn.ErrBufferFull
+	}
+	if kind == dataFrame {
+		c.keep(a, b)
 	}
 	c.out.push(a, b)
 	return nil
@@ -126,6 +138,7 @@ func (c *Conn) upgrade() (held closeCause, wasHeld bool) {
 	c.setPhase(open)
 	c.srv.metrics.accepted.Inc()
 	c.srv.metrics.open.Inc()
+	c.announceSession()
 	if c.out.busy() {
 		c.startWriter()
 	}
@@ -154,6 +167,11 @@ func (c *Conn) close(cause closeCause) {
 		c.mu.Unlock()
 		return
 	case open:
+	case detached: // no socket to send a frame on: it ends now, with this cause
+		c.cause = cause
+		c.mu.Unlock()
+		c.teardown()
+		return
 	default: // closing already, or closed
 		c.mu.Unlock()
 		return
@@ -204,6 +222,12 @@ func (c *Conn) abort(cause closeCause) {
 		_ = c.nc.Close()
 		return
 	case open:
+		if c.mayDetach(cause) {
+			fd, nc := c.detachLocked(cause)
+			c.mu.Unlock()
+			c.dropSocket(fd, nc)
+			return
+		}
 		c.cause = cause
 		c.setPhase(closing)
 		if !c.out.busy() && cause.sendsFrame() {
@@ -211,7 +235,7 @@ func (c *Conn) abort(cause closeCause) {
 			var hdr [10]byte
 			_, _ = c.writeNow(appendHeader(hdr[:0], true, opClose, len(p)), p)
 		}
-	case closed:
+	case closed, detached: // detached: a late error of the lost socket
 		c.mu.Unlock()
 		return
 	}
@@ -237,8 +261,14 @@ func (c *Conn) endHandshake(cause closeCause) {
 
 // writerFailed ends the writer's turn on a write error: the client is cut
 // off (the cause of a close already under way stays).
-func (c *Conn) writerFailed(cause closeCause) {
+func (c *Conn) writerFailed(nc net.Conn, cause closeCause) {
 	c.mu.Lock()
+	if c.nc != nc || c.phase() == detached {
+		// The socket this writer wrote to is gone already (detached, or
+		// resumed on a new one): nothing of the connection's is its.
+		c.mu.Unlock()
+		return
+	}
 	c.out.reset()
 	c.mu.Unlock()
 	c.abort(cause)
@@ -254,6 +284,9 @@ func (c *Conn) teardown() {
 		return
 	}
 	c.setPhase(closed)
+	if was == detached {
+		c.srv.resume.detached.Dec()
+	}
 	c.holdCause(causeUnknownTeardown)
 	cause := c.cause
 	c.out.reset()

@@ -1,0 +1,403 @@
+package edge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+)
+
+// session is a session frame as the client decodes it.
+type session struct {
+	Type         string `json:"type"`
+	ConnectionID string `json:"connectionId"`
+	Token        string `json:"token"`
+	Resumed      bool   `json:"resumed"`
+	Recovered    *bool  `json:"recovered"`
+	Reason       string `json:"reason"`
+	WindowMs     int64  `json:"resumeWindowMs"`
+}
+
+// resumer is a recorder that also hears resumes, and can refuse them.
+type resumer struct {
+	*recorder
+	mu      sync.Mutex
+	refuse  error
+	resumed map[string][]time.Duration
+	queries []string
+}
+
+func newResumer() *resumer {
+	return &resumer{recorder: newRecorder(), resumed: map[string][]time.Duration{}}
+}
+
+func (r *resumer) Connect(ctx context.Context, c *Conn, req *Request) (*Accept, error) {
+	r.mu.Lock()
+	r.queries = append(r.queries, req.RawQuery+" "+req.URI)
+	r.mu.Unlock()
+	return r.recorder.Connect(ctx, c, req)
+}
+
+func (r *resumer) Resume(_ context.Context, c *Conn, req *Request) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.refuse
+}
+
+func (r *resumer) Resumed(c *Conn, away time.Duration) {
+	r.mu.Lock()
+	r.resumed[c.ID()] = append(r.resumed[c.ID()], away)
+	r.mu.Unlock()
+}
+
+func (r *resumer) resumes(id string) []time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.resumed[id]
+}
+
+func (r *resumer) closesOf(id string) []closeEvent {
+	r.recorder.mu.Lock()
+	defer r.recorder.mu.Unlock()
+	var out []closeEvent
+	for _, ev := range r.closes {
+		if ev.id == id {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+func resumeConfig() Config {
+	return Config{ResumeWindow: time.Minute}
+}
+
+// dialSession opens a connection with query and reads its session frame.
+func dialSession(t *testing.T, e *testEdge, query string) (*client, session) {
+	t.Helper()
+	c := dial(t, e.url+"?"+query, ws.Dialer{})
+	f := c.readFrame(t)
+	var s session
+	if f.Header.OpCode != ws.OpText || json.Unmarshal(f.Payload, &s) != nil || s.Type != "session" {
+		t.Fatalf("first frame %v %q: want the session frame", f.Header.OpCode, f.Payload)
+	}
+	return c, s
+}
+
+// resumeQuery asks to resume s having received n messages.
+func resumeQuery(s session, n int) string {
+	return fmt.Sprintf("resume=%s&received=%d", s.Token, n)
+}
+
+// cut drops the client's TCP connection with a reset, no close frame: what
+// a network that goes away looks like to the edge.
+func (c *client) cut(t *testing.T) {
+	t.Helper()
+	if tc, ok := c.Conn.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	_ = c.Close()
+}
+
+// readText reads the next data message.
+func (c *client) readText(t *testing.T) string {
+	t.Helper()
+	for {
+		f := c.readFrame(t)
+		switch f.Header.OpCode {
+		case ws.OpText, ws.OpBinary:
+			return string(f.Payload)
+		case ws.OpClose:
+			t.Fatalf("close frame %q while waiting for a message", f.Payload)
+		}
+	}
+}
+
+func post(t *testing.T, e *testEdge, id, msg string) {
+	t.Helper()
+	if err := e.Post(context.Background(), id, []byte(msg), false); err != nil {
+		t.Fatalf("post %q: %v", msg, err)
+	}
+}
+
+func waitDetached(t *testing.T, e *testEdge, id string) {
+	t.Helper()
+	eventually(t, id+" detached", func() bool {
+		info, err := e.Info(context.Background(), id)
+		return err == nil && info.Detached
+	})
+}
+
+func TestPlainConnectionsSeeNoSessionFrame(t *testing.T) {
+	e := startEdge(t, resumeConfig(), newRecorder())
+	c := dial(t, e.url+"?resume=later", ws.Dialer{})
+	c.send(t, ws.NewTextFrame([]byte("hi")))
+	if got := c.readText(t); got != "hi" {
+		t.Fatalf("first frame %q: a connection that did not ask for resume gets its messages only", got)
+	}
+}
+
+func TestResumableConnectionStartsWithASessionFrame(t *testing.T) {
+	rec := newResumer()
+	rec.connect = func(ctx context.Context, c *Conn, req *Request) (*Accept, error) {
+		_ = c.Send([]byte("posted during $connect"), false)
+		return &Accept{}, nil
+	}
+	e := startEdgeWith(t, resumeConfig(), rec, rec.recorder)
+	c, s := dialSession(t, e, "app=1&resume=1")
+	if s.ConnectionID == "" || !strings.HasPrefix(s.Token, s.ConnectionID+".") || s.Resumed || s.Recovered != nil || s.WindowMs != 60000 {
+		t.Fatalf("session frame %+v", s)
+	}
+	if got := c.readText(t); got != "posted during $connect" {
+		t.Fatalf("after the session frame %q, want the post held during $connect", got)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.queries) != 1 || rec.queries[0] != "app=1 /?app=1" {
+		t.Fatalf("$connect saw query %q: the resume parameters are the edge's, never the backend's", rec.queries)
+	}
+}
+
+func TestCutConnectionResumesWithEveryMessageOnceInOrder(t *testing.T) {
+	rec := newResumer()
+	e := startEdgeWith(t, resumeConfig(), rec, rec.recorder)
+	c, s := dialSession(t, e, "resume=1")
+	id := s.ConnectionID
+	for i := 1; i <= 5; i++ {
+		post(t, e, id, fmt.Sprint("m", i))
+	}
+	// The client reads three; the other two die with its socket.
+	for i := 1; i <= 3; i++ {
+		if got := c.readText(t); got != fmt.Sprint("m", i) {
+			t.Fatalf("got %q, want m%d", got, i)
+		}
+	}
+	c.cut(t)
+	waitDetached(t, e, id)
+	for i := 6; i <= 8; i++ {
+		post(t, e, id, fmt.Sprint("m", i)) // accepted while detached
+	}
+	c2, s2 := dialSession(t, e, resumeQuery(s, 3))
+	if s2.ConnectionID != id || !s2.Resumed || s2.Recovered == nil || !*s2.Recovered || s2.Token == s.Token {
+		t.Fatalf("resume session frame %+v: want the same ID, resumed and recovered, a new token", s2)
+	}
+	post(t, e, id, "m9")
+	for i := 4; i <= 9; i++ {
+		if got := c2.readText(t); got != fmt.Sprint("m", i) {
+			t.Fatalf("after resume got %q, want m%d: every message once, in order", got, i)
+		}
+	}
+	c2.send(t, ws.NewTextFrame([]byte("still here")))
+	if got := c2.readText(t); got != "still here" {
+		t.Fatalf("echo on the resumed socket: %q", got)
+	}
+	if away := rec.resumes(id); len(away) != 1 || away[0] <= 0 {
+		t.Fatalf("Resumed calls %v, want one with the time away", away)
+	}
+	if closes := rec.closesOf(id); len(closes) != 0 {
+		t.Fatalf("Close reported %v: a resumed connection has not ended", closes)
+	}
+	if n := metric(t, e.resume.resumes); n != 1 {
+		t.Fatalf("switchboard_resumes_total %v, want 1", n)
+	}
+	if n := metric(t, e.resume.replayed); n != 5 {
+		t.Fatalf("switchboard_resume_replayed_total %v, want 5 (m4..m8)", n)
+	}
+	if n := metric(t, e.resume.detached); n != 0 {
+		t.Fatalf("switchboard_resume_detached %v after the resume", n)
+	}
+}
+
+func TestResumeWindowEndGivesExactlyOneClose(t *testing.T) {
+	rec := newResumer()
+	e := startEdgeWith(t, Config{ResumeWindow: 200 * time.Millisecond}, rec, rec.recorder)
+	c, s := dialSession(t, e, "resume=1")
+	c.cut(t)
+	ev := rec.waitClose(t)
+	if ev.id != s.ConnectionID || ev.code != CodeAbnormal || ev.reason != "detached" || ev.why != ReasonDetached || !ev.established {
+		t.Fatalf("close %+v: want the lost socket's 1006 with reason detached", ev)
+	}
+	if _, err := e.Info(context.Background(), s.ConnectionID); !errors.Is(err, errGoneForTest()) {
+		t.Fatalf("Info after the window: %v, want gone", err)
+	}
+	_, s2 := dialSession(t, e, resumeQuery(s, 0))
+	if s2.Resumed || s2.Recovered == nil || *s2.Recovered || s2.Reason != failUnknown || s2.ConnectionID == s.ConnectionID {
+		t.Fatalf("resume after the window: %+v, want recovered:false (unknown) and a fresh ID", s2)
+	}
+	if closes := rec.closesOf(s.ConnectionID); len(closes) != 1 {
+		t.Fatalf("closes %v, want exactly one", closes)
+	}
+}
+
+func TestForgedAndUsedTokensGetAFreshConnection(t *testing.T) {
+	rec := newResumer()
+	e := startEdgeWith(t, resumeConfig(), rec, rec.recorder)
+	c, s := dialSession(t, e, "resume=1")
+	c.cut(t)
+	waitDetached(t, e, s.ConnectionID)
+
+	forged := session{Token: s.ConnectionID + "." + strings.Repeat("A", 22)}
+	_, f := dialSession(t, e, resumeQuery(forged, 0))
+	if f.Resumed || f.Recovered == nil || *f.Recovered || f.Reason != failToken || f.ConnectionID == s.ConnectionID {
+		t.Fatalf("forged token: %+v, want recovered:false (token), a fresh ID", f)
+	}
+	waitDetached(t, e, s.ConnectionID) // a forgery does not touch the real one
+
+	_, ok := dialSession(t, e, resumeQuery(s, 0))
+	if !ok.Resumed || ok.ConnectionID != s.ConnectionID {
+		t.Fatalf("genuine resume after a forgery: %+v", ok)
+	}
+	_, used := dialSession(t, e, resumeQuery(s, 0))
+	if used.Resumed || used.Reason != failToken || used.ConnectionID == s.ConnectionID {
+		t.Fatalf("used token: %+v, want recovered:false (token)", used)
+	}
+	unknown := session{Token: "AAAAAAAAAAAAAAAA." + strings.Repeat("A", 22)}
+	_, u := dialSession(t, e, resumeQuery(unknown, 0))
+	if u.Reason != failUnknown {
+		t.Fatalf("token of no connection: %+v, want recovered:false (unknown)", u)
+	}
+	if n := metric(t, e.resume.failures.WithLabelValues(failToken)); n != 2 {
+		t.Fatalf("failures{reason=token} %v, want 2", n)
+	}
+}
+
+func TestGapEndsTheOldConnectionAndSaysSo(t *testing.T) {
+	rec := newResumer()
+	cfg := resumeConfig()
+	cfg.ResumeReplayBytes = 400
+	e := startEdgeWith(t, cfg, rec, rec.recorder)
+	c, s := dialSession(t, e, "resume=1")
+	for i := 0; i < 10; i++ {
+		post(t, e, s.ConnectionID, strings.Repeat("x", 100))
+	}
+	c.cut(t)
+	waitDetached(t, e, s.ConnectionID)
+	_, g := dialSession(t, e, resumeQuery(s, 0))
+	if g.Resumed || g.Reason != failGap || g.ConnectionID == s.ConnectionID {
+		t.Fatalf("resume past the replay window: %+v, want recovered:false (gap)", g)
+	}
+	closes := rec.closesOf(s.ConnectionID)
+	if len(closes) != 1 || closes[0].why != ReasonDetached || closes[0].code != CodeAbnormal {
+		t.Fatalf("closes %+v: the unrecoverable connection ends at once, once", closes)
+	}
+}
+
+func TestReceivedBeyondWhatWasSentIsRefused(t *testing.T) {
+	rec := newResumer()
+	e := startEdgeWith(t, resumeConfig(), rec, rec.recorder)
+	c, s := dialSession(t, e, "resume=1")
+	post(t, e, s.ConnectionID, "one")
+	c.cut(t)
+	waitDetached(t, e, s.ConnectionID)
+	_, r := dialSession(t, e, resumeQuery(s, 2))
+	if r.Resumed || r.Reason != failReceived {
+		t.Fatalf("received=2 of 1 sent: %+v, want recovered:false (received)", r)
+	}
+}
+
+func TestDetachedQueueIsBounded(t *testing.T) {
+	rec := newResumer()
+	cfg := Config{ResumeWindow: time.Minute, MaxFrameBytes: 1000, MaxMessageBytes: 1000, MaxQueueBytes: 4000}
+	e := startEdgeWith(t, cfg, rec, rec.recorder)
+	c, s := dialSession(t, e, "resume=1")
+	c.cut(t)
+	waitDetached(t, e, s.ConnectionID)
+	msg := []byte(strings.Repeat("q", 900))
+	var err error
+	n := 0
+	for ; n < 10 && err == nil; n++ {
+		err = e.Post(context.Background(), s.ConnectionID, msg, false)
+	}
+	if !errors.Is(err, errGoneForTest()) || n != 5 {
+		t.Fatalf("post %d while detached: %v; want four kept (4×(902+32) ≤ 4000) and the fifth to end it", n, err)
+	}
+	ev := rec.waitClose(t)
+	if ev.id != s.ConnectionID || ev.code != CodePolicy || ev.reason != "detached queue full" || ev.why != ReasonSlowConsumer {
+		t.Fatalf("close %+v", ev)
+	}
+}
+
+func TestResumeTakesOverASocketTheEdgeStillThinksAlive(t *testing.T) {
+	rec := newResumer()
+	e := startEdgeWith(t, resumeConfig(), rec, rec.recorder)
+	old, s := dialSession(t, e, "resume=1")
+	post(t, e, s.ConnectionID, "a")
+	// The client moved network: the old socket is still up as far as the
+	// edge knows, and the client never read "a".
+	c2, s2 := dialSession(t, e, resumeQuery(s, 0))
+	if !s2.Resumed || s2.ConnectionID != s.ConnectionID {
+		t.Fatalf("resume of a live connection: %+v", s2)
+	}
+	if got := c2.readText(t); got != "a" {
+		t.Fatalf("replayed %q, want a", got)
+	}
+	// The old socket is cut (its frames so far may still arrive).
+	_ = old.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		if _, err := ws.ReadFrame(old.br); err != nil {
+			break
+		}
+	}
+	if closes := rec.closesOf(s.ConnectionID); len(closes) != 0 {
+		t.Fatalf("closes %v", closes)
+	}
+}
+
+func TestRefusedResumeLeavesTheConnectionDetached(t *testing.T) {
+	rec := newResumer()
+	rec.refuse = &Reject{Status: http.StatusUnauthorized, Reason: "token expired"}
+	e := startEdgeWith(t, resumeConfig(), rec, rec.recorder)
+	c, s := dialSession(t, e, "resume=1")
+	c.cut(t)
+	waitDetached(t, e, s.ConnectionID)
+	_, err := tryDial(e.url+"?"+resumeQuery(s, 0), ws.Dialer{})
+	var status ws.StatusError
+	if !errors.As(err, &status) || int(status) != http.StatusUnauthorized {
+		t.Fatalf("refused resume: %v, want HTTP 401", err)
+	}
+	waitDetached(t, e, s.ConnectionID)
+	rec.mu.Lock()
+	rec.refuse = nil
+	rec.mu.Unlock()
+	_, ok := dialSession(t, e, resumeQuery(s, 0))
+	if !ok.Resumed || ok.ConnectionID != s.ConnectionID {
+		t.Fatalf("resume once the credentials are good again: %+v", ok)
+	}
+}
+
+func TestDeleteEndsADetachedConnectionAtOnce(t *testing.T) {
+	rec := newResumer()
+	e := startEdgeWith(t, resumeConfig(), rec, rec.recorder)
+	c, s := dialSession(t, e, "resume=1")
+	c.cut(t)
+	waitDetached(t, e, s.ConnectionID)
+	if err := e.Close(context.Background(), s.ConnectionID, 4000, "bye"); err != nil {
+		t.Fatal(err)
+	}
+	ev := rec.waitClose(t)
+	if ev.id != s.ConnectionID || ev.code != 4000 || ev.reason != "bye" {
+		t.Fatalf("close %+v, want DELETE's code and reason", ev)
+	}
+}
+
+func TestClientCloseFrameIsNotADetach(t *testing.T) {
+	rec := newResumer()
+	e := startEdgeWith(t, resumeConfig(), rec, rec.recorder)
+	c, s := dialSession(t, e, "resume=1")
+	if err := wsutil.WriteClientMessage(c, ws.OpClose, ws.NewCloseFrameBody(ws.StatusNormalClosure, "done")); err != nil {
+		t.Fatal(err)
+	}
+	ev := rec.waitClose(t)
+	if ev.id != s.ConnectionID || ev.code != CodeNormal || ev.why != ReasonClientClose {
+		t.Fatalf("close %+v: a close handshake ends the connection as before", ev)
+	}
+}

@@ -29,6 +29,30 @@ type Resumer interface {
 	Resumed(c *Conn, away time.Duration)
 }
 
+// Resumable reports whether the client asked for resume (?resume=).
+func (c *Conn) Resumable() bool { return c.rs != nil }
+
+// SetResumeSubject binds c's resume to subject, such as the user its JWT
+// named, for the Handler to compare on resume (ResumeSubject). It does
+// nothing for a connection that is not resumable.
+func (c *Conn) SetResumeSubject(subject string) {
+	c.mu.Lock()
+	if c.rs != nil {
+		c.rs.subject = subject
+	}
+	c.mu.Unlock()
+}
+
+// ResumeSubject is what SetResumeSubject bound c's resume to.
+func (c *Conn) ResumeSubject() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.rs == nil {
+		return ""
+	}
+	return c.rs.subject
+}
+
 // Query parameters of the upgrade request that ask for resume.
 const (
 	paramResume   = "resume"
@@ -77,6 +101,8 @@ type resumable struct {
 
 	detachedAt int64      // unix nanos; 0 while attached
 	detachCode closeCause // how the socket ended: the code of the eventual DISCONNECT
+
+	subject string // what the Handler bound the resume to (SetResumeSubject)
 
 	// The next session frame's content; token is cleared once it is sent.
 	token   string
@@ -172,7 +198,7 @@ func (r *resumable) appendSessionFrame(dst []byte, id, token string, window time
 	p := make([]byte, 0, 160)
 	p = append(p, `{"type":"session","connectionId":"`...)
 	p = append(p, id...) // IDs and tokens are base64url: nothing to escape
-	if window > 0 { // with resume off the token would never be accepted
+	if window > 0 {      // with resume off the token would never be accepted
 		p = append(p, `","token":"`...)
 		p = append(p, token...)
 	}

@@ -112,7 +112,7 @@ func newRig(t *testing.T, onConnect func(r *backend.ConnectRequest) backend.Conn
 	if r.h, err = New(Config{NodeID: nodeID}, deps); err != nil {
 		t.Fatal(err)
 	}
-	if r.ws, err = edge.New(edge.Config{Listen: "127.0.0.1:0", TickInterval: 20 * time.Millisecond, DrainWindow: 50 * time.Millisecond},
+	if r.ws, err = edge.New(edge.Config{Listen: "127.0.0.1:0", TickInterval: 20 * time.Millisecond, DrainWindow: 50 * time.Millisecond, ResumeWindow: time.Minute},
 		edge.Options{NodeID: nodeID, Handler: r.h, Registerer: preg, Logger: log}); err != nil {
 		t.Fatal(err)
 	}
@@ -308,22 +308,28 @@ func TestConnectSettingUserWritesIdentityOnce(t *testing.T) {
 // and returns a token for user sub.
 func withJWT(t *testing.T, sub string) (func(*Deps), http.Header) {
 	t.Helper()
-	secret := "a secret of at least thirty-two bytes, for tests"
 	file := filepath.Join(t.TempDir(), "secret")
-	if err := os.WriteFile(file, []byte(secret), 0o600); err != nil {
+	if err := os.WriteFile(file, []byte(testJWTSecret), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	j, err := authz.New(authz.Config{KeysFile: file}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return func(d *Deps) { d.JWT = j }, bearer(sub, time.Now().Add(time.Hour))
+}
+
+const testJWTSecret = "a secret of at least thirty-two bytes, for tests"
+
+// bearer is an Authorization header with an HS256 token for user sub,
+// valid until exp, signed with testJWTSecret.
+func bearer(sub string, exp time.Time) http.Header {
 	enc := base64.RawURLEncoding.EncodeToString
-	claims, _ := json.Marshal(map[string]any{"sub": sub, "exp": time.Now().Add(time.Hour).Unix()})
+	claims, _ := json.Marshal(map[string]any{"sub": sub, "exp": exp.Unix()})
 	signed := enc([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc(claims)
-	mac := hmac.New(sha256.New, []byte(secret))
+	mac := hmac.New(sha256.New, []byte(testJWTSecret))
 	mac.Write([]byte(signed))
-	token := signed + "." + enc(mac.Sum(nil))
-	return func(d *Deps) { d.JWT = j }, http.Header{"Authorization": {"Bearer " + token}}
+	return http.Header{"Authorization": {"Bearer " + signed + "." + enc(mac.Sum(nil))}}
 }
 
 func TestConnectRepeatingTheTokensUserWritesOnce(t *testing.T) {

@@ -71,6 +71,17 @@ func (c *Conn) dropSocket(fd int, nc net.Conn) {
 	_ = nc.Close()
 }
 
+// served marks a resumable c as handed over by its handshake goroutine
+// (Open done, in the reactor): only then may a resume take over its
+// socket, so that Resumed never overlaps Open.
+func (c *Conn) served() {
+	if c.rs != nil {
+		c.mu.Lock()
+		c.setFlag(flagServed)
+		c.mu.Unlock()
+	}
+}
+
 // keep records a message for resume. Called with mu held.
 func (c *Conn) keep(a, b []byte) {
 	if c.rs != nil && c.srv.cfg.ResumeWindow > 0 {
@@ -145,7 +156,7 @@ func (c *Conn) claim(ask resumeAsk) string {
 	rs := c.rs
 	p := c.phase()
 	switch {
-	case rs == nil || (p != open && p != detached):
+	case rs == nil || (p != open && p != detached) || !c.has(flagServed):
 		c.mu.Unlock()
 		return failUnknown
 	case rs.claimed || !rs.matches(ask.secret):

@@ -213,7 +213,9 @@ func (s *Server) open(c *Conn, leftover []byte) error {
 		c.inLen = copy(*c.in, leftover)
 		c.unparsed = true
 	}
-	return s.reactor.add(c, len(leftover) > 0)
+	err = s.reactor.add(c, len(leftover) > 0)
+	c.served()
+	return err
 }
 
 func nc2raw(nc net.Conn) (rawConn, error) {

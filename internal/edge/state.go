@@ -44,8 +44,9 @@ const (
 // Flags kept in the same word as the phase; set once, never cleared.
 const (
 	phaseMask    = 0xff
-	flagOwned    = 1 << 8 // Connect accepted: the Handler hears exactly one Close
-	flagUpgraded = 1 << 9 // the 101 was sent (Established)
+	flagOwned    = 1 << 8  // Connect accepted: the Handler hears exactly one Close
+	flagUpgraded = 1 << 9  // the 101 was sent (Established)
+	flagServed   = 1 << 10 // resumable: Open ran and the reactor has it, so a resume may take it over
 )
 
 var phaseNames = [...]string{"handshaking", "closeHeld", "open", "closing", "closed", "detached"}

@@ -88,7 +88,7 @@ func (s *Server) handshake(nc net.Conn, slot hsSlot) {
 	c := &Conn{srv: s, id: conn.NewID(), nc: nc, connectedAt: start, sourceIP: req.SourceIP, userAgent: req.UserAgent}
 	c.lastActive.Store(start.UnixNano())
 	if ask.resumable {
-		c.rs = newResumable(c.id, failure)
+		c.rs = newResumable(c.id, clientReason(failure))
 	}
 	accepted := false
 	rejectReason := "bad_request"

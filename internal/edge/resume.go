@@ -79,6 +79,17 @@ const (
 
 var failReasons = []string{failUnknown, failToken, failGap, failReceived, failDisabled}
 
+// clientReason is the reason the client is told: a secret that does not
+// match is "unknown" to it, like an ID that is not here, so that knowing a
+// connection's ID does not tell whether it is live and resumable on this
+// node. The metric keeps them apart.
+func clientReason(failure string) string {
+	if failure == failToken {
+		return failUnknown
+	}
+	return failure
+}
+
 // resumable is the resume state of a connection that asked for it
 // (Conn.rs; nil for every other connection, which pays one pointer). It is
 // guarded by Conn.mu.

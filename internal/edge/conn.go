@@ -298,6 +298,9 @@ func (c *Conn) flush(nc net.Conn) {
 		// Read with the turn's end, in one critical section: a close that
 		// comes later writes its frame itself or starts a new writer.
 		closeWaited := !ok && c.phase() == closing
+		if !ok && c.rs != nil {
+			c.rs.credit = 0 // the replay is written: the usual bound again
+		}
 		c.mu.Unlock()
 		if !ok {
 			if closeWaited {

@@ -155,6 +155,14 @@ func (r *resumable) record(a, b []byte, replayBound, queueBound int) bool {
 	if detached && r.queued+charge > queueBound {
 		return false
 	}
+	if !detached && charge > replayBound {
+		// It would push out everything, itself included: not copied.
+		clear(r.frames)
+		r.frames, r.kept = r.frames[:0], 0
+		r.next++
+		r.first = r.next
+		return true
+	}
 	f := make([]byte, 0, len(a)+len(b))
 	r.frames = append(r.frames, append(append(f, a...), b...))
 	r.kept += charge

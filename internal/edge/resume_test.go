@@ -451,3 +451,37 @@ func BenchmarkSendResumable(b *testing.B) {
 		}
 	}
 }
+
+// The replay window keeps the newest messages within its bound, drops the
+// oldest first, and never copies one larger than the whole window.
+func TestReplayWindowKeepsTheNewestWithinItsBound(t *testing.T) {
+	r := newResumable("AAAAAAAAAAAAAAAA", "")
+	hdr := []byte{0x81, 100}
+	body := make([]byte, 100)
+	for i := 0; i < 10; i++ {
+		r.record(hdr, body, 3*(102+frameCharge), 1<<20)
+	}
+	if r.first != 8 || r.next != 11 || len(r.frames) != 3 || r.kept != 3*(102+frameCharge) {
+		t.Fatalf("window first=%d next=%d frames=%d kept=%d, want messages 8..10", r.first, r.next, len(r.frames), r.kept)
+	}
+	if r.gap(6) != failGap || r.gap(7) != "" || r.gap(10) != "" || r.gap(11) != failReceived {
+		t.Fatal("gap: received 7..10 are recoverable, 6 is not, 11 was never sent")
+	}
+	r.record(hdr, make([]byte, 1000), 3*(102+frameCharge), 1<<20)
+	if len(r.frames) != 0 || r.kept != 0 || r.first != 12 || r.next != 12 {
+		t.Fatalf("after an oversized message: first=%d next=%d frames=%d kept=%d, want an empty window at 12", r.first, r.next, len(r.frames), r.kept)
+	}
+	// Detached, messages queue up to the queue bound and are never evicted.
+	r.detachedAt = 1
+	for i := 0; i < 3; i++ {
+		if !r.record(hdr, body, 0, 3*(102+frameCharge)) {
+			t.Fatalf("queued message %d refused within the bound", i)
+		}
+	}
+	if r.record(hdr, body, 0, 3*(102+frameCharge)) {
+		t.Fatal("a message past the queue bound was kept")
+	}
+	if got := r.replay(11, 1<<20); len(got) != 3 {
+		t.Fatalf("replay after 11: %d messages, want the 3 queued", len(got))
+	}
+}

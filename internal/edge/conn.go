@@ -299,7 +299,10 @@ func (c *Conn) flush(nc net.Conn) {
 		// comes later writes its frame itself or starts a new writer.
 		closeWaited := !ok && c.phase() == closing
 		if !ok && c.rs != nil {
-			c.rs.credit = 0 // the replay is written: the usual bound again
+			// Everything is written: the usual bound again, and the
+			// replay window back to its size.
+			c.rs.credit = 0
+			c.rs.trim(c.srv.cfg.ResumeReplayBytes, 0)
 		}
 		c.mu.Unlock()
 		if !ok {

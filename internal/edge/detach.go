@@ -85,7 +85,7 @@ func (c *Conn) served() {
 // keep records a message for resume. Called with mu held.
 func (c *Conn) keep(a, b []byte) {
 	if c.rs != nil && c.srv.cfg.ResumeWindow > 0 {
-		c.rs.record(a, b, c.srv.cfg.ResumeReplayBytes, c.srv.cfg.MaxQueueBytes)
+		c.rs.record(a, b, c.srv.cfg.ResumeReplayBytes, c.srv.cfg.MaxQueueBytes, len(c.out.buf))
 	}
 }
 
@@ -110,7 +110,7 @@ func (c *Conn) queueDetached(a, b []byte, kind frameKind) error {
 		c.mu.Unlock()
 		return nil
 	}
-	if !c.rs.record(a, b, c.srv.cfg.ResumeReplayBytes, c.srv.cfg.MaxQueueBytes) {
+	if !c.rs.record(a, b, c.srv.cfg.ResumeReplayBytes, c.srv.cfg.MaxQueueBytes, 0) {
 		c.cause = causeDetachedFull
 		c.mu.Unlock()
 		c.teardown()
@@ -304,7 +304,7 @@ func (s *Server) attach(c *Conn, nc net.Conn, leftover []byte, received uint64) 
 	c.pingSent.Store(0)
 	c.lastActive.Store(now.UnixNano())
 	rs.claimed, rs.detachedAt, rs.resumed, rs.failure = false, 0, true, ""
-	frames := rs.replay(received, s.cfg.ResumeReplayBytes)
+	frames := rs.replay(received)
 	c.out.push(rs.appendSessionFrame(nil, c.id, rs.issue(c.id), s.cfg.ResumeWindow), nil)
 	replayed := 0
 	for _, f := range frames {

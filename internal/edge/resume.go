@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -107,6 +108,7 @@ type resumable struct {
 	first, next uint64   // seq of frames[0]; seq the next message gets
 	frames      [][]byte // complete frames, header included
 	kept        int      // bytes charged for frames (frameCharge each)
+	raw         int      // their bytes alone
 	queued      int      // bytes charged for frames sent while detached
 	credit      int      // bytes replayed at the last resume: the write queue may hold them above its bound
 
@@ -146,39 +148,45 @@ func (r *resumable) matches(secret string) bool {
 }
 
 // record keeps a copy of a message sent to the client (a+b, a complete
-// frame). While attached it evicts the oldest to stay within replayBound;
-// while detached it refuses (false) a message that would take the queue
-// past queueBound.
-func (r *resumable) record(a, b []byte, replayBound, queueBound int) bool {
-	charge := len(a) + len(b) + frameCharge
+// frame); unwritten is how many bytes wait in the write queue before it.
+// While attached it then evicts the oldest messages beyond replayBound, but
+// only those surely written (trim); while detached it refuses (false) a
+// message that would take the queue past queueBound.
+func (r *resumable) record(a, b []byte, replayBound, queueBound, unwritten int) bool {
+	size := len(a) + len(b)
+	charge := size + frameCharge
 	detached := r.detachedAt != 0
 	if detached && r.queued+charge > queueBound {
 		return false
 	}
-	if !detached && charge > replayBound {
-		// It would push out everything, itself included: not copied.
-		clear(r.frames)
-		r.frames, r.kept = r.frames[:0], 0
-		r.next++
-		r.first = r.next
-		return true
-	}
-	f := make([]byte, 0, len(a)+len(b))
+	f := make([]byte, 0, size)
 	r.frames = append(r.frames, append(append(f, a...), b...))
 	r.kept += charge
+	r.raw += size
 	r.next++
 	if detached {
 		r.queued += charge
 		return true
 	}
-	for r.kept > replayBound && len(r.frames) > 0 {
+	r.trim(replayBound, unwritten+size)
+	return true
+}
+
+// trim evicts the oldest messages while more than bound is kept, as long as
+// the one to go was written in full. unwritten is how many bytes the write
+// queue holds: the stream is in order, so a message followed by at least
+// that many bytes of newer messages has left the queue. Messages not yet
+// written are never evicted (the queue bounds them): a socket lost with a
+// backlog loses nothing.
+func (r *resumable) trim(bound, unwritten int) {
+	for r.kept > bound && len(r.frames) > 0 && r.raw-len(r.frames[0]) >= unwritten {
 		r.dropFirst()
 	}
-	return true
 }
 
 func (r *resumable) dropFirst() {
 	r.kept -= len(r.frames[0]) + frameCharge
+	r.raw -= len(r.frames[0])
 	r.frames[0] = nil
 	r.frames = r.frames[1:]
 	r.first++
@@ -197,18 +205,14 @@ func (r *resumable) gap(received uint64) string {
 }
 
 // replay drops what the client confirmed and returns the frames it has not
-// received, oldest first; what is left is the replay window again.
-func (r *resumable) replay(received uint64, replayBound int) [][]byte {
+// received, oldest first. They stay kept: they are unwritten again until
+// the new socket takes them.
+func (r *resumable) replay(received uint64) [][]byte {
 	for r.first <= received && len(r.frames) > 0 {
 		r.dropFirst()
 	}
-	out := r.frames
-	r.frames = append([][]byte(nil), r.frames...)
 	r.queued = 0
-	for r.kept > replayBound && len(r.frames) > 0 {
-		r.dropFirst()
-	}
-	return out
+	return slices.Clone(r.frames)
 }
 
 // appendSessionFrame appends the session frame (a text frame, not counted

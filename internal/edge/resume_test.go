@@ -458,30 +458,114 @@ func TestReplayWindowKeepsTheNewestWithinItsBound(t *testing.T) {
 	r := newResumable("AAAAAAAAAAAAAAAA", "")
 	hdr := []byte{0x81, 100}
 	body := make([]byte, 100)
+	const bound = 3 * (102 + frameCharge)
 	for i := 0; i < 10; i++ {
-		r.record(hdr, body, 3*(102+frameCharge), 1<<20)
+		r.record(hdr, body, bound, 1<<20, 0)
 	}
-	if r.first != 8 || r.next != 11 || len(r.frames) != 3 || r.kept != 3*(102+frameCharge) {
+	if r.first != 8 || r.next != 11 || len(r.frames) != 3 || r.kept != bound {
 		t.Fatalf("window first=%d next=%d frames=%d kept=%d, want messages 8..10", r.first, r.next, len(r.frames), r.kept)
 	}
 	if r.gap(6) != failGap || r.gap(7) != "" || r.gap(10) != "" || r.gap(11) != failReceived {
 		t.Fatal("gap: received 7..10 are recoverable, 6 is not, 11 was never sent")
 	}
-	r.record(hdr, make([]byte, 1000), 3*(102+frameCharge), 1<<20)
-	if len(r.frames) != 0 || r.kept != 0 || r.first != 12 || r.next != 12 {
-		t.Fatalf("after an oversized message: first=%d next=%d frames=%d kept=%d, want an empty window at 12", r.first, r.next, len(r.frames), r.kept)
+	// With a backlog, nothing unwritten is evicted: five messages wait in
+	// the write queue (510 bytes), so all five newest stay, past the bound.
+	for i := 0; i < 5; i++ {
+		r.record(hdr, body, bound, 1<<20, i*102)
+	}
+	if r.first != 11 || len(r.frames) != 5 {
+		t.Fatalf("with a backlog: first=%d frames=%d, want the 5 unwritten messages 11..15 kept", r.first, len(r.frames))
+	}
+	r.trim(bound, 0) // the writer drained the queue
+	if r.first != 13 || len(r.frames) != 3 {
+		t.Fatalf("after the backlog was written: first=%d frames=%d, want 13..15", r.first, len(r.frames))
 	}
 	// Detached, messages queue up to the queue bound and are never evicted.
 	r.detachedAt = 1
 	for i := 0; i < 3; i++ {
-		if !r.record(hdr, body, 0, 3*(102+frameCharge)) {
+		if !r.record(hdr, body, 0, bound, 0) {
 			t.Fatalf("queued message %d refused within the bound", i)
 		}
 	}
-	if r.record(hdr, body, 0, 3*(102+frameCharge)) {
+	if r.record(hdr, body, 0, bound, 0) {
 		t.Fatal("a message past the queue bound was kept")
 	}
-	if got := r.replay(11, 1<<20); len(got) != 3 {
-		t.Fatalf("replay after 11: %d messages, want the 3 queued", len(got))
+	if got := r.replay(15); len(got) != 3 || r.first != 16 {
+		t.Fatalf("replay after 15: %d messages from %d, want the 3 queued", len(got), r.first)
+	}
+}
+
+// A stream of posts that never pauses, through two cuts: the client sees
+// every message once, in order, whatever the cuts interrupted (a write on
+// its way, the writer goroutine, a partial frame).
+func TestPostsDuringRepeatedCutsArriveOnceInOrder(t *testing.T) {
+	rec := newResumer()
+	e := startEdgeWith(t, resumeConfig(), rec, rec.recorder)
+	c, s := dialSession(t, e, "resume=1")
+	const total = 3000
+	done := make(chan error, 1)
+	go func() {
+		for i := 1; i <= total; i++ {
+			if err := e.Post(context.Background(), s.ConnectionID, []byte(fmt.Sprint(i)), false); err != nil {
+				done <- fmt.Errorf("post %d: %w", i, err)
+				return
+			}
+		}
+		done <- nil
+	}()
+	received := 0
+	for _, cutAt := range []int{500, 1700, total} {
+		for received < cutAt {
+			if got, want := c.readText(t), fmt.Sprint(received+1); got != want {
+				t.Fatalf("got %s, want %s", got, want)
+			}
+			received++
+		}
+		if cutAt == total {
+			break
+		}
+		c.cut(t)
+		waitDetached(t, e, s.ConnectionID)
+		var s2 session
+		c, s2 = dialSession(t, e, resumeQuery(s, received))
+		if !s2.Resumed || s2.ConnectionID != s.ConnectionID {
+			t.Fatalf("resume after %d: %+v", received, s2)
+		}
+		s.Token = s2.Token
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := len(rec.resumes(s.ConnectionID)); n != 2 {
+		t.Fatalf("%d resumes, want 2", n)
+	}
+}
+
+func TestParseResumeTakesOnlyItsOwnParameters(t *testing.T) {
+	tok := "AAAAAAAAAAAAAAAA." + strings.Repeat("b", 22)
+	for _, tc := range []struct {
+		query, rest string
+		want        resumeAsk
+	}{
+		{"", "", resumeAsk{}},
+		{"a=1", "a=1", resumeAsk{}},
+		{"resume=1", "", resumeAsk{resumable: true}},
+		{"a=1&resume=1&b=2", "a=1&b=2", resumeAsk{resumable: true}},
+		{"resume=yes&received=3", "resume=yes&received=3", resumeAsk{}},   // the application's
+		{"resume=1&received=3", "received=3", resumeAsk{resumable: true}}, // no token: not ours
+		{"resume=" + tok + "&received=7", "", resumeAsk{resumable: true, id: "AAAAAAAAAAAAAAAA", secret: strings.Repeat("b", 22), received: 7}},
+		{"resume=" + tok, "", resumeAsk{resumable: true, id: "AAAAAAAAAAAAAAAA", secret: strings.Repeat("b", 22), badCount: true}},
+		{"resume=" + tok + "&received=-1", "", resumeAsk{resumable: true, id: "AAAAAAAAAAAAAAAA", secret: strings.Repeat("b", 22), badCount: true}},
+		{"resume=" + tok[:30], "resume=" + tok[:30], resumeAsk{}}, // not token-shaped
+		{"resume=AAAAAAAAAAAAAAA%." + strings.Repeat("b", 22), "resume=AAAAAAAAAAAAAAA%." + strings.Repeat("b", 22), resumeAsk{}},
+	} {
+		r := &Request{Path: "/ws", RawQuery: tc.query, URI: "/ws?" + tc.query}
+		got := parseResume(r)
+		if got != tc.want || (got.resumable && r.RawQuery != tc.rest) {
+			t.Errorf("%q: %+v, query %q; want %+v, query %q", tc.query, got, r.RawQuery, tc.want, tc.rest)
+		}
+		if got.resumable && strings.Contains(r.URI, "resume=") {
+			t.Errorf("%q: URI %q still carries the token", tc.query, r.URI)
+		}
 	}
 }

@@ -169,9 +169,10 @@ func (c *Conn) write(a, b []byte, kind frameKind) error {
 	}
 	n, err := c.writeNow(a, b)
 	if err != nil {
+		nc := c.nc
 		c.mu.Unlock()
-		c.abort(causeWriteError)
-		if c.phase() == detached {
+		c.abortFrom(nc, causeWriteError)
+		if c.rs != nil && kind == dataFrame && c.phase() != closed {
 			return nil // kept: it is sent again on resume
 		}
 		return conn.ErrGone

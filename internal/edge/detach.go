@@ -212,11 +212,14 @@ func (s *Server) tryResume(nc net.Conn, req *Request, ask resumeAsk, raw, leftov
 	if reason := c.claim(ask); reason != "" {
 		return false, reason
 	}
+	// Every refusal gives the connection back before the answer is
+	// written, so a client that retries at once finds it detached.
 	rejectReason := "bad_request"
 	u := ws.Upgrader{
 		OnRequest: func([]byte) error {
 			if s.cfg.Path != "" && req.Path != s.cfg.Path {
 				rejectReason = "path"
+				c.unclaim()
 				return ws.RejectConnectionError(ws.RejectionStatus(http.StatusNotFound), ws.RejectionReason("no WebSocket endpoint at this path"))
 			}
 			return nil
@@ -224,6 +227,7 @@ func (s *Server) tryResume(nc net.Conn, req *Request, ask resumeAsk, raw, leftov
 		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
 			if !s.originAllowed(req.Origin) {
 				rejectReason = "origin"
+				c.unclaim()
 				return nil, ws.RejectConnectionError(ws.RejectionStatus(http.StatusForbidden), ws.RejectionReason("origin not allowed"))
 			}
 			if rs, ok := s.handler.(Resumer); ok {
@@ -232,6 +236,7 @@ func (s *Server) tryResume(nc net.Conn, req *Request, ask resumeAsk, raw, leftov
 				cancel()
 				if err != nil {
 					rejectReason = "denied"
+					c.unclaim()
 					var rej *Reject
 					if errors.As(err, &rej) {
 						return nil, ws.RejectConnectionError(ws.RejectionStatus(rej.Status),

@@ -130,11 +130,22 @@ func post(t *testing.T, e *testEdge, id, msg string) {
 	}
 }
 
+// waitServed waits until the handshake goroutine of id is done with it:
+// only then may a resume take over its live socket.
+func waitServed(t *testing.T, e *testEdge, id string) {
+	t.Helper()
+	eventually(t, id+" served", func() bool {
+		c := e.Lookup(id)
+		return c != nil && c.has(flagServed)
+	})
+}
+
 func waitDetached(t *testing.T, e *testEdge, id string) {
 	t.Helper()
 	eventually(t, id+" detached", func() bool {
 		info, err := e.Info(context.Background(), id)
-		return err == nil && info.Detached
+		c := e.Lookup(id)
+		return err == nil && info.Detached && c != nil && c.has(flagServed)
 	})
 }
 
@@ -281,6 +292,13 @@ func TestGapEndsTheOldConnectionAndSaysSo(t *testing.T) {
 	for i := 0; i < 10; i++ {
 		post(t, e, s.ConnectionID, strings.Repeat("x", 100))
 	}
+	// Written to the socket (and so evictable), though never read.
+	eventually(t, "the write queue empty", func() bool {
+		lc := e.Lookup(s.ConnectionID)
+		lc.mu.Lock()
+		defer lc.mu.Unlock()
+		return !lc.out.busy()
+	})
 	c.cut(t)
 	waitDetached(t, e, s.ConnectionID)
 	_, g := dialSession(t, e, resumeQuery(s, 0))
@@ -332,6 +350,7 @@ func TestResumeTakesOverASocketTheEdgeStillThinksAlive(t *testing.T) {
 	rec := newResumer()
 	e := startEdgeWith(t, resumeConfig(), rec, rec.recorder)
 	old, s := dialSession(t, e, "resume=1")
+	waitServed(t, e, s.ConnectionID)
 	post(t, e, s.ConnectionID, "a")
 	// The client moved network: the old socket is still up as far as the
 	// edge knows, and the client never read "a".

@@ -607,3 +607,23 @@ func TestParseResumeTakesOnlyItsOwnParameters(t *testing.T) {
 		}
 	}
 }
+
+// With -resume-window 0 a client that asks still gets its session frame,
+// without a token, and a resume is told why it failed.
+func TestResumeOffStillAnswersTheClient(t *testing.T) {
+	rec := newResumer()
+	e := startEdgeWith(t, Config{}, rec, rec.recorder)
+	c, s := dialSession(t, e, "resume=1")
+	if s.Token != "" || s.WindowMs != 0 || s.Resumed {
+		t.Fatalf("session frame with resume off: %+v, want no token and a zero window", s)
+	}
+	c.cut(t)
+	if ev := rec.waitClose(t); ev.id != s.ConnectionID || ev.why != ReasonPeerGone {
+		t.Fatalf("close %+v: with resume off a lost socket ends the connection at once", ev)
+	}
+	forged := session{Token: s.ConnectionID + "." + strings.Repeat("A", 22)}
+	_, r := dialSession(t, e, resumeQuery(forged, 0))
+	if r.Resumed || r.Reason != failDisabled {
+		t.Fatalf("resume with resume off: %+v, want recovered:false (disabled)", r)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsflate"
 	"github.com/gobwas/ws/wsutil"
 )
 
@@ -85,7 +86,13 @@ func resumeConfig() Config {
 // dialSession opens a connection with query and reads its session frame.
 func dialSession(t *testing.T, e *testEdge, query string) (*client, session) {
 	t.Helper()
-	c := dial(t, e.url+"?"+query, ws.Dialer{})
+	return dialSessionWith(t, e, query, ws.Dialer{})
+}
+
+// dialSessionWith is dialSession through d (e.g. offering compression).
+func dialSessionWith(t *testing.T, e *testEdge, query string, d ws.Dialer) (*client, session) {
+	t.Helper()
+	c := dial(t, e.url+"?"+query, d)
 	f := c.readFrame(t)
 	var s session
 	if f.Header.OpCode != ws.OpText || json.Unmarshal(f.Payload, &s) != nil || s.Type != "session" {
@@ -625,5 +632,68 @@ func TestResumeOffStillAnswersTheClient(t *testing.T) {
 	_, r := dialSession(t, e, resumeQuery(forged, 0))
 	if r.Resumed || r.Reason != failDisabled {
 		t.Fatalf("resume with resume off: %+v, want recovered:false (disabled)", r)
+	}
+}
+
+// A fan-out Frame may carry several messages in one write: the client
+// counts each, and so does the edge.
+func TestFanoutFrameMessagesAreCountedOneByOne(t *testing.T) {
+	rec := newResumer()
+	e := startEdgeWith(t, resumeConfig(), rec, rec.recorder)
+	c, s := dialSession(t, e, "resume=1")
+	var f Frame
+	for _, m := range []string{"f1", "f2", "f3"} {
+		f.Append(false, []byte(m))
+	}
+	if err := e.Lookup(s.ConnectionID).SendFrame(&f); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.readText(t); got != "f1" {
+		t.Fatalf("got %q, want f1", got)
+	}
+	c.cut(t)
+	waitDetached(t, e, s.ConnectionID)
+	post(t, e, s.ConnectionID, "p4")
+	c2, s2 := dialSession(t, e, resumeQuery(s, 1))
+	if !s2.Resumed {
+		t.Fatalf("resume: %+v", s2)
+	}
+	for _, want := range []string{"f2", "f3", "p4"} {
+		if got := c2.readText(t); got != want {
+			t.Fatalf("after resume got %q, want %q", got, want)
+		}
+	}
+}
+
+// A connection that negotiated permessage-deflate keeps compressed
+// messages: its resume must negotiate the extension again, and then gets
+// them as they were kept.
+func TestResumeOfACompressedConnectionNegotiatesItAgain(t *testing.T) {
+	rec := newResumer()
+	cfg := deflateConfig()
+	cfg.ResumeWindow = time.Minute
+	e := startEdgeWith(t, cfg, rec, rec.recorder)
+	d := deflateDialer(wsflate.DefaultParameters)
+	c, s := dialSessionWith(t, e, "resume=1", d)
+	big := strings.Repeat("compress me, ", 100)
+	post(t, e, s.ConnectionID, big)
+	if got, compressed, _ := c.readMessage(t); !compressed || string(got) != big {
+		t.Fatalf("before the cut: compressed %v, %d bytes", compressed, len(got))
+	}
+	c.cut(t)
+	waitDetached(t, e, s.ConnectionID)
+	post(t, e, s.ConnectionID, big+"again")
+	_, err := tryDial(e.url+"?"+resumeQuery(s, 1), ws.Dialer{})
+	var status ws.StatusError
+	if !errors.As(err, &status) || int(status) != http.StatusBadRequest {
+		t.Fatalf("resume without the extension: %v, want HTTP 400", err)
+	}
+	waitDetached(t, e, s.ConnectionID)
+	c2, s2 := dialSessionWith(t, e, resumeQuery(s, 1), d)
+	if !s2.Resumed || s2.ConnectionID != s.ConnectionID {
+		t.Fatalf("resume offering the extension: %+v", s2)
+	}
+	if got, compressed, _ := c2.readMessage(t); !compressed || string(got) != big+"again" {
+		t.Fatalf("after the resume: compressed %v, %q…", compressed, got[:min(len(got), 20)])
 	}
 }

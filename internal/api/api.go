@@ -346,7 +346,7 @@ func (a *API) frameType(r *http.Request, body []byte) (binary bool, e *apiError)
 }
 
 // connectionJSON is GetConnection's output. connectionId, nodeId, userId,
-// principal and groups are Switchboard extensions; the AWS SDKs ignore
+// principal, groups and detached are Switchboard extensions; the AWS SDKs ignore
 // unknown members.
 type connectionJSON struct {
 	ConnectedAt  string          `json:"connectedAt"`
@@ -357,6 +357,7 @@ type connectionJSON struct {
 	UserID       string          `json:"userId,omitempty"`
 	Principal    json.RawMessage `json:"principal,omitempty"`
 	Groups       []string        `json:"groups,omitempty"`
+	Detached     bool            `json:"detached,omitempty"`
 }
 
 type identityJSON struct {
@@ -385,6 +386,7 @@ func (a *API) get(ctx context.Context, w http.ResponseWriter, r *http.Request, i
 		UserID:       info.UserID,
 		Principal:    info.Principal,
 		Groups:       info.Groups,
+		Detached:     info.Detached,
 	}
 	body, err := json.Marshal(out)
 	if err != nil {

@@ -86,6 +86,9 @@ type Info struct {
 	// Groups are the groups the connection is in on its node, at most
 	// the groups' per-connection cap.
 	Groups []string `json:"groups,omitempty"`
+	// Detached: a resumable connection whose socket was lost, waiting
+	// within its resume window for its client (docs/resume.md).
+	Detached bool `json:"detached,omitempty"`
 }
 
 // Controller performs commands on connections by ID, wherever they live: the

@@ -93,8 +93,9 @@ func (r *reactor) loop() {
 			}
 			r.mu.RLock()
 			c := r.conns[ev.Fd]
+			stale := c == nil || c.gen != uint32(ev.Pad) // gen read under mu: a resumed connection is added again
 			r.mu.RUnlock()
-			if c == nil || c.gen != uint32(ev.Pad) {
+			if stale {
 				continue // closed meanwhile; the fd may already be reused
 			}
 			r.work <- c

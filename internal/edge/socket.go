@@ -37,6 +37,21 @@ func leanSocket(tc *net.TCPConn) (net.Conn, error) {
 	return fileConn{f}, nil
 }
 
+// slim is nc as an upgraded connection keeps it: lean when it is a plain
+// socket, as it is otherwise (TLS, or when the duplicate fails).
+func (s *Server) slim(nc net.Conn, id string) net.Conn {
+	tc := plainSocket(nc)
+	if tc == nil {
+		return nc
+	}
+	lean, err := leanSocket(tc)
+	if err != nil {
+		s.log.Debug("keeping the TCP connection as it is", "conn", id, "err", err)
+		return nc
+	}
+	return lean
+}
+
 // plainSocket is nc's TCP socket if nothing but the socket carries the
 // connection any more: a *net.TCPConn, or a PROXY protocol connection
 // whose header is read and fully consumed. Nil otherwise (TLS).

@@ -172,6 +172,9 @@ type ScaleTail struct {
 	Span             time.Duration `json:"spanNs"`
 }
 
+// Accounted is the events the tail showed or said it dropped.
+func (t ScaleTail) Accounted() int { return t.Connects + t.Disconnects + int(t.Dropped) }
+
 // ScaleReport is what a scale run measured. Pass is false when a listing
 // missed or repeated an ID, or connections failed to open.
 type ScaleReport struct {
@@ -577,8 +580,11 @@ func RunScale(ctx context.Context, c ScaleConfig) (rep ScaleReport, err error) {
 	if rep.Tail, err = scaleChurn(ctx, c, api, d, router, target, procs+1); err != nil {
 		return rep, err
 	}
-	if rep.Tail.Connects+rep.Tail.Disconnects == 0 {
+	switch t := rep.Tail; {
+	case t.Connects+t.Disconnects == 0:
 		rep.Problems = append(rep.Problems, "the events tail saw none of the churn")
+	case t.Accounted() != 2*c.Churn:
+		rep.Problems = append(rep.Problems, fmt.Sprintf("the events tail shows or drops %d events of the churn's %d connects and disconnects", t.Accounted(), 2*c.Churn))
 	}
 	for _, t := range []struct {
 		name string
@@ -742,9 +748,18 @@ func scaleChurn(ctx context.Context, c ScaleConfig, api scaleAPI, d *deployment,
 	if _, err := loadersDone(ctx, []*proc{p}); err != nil {
 		return ScaleTail{}, err
 	}
-	// The last disconnects reach the tail within its rate's second.
-	time.Sleep(2 * time.Second)
+	// Every connect and disconnect is either a line or counted in a later
+	// line's dropped; the tail's tick (at least every 15 s) reports the
+	// last of them. Wait for the account to close, 20 s at most.
 	t, tailErr := tr.snapshot()
+	for deadline := time.Now().Add(20 * time.Second); t.Accounted() < 2*c.Churn && time.Now().Before(deadline) && tailErr == nil; {
+		select {
+		case <-ctx.Done():
+			return t, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+		t, tailErr = tr.snapshot()
+	}
 	t.Churn, t.Span = c.Churn, time.Since(begin)
 	t.RouterHeapBefore, t.RouterRSSBefore = heapBefore, rssBefore
 	t.RouterHeapAfter = gc()

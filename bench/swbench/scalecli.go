@@ -124,8 +124,8 @@ func WriteScaleReport(w io.Writer, r ScaleReport) {
 	}
 	_ = tw.Flush()
 	t := r.Tail
-	fmt.Fprintf(w, "\nEvents tail (?rate=100) during a churn of %d connections (%v): %d lines, %d connects, %d disconnects, %d dropped; router RSS %.1f → %.1f MiB, heap %.1f → %.1f MiB\n",
-		t.Churn, t.Span.Round(time.Millisecond), t.Lines, t.Connects, t.Disconnects, t.Dropped,
+	fmt.Fprintf(w, "\nEvents tail (?rate=100) during a churn of %d connections (%v): %d lines, %d connects, %d disconnects, %d dropped (%d of %d accounted for); router RSS %.1f → %.1f MiB, heap %.1f → %.1f MiB\n",
+		t.Churn, t.Span.Round(time.Millisecond), t.Lines, t.Connects, t.Disconnects, t.Dropped, t.Accounted(), 2*t.Churn,
 		float64(t.RouterRSSBefore)/(1<<20), float64(t.RouterRSSAfter)/(1<<20), t.RouterHeapBefore/(1<<20), t.RouterHeapAfter/(1<<20))
 	fmt.Fprintln(w, "\nRSS with every connection open")
 	tw = newTable(w)

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/switchboardgw/switchboard/bench/internal/defaults"
 )
 
@@ -178,20 +180,24 @@ func (t ScaleTail) Accounted() int { return t.Connects + t.Disconnects + int(t.D
 // ScaleReport is what a scale run measured. Pass is false when a listing
 // missed or repeated an ID, or connections failed to open.
 type ScaleReport struct {
-	Conns      int            `json:"connections"`
-	Failed     int            `json:"failed"`
-	Edges      int            `json:"edges"`
-	OpenTime   time.Duration  `json:"openTimeNs"`
-	Listings   []ScaleListing `json:"listings"`
-	Nodes      Timing         `json:"nodes"`
-	Stats      Timing         `json:"stats"`
-	Get        Timing         `json:"get"`
-	Tail       ScaleTail      `json:"tail"`
-	RSS        []ScaleRSS     `json:"rss"`
-	LoadBefore string         `json:"loadBefore"`
-	LoadAfter  string         `json:"loadAfter"`
-	Problems   []string       `json:"problems,omitempty"`
-	Pass       bool           `json:"pass"`
+	Conns    int            `json:"connections"`
+	Failed   int            `json:"failed"`
+	Edges    int            `json:"edges"`
+	OpenTime time.Duration  `json:"openTimeNs"`
+	Listings []ScaleListing `json:"listings"`
+	Nodes    Timing         `json:"nodes"`
+	Stats    Timing         `json:"stats"`
+	Get      Timing         `json:"get"`
+	Tail     ScaleTail      `json:"tail"`
+	// Redis is the registry's commands during the listings and calls
+	// (INFO commandstats after less before): a keyspace scan (SCAN,
+	// KEYS) fails the run.
+	Redis      map[string]int64 `json:"redisCommands"`
+	RSS        []ScaleRSS       `json:"rss"`
+	LoadBefore string           `json:"loadBefore"`
+	LoadAfter  string           `json:"loadAfter"`
+	Problems   []string         `json:"problems,omitempty"`
+	Pass       bool             `json:"pass"`
 }
 
 // ScaleRSS is one process's RSS with every connection open.
@@ -546,6 +552,12 @@ func RunScale(ctx context.Context, c ScaleConfig) (rep ScaleReport, err error) {
 		rep.Problems = append(rep.Problems, err.Error())
 	}
 
+	rdb := redis.NewClient(&redis.Options{Addr: router.redis})
+	defer rdb.Close()
+	before, err := RedisCommandCalls(ctx, rdb)
+	if err != nil {
+		return rep, err
+	}
 	all, ids, err := api.listing(ctx, "cluster", "/@connections?limit="+strconv.Itoa(c.Limit), open, c.Walks, c.Limit, c.Log)
 	if err != nil {
 		return rep, err
@@ -573,6 +585,21 @@ func RunScale(ctx context.Context, c ScaleConfig) (rep ScaleReport, err error) {
 		rep.Get = api.repeat(ctx, c.Gets, func(int) string { return "/@connections/" + url.PathEscape(ids[rng.IntN(len(ids))]) })
 	}
 	fmt.Fprintf(c.Log, "scale: nodes p50 %v, stats p50 %v, get p50 %v\n", rep.Nodes.P50, rep.Stats.P50, rep.Get.P50)
+	after, err := RedisCommandCalls(ctx, rdb)
+	if err != nil {
+		return rep, err
+	}
+	rep.Redis = map[string]int64{}
+	for cmd, n := range after {
+		if n -= before[cmd]; n > 0 {
+			rep.Redis[cmd] = n
+		}
+	}
+	for _, cmd := range []string{"scan", "keys"} {
+		if n := rep.Redis[cmd]; n > 0 {
+			rep.Problems = append(rep.Problems, fmt.Sprintf("the registry ran %d %s commands: a keyspace scan", n, strings.ToUpper(cmd)))
+		}
+	}
 	if rep.RSS, err = scaleRSS(ctx, api, d); err != nil {
 		return rep, err
 	}
@@ -628,10 +655,11 @@ func awaitCount(ctx context.Context, api scaleAPI, want int) error {
 	}
 }
 
-// scaleNode is the router's addresses.
+// scaleNode is the router's addresses, and the registry's.
 type scaleNode struct {
 	p          *proc
 	api, admin string
+	redis      string
 }
 
 // startScaleCluster starts redis-server, nats-server, connectd (which
@@ -673,7 +701,7 @@ func startScaleCluster(ctx context.Context, c ScaleConfig, dir string) (*deploym
 	if err != nil {
 		return d, router, err
 	}
-	router = scaleNode{p: p, api: repl["{api}"], admin: repl["{admin}"]}
+	router = scaleNode{p: p, api: repl["{api}"], admin: repl["{admin}"], redis: raddr}
 	fmt.Fprintf(c.Log, "scale: redis %s, nats %s, %d edges, router API %s\n", raddr, naddr, c.Edges, router.api)
 	return d, router, nil
 }
@@ -769,6 +797,37 @@ func scaleChurn(ctx context.Context, c ScaleConfig, api scaleAPI, d *deployment,
 	stop()
 	<-tr.done
 	return t, tailErr
+}
+
+// RedisCommandCalls reads how many times each command has run on the
+// server (INFO commandstats), by lower-case name.
+func RedisCommandCalls(ctx context.Context, rdb *redis.Client) (map[string]int64, error) {
+	info, err := rdb.Info(ctx, "commandstats").Result()
+	if err != nil {
+		return nil, fmt.Errorf("swbench: redis commandstats: %w", err)
+	}
+	return ParseCommandStats(info), nil
+}
+
+// ParseCommandStats reads INFO commandstats lines
+// ("cmdstat_sscan:calls=12,usec=…"); a subcommand ("cmdstat_client|setname")
+// keeps its full name.
+func ParseCommandStats(info string) map[string]int64 {
+	out := map[string]int64{}
+	for _, line := range strings.Split(info, "\n") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if name, ok = strings.CutPrefix(name, "cmdstat_"); !ok {
+			continue
+		}
+		for _, f := range strings.Split(rest, ",") {
+			if v, found := strings.CutPrefix(f, "calls="); found {
+				if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+					out[strings.ToLower(name)] = n
+				}
+			}
+		}
+	}
+	return out
 }
 
 // loadAvg is /proc/loadavg's first three fields, the machine's load.

@@ -12,6 +12,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/switchboardgw/switchboard/internal/testenv"
 )
 
 func TestExactlyOnceFailsARepeatedOrMissingID(t *testing.T) {
@@ -175,5 +179,43 @@ func TestScaleReportSaysWhatFailed(t *testing.T) {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, b.String())
 		}
+	}
+}
+
+func TestCommandStatsAreCallsByCommand(t *testing.T) {
+	info := "# Commandstats\r\ncmdstat_sscan:calls=312,usec=5000,usec_per_call=16.03,rejected_calls=0,failed_calls=0\r\n" +
+		"cmdstat_GET:calls=100000,usec=1,usec_per_call=0.00\r\ncmdstat_client|setname:calls=2,usec=3\r\nnot_a_stat:calls=5\r\n"
+	got := ParseCommandStats(info)
+	want := map[string]int64{"sscan": 312, "get": 100000, "client|setname": 2}
+	if len(got) != len(want) {
+		t.Fatalf("ParseCommandStats = %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s: %d calls, want %d", k, got[k], v)
+		}
+	}
+}
+
+// The registry's commands come from a real redis-server: a scan would
+// show as "scan".
+func TestCommandCallsAreReadFromARealRedis(t *testing.T) {
+	r := testenv.StartRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr()})
+	defer rdb.Close()
+	ctx := context.Background()
+	before, err := RedisCommandCalls(ctx, rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Scan(ctx, 0, "*", 10).Err(); err != nil {
+		t.Fatal(err)
+	}
+	after, err := RedisCommandCalls(ctx, rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after["scan"]-before["scan"] != 1 {
+		t.Errorf("scan calls %d → %d, want one more", before["scan"], after["scan"])
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"sort"
 	"strings"
 	"time"
 )
@@ -123,6 +124,12 @@ func WriteScaleReport(w io.Writer, r ScaleReport) {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t\n", c.name, c.t.Calls, c.t.Errors, ms(c.t.P50), ms(c.t.P99), ms(c.t.Max))
 	}
 	_ = tw.Flush()
+	cmds := make([]string, 0, len(r.Redis))
+	for c, n := range r.Redis {
+		cmds = append(cmds, fmt.Sprintf("%s %d", c, n))
+	}
+	sort.Strings(cmds)
+	fmt.Fprintf(w, "\nRegistry (redis-server) commands during the listings and calls: %s\n", strings.Join(cmds, ", "))
 	t := r.Tail
 	fmt.Fprintf(w, "\nEvents tail (?rate=100) during a churn of %d connections (%v): %d lines, %d connects, %d disconnects, %d dropped (%d of %d accounted for); router RSS %.1f → %.1f MiB, heap %.1f → %.1f MiB\n",
 		t.Churn, t.Span.Round(time.Millisecond), t.Lines, t.Connects, t.Disconnects, t.Dropped, t.Accounted(), 2*t.Churn,

@@ -2,7 +2,7 @@
 # run everything CI runs.
 GO ?= go
 
-.PHONY: run test test-node vet build bench bench-all bench-peers soak docs image chart-docs console-docs
+.PHONY: run test test-node vet build bench bench-all bench-peers bench-scale soak docs image chart-docs console-docs
 
 run:
 	$(GO) run ./cmd/edge
@@ -72,6 +72,13 @@ bench-all:
 # minutes; PEERS_FLAGS="-n 5000 -connect-n 5000 -fanout-n 3000" is quicker.
 bench-peers:
 	$(GO) run ./bench/cmd/swbench peers $(PEERS_FLAGS)
+
+# The operator surfaces at 100,000 connections (docs/benchmarks.md, "100k
+# connections"): 6 edges, a router, redis-server and nats-server as separate
+# processes; the listings, /@nodes, /@stats, GET /@connections/{id} and an
+# /@events tail timed through the router. Stops by itself within 10 minutes.
+bench-scale:
+	$(GO) run ./bench/cmd/swbench scale $(SCALE_FLAGS)
 
 # The soak (docs/benchmarks.md, "Soak"): 10 minutes of churn, messages, posts
 # and group sends on a 2-edge + router cluster with one edge restart; fails

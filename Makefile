@@ -2,7 +2,7 @@
 # run everything CI runs.
 GO ?= go
 
-.PHONY: run test test-node vet build bench bench-all soak docs image chart-docs console-docs
+.PHONY: run test test-node vet build bench bench-all soak docs image chart-docs console-docs chat-client
 
 run:
 	$(GO) run ./cmd/edge
@@ -50,6 +50,14 @@ test-node:
 	cd sdk/node-lambda && SWITCHBOARD_BIN_DIR="$$bin" $(NODE) --test --test-timeout=300000 test/*.test.js ../../examples/node-chat/test/*.test.js && \
 	echo "cd clients/js && node --test test/*.test.js" && \
 	cd ../../clients/js && SWITCHBOARD_BIN_DIR="$$bin" $(NODE) --test --test-timeout=300000 test/*.test.js
+
+# The chat example's copy of the client (examples/chat/web, embedded in its
+# binary, so that the example builds and its Go tests run without Node):
+# clients/js built and copied. A test of make test-node fails when the copy
+# is not the build of the current source.
+chat-client:
+	cd clients/js && $(NPM) ci --no-audit --no-fund --loglevel=error && $(NPM) run build
+	cp clients/js/dist/index.js examples/chat/web/switchboard-client.js
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...

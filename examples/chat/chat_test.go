@@ -232,11 +232,24 @@ func TestPageIsServedAndPointsAtTheGateway(t *testing.T) {
 	ch, e := startChat(t)
 	base := "http://" + ch.HTTPAddr() + "/"
 	page := get(t, base)
-	for _, want := range []string{"<title>Switchboard chat</title>", "new WebSocket(", `action: "send"`,
-		`ws.binaryType = "arraybuffer"`, `id="current"`, `rel="icon"`} {
+	for _, want := range []string{"<title>Switchboard chat</title>", `import { SwitchboardSocket } from "./switchboard-client.js"`,
+		"new SwitchboardSocket(", `action: "send"`, `ws.binaryType = "arraybuffer"`, `id="current"`, `rel="icon"`} {
 		if !strings.Contains(page, want) {
 			t.Fatalf("page lacks %q", want)
 		}
+	}
+	// The client library the page imports is served, as a JavaScript module.
+	resp, err := http.Get(base + "switchboard-client.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lib, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || !strings.HasPrefix(ct, "text/javascript") {
+		t.Fatalf("switchboard-client.js: %d %q, want 200 text/javascript (browsers refuse modules of other types)", resp.StatusCode, ct)
+	}
+	if !strings.Contains(string(lib), "export class SwitchboardSocket") {
+		t.Fatal("switchboard-client.js does not export SwitchboardSocket")
 	}
 	for _, icon := range []string{"favicon.svg", "favicon.ico"} {
 		if got := get(t, base+icon); !strings.HasPrefix(got, "<svg") {

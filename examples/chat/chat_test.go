@@ -31,13 +31,20 @@ type frame struct {
 // `go run ./cmd/edge -two-way-routes rooms` and `go run ./examples/chat` do.
 func startChat(t *testing.T) (*chat, gatewaytest.Edge) {
 	t.Helper()
+	return startChatVia(t, gatewaytest.Edge.WSURL)
+}
+
+// startChatVia is startChat with the page pointed at pageWS(edge) (e.g. a
+// proxy in front of the edge) instead of the edge itself.
+func startChatVia(t *testing.T, pageWS func(gatewaytest.Edge) string) (*chat, gatewaytest.Edge) {
+	t.Helper()
 	// required: a connection can only exist if the chat backend allowed it.
 	e := gatewaytest.StartEdge(t, "-two-way-routes", "rooms", "-connect-mode", "required")
 	c, err := newChat(Config{
 		NATSURL:    e.NATSURL(),
 		APIURL:     "http://" + e.APIAddr(),
 		HTTPListen: "127.0.0.1:0",
-		WSURL:      e.WSURL(),
+		WSURL:      pageWS(e),
 	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,261 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/switchboardgw/switchboard/examples/internal/gatewaytest"
+)
+
+// The chat page in headless Chromium (Debian's chromium, which .ci/run
+// installs), its WebSocket through a proxy that plays the phone's network:
+// a drop without a close frame loses no message, either way.
+
+// network is a TCP proxy in front of the edge's WebSocket port. down resets
+// every connection through it (no close frame, as when a phone loses its
+// network) and refuses new ones until up.
+type network struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	isDown bool
+	conns  []net.Conn
+}
+
+func startNetwork(t *testing.T, target string) *network {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &network{ln: ln, target: target}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() { n.carry(c) })
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		n.down()
+		wg.Wait()
+	})
+	return n
+}
+
+func (n *network) carry(client net.Conn) {
+	n.mu.Lock()
+	if n.isDown {
+		n.mu.Unlock()
+		reset(client)
+		return
+	}
+	n.mu.Unlock()
+	upstream, err := net.Dial("tcp", n.target)
+	if err != nil {
+		reset(client)
+		return
+	}
+	n.mu.Lock()
+	n.conns = append(n.conns, client, upstream)
+	n.mu.Unlock()
+	done := make(chan struct{}, 2)
+	pipe := func(dst, src net.Conn) {
+		buf := make([]byte, 32<<10)
+		for {
+			k, err := src.Read(buf)
+			if k > 0 {
+				if _, werr := dst.Write(buf[:k]); werr != nil {
+					break
+				}
+			}
+			if err != nil {
+				break
+			}
+		}
+		done <- struct{}{}
+	}
+	go pipe(upstream, client)
+	go pipe(client, upstream)
+	<-done
+	reset(client)
+	reset(upstream)
+	<-done
+}
+
+// reset closes c with a TCP reset: no FIN, no close frame.
+func reset(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	_ = c.Close()
+}
+
+func (n *network) down() {
+	n.mu.Lock()
+	n.isDown = true
+	conns := n.conns
+	n.conns = nil
+	n.mu.Unlock()
+	for _, c := range conns {
+		reset(c)
+	}
+}
+
+func (n *network) up() {
+	n.mu.Lock()
+	n.isDown = false
+	n.mu.Unlock()
+}
+
+func (n *network) wsURL() string { return "ws://" + n.ln.Addr().String() + "/" }
+
+// chromium starts headless Chromium and returns a tab. A missing browser is
+// a failure, not a skip: CI installs it.
+func chromium(t *testing.T) context.Context {
+	t.Helper()
+	var path string
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			path = p
+			break
+		}
+	}
+	if path == "" {
+		t.Fatal("no chromium on PATH: apt-get install -y chromium (.ci/run does)")
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(path),
+		chromedp.NoSandbox, // CI runs as root
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.UserDataDir(t.TempDir()),
+	)
+	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancel(); acancel() })
+	if err := chromedp.Do(ctx); err != nil { // starts the browser, for the context's life
+		t.Fatalf("start chromium: %v", err)
+	}
+	return ctx
+}
+
+// inPage evaluates a JavaScript expression in the tab.
+func inPage[T any](ctx context.Context, expr string) (T, error) {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return chromedp.Run(cctx, chromedp.Evaluate[T](expr))
+}
+
+// pageShows waits until the expression is true in the tab.
+func pageShows(t *testing.T, ctx context.Context, what, expr string) {
+	t.Helper()
+	deadline := time.Now().Add(gatewaytest.Deadline)
+	for {
+		ok, err := inPage[bool](ctx, "!!("+expr+")")
+		if err == nil && ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			status, _ := inPage[string](ctx, `document.getElementById("status").textContent + " | " + document.getElementById("log").innerText`)
+			t.Fatalf("%s: not true after %v (%v); page shows %q", what, gatewaytest.Deadline, err, status)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func act(t *testing.T, ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	cctx, cancel := context.WithTimeout(ctx, gatewaytest.Deadline)
+	defer cancel()
+	if err := chromedp.Do(cctx, actions...); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// Scenario: alice chats in the browser, bob from a plain client. Alice's
+// network drops (her TCP connection is reset, no close frame) while bob
+// sends ten messages and alice types one; when her network is back the
+// page resumes the same connection: she sees bob's messages once each, in
+// order, bob gets hers, and the room never saw her leave.
+func TestBrowserChatLosesNothingAcrossANetworkDrop(t *testing.T) {
+	var netw *network
+	ch, e := startChatVia(t, func(e gatewaytest.Edge) string {
+		netw = startNetwork(t, e.WSAddr())
+		return netw.wsURL()
+	})
+	ctx := chromium(t)
+	act(t, ctx, "open the page", chromedp.Navigate("http://"+ch.HTTPAddr()+"/"))
+	// config.json (the gateway's URL: the proxy) is fetched as the page loads.
+	pageShows(t, ctx, "config loaded", `document.body.dataset.config === "loaded"`)
+	act(t, ctx, "connect as alice", chromedp.SetValue("#name", "alice"), chromedp.SetValue("#room", "lobby"),
+		chromedp.Click("#connect"))
+	pageShows(t, ctx, "alice in the lobby", `document.getElementById("log").innerText.includes("alice joined lobby")`)
+	id, err := inPage[string](ctx, "window.chat.connectionId")
+	if err != nil || id == "" {
+		t.Fatalf("connection ID in the page: %q %v", id, err)
+	}
+
+	bob := gatewaytest.Dial(t, joinURL(e, "bob", "lobby"))
+	joined(t, bob, "bob", "lobby")
+	say := func(text string) { gatewaytest.Send(t, bob, fmt.Sprintf(`{"action":"send","text":%q}`, text)) }
+	say("before")
+	pageShows(t, ctx, "before", `document.getElementById("log").innerText.includes("bob: before")`)
+
+	netw.down()
+	pageShows(t, ctx, "alice's page reconnecting", `window.chat.readyState === 0`)
+	var want []string
+	for i := 1; i <= 10; i++ {
+		m := fmt.Sprintf("away %d", i)
+		say(m)
+		want = append(want, m)
+	}
+	act(t, ctx, "alice types while away", chromedp.SetValue("#say", "typed while away"), chromedp.Click("#send"))
+	netw.up()
+
+	pageShows(t, ctx, "resumed", `document.getElementById("log").innerText.includes("nothing missed")`)
+	say("after")
+	pageShows(t, ctx, "after", `document.getElementById("log").innerText.includes("bob: after")`)
+	log, err := inPage[string](ctx, `document.getElementById("log").innerText`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, l := range strings.Split(log, "\n") {
+		if text, ok := strings.CutPrefix(strings.TrimSpace(l), "[lobby] bob: "); ok {
+			got = append(got, text)
+		}
+	}
+	want = append(append([]string{"before"}, want...), "after")
+	if !slices.Equal(got, want) {
+		t.Fatalf("alice saw from bob %q, want %q (each once, in order)", got, want)
+	}
+	if strings.Contains(log, "alice left") || strings.Contains(log, "new connection") {
+		t.Fatalf("the drop showed: %q", log)
+	}
+	if now, _ := inPage[string](ctx, "window.chat.connectionId"); now != id {
+		t.Fatalf("connection ID %q after the drop, want %q (resumed)", now, id)
+	}
+	// Bob gets what alice typed while away, after the resume.
+	for {
+		f, _ := next(t, bob, "message")
+		if f.From == "alice" {
+			if f.Text != "typed while away" {
+				t.Fatalf("bob got %q from alice", f.Text)
+			}
+			break
+		}
+	}
+}

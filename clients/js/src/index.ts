@@ -29,7 +29,7 @@ export type MessageData = string | ArrayBuffer | Blob | ArrayBufferView;
 export interface BackoffOptions {
   /** Delay before the first reconnect attempt. Default 250 ms. */
   minDelayMs?: number;
-  /** The cap on any delay. Default 30 000 ms. */
+  /** The cap on any delay. Default 10 000 ms: well inside the edge's default 30 s resume window. */
   maxDelayMs?: number;
   /** Growth per failed attempt. Default 2. */
   factor?: number;
@@ -66,7 +66,7 @@ export interface Options {
    * server or the application meant it.
    */
   shouldReconnect?: (code: number, reason: string) => boolean;
-  /** Time for a socket to open and deliver its session frame. Default 10 000 ms. */
+  /** Time for a socket to open and deliver its session frame, and for close() to be answered. Default 10 000 ms. */
   connectTimeoutMs?: number;
   /** Application-level heartbeat through the edge's -app-ping. Default off. */
   heartbeat?: HeartbeatOptions;
@@ -86,7 +86,7 @@ export interface Options {
 
 const defaults = {
   minDelayMs: 250,
-  maxDelayMs: 30_000,
+  maxDelayMs: 10_000,
   factor: 2,
   jitter: 0.5,
   connectTimeoutMs: 10_000,
@@ -275,8 +275,20 @@ export class SwitchboardSocket extends EventTarget {
     this.#WS = WS;
     this.#opts = opts;
     this.url = String(url);
+    // Browsers say when the network is back: the waiting attempt starts
+    // then, instead of at the end of a backoff that grew while offline.
+    if (typeof window !== 'undefined' && typeof window.addEventListener === 'function') {
+      window.addEventListener('online', this.#onOnline);
+    }
     this.#open();
   }
+
+  #onOnline = (): void => {
+    if (this.#state === SwitchboardSocket.CONNECTING && this.#ws === null) {
+      clearTimeout(this.#retryTimer);
+      this.#open();
+    }
+  };
 
   /** 0 CONNECTING (also while reconnecting), 1 OPEN, 2 CLOSING, 3 CLOSED. */
   get readyState(): number {
@@ -333,10 +345,11 @@ export class SwitchboardSocket extends EventTarget {
    */
   send(data: MessageData): boolean {
     if (this.#state === SwitchboardSocket.CLOSING || this.#state === SwitchboardSocket.CLOSED) return false;
-    if (this.#state === SwitchboardSocket.OPEN && this.#ws) {
+    if (this.#state === SwitchboardSocket.OPEN && this.#ws?.readyState === 1) {
       this.#ws.send(data);
       return true;
     }
+    // Not open, or the socket is closing under us: its close brings a new one.
     const n = byteSize(data);
     const maxMsgs = this.#opts.maxQueuedMessages ?? defaults.maxQueuedMessages;
     const maxBytes = this.#opts.maxQueuedBytes ?? defaults.maxQueuedBytes;
@@ -361,7 +374,10 @@ export class SwitchboardSocket extends EventTarget {
     clearTimeout(this.#retryTimer);
     const ws = this.#ws;
     if (ws && ws.readyState === 1) {
-      ws.close(code, reason); // #lost finishes on its close event
+      ws.close(code, reason); // #lost finishes on its close event,
+      // or on this timer when the network is gone and no answer comes.
+      clearTimeout(this.#connectTimer);
+      this.#connectTimer = setTimeout(() => this.#lost(ws, code, reason), this.#opts.connectTimeoutMs ?? defaults.connectTimeoutMs);
       return;
     }
     this.#drop();
@@ -562,6 +578,9 @@ export class SwitchboardSocket extends EventTarget {
 
   #finish(code: number, reason: string, wasClean: boolean): void {
     clearTimeout(this.#retryTimer);
+    if (typeof window !== 'undefined' && typeof window.removeEventListener === 'function') {
+      window.removeEventListener('online', this.#onOnline);
+    }
     this.#state = SwitchboardSocket.CLOSED;
     const unsent = this.#queue.length;
     this.#queue = [];

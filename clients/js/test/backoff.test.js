@@ -16,10 +16,10 @@ test('delays grow by factor from minDelayMs up to maxDelayMs; jitter takes up to
   const bottom = [1, 2, 3, 4, 5, 6, 50].map((n) => backoffDelay(n, o, () => 1));
   assert.deepEqual(bottom, [50, 100, 200, 400, 500, 500, 500]);
   assert.equal(backoffDelay(3, { ...o, jitter: 0 }, Math.random), 400);
-  // The defaults: 250 ms doubling to 30 s, half of it at random.
+  // The defaults: 250 ms doubling to 10 s, half of it at random.
   assert.equal(backoffDelay(1, {}, () => 0), 250);
-  assert.equal(backoffDelay(100, {}, () => 0), 30000);
-  assert.equal(backoffDelay(100, {}, () => 1), 15000);
+  assert.equal(backoffDelay(100, {}, () => 0), 10000);
+  assert.equal(backoffDelay(100, {}, () => 1), 5000);
 });
 
 test('closes the application or the server meant end it; lost sockets and restarts reconnect', () => {

@@ -7,7 +7,7 @@
 var _a;
 const defaults = {
     minDelayMs: 250,
-    maxDelayMs: 30_000,
+    maxDelayMs: 10_000,
     factor: 2,
     jitter: 0.5,
     connectTimeoutMs: 10_000,
@@ -186,8 +186,19 @@ export class SwitchboardSocket extends EventTarget {
         this.#WS = WS;
         this.#opts = opts;
         this.url = String(url);
+        // Browsers say when the network is back: the waiting attempt starts
+        // then, instead of at the end of a backoff that grew while offline.
+        if (typeof window !== 'undefined' && typeof window.addEventListener === 'function') {
+            window.addEventListener('online', this.#onOnline);
+        }
         this.#open();
     }
+    #onOnline = () => {
+        if (this.#state === _a.CONNECTING && this.#ws === null) {
+            clearTimeout(this.#retryTimer);
+            this.#open();
+        }
+    };
     /** 0 CONNECTING (also while reconnecting), 1 OPEN, 2 CLOSING, 3 CLOSED. */
     get readyState() {
         return this.#state;
@@ -236,10 +247,11 @@ export class SwitchboardSocket extends EventTarget {
     send(data) {
         if (this.#state === _a.CLOSING || this.#state === _a.CLOSED)
             return false;
-        if (this.#state === _a.OPEN && this.#ws) {
+        if (this.#state === _a.OPEN && this.#ws?.readyState === 1) {
             this.#ws.send(data);
             return true;
         }
+        // Not open, or the socket is closing under us: its close brings a new one.
         const n = byteSize(data);
         const maxMsgs = this.#opts.maxQueuedMessages ?? defaults.maxQueuedMessages;
         const maxBytes = this.#opts.maxQueuedBytes ?? defaults.maxQueuedBytes;
@@ -265,7 +277,10 @@ export class SwitchboardSocket extends EventTarget {
         clearTimeout(this.#retryTimer);
         const ws = this.#ws;
         if (ws && ws.readyState === 1) {
-            ws.close(code, reason); // #lost finishes on its close event
+            ws.close(code, reason); // #lost finishes on its close event,
+            // or on this timer when the network is gone and no answer comes.
+            clearTimeout(this.#connectTimer);
+            this.#connectTimer = setTimeout(() => this.#lost(ws, code, reason), this.#opts.connectTimeoutMs ?? defaults.connectTimeoutMs);
             return;
         }
         this.#drop();
@@ -472,6 +487,9 @@ export class SwitchboardSocket extends EventTarget {
     }
     #finish(code, reason, wasClean) {
         clearTimeout(this.#retryTimer);
+        if (typeof window !== 'undefined' && typeof window.removeEventListener === 'function') {
+            window.removeEventListener('online', this.#onOnline);
+        }
         this.#state = _a.CLOSED;
         const unsent = this.#queue.length;
         this.#queue = [];

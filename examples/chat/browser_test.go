@@ -3,125 +3,22 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"os/exec"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
 	"github.com/switchboardgw/switchboard/examples/internal/gatewaytest"
+	"github.com/switchboardgw/switchboard/internal/testenv"
 )
 
 // The chat page in headless Chromium (Debian's chromium, which .ci/run
-// installs), its WebSocket through a proxy that plays the phone's network:
-// a drop without a close frame loses no message, either way.
-
-// network is a TCP proxy in front of the edge's WebSocket port. down resets
-// every connection through it (no close frame, as when a phone loses its
-// network) and refuses new ones until up.
-type network struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	isDown bool
-	conns  []net.Conn
-}
-
-func startNetwork(t *testing.T, target string) *network {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := &network{ln: ln, target: target}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() { n.carry(c) })
-		}
-	})
-	t.Cleanup(func() {
-		ln.Close()
-		n.down()
-		wg.Wait()
-	})
-	return n
-}
-
-func (n *network) carry(client net.Conn) {
-	n.mu.Lock()
-	if n.isDown {
-		n.mu.Unlock()
-		reset(client)
-		return
-	}
-	n.mu.Unlock()
-	upstream, err := net.Dial("tcp", n.target)
-	if err != nil {
-		reset(client)
-		return
-	}
-	n.mu.Lock()
-	n.conns = append(n.conns, client, upstream)
-	n.mu.Unlock()
-	done := make(chan struct{}, 2)
-	pipe := func(dst, src net.Conn) {
-		buf := make([]byte, 32<<10)
-		for {
-			k, err := src.Read(buf)
-			if k > 0 {
-				if _, werr := dst.Write(buf[:k]); werr != nil {
-					break
-				}
-			}
-			if err != nil {
-				break
-			}
-		}
-		done <- struct{}{}
-	}
-	go pipe(upstream, client)
-	go pipe(client, upstream)
-	<-done
-	reset(client)
-	reset(upstream)
-	<-done
-}
-
-// reset closes c with a TCP reset: no FIN, no close frame.
-func reset(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		_ = tc.SetLinger(0)
-	}
-	_ = c.Close()
-}
-
-func (n *network) down() {
-	n.mu.Lock()
-	n.isDown = true
-	conns := n.conns
-	n.conns = nil
-	n.mu.Unlock()
-	for _, c := range conns {
-		reset(c)
-	}
-}
-
-func (n *network) up() {
-	n.mu.Lock()
-	n.isDown = false
-	n.mu.Unlock()
-}
-
-func (n *network) wsURL() string { return "ws://" + n.ln.Addr().String() + "/" }
+// installs), its WebSocket through a proxy that plays the phone's network
+// (testenv.Proxy: Down resets every connection, no close frame, and
+// refuses new ones until Up): a drop loses no message, either way.
 
 // chromium starts headless Chromium and returns a tab. A missing browser is
 // a failure, not a skip: CI installs it.
@@ -191,10 +88,10 @@ func act(t *testing.T, ctx context.Context, what string, actions ...chromedp.Act
 // page resumes the same connection: she sees bob's messages once each, in
 // order, bob gets hers, and the room never saw her leave.
 func TestBrowserChatLosesNothingAcrossANetworkDrop(t *testing.T) {
-	var netw *network
+	var netw *testenv.Proxy
 	ch, e := startChatVia(t, func(e gatewaytest.Edge) string {
-		netw = startNetwork(t, e.WSAddr())
-		return netw.wsURL()
+		netw = testenv.StartProxy(t, e.WSAddr())
+		return "ws://" + netw.Addr() + "/"
 	})
 	ctx := chromium(t)
 	act(t, ctx, "open the page", chromedp.Navigate("http://"+ch.HTTPAddr()+"/"))
@@ -214,7 +111,7 @@ func TestBrowserChatLosesNothingAcrossANetworkDrop(t *testing.T) {
 	say("before")
 	pageShows(t, ctx, "before", `document.getElementById("log").innerText.includes("bob: before")`)
 
-	netw.down()
+	netw.Down()
 	pageShows(t, ctx, "alice's page reconnecting", `window.chat.readyState === 0`)
 	var want []string
 	for i := 1; i <= 10; i++ {
@@ -223,7 +120,7 @@ func TestBrowserChatLosesNothingAcrossANetworkDrop(t *testing.T) {
 		want = append(want, m)
 	}
 	act(t, ctx, "alice types while away", chromedp.SetValue("#say", "typed while away"), chromedp.Click("#send"))
-	netw.up()
+	netw.Up()
 
 	pageShows(t, ctx, "resumed", `document.getElementById("log").innerText.includes("nothing missed")`)
 	say("after")

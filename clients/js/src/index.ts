@@ -238,7 +238,6 @@ export class SwitchboardSocket extends EventTarget {
   readonly CLOSING = 2;
   readonly CLOSED = 3;
 
-  readonly url: string;
   onopen: Listener<OpenEvent> = null;
   onmessage: Listener<MessageEvent> = null;
   onresumed: Listener<ResumedEvent> = null;
@@ -248,6 +247,8 @@ export class SwitchboardSocket extends EventTarget {
   onerror: Listener<ErrorEvent> = null;
 
   #opts: Options;
+  #url: string | URL | (() => string | URL);
+  #lastURL = '';
   #WS: WebSocketConstructor;
   #state = 0;
   #binaryType = 'blob';
@@ -266,7 +267,13 @@ export class SwitchboardSocket extends EventTarget {
   #pingTimer: ReturnType<typeof setInterval> | undefined;
   #closeAsked: { code: number; reason: string } | null = null;
 
-  constructor(url: string | URL, opts: Options = {}) {
+  /**
+   * url is where to connect, or a function called before every socket (a
+   * fresh credential in the query for each attempt, e.g. a JWT that may
+   * have expired while away: a resume refused with 401 keeps the
+   * connection detached, and the next attempt can carry a new one).
+   */
+  constructor(url: string | URL | (() => string | URL), opts: Options = {}) {
     super();
     const WS = opts.WebSocket ?? (globalThis as any).WebSocket;
     if (typeof WS !== 'function') {
@@ -274,7 +281,7 @@ export class SwitchboardSocket extends EventTarget {
     }
     this.#WS = WS;
     this.#opts = opts;
-    this.url = String(url);
+    this.#url = url;
     // Browsers say when the network is back: the waiting attempt starts
     // then, instead of at the end of a backoff that grew while offline.
     if (typeof window !== 'undefined' && typeof window.addEventListener === 'function') {
@@ -289,6 +296,11 @@ export class SwitchboardSocket extends EventTarget {
       this.#open();
     }
   };
+
+  /** The URL of the latest socket, without the resume parameters. */
+  get url(): string {
+    return this.#lastURL;
+  }
 
   /** 0 CONNECTING (also while reconnecting), 1 OPEN, 2 CLOSING, 3 CLOSED. */
   get readyState(): number {
@@ -400,14 +412,24 @@ export class SwitchboardSocket extends EventTarget {
 
   #emit(ev: Event): void {
     const h = (this as any)['on' + ev.type];
-    if (typeof h === 'function') h.call(this, ev);
+    if (typeof h === 'function') {
+      try {
+        h.call(this, ev);
+      } catch (err) {
+        // Reported like a listener's error, not thrown into the reconnect logic.
+        setTimeout(() => {
+          throw err;
+        });
+      }
+    }
     this.dispatchEvent(ev);
   }
 
   /** The URL of the next socket: the caller's, plus what resume asks. */
   #socketURL(): string {
-    if (this.#opts.resume === false) return this.url;
-    const u = new URL(this.url);
+    this.#lastURL = String(typeof this.#url === 'function' ? this.#url() : this.#url);
+    if (this.#opts.resume === false) return this.#lastURL;
+    const u = new URL(this.#lastURL);
     u.searchParams.delete('resume');
     u.searchParams.delete('received');
     if (this.#session?.token) {
@@ -539,7 +561,10 @@ export class SwitchboardSocket extends EventTarget {
     const ws = this.#ws;
     this.#ws = null;
     if (!ws) return;
-    ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
+    ws.onopen = ws.onmessage = ws.onclose = null;
+    // Not null: ws (Node) reports the abort of a handshake as an error
+    // event, which an EventEmitter without a listener would throw.
+    ws.onerror = () => {};
     if (ws.readyState === 0 || ws.readyState === 1) {
       // A socket given up on may still be open as far as the platform knows.
       const terminate = (ws as any).terminate;

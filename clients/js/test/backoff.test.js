@@ -64,3 +64,26 @@ test('without a WebSocket to use (Node 18/20 and no option), the constructor say
     if (platform) Object.defineProperty(globalThis, 'WebSocket', platform);
   }
 });
+
+test('an edge that accepts TCP but never answers the upgrade: each attempt is abandoned after connectTimeoutMs', async () => {
+  const held = [];
+  const silent = net.createServer((s) => held.push(s)); // reads nothing, answers nothing
+  await new Promise((resolve) => silent.listen(0, '127.0.0.1', resolve));
+  const urls = [];
+  let n = 0;
+  const sock = new SwitchboardSocket(() => {
+    const u = `ws://127.0.0.1:${silent.address().port}/?attempt=${++n}`;
+    urls.push(u);
+    return u;
+  }, { WebSocket, connectTimeoutMs: 100, maxRetries: 2, backoff: { minDelayMs: 10, maxDelayMs: 10 } });
+  const codes = [];
+  sock.onreconnecting = (ev) => codes.push(ev.code);
+  const closed = await new Promise((resolve) => sock.addEventListener('close', resolve));
+  assert.deepEqual(codes, [4901, 4901]);
+  assert.equal(closed.code, 4901);
+  assert.equal(urls.length, 3, 'the URL function is asked before every socket');
+  assert.equal(sock.url, urls[2]);
+  assert.equal(held.length, 3);
+  for (const s of held) s.destroy();
+  await new Promise((resolve) => silent.close(resolve));
+});

@@ -151,7 +151,6 @@ export class SwitchboardSocket extends EventTarget {
     OPEN = 1;
     CLOSING = 2;
     CLOSED = 3;
-    url;
     onopen = null;
     onmessage = null;
     onresumed = null;
@@ -160,6 +159,8 @@ export class SwitchboardSocket extends EventTarget {
     onclose = null;
     onerror = null;
     #opts;
+    #url;
+    #lastURL = '';
     #WS;
     #state = 0;
     #binaryType = 'blob';
@@ -177,6 +178,12 @@ export class SwitchboardSocket extends EventTarget {
     #deadTimer;
     #pingTimer;
     #closeAsked = null;
+    /**
+     * url is where to connect, or a function called before every socket (a
+     * fresh credential in the query for each attempt, e.g. a JWT that may
+     * have expired while away: a resume refused with 401 keeps the
+     * connection detached, and the next attempt can carry a new one).
+     */
     constructor(url, opts = {}) {
         super();
         const WS = opts.WebSocket ?? globalThis.WebSocket;
@@ -185,7 +192,7 @@ export class SwitchboardSocket extends EventTarget {
         }
         this.#WS = WS;
         this.#opts = opts;
-        this.url = String(url);
+        this.#url = url;
         // Browsers say when the network is back: the waiting attempt starts
         // then, instead of at the end of a backoff that grew while offline.
         if (typeof window !== 'undefined' && typeof window.addEventListener === 'function') {
@@ -199,6 +206,10 @@ export class SwitchboardSocket extends EventTarget {
             this.#open();
         }
     };
+    /** The URL of the latest socket, without the resume parameters. */
+    get url() {
+        return this.#lastURL;
+    }
     /** 0 CONNECTING (also while reconnecting), 1 OPEN, 2 CLOSING, 3 CLOSED. */
     get readyState() {
         return this.#state;
@@ -294,15 +305,25 @@ export class SwitchboardSocket extends EventTarget {
     }
     #emit(ev) {
         const h = this['on' + ev.type];
-        if (typeof h === 'function')
-            h.call(this, ev);
+        if (typeof h === 'function') {
+            try {
+                h.call(this, ev);
+            }
+            catch (err) {
+                // Reported like a listener's error, not thrown into the reconnect logic.
+                setTimeout(() => {
+                    throw err;
+                });
+            }
+        }
         this.dispatchEvent(ev);
     }
     /** The URL of the next socket: the caller's, plus what resume asks. */
     #socketURL() {
+        this.#lastURL = String(typeof this.#url === 'function' ? this.#url() : this.#url);
         if (this.#opts.resume === false)
-            return this.url;
-        const u = new URL(this.url);
+            return this.#lastURL;
+        const u = new URL(this.#lastURL);
         u.searchParams.delete('resume');
         u.searchParams.delete('received');
         if (this.#session?.token) {
@@ -445,7 +466,10 @@ export class SwitchboardSocket extends EventTarget {
         this.#ws = null;
         if (!ws)
             return;
-        ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
+        ws.onopen = ws.onmessage = ws.onclose = null;
+        // Not null: ws (Node) reports the abort of a handshake as an error
+        // event, which an EventEmitter without a listener would throw.
+        ws.onerror = () => { };
         if (ws.readyState === 0 || ws.readyState === 1) {
             // A socket given up on may still be open as far as the platform knows.
             const terminate = ws.terminate;

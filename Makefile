@@ -2,7 +2,7 @@
 # run everything CI runs.
 GO ?= go
 
-.PHONY: run test test-node vet build bench bench-all soak docs image chart-docs console-docs chat-client
+.PHONY: run test test-node vet build bench bench-all bench-peers soak docs image chart-docs console-docs chat-client
 
 run:
 	$(GO) run ./cmd/edge
@@ -71,8 +71,20 @@ bench-all:
 	$(GO) run ./bench/cmd/swbench all -n 15000 -repeat 3
 	$(GO) test -run '^$$' -bench BenchmarkAPIPost -benchtime 3000x ./internal/app
 	$(GO) test -run '^$$' -bench GroupFanout ./internal/groups
+	$(GO) test -run '^$$' -bench FanoutCompression -benchtime 10x ./internal/groups
+	$(GO) run ./bench/cmd/swbench idle -n 15000 -servers edge -compression
 	$(GO) test -run '^$$' -bench 'BenchmarkRegister|BenchmarkRouterPost' -benchtime 3s ./internal/cluster
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/edge ./internal/lifecycle ./internal/api
+
+# Switchboard next to Centrifugo v6.9.1 and the goroutine baseline, end to
+# end (docs/benchmarks.md, "Peers"): idle memory, connect rate through a
+# backend, fan-out to 10,000 members, cross-node posts with the CPU of every
+# process, on one node, 2-node and 3-node clusters of each. Every part is
+# its own process on loopback ports (its own redis-server and nats-server);
+# Centrifugo and nats-server are built once into the user cache. About 6
+# minutes; PEERS_FLAGS="-n 5000 -connect-n 5000 -fanout-n 3000" is quicker.
+bench-peers:
+	$(GO) run ./bench/cmd/swbench peers $(PEERS_FLAGS)
 
 # The soak (docs/benchmarks.md, "Soak"): 10 minutes of churn, messages, posts
 # and group sends on a 2-edge + router cluster with one edge restart; fails

@@ -26,7 +26,7 @@ const DefaultEdgeArgs = "-listen {listen} -admin-listen {admin} -api-listen {api
 // from the repository root. Unless given commands, it builds the baseline,
 // swload and (if ./cmd/edge exists) the edge into a temporary directory.
 func CLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	usage := "usage: swbench idle|connect-rate|echo|drain|all|soak [flags]"
+	usage := "usage: swbench idle|connect-rate|echo|drain|all|soak|peers [flags]"
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		fmt.Fprintln(stderr, usage)
 		return flag.ErrHelp
@@ -34,6 +34,9 @@ func CLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	scenario := args[0]
 	if scenario == "soak" {
 		return soakCLI(ctx, args[1:], stdout, stderr)
+	}
+	if scenario == "peers" {
+		return peersCLI(ctx, args[1:], stdout, stderr)
 	}
 	switch scenario {
 	case "idle", "connect-rate", "echo", "drain", "all":
@@ -61,9 +64,13 @@ func CLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		msgSize    = fs.Int("size", 64, "echo: message size, bytes")
 		asJSON     = fs.Bool("json", false, "print results as JSON instead of tables")
 		buildDirFl = fs.String("build-dir", "", "where to build binaries (default: a temporary directory, removed at exit)")
+		compress   = fs.Bool("compression", false, "idle only: run the edge with -compression and have swload offer permessage-deflate, as browsers do")
 	)
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
+	}
+	if *compress && scenario != "idle" {
+		return errors.New("swbench: -compression is for the idle scenario (swload does not inflate replies)")
 	}
 	dir, cleanup, err := buildDir(*buildDirFl)
 	if err != nil {
@@ -80,6 +87,9 @@ func CLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		cfg.Swload = Command{Argv: []string{bin}}
+	}
+	if *compress {
+		cfg.Swload.Argv = append(cfg.Swload.Argv, "-deflate")
 	}
 	for _, name := range strings.Split(*servers, ",") {
 		name = strings.TrimSpace(name)
@@ -108,6 +118,9 @@ func CLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 					return err
 				}
 				line = bin + " " + DefaultEdgeArgs
+			}
+			if *compress {
+				line += " -compression"
 			}
 			// The echo scenario's backend attaches to the edge's NATS.
 			if strings.Contains(line, "{nats}") {

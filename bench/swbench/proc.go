@@ -42,17 +42,26 @@ type ServerSpec struct {
 // proc is a started child process with its output captured: stderr lines
 // are scanned (for swload's ready line) and kept, bounded, for error reports.
 type proc struct {
-	name   string
-	cmd    *exec.Cmd
-	stdout bytes.Buffer
-	tail   tailBuffer
-	ready  chan string // swload's ready line, once
-	waited chan struct{}
-	err    error
-	readWG sync.WaitGroup
+	name        string
+	cmd         *exec.Cmd
+	stdout      bytes.Buffer
+	tail        tailBuffer
+	ready       chan string // the ready line (swload's, unless startReady says), once
+	readyPrefix string
+	// anyExit: the exit status is no error (nats-server exits 1 after a
+	// clean shutdown on SIGTERM).
+	anyExit bool
+	waited  chan struct{}
+	err     error
+	readWG  sync.WaitGroup
 }
 
 func start(name string, c Command, repl map[string]string) (*proc, error) {
+	return startReady(name, c, repl, swloadReady)
+}
+
+// startReady is start for a process whose ready line begins with prefix.
+func startReady(name string, c Command, repl map[string]string, prefix string) (*proc, error) {
 	if len(c.Argv) == 0 {
 		return nil, fmt.Errorf("swbench: %s: empty command", name)
 	}
@@ -63,7 +72,7 @@ func start(name string, c Command, repl map[string]string) (*proc, error) {
 		}
 		argv[i] = a
 	}
-	p := &proc{name: name, ready: make(chan string, 1), waited: make(chan struct{})}
+	p := &proc{name: name, ready: make(chan string, 1), waited: make(chan struct{}), readyPrefix: prefix}
 	p.cmd = exec.Command(argv[0], argv[1:]...)
 	p.cmd.Env = append(os.Environ(), c.Env...)
 	// A driver that dies (Ctrl-C twice, a crash) takes its servers and
@@ -93,7 +102,7 @@ func (p *proc) scan(r io.Reader) {
 	for sc.Scan() {
 		line := sc.Text()
 		p.tail.add(line)
-		if !sent && strings.HasPrefix(line, swloadReady) {
+		if !sent && strings.HasPrefix(line, p.readyPrefix) {
 			p.ready <- line
 			sent = true
 		}
@@ -133,7 +142,7 @@ func (p *proc) stop(timeout time.Duration) error {
 	if errors.As(p.err, &ee) && ee.ProcessState.Sys().(syscall.WaitStatus).Signal() == syscall.SIGTERM {
 		return nil
 	}
-	if p.err != nil {
+	if p.err != nil && !p.anyExit {
 		return fmt.Errorf("swbench: %s: %w; stderr:\n%s", p.name, p.err, p.tail.String())
 	}
 	return nil

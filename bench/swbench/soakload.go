@@ -281,29 +281,38 @@ func (r *soakRecorder) close() {
 // startRedis runs redis-server on a free loopback port, persisting nothing,
 // and waits until it answers PING.
 func startRedis(ctx context.Context, bin, dir string) (string, func(), error) {
+	p, addr, err := startRedisProc(ctx, bin, dir)
+	if err != nil {
+		return "", nil, err
+	}
+	return addr, func() { _ = p.stop(10 * time.Second) }, nil
+}
+
+// startRedisProc is startRedis returning the process (whose CPU and
+// memory a benchmark reads).
+func startRedisProc(ctx context.Context, bin, dir string) (*proc, string, error) {
 	if _, err := exec.LookPath(bin); err != nil {
-		return "", nil, fmt.Errorf("swbench: soak needs redis-server (-redis-server): %w", err)
+		return nil, "", fmt.Errorf("swbench: redis-server needed (-redis-server): %w", err)
 	}
 	addr, err := freeAddr()
 	if err != nil {
-		return "", nil, err
+		return nil, "", err
 	}
 	_, port, _ := net.SplitHostPort(addr)
 	p, err := start("redis-server", Command{Argv: []string{bin, "--port", port, "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--protected-mode", "no", "--dir", dir}}, nil)
 	if err != nil {
-		return "", nil, err
+		return nil, "", err
 	}
-	stop := func() { _ = p.stop(10 * time.Second) }
 	deadline := time.Now().Add(15 * time.Second)
 	for !redisPing(addr) {
 		if p.exited() || time.Now().After(deadline) || ctx.Err() != nil {
-			stop()
-			return "", nil, fmt.Errorf("swbench: redis-server on %s not answering; stderr:\n%s", addr, p.tail.String())
+			_ = p.stop(10 * time.Second)
+			return nil, "", fmt.Errorf("swbench: redis-server on %s not answering; stderr:\n%s", addr, p.tail.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return addr, stop, nil
+	return p, addr, nil
 }
 
 func redisPing(addr string) bool {
@@ -331,24 +340,11 @@ func startNATS(ctx context.Context, bin string) (string, func(), error) {
 	host, port, _ := net.SplitHostPort(addr)
 	url := "nats://" + addr
 	if path, lerr := exec.LookPath(bin); bin != "" && lerr == nil {
-		p, err := start("nats-server", Command{Argv: []string{path, "-a", host, "-p", port}}, nil)
+		p, err := startNATSProc(ctx, path, addr)
 		if err != nil {
 			return "", nil, err
 		}
-		stop := func() { _ = p.stop(10 * time.Second) }
-		deadline := time.Now().Add(15 * time.Second)
-		for {
-			nc, err := nats.Connect(url, nats.Timeout(time.Second))
-			if err == nil {
-				nc.Close()
-				return url, stop, nil
-			}
-			if p.exited() || time.Now().After(deadline) || ctx.Err() != nil {
-				stop()
-				return "", nil, fmt.Errorf("swbench: nats-server on %s not answering: %v; stderr:\n%s", addr, err, p.tail.String())
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		return url, func() { _ = p.stop(10 * time.Second) }, nil
 	}
 	pn, _ := strconv.Atoi(port)
 	srv, err := natsserver.NewServer(&natsserver.Options{Host: host, Port: pn, NoLog: true, NoSigs: true})
@@ -361,4 +357,27 @@ func startNATS(ctx context.Context, bin string) (string, func(), error) {
 		return "", nil, fmt.Errorf("swbench: nats server on %s not ready", addr)
 	}
 	return url, func() { srv.Shutdown(); srv.WaitForShutdown() }, nil
+}
+
+// startNATSProc runs the nats-server binary at path on addr and waits until
+// it accepts clients.
+func startNATSProc(ctx context.Context, path, addr string) (*proc, error) {
+	host, port, _ := net.SplitHostPort(addr)
+	p, err := start("nats-server", Command{Argv: []string{path, "-a", host, "-p", port}}, nil)
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		nc, err := nats.Connect("nats://"+addr, nats.Timeout(time.Second))
+		if err == nil {
+			nc.Close()
+			return p, nil
+		}
+		if p.exited() || time.Now().After(deadline) || ctx.Err() != nil {
+			_ = p.stop(10 * time.Second)
+			return nil, fmt.Errorf("swbench: nats-server on %s not answering: %v; stderr:\n%s", addr, err, p.tail.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

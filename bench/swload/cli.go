@@ -24,14 +24,14 @@ func CLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("swload", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		mode     = fs.String("mode", "idle", "idle | echo | connect-rate")
+		mode     = fs.String("mode", "idle", "idle | echo | connect-rate | listen")
 		targets  = fs.String("target", "127.0.0.1:8080", "comma-separated IPv4 loopback host:port targets, used round-robin")
 		sources  = fs.String("src", "", "comma-separated loopback source addresses, used round-robin (default: kernel's choice)")
 		path     = fs.String("path", "/", "upgrade request path and query")
 		n        = fs.Int("n", 1000, "connections to open (at most the open-file limit minus 100)")
 		rate     = fs.Float64("rate", 1000, "new connections per second; negative = as fast as -concurrency allows")
 		conc     = fs.Int("concurrency", 256, "handshakes in flight at most")
-		hold     = fs.Duration("hold", 10*time.Second, "idle: how long to hold the connections once open (SIGINT/SIGTERM ends it sooner)")
+		hold     = fs.Duration("hold", 10*time.Second, "idle: how long to hold the connections once open; listen: the longest wait for -expect messages (SIGINT/SIGTERM ends it sooner)")
 		duration = fs.Duration("duration", 10*time.Second, "echo: how long to send")
 		msgRate  = fs.Float64("msg-rate", 1000, "echo: messages per second, all connections together")
 		messages = fs.Int("messages", 0, "echo: stop after this many messages (0 = until -duration)")
@@ -40,6 +40,12 @@ func CLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		maxDur   = fs.Duration("max-duration", 30*time.Minute, "hard bound on the whole run")
 		reactors = fs.Int("reactors", 0, "epoll loops (default GOMAXPROCS)")
 		asJSON   = fs.Bool("json", false, "print the result as JSON instead of a table")
+		proto    = fs.String("protocol", "raw", "raw (plain messages) | centrifugo (Centrifugo's JSON protocol: connect, then subscribe to -channel)")
+		token    = fs.String("token", "", "centrifugo: the connect command's token (none: insecure mode or a connect proxy)")
+		channel  = fs.String("channel", "", "centrifugo: channel to subscribe to once connected; {i} becomes the connection's index plus -index-base")
+		idxBase  = fs.Int("index-base", 0, "centrifugo: added to the connection index in -channel")
+		expect   = fs.Int64("expect", 0, "listen: stop once this many messages have arrived (0 = after -hold)")
+		deflate  = fs.Bool("deflate", false, "idle: offer permessage-deflate (no context takeover) in every upgrade, as browsers do")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -47,7 +53,8 @@ func CLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg := Config{
 		Mode: Mode(*mode), Path: *path, Conns: *n, Rate: *rate, Concurrency: *conc,
 		Hold: *hold, Duration: *duration, MsgRate: *msgRate, Messages: *messages, MsgSize: *size,
-		HandshakeTimeout: *hsTO, MaxDuration: *maxDur, Reactors: *reactors,
+		HandshakeTimeout: *hsTO, MaxDuration: *maxDur, Reactors: *reactors, Deflate: *deflate,
+		Protocol: Protocol(*proto), Token: *token, Channel: *channel, IndexBase: *idxBase, Expect: *expect,
 	}
 	if *rate == 0 {
 		return errors.New("swload: -rate must not be 0")
@@ -104,6 +111,10 @@ func WriteTable(w io.Writer, r Result) error {
 	row("open time", r.OpenTime.Round(time.Millisecond))
 	row("connects/s", fmt.Sprintf("%.0f", r.ConnectRate))
 	row("connect p50/p99/p999/max", durs(r.Connect))
+	if r.Mode == ModeListen {
+		row("messages received", r.Received)
+		row("delay p50/p99/p999/max", durs(r.Latency))
+	}
 	if r.Mode == ModeEcho {
 		row("messages sent/received", fmt.Sprintf("%d/%d", r.Sent, r.Received))
 		row("messages/s", fmt.Sprintf("%.0f", r.MsgsPerSec))

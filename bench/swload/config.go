@@ -29,6 +29,11 @@ const (
 	// ModeConnectRate opens the connections as fast as Config.Rate and
 	// Config.Concurrency allow and reports successful connects per second.
 	ModeConnectRate Mode = "connect-rate"
+	// ModeListen opens the connections, then receives until Config.Expect
+	// messages have arrived or Config.Hold has passed, and measures each
+	// message's delay from the send time it carries ("t", Unix ns: the
+	// sender is another process on the same machine).
+	ModeListen Mode = "listen"
 )
 
 // ErrConfig is wrapped by every Validate error.
@@ -60,7 +65,8 @@ type Config struct {
 	// Concurrency bounds handshakes in flight. Default 256.
 	Concurrency int
 	// Hold is how long ModeIdle keeps the connections open once all are
-	// open (a cancelled context ends it sooner). Default 10s.
+	// open, and the longest ModeListen waits for Expect messages (a
+	// cancelled context ends either sooner). Default 10s.
 	Hold time.Duration
 	// Duration bounds the sending phase of ModeEcho. Default 10s.
 	Duration time.Duration
@@ -83,6 +89,26 @@ type Config struct {
 	MaxDuration time.Duration
 	// Reactors is the number of epoll loops. Default GOMAXPROCS.
 	Reactors int
+	// Protocol is what the connections speak once open. Default ProtocolRaw.
+	Protocol Protocol
+	// Token is the Centrifugo connect command's token; empty sends none.
+	Token string
+	// Channel, with ProtocolCentrifugo, is the channel each connection
+	// subscribes to after connecting; "{i}" in it becomes the connection's
+	// index plus IndexBase (a channel per connection). Empty: no subscribe.
+	Channel string
+	// IndexBase is added to connection indexes in Channel, so that several
+	// processes give out distinct channels.
+	IndexBase int
+	// Expect ends ModeListen once this many messages have arrived (in this
+	// process). Default 0: listen for Hold.
+	Expect int64
+	// Deflate offers permessage-deflate (RFC 7692, no context takeover
+	// either way) in every upgrade, as browsers do, so that a server's
+	// memory per idle connection can be measured with the extension
+	// negotiated. Frames the server sends compressed are counted, never
+	// inflated: ModeIdle only.
+	Deflate bool
 	// OnOpen, if set, is called once when every connection has been tried,
 	// with the number open: the moment to measure the server.
 	OnOpen func(open, failed int)
@@ -95,6 +121,7 @@ func (c *Config) withDefaults() Config {
 	d := *c
 	defaults.Set(&d.Mode, ModeIdle)
 	defaults.Set(&d.Path, "/")
+	defaults.Set(&d.Protocol, ProtocolRaw)
 	defaults.Set(&d.Conns, 1000)
 	defaults.Set(&d.Rate, 1000)
 	defaults.Set(&d.Concurrency, 256)
@@ -113,9 +140,24 @@ func (c *Config) withDefaults() Config {
 func (c *Config) Validate() error {
 	d := c.withDefaults()
 	switch d.Mode {
-	case ModeIdle, ModeEcho, ModeConnectRate:
+	case ModeIdle, ModeEcho, ModeConnectRate, ModeListen:
 	default:
 		return fmt.Errorf("%w: unknown mode %q", ErrConfig, d.Mode)
+	}
+	switch d.Protocol {
+	case ProtocolRaw:
+		if d.Channel != "" || d.Token != "" {
+			return fmt.Errorf("%w: a channel or token needs the centrifugo protocol", ErrConfig)
+		}
+	case ProtocolCentrifugo:
+		if d.Mode == ModeEcho {
+			return fmt.Errorf("%w: echo mode speaks the raw protocol only", ErrConfig)
+		}
+	default:
+		return fmt.Errorf("%w: unknown protocol %q", ErrConfig, d.Protocol)
+	}
+	if d.Expect < 0 || d.IndexBase < 0 {
+		return fmt.Errorf("%w: negative expect or index base", ErrConfig)
 	}
 	if len(d.Targets) == 0 {
 		return fmt.Errorf("%w: no target", ErrConfig)
@@ -129,6 +171,9 @@ func (c *Config) Validate() error {
 		if !s.Is4() || !s.IsLoopback() {
 			return fmt.Errorf("%w: source %s: only IPv4 loopback addresses are allowed", ErrConfig, s)
 		}
+	}
+	if d.Deflate && (d.Mode != ModeIdle || d.Protocol != ProtocolRaw) {
+		return fmt.Errorf("%w: deflate is for mode idle with the raw protocol only (replies are not inflated)", ErrConfig)
 	}
 	if d.Path[0] != '/' {
 		return fmt.Errorf("%w: path %q must start with /", ErrConfig, d.Path)

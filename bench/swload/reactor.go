@@ -18,6 +18,7 @@ type state uint8
 const (
 	stConnecting state = iota // TCP connect in progress
 	stHandshake               // upgrade request sent, waiting for 101
+	stProto                   // upgraded; Centrifugo connect/subscribe replies pending
 	stOpen                    // WebSocket open
 	stClosing                 // close frame sent, waiting for the server's
 )
@@ -29,6 +30,7 @@ type client struct {
 	st       state
 	watchOut bool  // EPOLLOUT is in the registered events
 	target   int32 // index in Config.Targets
+	idx      int32 // global connection index (for Config.Channel)
 	openIdx  int   // index in reactor.open while stOpen or stClosing, else -1
 	started  int64 // run-relative ns at socket()
 	deadline int64 // handshake deadline, run-relative ns
@@ -47,6 +49,8 @@ const (
 	failHandshake = "bad-handshake"
 	failEOF       = "handshake-eof"
 	failAborted   = "aborted"
+	failCFError   = "centrifugo-error"
+	failCFClosed  = "centrifugo-closed"
 )
 
 // reactor is one epoll loop and the connections it owns. Only its own
@@ -62,6 +66,7 @@ type reactor struct {
 	rng     *mrand.Rand
 	buf     []byte
 	wbuf    []byte
+	pbuf    []byte // payloads built while r.buf holds input being consumed
 	events  []unix.EpollEvent
 
 	next        int // next global connection index this reactor opens
@@ -89,6 +94,9 @@ type reactorStats struct {
 	pings         int
 	lastOpenDone  int64
 	connect, rtt  histogram
+	latency       histogram // ModeListen: send time ("t", Unix ns) to receipt
+	firstRecv     int64     // ModeListen: Unix ns of the first and last message
+	lastRecv      int64
 	sentBytes     int64
 	receivedBytes int64
 }
@@ -259,7 +267,7 @@ func (r *reactor) dial(k int, now int64) {
 	}
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	// Registered with EPOLLOUT below: connect completion is reported as writable.
-	c := &client{fd: fd, st: stConnecting, watchOut: true, target: int32(k % len(cfg.Targets)),
+	c := &client{fd: fd, st: stConnecting, watchOut: true, target: int32(k % len(cfg.Targets)), idx: int32(k),
 		openIdx: -1, started: now, deadline: now + int64(cfg.HandshakeTimeout)}
 	r.conns[fd] = c
 	r.pending[fd] = c
@@ -311,6 +319,9 @@ func (r *reactor) handshakeRequest(c *client) []byte {
 	b = append(b, cfg.Targets[c.target].String()...)
 	b = append(b, "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nUser-Agent: swload\r\nSec-WebSocket-Key: "...)
 	b = append(b, key...)
+	if cfg.Deflate {
+		b = append(b, "\r\nSec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover"...)
+	}
 	b = append(b, "\r\n\r\n"...)
 	r.wbuf = b
 	return b
@@ -430,9 +441,23 @@ func (r *reactor) consume(c *client, data []byte) int {
 			return 0
 		}
 		used = end + 4
-		r.established(c)
+		if r.run.cfg.Protocol == ProtocolCentrifugo {
+			c.st = stProto
+			r.pbuf = appendCFConnect(r.pbuf[:0], r.run.cfg.Token)
+			r.write(c, appendFrame(r.wbuf[:0], opText, r.pbuf, r.rng.Uint32()))
+			if r.conns[c.fd] != c {
+				return used
+			}
+		} else {
+			r.established(c)
+		}
 	}
-	for c.st == stOpen || c.st == stClosing {
+	for c.st == stOpen || c.st == stClosing || c.st == stProto {
+		if r.run.cfg.Deflate && used < len(data) {
+			// A compressed frame (RSV1) is counted like any other, not
+			// inflated (Config.Deflate): the parser need not see the bit.
+			data[used] &^= 0x40
+		}
 		h, ok, err := parseHeader(data[used:])
 		if err != nil {
 			r.lost(c)
@@ -487,12 +512,16 @@ func checkResponse(head []byte, accept string) string {
 func (r *reactor) frame(c *client, h frameHeader, payload []byte) bool {
 	switch h.op {
 	case opPing:
-		if c.st == stOpen {
+		if c.st == stOpen || c.st == stProto {
 			r.stats.pings++
 			r.write(c, appendFrame(r.wbuf[:0], opPong, payload, r.rng.Uint32()))
 		}
 	case opPong:
 	case opClose:
+		if c.st == stProto {
+			r.fail(c, failCFClosed, r.run.now())
+			return false
+		}
 		if c.st == stClosing {
 			r.stats.closedClean++
 		} else {
@@ -512,7 +541,7 @@ func (r *reactor) frame(c *client, h frameHeader, payload []byte) bool {
 			c.frag = append(c.frag[:0], payload...)
 			break
 		}
-		r.message(c, payload)
+		return r.message(c, payload)
 	case opCont:
 		c.frag = append(c.frag, payload...)
 		if len(c.frag) > maxFrame {
@@ -520,8 +549,9 @@ func (r *reactor) frame(c *client, h frameHeader, payload []byte) bool {
 			return false
 		}
 		if h.fin {
-			r.message(c, c.frag)
+			msg := c.frag
 			c.frag = nil
+			return r.message(c, msg)
 		}
 	default:
 		r.lost(c)
@@ -530,11 +560,73 @@ func (r *reactor) frame(c *client, h frameHeader, payload []byte) bool {
 	return true
 }
 
-func (r *reactor) message(c *client, msg []byte) {
+// message handles one complete message; false means the client was closed.
+func (r *reactor) message(c *client, msg []byte) bool {
+	if r.run.cfg.Protocol == ProtocolCentrifugo {
+		return r.cfMessage(c, msg)
+	}
+	r.received(msg)
+	return true
+}
+
+// received counts a message for the run and records its delay.
+func (r *reactor) received(msg []byte) {
 	r.run.received.Add(1)
+	if r.run.cfg.Mode == ModeListen {
+		now := time.Now().UnixNano()
+		if r.stats.firstRecv == 0 {
+			r.stats.firstRecv = now
+		}
+		r.stats.lastRecv = now
+		if t, ok := sendTime(msg); ok {
+			r.stats.latency.record(time.Duration(now - t))
+		}
+		return
+	}
 	if t, ok := sendTime(msg); ok {
 		r.stats.rtt.record(time.Duration(r.run.now() - t))
 	}
+}
+
+// cfMessage handles one frame of Centrifugo's protocol: its lines are
+// replies, pings and pushes. False means the client was closed.
+func (r *reactor) cfMessage(c *client, msg []byte) bool {
+	for len(msg) > 0 {
+		var line []byte
+		line, msg, _ = bytes.Cut(msg, []byte{'\n'})
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		l := classifyCF(line)
+		switch l.kind {
+		case cfPing:
+			r.write(c, appendFrame(r.wbuf[:0], opText, cfPong, r.rng.Uint32()))
+			r.stats.pings++
+		case cfReply:
+			if c.st != stProto {
+				break
+			}
+			cfg := &r.run.cfg
+			if l.id == cfConnectID && cfg.Channel != "" {
+				r.pbuf = appendCFSubscribe(r.pbuf[:0], channelFor(cfg.Channel, cfg.IndexBase+int(c.idx)))
+				r.write(c, appendFrame(r.wbuf[:0], opText, r.pbuf, r.rng.Uint32()))
+			} else if l.id == cfConnectID || l.id == cfSubscribeID {
+				r.established(c)
+			}
+		case cfError:
+			if c.st == stProto {
+				r.fail(c, failCFError, r.run.now())
+			}
+		case cfPub:
+			r.received(line)
+		case cfBad:
+			r.lost(c)
+		}
+		if r.conns[c.fd] != c {
+			return false
+		}
+	}
+	return true
 }
 
 func (r *reactor) established(c *client) {
@@ -566,7 +658,7 @@ func (r *reactor) fail(c *client, reason string, now int64) {
 // lost ends a connection on an I/O or protocol error.
 func (r *reactor) lost(c *client) {
 	switch c.st {
-	case stConnecting, stHandshake:
+	case stConnecting, stHandshake, stProto:
 		r.fail(c, failEOF, r.run.now())
 		return
 	case stOpen:
@@ -641,7 +733,7 @@ func (r *reactor) startClose(now int64) {
 	r.closeDL = now + int64(r.run.cfg.CloseTimeout)
 	for _, c := range r.conns {
 		switch c.st {
-		case stConnecting, stHandshake:
+		case stConnecting, stHandshake, stProto:
 			r.fail(c, failAborted, now)
 		case stOpen:
 			c.st = stClosing

@@ -68,6 +68,11 @@ type Result struct {
 	RTT         Summary `json:"rtt"`
 	MsgsPerSec  float64 `json:"msgsPerSec"`
 	PingsAnswer int     `json:"pingsAnswered"`
+	// Listen mode: each message's delay from the send time it carries to
+	// its receipt, and the Unix ns times of the first and last message.
+	Latency   Summary `json:"latency"`
+	FirstRecv int64   `json:"firstRecvUnixNs"`
+	LastRecv  int64   `json:"lastRecvUnixNs"`
 	// How connections ended: the server closed (or dropped) them before the
 	// run's end, the closing handshake completed, or they were cut off.
 	ClosedByServer int           `json:"closedByServer"`
@@ -141,6 +146,8 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 				interrupted = true
 			}
 			t.Stop()
+		case ModeListen:
+			interrupted = waitListen(ctx, rn, c)
 		case ModeEcho:
 			sendStart = time.Now()
 			setPhase(phaseSend)
@@ -162,7 +169,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		Interrupted: interrupted,
 		Elapsed:     time.Since(rn.epoch),
 	}
-	var connect, rtt histogram
+	var connect, rtt, latency histogram
 	var lastOpen int64
 	for _, r := range reactors {
 		s := &r.stats
@@ -178,6 +185,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		lastOpen = max(lastOpen, s.lastOpenDone)
 		connect.merge(&s.connect)
 		rtt.merge(&s.rtt)
+		latency.merge(&s.latency)
+		if s.firstRecv > 0 && (res.FirstRecv == 0 || s.firstRecv < res.FirstRecv) {
+			res.FirstRecv = s.firstRecv
+		}
+		res.LastRecv = max(res.LastRecv, s.lastRecv)
 	}
 	res.OpenTime = time.Duration(lastOpen)
 	if lastOpen > 0 {
@@ -185,10 +197,27 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	res.Connect = connect.summary()
 	res.RTT = rtt.summary()
+	res.Latency = latency.summary()
 	if d := sendEnd.Sub(sendStart); d > 0 {
 		res.MsgsPerSec = float64(res.Received) / d.Seconds()
 	}
 	return res, rn.err
+}
+
+// waitListen receives until Expect messages have arrived or Hold has
+// passed.
+func waitListen(ctx context.Context, rn *run, c Config) (interrupted bool) {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.Now().Add(c.Hold)
+	for time.Now().Before(deadline) && (c.Expect == 0 || rn.received.Load() < c.Expect) {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return true
+		}
+	}
+	return false
 }
 
 // waitEcho lets the reactors send until the message count or the duration

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -292,4 +293,59 @@ func serveHTTP(t *testing.T, h http.Handler, handlers *sync.WaitGroup) net.Liste
 		handlers.Wait()
 	})
 	return ln
+}
+
+// With Deflate the upgrade offers permessage-deflate and compressed frames
+// from the server are taken (counted, not inflated), not a protocol error.
+func TestDeflateOffersTheExtensionAndTakesCompressedFrames(t *testing.T) {
+	const n = 20
+	var offered, closedOK atomic.Int64
+	closeAll := make(chan struct{})
+	var handlers sync.WaitGroup
+	up := websocket.Upgrader{EnableCompression: true}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		handlers.Add(1)
+		defer handlers.Done()
+		c, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		if strings.HasPrefix(r.Header.Get("Sec-WebSocket-Extensions"), "permessage-deflate") {
+			offered.Add(1)
+		}
+		c.EnableWriteCompression(true)
+		if c.WriteMessage(websocket.TextMessage, []byte(strings.Repeat(`{"hello":"world"},`, 100))) != nil {
+			return
+		}
+		<-closeAll
+		dl := time.Now().Add(10 * time.Second)
+		if c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "bye"), dl) == nil {
+			if _, _, err := c.NextReader(); websocket.IsCloseError(err, websocket.CloseGoingAway) {
+				closedOK.Add(1) // the client echoed the close: it was still in good standing
+			}
+		}
+	})
+	ln := serveHTTP(t, h, &handlers)
+	if err := (&Config{Targets: []netip.AddrPort{addrPort(t, ln.Addr())}, Mode: ModeEcho, Deflate: true}).Validate(); err == nil {
+		t.Fatal("Deflate accepted in echo mode, whose replies it cannot read")
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan Result, 1)
+	go func() {
+		r, err := Run(ctx, Config{Targets: []netip.AddrPort{addrPort(t, ln.Addr())}, Conns: n, Rate: -1, Hold: time.Hour, Deflate: true})
+		if err != nil {
+			t.Error(err)
+		}
+		done <- r
+	}()
+	waitFor(t, "every connection to offer the extension", func() bool { return offered.Load() == n })
+	close(closeAll)
+	waitFor(t, "every client to echo the close after a compressed message", func() bool { return closedOK.Load() == n })
+	cancel()
+	if res := <-done; res.ClosedByServer != n || res.Opened != n {
+		t.Errorf("opened %d, closed by server %d; want %d %d", res.Opened, res.ClosedByServer, n, n)
+	}
 }

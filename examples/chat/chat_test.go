@@ -13,7 +13,7 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/switchboardgw/switchboard/examples/internal/gatewaytest"
+	"github.com/switchboardgw/switchboard/internal/apptest"
 )
 
 // frame is any frame the chat sends to clients.
@@ -29,7 +29,7 @@ type frame struct {
 
 // startChat runs the chat backend against a real single-node gateway, as
 // `go run ./cmd/edge -two-way-routes rooms` and `go run ./examples/chat` do.
-func startChat(t *testing.T) (*chat, gatewaytest.Edge) {
+func startChat(t *testing.T) (*chat, apptest.Edge) {
 	t.Helper()
 	return startChatVia(t, gatewaytest.Edge.WSURL)
 }
@@ -39,7 +39,7 @@ func startChat(t *testing.T) (*chat, gatewaytest.Edge) {
 func startChatVia(t *testing.T, pageWS func(gatewaytest.Edge) string) (*chat, gatewaytest.Edge) {
 	t.Helper()
 	// required: a connection can only exist if the chat backend allowed it.
-	e := gatewaytest.StartEdge(t, "-two-way-routes", "rooms", "-connect-mode", "required")
+	e := apptest.StartEdge(t, "-two-way-routes", "rooms", "-connect-mode", "required")
 	c, err := newChat(Config{
 		NATSURL:    e.NATSURL(),
 		APIURL:     "http://" + e.APIAddr(),
@@ -66,7 +66,7 @@ func startChatVia(t *testing.T, pageWS func(gatewaytest.Edge) string) (*chat, ga
 	return c, e
 }
 
-func joinURL(e gatewaytest.Edge, name, room string) string {
+func joinURL(e apptest.Edge, name, room string) string {
 	q := url.Values{}
 	if name != "" {
 		q.Set("name", name)
@@ -84,7 +84,7 @@ func next(t *testing.T, c *websocket.Conn, typ string) (frame, []frame) {
 	var skipped []frame
 	for {
 		var f frame
-		gatewaytest.ReadJSON(t, c, &f)
+		apptest.ReadJSON(t, c, &f)
 		if f.Type == typ {
 			return f, skipped
 		}
@@ -111,7 +111,7 @@ func TestConnectWithoutValidNameIsRefusedWith400(t *testing.T) {
 		joinURL(e, "bad name", "lobby"),
 		joinURL(e, "alice", "no.dots"),
 	} {
-		c, status, err := gatewaytest.TryDial(u)
+		c, status, err := apptest.TryDial(u)
 		if err == nil {
 			c.CloseNow()
 			t.Fatalf("%s: connected, want 400", u)
@@ -124,14 +124,14 @@ func TestConnectWithoutValidNameIsRefusedWith400(t *testing.T) {
 
 func TestTwoClientsInARoomSeeEachOtherAndOtherRoomsDoNot(t *testing.T) {
 	ch, e := startChat(t)
-	alice := gatewaytest.Dial(t, joinURL(e, "alice", "lobby"))
+	alice := apptest.Dial(t, joinURL(e, "alice", "lobby"))
 	joined(t, alice, "alice", "lobby")
-	bob := gatewaytest.Dial(t, joinURL(e, "bob", "")) // no room: the lobby
+	bob := apptest.Dial(t, joinURL(e, "bob", "")) // no room: the lobby
 	joined(t, alice, "bob", "lobby")
-	carol := gatewaytest.Dial(t, joinURL(e, "carol", "kitchen"))
+	carol := apptest.Dial(t, joinURL(e, "carol", "kitchen"))
 	joined(t, carol, "carol", "kitchen")
 
-	gatewaytest.Send(t, alice, `{"action":"send","text":"hello lobby"}`)
+	apptest.Send(t, alice, `{"action":"send","text":"hello lobby"}`)
 	want := frame{Type: "message", Room: "lobby", From: "alice", Text: "hello lobby"}
 	for who, c := range map[string]*websocket.Conn{"bob": bob, "alice (the sender)": alice} {
 		if f, _ := next(t, c, "message"); !equalFrame(f, want) {
@@ -142,7 +142,7 @@ func TestTwoClientsInARoomSeeEachOtherAndOtherRoomsDoNot(t *testing.T) {
 	// The backend handles one route's messages in order, so by the time
 	// carol's own message comes back, alice's would have reached her too if
 	// carol were wrongly in the lobby.
-	gatewaytest.Send(t, carol, `{"action":"send","text":"hello kitchen"}`)
+	apptest.Send(t, carol, `{"action":"send","text":"hello kitchen"}`)
 	f, before := next(t, carol, "message")
 	if !equalFrame(f, frame{Type: "message", Room: "kitchen", From: "carol", Text: "hello kitchen"}) {
 		t.Fatalf("carol's first message is %+v, want her own", f)
@@ -154,16 +154,16 @@ func TestTwoClientsInARoomSeeEachOtherAndOtherRoomsDoNot(t *testing.T) {
 	}
 
 	// rooms is a two-way route: the backend's reply is the frame.
-	gatewaytest.Send(t, carol, `{"action":"rooms"}`)
+	apptest.Send(t, carol, `{"action":"rooms"}`)
 	list, _ := next(t, carol, "rooms")
 	if wantRooms := []roomInfo{{"kitchen", 1}, {"lobby", 2}}; !slices.Equal(list.Rooms, wantRooms) {
 		t.Fatalf("rooms = %+v, want %+v", list.Rooms, wantRooms)
 	}
 
 	// carol moves to the lobby: the lobby hears it, and she hears the lobby.
-	gatewaytest.Send(t, carol, `{"action":"join","room":"lobby"}`)
+	apptest.Send(t, carol, `{"action":"join","room":"lobby"}`)
 	joined(t, bob, "carol", "lobby")
-	gatewaytest.Send(t, bob, `{"action":"send","text":"welcome carol"}`)
+	apptest.Send(t, bob, `{"action":"send","text":"welcome carol"}`)
 	if f, _ := next(t, carol, "message"); f.From != "bob" || f.Text != "welcome carol" || f.Room != "lobby" {
 		t.Fatalf("carol got %+v, want bob's welcome in the lobby", f)
 	}
@@ -172,21 +172,21 @@ func TestTwoClientsInARoomSeeEachOtherAndOtherRoomsDoNot(t *testing.T) {
 	}
 
 	// leave: carol is told, and sending without a room is an error.
-	gatewaytest.Send(t, carol, `{"action":"leave"}`)
+	apptest.Send(t, carol, `{"action":"leave"}`)
 	if f, _ := next(t, carol, "left"); f.Name != "carol" || f.Room != "lobby" {
 		t.Fatalf("carol got %+v, want her own leave", f)
 	}
-	gatewaytest.Send(t, carol, `{"action":"send","text":"anyone?"}`)
+	apptest.Send(t, carol, `{"action":"send","text":"anyone?"}`)
 	if f, _ := next(t, carol, "error"); !strings.Contains(f.Message, "join a room") {
 		t.Fatalf("send without a room: %+v, want an error", f)
 	}
 	// A bad room name: one readable sentence, not the request syntax.
-	gatewaytest.Send(t, carol, `{"action":"join","room":"no spaces"}`)
+	apptest.Send(t, carol, `{"action":"join","room":"no spaces"}`)
 	if f, _ := next(t, carol, "error"); f.Message != "cannot join: a room name is 1-32 letters, digits, - or _" {
 		t.Fatalf("join with a bad room: %+v, want the readable error", f)
 	}
 	// Not JSON: the gateway routes it to $default.
-	gatewaytest.Send(t, carol, `hello?`)
+	apptest.Send(t, carol, `hello?`)
 	if f, _ := next(t, carol, "error"); !strings.Contains(f.Message, "use join, leave, send or rooms") {
 		t.Fatalf("$default: %+v, want the usage error", f)
 	}
@@ -208,9 +208,9 @@ func TestTwoClientsInARoomSeeEachOtherAndOtherRoomsDoNot(t *testing.T) {
 // closes), and a room message is one call for all its members.
 func TestRoomsAreGatewayGroups(t *testing.T) {
 	_, e := startChat(t)
-	alice := gatewaytest.Dial(t, joinURL(e, "alice", "lobby"))
+	alice := apptest.Dial(t, joinURL(e, "alice", "lobby"))
 	joined(t, alice, "alice", "lobby")
-	bob := gatewaytest.Dial(t, joinURL(e, "bob", "lobby"))
+	bob := apptest.Dial(t, joinURL(e, "bob", "lobby"))
 	joined(t, bob, "bob", "lobby")
 	count := func(room string) int {
 		resp, err := http.Get("http://" + e.APIAddr() + "/@groups/" + room)
@@ -226,13 +226,13 @@ func TestRoomsAreGatewayGroups(t *testing.T) {
 		}
 		return out.Connections
 	}
-	gatewaytest.Eventually(t, "both in the lobby group", func() bool { return count("lobby") == 2 })
-	gatewaytest.Send(t, bob, `{"action":"join","room":"kitchen"}`)
-	gatewaytest.Eventually(t, "bob moved to the kitchen group", func() bool { return count("lobby") == 1 && count("kitchen") == 1 })
+	apptest.Eventually(t, "both in the lobby group", func() bool { return count("lobby") == 2 })
+	apptest.Send(t, bob, `{"action":"join","room":"kitchen"}`)
+	apptest.Eventually(t, "bob moved to the kitchen group", func() bool { return count("lobby") == 1 && count("kitchen") == 1 })
 	if err := alice.Close(websocket.StatusNormalClosure, "bye"); err != nil {
 		t.Fatal(err)
 	}
-	gatewaytest.Eventually(t, "the closed connection left its group", func() bool { return count("lobby") == 0 })
+	apptest.Eventually(t, "the closed connection left its group", func() bool { return count("lobby") == 0 })
 }
 
 func TestPageIsServedAndPointsAtTheGateway(t *testing.T) {

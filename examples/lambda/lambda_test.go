@@ -11,13 +11,13 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/coder/websocket"
 
-	"github.com/switchboardgw/switchboard/examples/internal/gatewaytest"
+	"github.com/switchboardgw/switchboard/internal/apptest"
 	"github.com/switchboardgw/switchboard/pkg/connections"
 )
 
 // startRunner runs the handler through the adapter until the returned stop
 // is called (or the test ends).
-func startRunner(t *testing.T, e gatewaytest.Edge) (stop func()) {
+func startRunner(t *testing.T, e apptest.Edge) (stop func()) {
 	t.Helper()
 	r, err := newRunner(Config{NATSURL: e.NATSURL()}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -48,8 +48,8 @@ func startRunner(t *testing.T, e gatewaytest.Edge) (stop func()) {
 
 // setup starts a gateway and points the handler's AWS SDK at its
 // @connections API, the one change versus AWS. The table starts empty.
-func setup(t *testing.T) gatewaytest.Edge {
-	e := gatewaytest.StartEdge(t, "-connect-mode", "required")
+func setup(t *testing.T) apptest.Edge {
+	e := apptest.StartEdge(t, "-connect-mode", "required")
 	t.Setenv("APIGW_ENDPOINT", e.APIURL())
 	table.Lock()
 	clear(table.ids)
@@ -59,12 +59,12 @@ func setup(t *testing.T) gatewaytest.Edge {
 
 // dial connects a client and returns its connection ID, as the handler
 // stored it on $connect.
-func dial(t *testing.T, e gatewaytest.Edge) (*websocket.Conn, string) {
+func dial(t *testing.T, e apptest.Edge) (*websocket.Conn, string) {
 	t.Helper()
 	before := scanConnections()
-	c := gatewaytest.Dial(t, e.WSURL())
+	c := apptest.Dial(t, e.WSURL())
 	var id string
-	gatewaytest.Eventually(t, "$connect stored the connection", func() bool {
+	apptest.Eventually(t, "$connect stored the connection", func() bool {
 		for _, x := range scanConnections() {
 			if !slices.Contains(before, x) {
 				id = x
@@ -83,9 +83,9 @@ func TestSendMessageReachesEveryClientThroughTheAWSSDK(t *testing.T) {
 	b, _ := dial(t, e)
 	c, _ := dial(t, e)
 
-	gatewaytest.Send(t, a, `{"action":"sendmessage","data":"hello everyone"}`)
+	apptest.Send(t, a, `{"action":"sendmessage","data":"hello everyone"}`)
 	for i, cl := range []*websocket.Conn{a, b, c} {
-		if got := gatewaytest.Read(t, cl); got != "hello everyone" {
+		if got := apptest.Read(t, cl); got != "hello everyone" {
 			t.Fatalf("client %d got %q", i, got)
 		}
 	}
@@ -99,7 +99,7 @@ func TestDisconnectRemovesTheConnection(t *testing.T) {
 	if err := a.Close(websocket.StatusNormalClosure, "bye"); err != nil {
 		t.Fatal(err)
 	}
-	gatewaytest.Eventually(t, "$disconnect deleted the connection", func() bool {
+	apptest.Eventually(t, "$disconnect deleted the connection", func() bool {
 		ids := scanConnections()
 		return !slices.Contains(ids, idA) && slices.Contains(ids, idB)
 	})
@@ -124,7 +124,7 @@ func TestGoneConnectionIsDroppedAfterGoneException(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gatewaytest.Eventually(t, "c closed at the gateway", func() bool {
+	apptest.Eventually(t, "c closed at the gateway", func() bool {
 		ok, err := api.Exists(context.Background(), idC)
 		return err == nil && !ok
 	})
@@ -133,13 +133,13 @@ func TestGoneConnectionIsDroppedAfterGoneException(t *testing.T) {
 	}
 
 	startRunner(t, e)
-	gatewaytest.Send(t, a, `{"action":"sendmessage","data":"still here?"}`)
+	apptest.Send(t, a, `{"action":"sendmessage","data":"still here?"}`)
 	for i, cl := range []*websocket.Conn{a, b} {
-		if got := gatewaytest.Read(t, cl); got != "still here?" {
+		if got := apptest.Read(t, cl); got != "still here?" {
 			t.Fatalf("client %d got %q", i, got)
 		}
 	}
-	gatewaytest.Eventually(t, "the gone connection deleted", func() bool {
+	apptest.Eventually(t, "the gone connection deleted", func() bool {
 		ids := scanConnections()
 		return !slices.Contains(ids, idC) && slices.Contains(ids, idA) && slices.Contains(ids, idB)
 	})
@@ -149,8 +149,8 @@ func TestDefaultRouteAnswersWithAHintAndConnectionInfo(t *testing.T) {
 	e := setup(t)
 	startRunner(t, e)
 	a, _ := dial(t, e)
-	gatewaytest.Send(t, a, `not json`)
-	got := gatewaytest.Read(t, a)
+	apptest.Send(t, a, `not json`)
+	got := apptest.Read(t, a)
 	if !strings.HasPrefix(got, "Use the sendmessage route to send a message. Your info: ") || !strings.Contains(got, `"sourceIp":"127.0.0.1"`) {
 		t.Fatalf("$default answered %q", got)
 	}

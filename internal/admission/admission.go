@@ -136,8 +136,8 @@ var (
 	errUserConns = &Error{Reason: ReasonUserConns, Status: http.StatusTooManyRequests}
 )
 
-// A is a node's admission control. Safe for concurrent use.
-type A struct {
+// Controller is a node's admission control. Safe for concurrent use.
+type Controller struct {
 	cfg      Config
 	node     sharedBucket
 	perIP    gcra
@@ -157,12 +157,12 @@ type ipEntry struct {
 }
 
 // New builds admission control and registers its metrics on reg (nil: none).
-func New(cfg Config, reg prometheus.Registerer) (*A, error) {
+func New(cfg Config, reg prometheus.Registerer) (*Controller, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	a := &A{
+	a := &Controller{
 		cfg:   cfg,
 		perIP: newGCRA(cfg.ConnRatePerIP, cfg.ConnBurstPerIP),
 		ips:   map[netip.Prefix]*list.Element{},
@@ -198,7 +198,7 @@ func New(cfg Config, reg prometheus.Registerer) (*A, error) {
 // (or if it never opens); it is safe to call more than once. Checks run from
 // cheapest to most contended, and a refused connection uses up nothing but
 // the rate tokens it already took.
-func (a *A) Admit(ip, user string) (release func(), err error) {
+func (a *Controller) Admit(ip, user string) (release func(), err error) {
 	now := a.now().UnixNano()
 	if addr, perr := netip.ParseAddr(ip); perr == nil && a.perIP.interval != 0 && !a.allowIP(addr, now) {
 		return nil, a.reject(errIPRate)
@@ -229,7 +229,7 @@ func (a *A) Admit(ip, user string) (release func(), err error) {
 // AdmitResume decides for the resume handshake of a detached connection
 // from ip (docs/resume.md): the connection rates apply, as to any upgrade;
 // the caps do not, since the connection still holds its slot.
-func (a *A) AdmitResume(ip string) error {
+func (a *Controller) AdmitResume(ip string) error {
 	now := a.now().UnixNano()
 	if addr, perr := netip.ParseAddr(ip); perr == nil && a.perIP.interval != 0 && !a.allowIP(addr, now) {
 		return a.reject(errIPRate)
@@ -243,7 +243,7 @@ func (a *A) AdmitResume(ip string) error {
 // AdmitUser counts one more connection for user, for when the user ID is
 // learnt after Admit (from the $connect integration's reply). Call its
 // release exactly once (more is safe) when the connection ends.
-func (a *A) AdmitUser(user string) (release func(), err error) {
+func (a *Controller) AdmitUser(user string) (release func(), err error) {
 	if a.cfg.MaxConnsPerUser == 0 || user == "" {
 		return func() {}, nil
 	}
@@ -269,17 +269,17 @@ func (a *A) AdmitUser(user string) (release func(), err error) {
 }
 
 // Conns is the number of admitted connections not yet released.
-func (a *A) Conns() int { return int(a.conns.Load()) }
+func (a *Controller) Conns() int { return int(a.conns.Load()) }
 
 // MessageLimiter returns a fresh per-connection message limiter for MsgRate.
-func (a *A) MessageLimiter() MessageLimiter {
+func (a *Controller) MessageLimiter() MessageLimiter {
 	return NewMessageLimiter(a.cfg.MsgRate, a.cfg.MsgBurst)
 }
 
 // MessageRejected counts a connection closed (1008) for exceeding MsgRate.
-func (a *A) MessageRejected() { a.rejected.WithLabelValues(ReasonMsgRate).Inc() }
+func (a *Controller) MessageRejected() { a.rejected.WithLabelValues(ReasonMsgRate).Inc() }
 
-func (a *A) reject(e *Error) error {
+func (a *Controller) reject(e *Error) error {
 	a.rejected.WithLabelValues(e.Reason).Inc()
 	return e
 }
@@ -289,7 +289,7 @@ func (a *A) reject(e *Error) error {
 // ones instead of growing the map. An evicted source whose bucket had not
 // refilled gets a fresh one; that is the price of the bound, and the node
 // rate still holds.
-func (a *A) allowIP(addr netip.Addr, now int64) bool {
+func (a *Controller) allowIP(addr netip.Addr, now int64) bool {
 	key := a.sourceKey(addr)
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -313,12 +313,12 @@ func (a *A) allowIP(addr netip.Addr, now int64) bool {
 
 // sourceKey is the unit a per-IP limit applies to (clientip.SourceKey: the
 // IPv4 address, or the IPv6 address's prefix).
-func (a *A) sourceKey(addr netip.Addr) netip.Prefix {
+func (a *Controller) sourceKey(addr netip.Addr) netip.Prefix {
 	return clientip.SourceKey(addr, a.cfg.IPv6Prefix)
 }
 
 // TrackedSources is the number of sources whose rate state is kept.
-func (a *A) TrackedSources() int {
+func (a *Controller) TrackedSources() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return len(a.ips)

@@ -19,10 +19,10 @@ type fakeClock struct{ t time.Time }
 func (c *fakeClock) now() time.Time      { return c.t }
 func (c *fakeClock) add(d time.Duration) { c.t = c.t.Add(d) }
 func newClock() *fakeClock               { return &fakeClock{t: time.Unix(1_700_000_000, 0)} }
-func rejected(a *A, reason string) float64 {
+func rejected(a *Controller, reason string) float64 {
 	return testutil.ToFloat64(a.rejected.WithLabelValues(reason))
 }
-func mustNew(t *testing.T, cfg Config) *A {
+func mustNew(t *testing.T, cfg Config) *Controller {
 	t.Helper()
 	a, err := New(cfg, nil)
 	must(t, err)

@@ -17,7 +17,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -25,6 +24,7 @@ import (
 
 	"github.com/switchboardgw/switchboard/internal/conn"
 	"github.com/switchboardgw/switchboard/internal/rules"
+	"github.com/switchboardgw/switchboard/internal/service"
 )
 
 // API is the @connections HTTP API. Create it with New.
@@ -41,10 +41,7 @@ type API struct {
 	sigv4  *sigVerifier     // nil without access keys
 	now    func() time.Time // the clock SigV4 dates are checked against; tests move it
 
-	stopOnce sync.Once
-	stop     chan struct{}
-	runMu    sync.Mutex
-	runDone  chan struct{} // closed when Run returns; nil before Run
+	gate service.Gate
 }
 
 // New validates cfg, reads the token file if one is configured and registers
@@ -69,7 +66,6 @@ func New(cfg Config, ctrl conn.Controller, reg prometheus.Registerer, log *slog.
 		log:  log,
 		ids:  newRequestIDs(),
 		now:  time.Now,
-		stop: make(chan struct{}),
 	}
 	if len(cfg.Auth.Tokens) > 0 || cfg.Auth.TokenFile != "" {
 		t, err := newTokens(cfg.Auth.Tokens, cfg.Auth.TokenFile)
@@ -114,15 +110,10 @@ func (a *API) Reload() error {
 // Run watches the token file for changes until ctx is done or Shutdown is
 // called. Without a token file it just waits. It returns nil.
 func (a *API) Run(ctx context.Context) error {
-	a.runMu.Lock()
-	if a.runDone != nil {
-		a.runMu.Unlock()
-		return errors.New("api: Run called twice")
+	if err := a.gate.Start("api"); err != nil {
+		return err
 	}
-	done := make(chan struct{})
-	a.runDone = done
-	a.runMu.Unlock()
-	defer close(done)
+	defer a.gate.Finish()
 
 	var tick <-chan time.Time
 	if a.tokens != nil && a.cfg.Auth.TokenFile != "" {
@@ -134,7 +125,7 @@ func (a *API) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-a.stop:
+		case <-a.gate.Stopping():
 			return nil
 		case <-tick:
 			if a.tokens.changed() {
@@ -149,19 +140,7 @@ func (a *API) Run(ctx context.Context) error {
 // Shutdown stops Run and waits for it to return. Safe to call twice, and
 // without Run. In-flight requests belong to the caller's http.Server.
 func (a *API) Shutdown(ctx context.Context) error {
-	a.stopOnce.Do(func() { close(a.stop) })
-	a.runMu.Lock()
-	done := a.runDone
-	a.runMu.Unlock()
-	if done == nil {
-		return nil
-	}
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("api: shutdown: %w", ctx.Err())
-	}
+	return a.gate.Stop(ctx, "api")
 }
 
 // ServeHTTP serves one @connections request.

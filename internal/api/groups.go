@@ -40,10 +40,10 @@ type GroupsController interface {
 // Errors a GroupsController returns for the statuses only the extension has.
 var (
 	// ErrInvalidName: not a legal group or user name (400 BadRequestException).
-	ErrInvalidName = errors.New("invalid group or user name")
+	ErrInvalidName = conn.ErrInvalidName
 	// ErrTooManyGroups: the connection is in the maximum number of groups
 	// (409 ConflictException).
-	ErrTooManyGroups = errors.New("connection is in too many groups")
+	ErrTooManyGroups = conn.ErrTooManyGroups
 	// ErrInvalidCursor: a listing cursor that was not handed out (400).
 	ErrInvalidCursor = errors.New("invalid cursor")
 )

@@ -13,7 +13,8 @@ import (
 
 	"github.com/switchboardgw/switchboard/internal/admission"
 	"github.com/switchboardgw/switchboard/internal/api"
-	"github.com/switchboardgw/switchboard/internal/authz"
+	"github.com/switchboardgw/switchboard/internal/authn"
+	"github.com/switchboardgw/switchboard/internal/cluster"
 	"github.com/switchboardgw/switchboard/internal/console"
 	"github.com/switchboardgw/switchboard/internal/edge"
 	"github.com/switchboardgw/switchboard/internal/flagext"
@@ -35,7 +36,7 @@ type EdgeConfig struct {
 
 	NodeID string
 
-	JWT       authz.Config
+	JWT       authn.Config
 	Admission admission.Config
 	Lifecycle lifecycle.Config
 	// Proxies: trusted proxy CIDRs, which header they write, PROXY protocol.
@@ -52,10 +53,9 @@ type EdgeConfig struct {
 
 	MsgShedClose int
 
-	LeaseTTL        time.Duration
-	FenceMargin     time.Duration
-	JanitorInterval time.Duration
-	RegistryFailure string
+	// Node: the lease and registry-outage settings (its ID is NodeID).
+	Node    cluster.NodeConfig
+	Janitor cluster.JanitorConfig
 
 	// Drain: how long /readyz reports not-ready before connections close,
 	// so load balancers stop sending new clients first.
@@ -219,10 +219,8 @@ func (c *EdgeConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.NATSEmbedJSDir, "nats-embedded-jetstream-dir", "", "enable JetStream in the embedded NATS server, storing here")
 	fs.IntVar(&c.MsgShedClose, "msg-shed-close", 0, "close a connection with 1008 once this many of its messages were shed at -conn-event-queue (0: never, it only loses its own messages)")
 
-	fs.DurationVar(&c.LeaseTTL, "lease-ttl", 15*time.Second, "node lease TTL; a node silent this long is declared dead and cleaned up")
-	fs.DurationVar(&c.FenceMargin, "fence-margin", 0, "a node that has not renewed its lease for lease-ttl minus this fences itself (holds events, serves no API call for its connections, 503 to new ones) until it renews or learns it was declared dead; 0 means lease-ttl/5")
-	fs.DurationVar(&c.JanitorInterval, "janitor-interval", 5*time.Second, "how often a node looks for dead nodes to clean up (detection takes lease TTL plus up to this)")
-	fs.StringVar(&c.RegistryFailure, "registry-fail-mode", "open", "new connections while Redis is down: open (accept) or closed (reject 503)")
+	c.Node.RegisterFlags(fs)
+	c.Janitor.RegisterFlags(fs)
 
 	fs.DurationVar(&c.DrainDelay, "drain-delay", 0, "on SIGTERM, report not-ready for this long before closing connections")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "the whole shutdown must finish within this")
@@ -255,10 +253,11 @@ func (c *EdgeConfig) Validate() error {
 	if err := c.Admission.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	switch c.RegistryFailure {
-	case "open", "closed":
-	default:
-		errs = append(errs, fmt.Errorf("registry fail mode %q: want open or closed", c.RegistryFailure))
+	if err := c.Node.ValidateSettings(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Janitor.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	errs = append(errs, c.Process.validate()...)
 	errs = append(errs, c.NATS.validate()...)
@@ -271,12 +270,6 @@ func (c *EdgeConfig) Validate() error {
 		if f.v < 0 {
 			errs = append(errs, fmt.Errorf("%s %d: must not be negative", f.name, f.v))
 		}
-	}
-	if c.LeaseTTL < time.Second {
-		errs = append(errs, fmt.Errorf("lease TTL %v: must be at least 1s", c.LeaseTTL))
-	}
-	if c.FenceMargin < 0 || c.FenceMargin >= c.LeaseTTL/2 {
-		errs = append(errs, fmt.Errorf("fence margin %v: must be 0 (lease-ttl/5) or less than half the lease TTL %v", c.FenceMargin, c.LeaseTTL))
 	}
 	return errors.Join(errs...)
 }

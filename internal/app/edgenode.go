@@ -18,7 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/switchboardgw/switchboard/internal/admission"
-	"github.com/switchboardgw/switchboard/internal/authz"
+	"github.com/switchboardgw/switchboard/internal/authn"
 	"github.com/switchboardgw/switchboard/internal/clientip"
 	"github.com/switchboardgw/switchboard/internal/cluster"
 	"github.com/switchboardgw/switchboard/internal/console"
@@ -133,8 +133,9 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 	// node with closures over e.ws. It comes first: it is the fence of
 	// every event the lifecycle publishes and every API call and fan-out
 	// the edge serves for its own connections.
-	e.node, err = cluster.NewNode(cluster.NodeConfig{ID: e.nodeID, LeaseTTL: cfg.LeaseTTL, FenceMargin: cfg.FenceMargin,
-		FailMode: cluster.FailMode(cfg.RegistryFailure)},
+	ncfg := cfg.Node
+	ncfg.ID = e.nodeID
+	e.node, err = cluster.NewNode(ncfg,
 		cluster.NodeDeps{Registry: registry, Logger: log, Metrics: cm,
 			Reassert: func(ctx context.Context) []cluster.ConnRecord {
 				if err := e.groups.Reassert(ctx); err != nil {
@@ -166,10 +167,9 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 	}
 	e.groups, err = groups.New(groups.Config{Prefix: cfg.NATS.Prefix, NodeID: e.nodeID}, groups.Deps{
 		NC: e.nc, Store: gstore, Registerer: e.reg, Logger: log, Fence: e.node,
-		Owner: func(ctx context.Context, id string) (string, error) {
-			r, err := registry.Lookup(ctx, id)
-			return r.Node, err
-		}})
+		// Through the router: the owner lookup, timeout and dead-owner rule
+		// of every node command.
+		Remote: func(ctx context.Context, msg *nats.Msg) (*nats.Msg, error) { return e.router.Command(ctx, msg) }})
 	if err != nil {
 		return nil, err
 	}
@@ -182,7 +182,7 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 	if err != nil {
 		return nil, err
 	}
-	e.janitor, err = cluster.NewJanitor(cluster.JanitorConfig{Interval: cfg.JanitorInterval}, cluster.JanitorDeps{Registry: registry, Self: e.nodeID,
+	e.janitor, err = cluster.NewJanitor(cfg.Janitor, cluster.JanitorDeps{Registry: registry, Self: e.nodeID,
 		OnOrphan: e.handler.Orphaned, Healthy: e.node.Healthy, Logger: log, Metrics: cm})
 	if err != nil {
 		return nil, err
@@ -200,6 +200,13 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 	e.cmds, err = cluster.NewCommandServer(cluster.CommandServerConfig{Prefix: cfg.NATS.Prefix, Node: e.nodeID},
 		cluster.CommandServerDeps{NC: e.nc, Controller: e.handler.Local(e.ws), Logger: log, Metrics: cm})
 	if err != nil {
+		return nil, err
+	}
+	membership, err := e.groups.Commands()
+	if err != nil {
+		return nil, err
+	}
+	if err := e.cmds.Handle(membership); err != nil {
 		return nil, err
 	}
 	e.router, err = cluster.NewRouter(cluster.RouterConfig{Prefix: cfg.NATS.Prefix, Self: e.nodeID},
@@ -259,7 +266,7 @@ func (e *Edge) Registry() *prometheus.Registry { return e.reg }
 func (e *Edge) Run(ctx context.Context) error {
 	rctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
-	errc := make(chan error, 8)
+	errc := make(chan error, 16) // room for every part: a failing one never blocks
 	run := func(name string, f func() error) {
 		e.wg.Add(1)
 		go func() {
@@ -269,6 +276,8 @@ func (e *Edge) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	run("lifecycle", func() error { return e.lc.Run(rctx) }) // first: events queued by the others wait for it
+	run("session", func() error { return e.handler.Run(rctx) })
 	run("cluster node", func() error { return e.node.Run(rctx) })
 	run("janitor", func() error { return e.janitor.Run(rctx) })
 	run("command server", func() error { return e.cmds.Run(rctx) })
@@ -281,11 +290,15 @@ func (e *Edge) Run(ctx context.Context) error {
 	if e.console != nil {
 		run("console", func() error { return e.console.Run(rctx) })
 	}
-	select {
-	case <-e.cmds.Ready():
-	case <-time.After(10 * time.Second):
-		e.log.Warn("command subscription not confirmed yet")
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	for what, ready := range map[string]<-chan struct{}{"command": e.cmds.Ready(), "broadcast": e.groups.Ready()} {
+		select {
+		case <-ready:
+		case <-wctx.Done():
+			e.log.Warn(what + " subscription not confirmed yet")
+		}
 	}
+	wcancel()
 	e.admin.ready.Store(true)
 	natsNote := e.NATSURL()
 	if e.emb != nil {
@@ -332,7 +345,7 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 		if e.tlsLn != nil {
 			e.tlsLn.Wait() // the TLS bridges end with their connections
 		}
-		e.handler.Stop() // every record removed (or queued for the registry)
+		add(e.handler.Shutdown(ctx)) // every record removed (or queued for the registry)
 		add(e.groups.Shutdown(ctx))
 		if e.console != nil {
 			add(e.console.Shutdown(ctx)) // ends the event tails before their servers wait for them
@@ -356,14 +369,14 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 	return e.shutdownErr
 }
 
-// abandon undoes a NewEdge that failed part way: what was built owns
-// goroutines (the lifecycle's publisher, the handler's unregister workers,
-// the groups' subscriptions) that nothing else would ever stop.
+// abandon undoes a NewEdge that failed part way: what was built holds
+// subscriptions (the lifecycle's replies) and connections that nothing else
+// would ever release.
 func (e *Edge) abandon() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if e.handler != nil {
-		e.handler.Stop()
+		_ = e.handler.Shutdown(ctx)
 	}
 	if e.groups != nil {
 		_ = e.groups.Shutdown(ctx)
@@ -437,7 +450,7 @@ func connectNATS(url string, cfg NATS, name string, log *slog.Logger, extra ...n
 
 // buildSecurity sets up the JWT authorizer, admission control and client IP
 // resolution from cfg (each off unless configured: nil).
-func (e *Edge) buildSecurity(cfg EdgeConfig, log *slog.Logger) (jwt *authz.JWT, adm *admission.A, err error) {
+func (e *Edge) buildSecurity(cfg EdgeConfig, log *slog.Logger) (jwt *authn.JWT, adm *admission.Controller, err error) {
 	prefixes, err := clientip.ParsePrefixes(cfg.TrustedProxies)
 	if err != nil {
 		return nil, nil, fmt.Errorf("trusted proxies: %w", err)
@@ -454,7 +467,7 @@ func (e *Edge) buildSecurity(cfg EdgeConfig, log *slog.Logger) (jwt *authz.JWT, 
 	if cfg.JWT.Enabled() {
 		j := cfg.JWT
 		j.ValidUserID = rules.ValidName
-		jwt, err = authz.New(j, log)
+		jwt, err = authn.New(j, log)
 		if err != nil {
 			return nil, nil, fmt.Errorf("jwt: %w", err)
 		}

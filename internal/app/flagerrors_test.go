@@ -71,3 +71,29 @@ func TestVersionAnswersWithoutStarting(t *testing.T) {
 		t.Fatalf("Main(-version) = %d, want 0", code)
 	}
 }
+
+// The cluster's flags are the cluster package's, checked as they are parsed.
+func TestClusterFlagsRefuseWhatCannotWork(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-lease-ttl", "500ms"}, `invalid value "500ms" for flag -lease-ttl: must be at least 1s`},
+		{[]string{"-lease-ttl", "15"}, `invalid value "15" for -lease-ttl: a duration needs a unit`},
+		{[]string{"-registry-fail-mode", "maybe"}, `invalid value "maybe" for flag -registry-fail-mode: want open or closed`},
+	} {
+		err, _ := parseEdgeFlags(t, c.args, nil)
+		if err == nil || !strings.HasPrefix(err.Error(), c.want) {
+			t.Errorf("%v: error = %v, want %q", c.args, err, c.want)
+		}
+	}
+	var cfg EdgeConfig
+	fs := flag.NewFlagSet("edge", flag.ContinueOnError)
+	cfg.RegisterFlags(fs)
+	if err := Parse(fs, []string{"-lease-ttl", "4s", "-fence-margin", "2s"}, func(string) string { return "" }); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "fence margin 2s") {
+		t.Errorf("a fence margin of half the lease passed Validate: %v", err)
+	}
+}

@@ -66,7 +66,8 @@ func explain(fs *flag.FlagSet, err error) string {
 	if m == nil {
 		return err.Error()
 	}
-	if f := fs.Lookup(m[2]); f != nil {
+	why := strings.TrimPrefix(err.Error(), m[0])
+	if f := fs.Lookup(m[2]); f != nil && (why == "parse error" || strings.HasPrefix(why, "time: ")) {
 		if hint := durationHint(f); hint != "" {
 			return fmt.Sprintf("invalid value %q for -%s%s", m[1], m[2], hint)
 		}

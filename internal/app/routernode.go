@@ -113,10 +113,7 @@ func NewRouter(cfg RouterConfig, log *slog.Logger) (_ *Router, err error) {
 		return nil, err
 	}
 	r.groups, err = groups.New(groups.Config{Prefix: cfg.NATS.Prefix}, groups.Deps{NC: r.nc, Store: gstore, Registerer: r.reg, Logger: log,
-		Owner: func(ctx context.Context, id string) (string, error) {
-			rec, err := registry.Lookup(ctx, id)
-			return rec.Node, err
-		}})
+		Remote: router.Command})
 	if err != nil {
 		return nil, err
 	}

@@ -5,8 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
+
+	"github.com/switchboardgw/switchboard/internal/service"
 )
 
 // JanitorConfig configures dead-node cleanup.
@@ -31,7 +32,7 @@ func (c JanitorConfig) Validate() error {
 
 func (c JanitorConfig) withDefaults() JanitorConfig {
 	if c.Interval == 0 {
-		c.Interval = 5 * time.Second
+		c.Interval = DefaultJanitorInterval
 	}
 	if c.LockTTL == 0 {
 		c.LockTTL = 30 * time.Second
@@ -68,10 +69,7 @@ type Janitor struct {
 	log  *slog.Logger
 	m    *Metrics
 
-	stop     chan struct{}
-	stopOnce sync.Once
-	runOnce  sync.Once
-	done     chan struct{}
+	gate service.Gate
 }
 
 // NewJanitor returns a janitor; Run starts it.
@@ -91,19 +89,15 @@ func NewJanitor(cfg JanitorConfig, deps JanitorDeps) (*Janitor, error) {
 		deps: deps,
 		log:  log.With("janitor", deps.Self),
 		m:    deps.Metrics.orNop(),
-		stop: make(chan struct{}),
-		done: make(chan struct{}),
 	}, nil
 }
 
 // Run sweeps every Interval until ctx ends or Shutdown.
 func (j *Janitor) Run(ctx context.Context) error {
-	first := false
-	j.runOnce.Do(func() { first = true })
-	if !first {
-		return errors.New("cluster: janitor: Run called twice")
+	if err := j.gate.Start("cluster: janitor"); err != nil {
+		return err
 	}
-	defer close(j.done)
+	defer j.gate.Finish()
 	t := time.NewTicker(j.cfg.Interval)
 	defer t.Stop()
 	ctx, cancel := context.WithCancel(ctx)
@@ -112,7 +106,7 @@ func (j *Janitor) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-j.stop:
+		case <-j.gate.Stopping():
 			return nil
 		case <-t.C:
 		}
@@ -129,18 +123,7 @@ func (j *Janitor) Run(ctx context.Context) error {
 // Shutdown stops the janitor; a cleanup in progress stops after its current
 // page and is finished by another node later. Safe to call twice.
 func (j *Janitor) Shutdown(ctx context.Context) error {
-	j.stopOnce.Do(func() { close(j.stop) })
-	started := true
-	j.runOnce.Do(func() { started = false; close(j.done) })
-	if !started {
-		return nil
-	}
-	select {
-	case <-j.done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("cluster: janitor shutdown: %w", ctx.Err())
-	}
+	return j.gate.Stop(ctx, "cluster: janitor")
 }
 
 // Sweep cleans up every expired node it can lock now and returns how many

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/switchboardgw/switchboard/internal/service"
 )
 
 // ErrRegistryUnavailable: a new connection could not be recorded because the
@@ -63,6 +65,12 @@ func (c NodeConfig) Validate() error {
 	if !ValidNodeID(c.ID) {
 		return fmt.Errorf("cluster: node config: id %q: %w", c.ID, ErrInvalidNodeID)
 	}
+	return c.ValidateSettings()
+}
+
+// ValidateSettings is Validate without the ID, for a process that checks its
+// flags before it has chosen its node ID.
+func (c NodeConfig) ValidateSettings() error {
 	if c.LeaseTTL < 0 || c.RetryMin < 0 || c.MaxPending < 0 {
 		return errors.New("cluster: node config: negative value")
 	}
@@ -82,13 +90,13 @@ func (c NodeConfig) Validate() error {
 
 func (c NodeConfig) withDefaults() NodeConfig {
 	if c.LeaseTTL == 0 {
-		c.LeaseTTL = 15 * time.Second
+		c.LeaseTTL = DefaultLeaseTTL
 	}
 	if c.FenceMargin == 0 {
 		c.FenceMargin = c.LeaseTTL / 5
 	}
 	if c.FailMode == "" {
-		c.FailMode = FailOpen
+		c.FailMode = DefaultFailMode
 	}
 	if c.RetryMin == 0 {
 		c.RetryMin = 100 * time.Millisecond
@@ -167,10 +175,7 @@ type Node struct {
 	base      time.Time
 	fastUntil atomic.Int64
 
-	stop     chan struct{}
-	stopOnce sync.Once
-	runOnce  sync.Once
-	done     chan struct{}
+	gate service.Gate
 }
 
 // NewNode returns a node; Run starts its heartbeat.
@@ -209,8 +214,6 @@ func NewNode(cfg NodeConfig, deps NodeDeps) (*Node, error) {
 		needReassert: true,
 		pendingReg:   make(map[string]ConnRecord),
 		pendingUnreg: make(map[string]struct{}),
-		stop:         make(chan struct{}),
-		done:         make(chan struct{}),
 	}
 	n.base = now()
 	f := n.inDoubt
@@ -426,12 +429,10 @@ func (n *Node) addUnregLocked(id string) {
 // Run renews the lease until ctx ends or Shutdown. The node becomes healthy
 // after the first renewal and re-assert succeed.
 func (n *Node) Run(ctx context.Context) error {
-	first := false
-	n.runOnce.Do(func() { first = true })
-	if !first {
-		return errors.New("cluster: node: Run called twice")
+	if err := n.gate.Start("cluster: node"); err != nil {
+		return err
 	}
-	defer close(n.done)
+	defer n.gate.Finish()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -442,7 +443,7 @@ func (n *Node) Run(ctx context.Context) error {
 	})
 	wg.Go(func() {
 		select {
-		case <-n.stop:
+		case <-n.gate.Stopping():
 			cancel()
 		case <-ctx.Done():
 		}
@@ -692,15 +693,8 @@ func (n *Node) flushPending(ctx context.Context) error {
 // connections left in the registry it gives its lease up; otherwise the lease
 // expires and a janitor announces what is left. Safe to call twice.
 func (n *Node) Shutdown(ctx context.Context) error {
-	n.stopOnce.Do(func() { close(n.stop) })
-	started := true
-	n.runOnce.Do(func() { started = false; close(n.done) })
-	if started {
-		select {
-		case <-n.done:
-		case <-ctx.Done():
-			return fmt.Errorf("cluster: node shutdown: %w", ctx.Err())
-		}
+	if err := n.gate.Stop(ctx, "cluster: node"); err != nil {
+		return err
 	}
 	if err := n.batch.Shutdown(ctx); err != nil {
 		return err

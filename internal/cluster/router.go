@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/switchboardgw/switchboard/internal/conn"
+	"github.com/switchboardgw/switchboard/internal/nodecmd"
 	"github.com/switchboardgw/switchboard/internal/rules"
 )
 
@@ -52,10 +53,10 @@ func (c RouterConfig) Validate() error {
 
 func (c RouterConfig) withDefaults() RouterConfig {
 	if c.Prefix == "" {
-		c.Prefix = "switchboard"
+		c.Prefix = nodecmd.DefaultPrefix
 	}
 	if c.Timeout == 0 {
-		c.Timeout = 5 * time.Second
+		c.Timeout = nodecmd.DefaultTimeout
 	}
 	if c.CacheSize == 0 {
 		c.CacheSize = 100000
@@ -95,6 +96,7 @@ type Router struct {
 	log   *slog.Logger
 	m     *Metrics
 	cache *ownerCache
+	calls *nodecmd.Client
 }
 
 var _ conn.Controller = (*Router)(nil)
@@ -113,7 +115,11 @@ func NewRouter(cfg RouterConfig, deps RouterDeps) (*Router, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Router{cfg: cfg, deps: deps, log: log, m: deps.Metrics.orNop(), cache: newOwnerCache(cfg.CacheSize)}, nil
+	calls, err := nodecmd.NewClient(nodecmd.ClientConfig{Prefix: cfg.Prefix, Timeout: cfg.Timeout}, deps.NC, deps.Registry)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: router: %w", err)
+	}
+	return &Router{cfg: cfg, deps: deps, log: log, m: deps.Metrics.orNop(), cache: newOwnerCache(cfg.CacheSize), calls: calls}, nil
 }
 
 // Post implements conn.Controller.
@@ -124,9 +130,7 @@ func (r *Router) Post(ctx context.Context, id string, data []byte, binary bool) 
 		r.done(cmdPost, "local", start, err)
 		return err
 	}
-	msg := nats.NewMsg("")
-	msg.Header.Set(hdrCommand, cmdPost)
-	msg.Header.Set(hdrID, id)
+	msg := nodecmd.NewRequest(cmdPost, id)
 	if binary {
 		msg.Header.Set(hdrBinary, "1")
 	}
@@ -144,9 +148,7 @@ func (r *Router) Info(ctx context.Context, id string) (conn.Info, error) {
 		r.done(cmdInfo, "local", start, err)
 		return info, err
 	}
-	msg := nats.NewMsg("")
-	msg.Header.Set(hdrCommand, cmdInfo)
-	msg.Header.Set(hdrID, id)
+	msg := nodecmd.NewRequest(cmdInfo, id)
 	reply, err := r.remote(ctx, id, msg)
 	var info conn.Info
 	if err == nil {
@@ -171,9 +173,7 @@ func (r *Router) Close(ctx context.Context, id string, code int, reason string) 
 		r.done(cmdClose, "local", start, err)
 		return err
 	}
-	msg := nats.NewMsg("")
-	msg.Header.Set(hdrCommand, cmdClose)
-	msg.Header.Set(hdrID, id)
+	msg := nodecmd.NewRequest(cmdClose, id)
 	msg.Header.Set(hdrCode, strconv.Itoa(code))
 	msg.Data = []byte(reason)
 	_, err := r.remote(ctx, id, msg)
@@ -193,15 +193,13 @@ func (r *Router) SetState(ctx context.Context, id string, state json.RawMessage)
 	if r.isLocal(id) {
 		ss, ok := r.deps.Local.(conn.StateSetter)
 		if !ok {
-			return fmt.Errorf("state of %s: %w: this node keeps no state", id, errRemote)
+			return fmt.Errorf("state of %s: %w: this node keeps no state", id, nodecmd.ErrRemote)
 		}
 		err := ss.SetState(ctx, id, state)
 		r.done(cmdState, "local", start, err)
 		return err
 	}
-	msg := nats.NewMsg("")
-	msg.Header.Set(hdrCommand, cmdState)
-	msg.Header.Set(hdrID, id)
+	msg := nodecmd.NewRequest(cmdState, id)
 	msg.Data = state
 	_, err := r.remote(ctx, id, msg)
 	r.done(cmdState, "remote", start, err)
@@ -214,7 +212,7 @@ func (r *Router) isLocal(id string) bool {
 
 func (r *Router) done(cmd, path string, start time.Time, err error) {
 	r.m.routeSeconds.WithLabelValues(cmd, path).Observe(time.Since(start).Seconds())
-	r.m.routed.WithLabelValues(cmd, resultLabel(err)).Inc()
+	r.m.routed.WithLabelValues(cmd, nodecmd.Status(err)).Inc()
 }
 
 // owner finds the node that owns id, from the cache or the registry.
@@ -238,7 +236,20 @@ func (r *Router) owner(ctx context.Context, id string) (string, error) {
 	return rec.Node, nil
 }
 
-// remote sends a command to id's owner and maps the answer to conn errors.
+// Command sends another package's command (nodecmd.NewRequest; its name
+// a constant: it labels metrics) to the node that owns msg's connection,
+// with the same owner lookup, timeout and dead-owner rule as the
+// connection commands. The caller has checked that the connection is not
+// local.
+func (r *Router) Command(ctx context.Context, msg *nats.Msg) (*nats.Msg, error) {
+	start := time.Now()
+	reply, err := r.remote(ctx, msg.Header.Get(nodecmd.HdrID), msg)
+	r.done(msg.Header.Get(nodecmd.HdrCommand), "remote", start, err)
+	return reply, err
+}
+
+// remote sends a command to id's owner; nodecmd maps the answer, or its
+// absence, to conn errors.
 func (r *Router) remote(ctx context.Context, id string, msg *nats.Msg) (*nats.Msg, error) {
 	if !conn.ValidID(id) {
 		return nil, fmt.Errorf("%q: %w", id, conn.ErrInvalidID)
@@ -252,36 +263,9 @@ func (r *Router) remote(ctx context.Context, id string, msg *nats.Msg) (*nats.Ms
 		r.cache.drop(id)
 		return nil, fmt.Errorf("%s: %w", id, conn.ErrGone)
 	}
-	// The earlier of the caller's deadline and ours.
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
-	defer cancel()
-	msg.Subject = nodeSubject(r.cfg.Prefix, node)
-	reply, err := r.deps.NC.RequestMsgWithContext(ctx, msg)
-	if err != nil {
-		if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
-			return nil, r.unreachable(ctx, id, node, err)
-		}
-		return nil, fmt.Errorf("%s on %s: %w: %w", id, node, conn.ErrUnavailable, err)
-	}
-	if err := statusError(reply.Header.Get(hdrStatus), reply.Header.Get(hdrError)); err != nil {
-		if errors.Is(err, conn.ErrGone) {
-			r.cache.drop(id)
-		}
-		return nil, fmt.Errorf("%s on %s: %w", id, node, err)
-	}
-	return reply, nil
-}
-
-// unreachable decides between "the owner died" (410: its connections are
-// gone with it) and "the owner is slow or cut off" (503).
-func (r *Router) unreachable(ctx context.Context, id, node string, cause error) error {
-	// ctx may be spent: the check gets its own short budget.
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-	defer cancel()
-	alive, err := r.deps.Registry.NodeAlive(cctx, node)
-	if err == nil && !alive {
+	reply, err := r.calls.Call(ctx, node, msg)
+	if errors.Is(err, conn.ErrGone) {
 		r.cache.drop(id)
-		return fmt.Errorf("%s: owner %s is dead: %w", id, node, conn.ErrGone)
 	}
-	return fmt.Errorf("%s on %s: %w: %w", id, node, conn.ErrUnavailable, cause)
+	return reply, err
 }

@@ -21,9 +21,10 @@ type fakeHub struct {
 
 	mu     sync.Mutex
 	conns  map[string]ConnRecord
-	posts  []string // "id:binary:data"
-	closes []string // "id:code:reason"
-	err    error    // returned by Post when set
+	posts  []string      // "id:binary:data"
+	closes []string      // "id:code:reason"
+	err    error         // returned by Post when set
+	slow   chan struct{} // when set, Post waits for it to close (or its deadline)
 }
 
 func newFakeHub(node string) *fakeHub { return &fakeHub{node: node, conns: map[string]ConnRecord{}} }
@@ -48,6 +49,16 @@ func (h *fakeHub) Owns(id string) bool {
 }
 
 func (h *fakeHub) Post(ctx context.Context, id string, data []byte, binary bool) error {
+	h.mu.Lock()
+	slow := h.slow
+	h.mu.Unlock()
+	if slow != nil {
+		select {
+		case <-slow:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if _, ok := h.conns[id]; !ok {
@@ -293,6 +304,39 @@ func TestRouterOwnerUnreachable(t *testing.T) {
 	expire(t, reg, tn.hubB.node)
 	if err := tn.routerA.Post(ctx, onB.ID, []byte("x"), false); !errors.Is(err, conn.ErrGone) {
 		t.Fatalf("Post after B's lease expired: %v, want ErrGone", err)
+	}
+}
+
+// Owner slow (it takes longer than the router waits): unavailable while its
+// lease lives, gone once the lease has expired; the same rule as for an
+// owner that does not answer at all, and as for group membership commands.
+func TestRouterOwnerSlow(t *testing.T) {
+	reg, _ := startRedisRegistry(t)
+	tn := startTwoNodes(t, reg)
+	ctx := testCtx(t)
+	onB := tn.hubB.add(t, reg)
+	impatient, err := NewRouter(RouterConfig{Self: tn.hubA.node, Timeout: 300 * time.Millisecond},
+		RouterDeps{NC: tn.routerA.deps.NC, Registry: reg, Local: tn.hubA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := make(chan struct{})
+	defer close(slow)
+	tn.hubB.mu.Lock()
+	tn.hubB.slow = slow
+	tn.hubB.mu.Unlock()
+	if err := impatient.Post(ctx, onB.ID, []byte("x"), false); !errors.Is(err, conn.ErrUnavailable) || errors.Is(err, conn.ErrGone) {
+		t.Fatalf("Post to a slow owner that holds its lease: %v, want ErrUnavailable", err)
+	}
+	if _, err := reg.RenewLease(ctx, tn.hubB.node, Incarnation{}, shortTTL); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "B's lease to expire", func() bool {
+		alive, err := reg.NodeAlive(ctx, tn.hubB.node)
+		return err == nil && !alive
+	})
+	if err := impatient.Post(ctx, onB.ID, []byte("x"), false); !errors.Is(err, conn.ErrGone) {
+		t.Fatalf("Post to a slow owner whose lease expired: %v, want ErrGone", err)
 	}
 }
 

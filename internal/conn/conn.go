@@ -35,6 +35,11 @@ var (
 	// ErrInvalidState: connection state that is not a JSON object within
 	// MaxState bytes (HTTP 400).
 	ErrInvalidState = errors.New("invalid connection state")
+	// ErrInvalidName: not a legal group or user name (HTTP 400).
+	ErrInvalidName = errors.New("invalid group or user name")
+	// ErrTooManyGroups: the connection is in the maximum number of groups
+	// (HTTP 409).
+	ErrTooManyGroups = errors.New("connection is in too many groups")
 )
 
 // MaxState bounds a connection's state, in bytes of JSON: API Gateway's

@@ -21,9 +21,7 @@ package doctest
 
 import (
 	"context"
-	"flag"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -34,6 +32,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/switchboardgw/switchboard/internal/apptest"
 
 	"github.com/coder/websocket"
 
@@ -102,40 +102,6 @@ func blocks(t *testing.T) []block {
 		}
 	}
 	return out
-}
-
-func startEdge(t *testing.T, args ...string) *app.Edge {
-	t.Helper()
-	var cfg app.EdgeConfig
-	fs := flag.NewFlagSet("edge", flag.ContinueOnError)
-	cfg.RegisterFlags(fs)
-	base := []string{"-listen", "127.0.0.1:0", "-api-listen", "127.0.0.1:0", "-admin-listen", "127.0.0.1:0",
-		"-nats-embedded-listen", "127.0.0.1:0", "-drain-window", "50ms"}
-	if err := app.Parse(fs, append(base, args...), func(string) string { return "" }); err != nil {
-		t.Fatal(err)
-	}
-	e, err := app.NewEdge(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("edge run: %v", err)
-		}
-	})
-	testenv.Eventually(t, "edge ready", func() bool {
-		resp, err := http.Get("http://" + e.AdminAddr() + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
-	return e
 }
 
 // client is a WebSocket client holding a connection whose ID it learns
@@ -219,7 +185,7 @@ func TestDocsShellExamplesRun(t *testing.T) {
 			if b.token {
 				args = []string{"-api-tokens", token}
 			}
-			e := startEdge(t, args...)
+			e := apptest.StartEdge(t, args...).Edge
 			c, id := client(t, e)
 			got := make(chan received, 1)
 			go func() { got <- readAll(c) }()

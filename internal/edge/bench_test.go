@@ -63,3 +63,53 @@ func BenchmarkFrameParse(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDeflate measures permessage-deflate's per-message work on a
+// 1 KiB JSON message at the default level: compressing it for one
+// connection (a post or a two-way reply; fan-out does it once per node),
+// and inflating what a client sent. The pooled compressor's and
+// decompressor's size is reported too: the node holds one per message
+// being compressed or inflated at a time, never one per connection.
+func BenchmarkDeflate(b *testing.B) {
+	msg := jsonMessage(1024)
+	cfg := Config{CompressionLevel: DefaultCompressionLevel, CompressionMinBytes: DefaultCompressionMinBytes}
+	b.Run("compress", func(b *testing.B) {
+		d := newDeflater(&cfg, newMetrics(nil))
+		buf := make([]byte, 0, 2048)
+		z, _ := d.appendDeflated(buf, msg, true)
+		b.ReportAllocs()
+		b.SetBytes(int64(len(msg)))
+		b.ResetTimer()
+		for range b.N {
+			z, _ = d.appendDeflated(buf, msg, true)
+		}
+		b.ReportMetric(float64(len(z)), "compressed-B")
+		b.ReportMetric(pooledSize(func() { d2 := newDeflater(&cfg, newMetrics(nil)); d2.appendDeflated(buf, msg, true) }), "compressor-KiB")
+	})
+	b.Run("inflate", func(b *testing.B) {
+		d := newDeflater(&cfg, newMetrics(nil))
+		z, _ := d.appendDeflated(nil, msg, true)
+		b.ReportAllocs()
+		b.SetBytes(int64(len(msg)))
+		b.ResetTimer()
+		for range b.N {
+			out, err := d.inflate(z, 1<<20)
+			if err != nil {
+				b.Fatal(err)
+			}
+			d.release(out)
+		}
+		b.ReportMetric(pooledSize(func() { d2 := newDeflater(&cfg, newMetrics(nil)); out, _ := d2.inflate(z, 1<<20); d2.release(out) }), "decompressor-KiB")
+	})
+}
+
+// pooledSize is how many KiB of heap fn leaves allocated (what a deflater's
+// first use puts in its pools).
+func pooledSize(fn func()) float64 {
+	var a, c runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&a)
+	fn()
+	runtime.ReadMemStats(&c)
+	return float64(c.TotalAlloc-a.TotalAlloc) / 1024
+}

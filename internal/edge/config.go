@@ -33,6 +33,10 @@ const (
 	DefaultDrainWindow       = 5 * time.Second
 	DefaultResumeWindow      = 30 * time.Second
 	DefaultResumeReplayBytes = 64 << 10
+	// DefaultCompressionMinBytes: below about this size a JSON message
+	// deflated on its own (no context takeover) saves a few bytes at best.
+	DefaultCompressionMinBytes = 256
+	DefaultCompressionLevel    = 1 // flate.BestSpeed
 )
 
 // Config is the WebSocket side of an edge node. The zero value of every field
@@ -123,6 +127,16 @@ type Config struct {
 	// keeps to send again on resume, each charged 32 bytes more than its
 	// size. Default 64 KiB.
 	ResumeReplayBytes int
+	// Compression negotiates permessage-deflate (RFC 7692) with clients that
+	// offer it, with no context takeover either way (docs/compression.md).
+	// Default off.
+	Compression bool
+	// CompressionMinBytes: messages smaller than this are sent uncompressed.
+	// Default 256.
+	CompressionMinBytes int
+	// CompressionLevel is the compress/flate level, 1 (fastest) to 9.
+	// Default 1.
+	CompressionLevel int
 }
 
 // RegisterFlags binds the fields an operator sets to flags, each with the
@@ -154,6 +168,9 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.DurationVar(&c.DrainWindow, "drain-window", DefaultDrainWindow, "spread the closing of connections on shutdown over this window")
 	f.DurationVar(&c.ResumeWindow, "resume-window", DefaultResumeWindow, "how long a resumable connection (?resume=1) whose socket was lost waits, detached, for its client to resume it (docs/resume.md); 0 turns resume off")
 	f.IntVar(&c.ResumeReplayBytes, "resume-replay-bytes", DefaultResumeReplayBytes, "recent messages a resumable connection keeps to send again on resume, each charged 32 bytes above its size")
+	f.BoolVar(&c.Compression, "compression", false, "negotiate permessage-deflate (RFC 7692, no context takeover) with clients that offer it; fan-out is compressed once per node")
+	f.IntVar(&c.CompressionMinBytes, "compression-min-bytes", DefaultCompressionMinBytes, "messages smaller than this are sent uncompressed (with -compression)")
+	f.IntVar(&c.CompressionLevel, "compression-level", DefaultCompressionLevel, "deflate level with -compression, 1 (fastest) to 9 (smallest)")
 }
 
 // withDefaults returns c with zero fields set to their defaults.
@@ -195,6 +212,8 @@ func (c Config) withDefaults() Config {
 	dur(&c.WriteTimeout, DefaultWriteTimeout)
 	dur(&c.TickInterval, DefaultTickInterval)
 	dur(&c.DrainWindow, DefaultDrainWindow)
+	def(&c.CompressionMinBytes, DefaultCompressionMinBytes)
+	def(&c.CompressionLevel, DefaultCompressionLevel)
 	return c
 }
 
@@ -233,6 +252,12 @@ func (c Config) Validate() error {
 	}
 	if c.ResumeReplayBytes < 0 {
 		errs = append(errs, fmt.Errorf("resume replay bytes %d: must not be negative", c.ResumeReplayBytes))
+	}
+	if c.CompressionLevel < 1 || c.CompressionLevel > 9 {
+		errs = append(errs, fmt.Errorf("compression level %d: want 1 to 9", c.CompressionLevel))
+	}
+	if c.CompressionMinBytes < 0 {
+		errs = append(errs, fmt.Errorf("compression min bytes %d: must not be negative", c.CompressionMinBytes))
 	}
 	if c.Workers < 1 || c.MaxHandshakes < 1 {
 		errs = append(errs, errors.New("workers and max handshakes must be positive"))

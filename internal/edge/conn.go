@@ -37,6 +37,7 @@ type Conn struct {
 	subprotocol string
 	userID      string
 	value       any
+	deflate     bool // permessage-deflate was negotiated (deflate.go)
 
 	// st is the phase of the connection's life and its flags (state.go);
 	// it changes only with mu held.
@@ -53,6 +54,7 @@ type Conn struct {
 	msg        []byte // fragments being reassembled
 	msgBinary  bool
 	fragmented bool
+	msgDeflate bool  // the message being reassembled is compressed (RSV1 on its first frame)
 	ctrlTAT    int64 // ControlRate's state: theoretical arrival time, unix nanos
 
 	// Write side: mu guards st's changes, the outbox and the cause.
@@ -106,13 +108,29 @@ func (c *Conn) Send(data []byte, binary bool) error {
 	if binary {
 		op = opBinary
 	}
+	if c.deflate && c.srv.deflate.compressible(len(data)) {
+		return c.sendDeflated(op, data)
+	}
 	var hdr [10]byte
 	return c.write(appendHeader(hdr[:0], true, op, len(data)), data, dataFrame)
 }
 
-// SendFrame writes a complete frame made by AppendFrame. Fan-out encodes the
-// frame once and hands the same bytes to every member.
-func (c *Conn) SendFrame(frame []byte) error { return c.write(frame, nil, dataFrame) }
+// sendDeflated compresses data for this connection alone (a post, a
+// two-way reply) and writes it; data that does not shrink goes plain.
+func (c *Conn) sendDeflated(op byte, data []byte) error {
+	d := c.srv.deflate
+	buf := d.scratch()
+	z, ok := d.appendDeflated(*buf, data, false)
+	*buf = z[:0]
+	defer d.release(buf)
+	var hdr [10]byte
+	if !ok {
+		return c.write(appendHeader(hdr[:0], true, op, len(data)), data, dataFrame)
+	}
+	h := appendHeader(hdr[:0], true, op, len(z))
+	h[0] |= rsv1
+	return c.write(h, z, dataFrame)
+}
 
 // Close closes the connection with a close frame carrying code and reason,
 // after whatever is already queued.
@@ -169,9 +187,10 @@ func (c *Conn) write(a, b []byte, kind frameKind) error {
 	}
 	n, err := c.writeNow(a, b)
 	if err != nil {
+		nc := c.nc
 		c.mu.Unlock()
-		c.abort(causeWriteError)
-		if c.phase() == detached {
+		c.abortFrom(nc, causeWriteError)
+		if c.rs != nil && kind == dataFrame && c.phase() != closed {
 			return nil // kept: it is sent again on resume
 		}
 		return conn.ErrGone
@@ -456,8 +475,14 @@ func (c *Conn) process() {
 
 // checkHeader enforces the RFC 6455 rules a header alone can break.
 func (c *Conn) checkHeader(h *frameHeader) bool {
+	rsv := h.rsv
+	if rsv == rsv1>>4 && c.deflate && (h.op == opText || h.op == opBinary) {
+		// The first frame of a compressed message (RFC 7692 §6); on a
+		// continuation or control frame RSV1 stays a protocol error.
+		rsv = 0
+	}
 	switch {
-	case h.rsv != 0:
+	case rsv != 0:
 		c.close(causeReservedBits)
 	case !h.masked:
 		c.close(causeUnmasked)
@@ -494,12 +519,18 @@ func (c *Conn) handleFrame(h *frameHeader, payload []byte, now int64) {
 			c.close(causeNestedMessage)
 			return
 		}
+		deflated := h.rsv != 0 // checkHeader let RSV1 through only if negotiated
 		if h.fin {
+			if deflated {
+				c.deliverDeflated(payload, h.op == opBinary)
+				return
+			}
 			c.deliver(payload, h.op == opBinary)
 			return
 		}
 		c.fragmented = true
 		c.msgBinary = h.op == opBinary
+		c.msgDeflate = deflated
 		c.msg = append(make([]byte, 0, min(cfg.MaxMessageBytes, 2*len(payload)+512)), payload...)
 	case opContinuation:
 		if !c.fragmented {
@@ -515,6 +546,11 @@ func (c *Conn) handleFrame(h *frameHeader, payload []byte, now int64) {
 		if h.fin {
 			msg := c.msg
 			c.msg, c.fragmented = nil, false
+			if c.msgDeflate {
+				c.msgDeflate = false
+				c.deliverDeflated(msg, c.msgBinary)
+				return
+			}
 			c.deliver(msg, c.msgBinary)
 		}
 	}
@@ -556,6 +592,22 @@ func (c *Conn) deliver(data []byte, binary bool) {
 	if c.srv.handler != nil {
 		c.srv.handler.Message(c, data, binary)
 	}
+}
+
+// deliverDeflated inflates a compressed message, bounded by
+// MaxMessageBytes (close 1009 past it), and delivers it.
+func (c *Conn) deliverDeflated(z []byte, binary bool) {
+	buf, err := c.srv.deflate.inflate(z, c.srv.cfg.MaxMessageBytes)
+	switch {
+	case errors.Is(err, errInflateTooBig):
+		c.close(causeMessageTooBig)
+		return
+	case err != nil:
+		c.close(causeBadCompression)
+		return
+	}
+	c.deliver(*buf, binary)
+	c.srv.deflate.release(buf)
 }
 
 // onClose answers a client's close frame and ends the connection with the

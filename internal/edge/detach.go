@@ -82,11 +82,35 @@ func (c *Conn) served() {
 	}
 }
 
-// keep records a message for resume. Called with mu held.
+// keep records the messages of a+b for resume. Called with mu held.
 func (c *Conn) keep(a, b []byte) {
 	if c.rs != nil && c.srv.cfg.ResumeWindow > 0 {
-		c.rs.record(a, b, c.srv.cfg.ResumeReplayBytes, c.srv.cfg.MaxQueueBytes, len(c.out.buf))
+		c.record(a, b, len(c.out.buf))
 	}
+}
+
+// record keeps a+b as the messages it holds: one frame (a header, b its
+// payload), or with b empty one or more complete frames, as fan-out writes
+// them (a Frame may hold several messages, and the client counts each).
+// It reports false when the detached queue has no room. Called with mu
+// held.
+func (c *Conn) record(a, b []byte, unwritten int) bool {
+	replay, queue := c.srv.cfg.ResumeReplayBytes, c.srv.cfg.MaxQueueBytes
+	if len(b) > 0 {
+		return c.rs.record(a, b, replay, queue, unwritten)
+	}
+	for len(a) > 0 {
+		n := len(a)
+		if h, err := parseHeader(a); err == nil && h.hdrSize+int(h.length) <= len(a) {
+			n = h.hdrSize + int(h.length)
+		} // else: not frames the edge made (cannot happen): kept whole
+		if !c.rs.record(a[:n], nil, replay, queue, unwritten) {
+			return false
+		}
+		unwritten += n
+		a = a[n:]
+	}
+	return true
 }
 
 // announceSession puts the session frame in front of everything queued for
@@ -110,7 +134,7 @@ func (c *Conn) queueDetached(a, b []byte, kind frameKind) error {
 		c.mu.Unlock()
 		return nil
 	}
-	if !c.rs.record(a, b, c.srv.cfg.ResumeReplayBytes, c.srv.cfg.MaxQueueBytes, 0) {
+	if !c.record(a, b, 0) {
 		c.cause = causeDetachedFull
 		c.mu.Unlock()
 		c.teardown()
@@ -212,11 +236,15 @@ func (s *Server) tryResume(nc net.Conn, req *Request, ask resumeAsk, raw, leftov
 	if reason := c.claim(ask); reason != "" {
 		return false, reason
 	}
+	// Every refusal gives the connection back before the answer is
+	// written, so a client that retries at once finds it detached.
 	rejectReason := "bad_request"
+	var deflateAccepted func() bool
 	u := ws.Upgrader{
 		OnRequest: func([]byte) error {
 			if s.cfg.Path != "" && req.Path != s.cfg.Path {
 				rejectReason = "path"
+				c.unclaim()
 				return ws.RejectConnectionError(ws.RejectionStatus(http.StatusNotFound), ws.RejectionReason("no WebSocket endpoint at this path"))
 			}
 			return nil
@@ -224,7 +252,17 @@ func (s *Server) tryResume(nc net.Conn, req *Request, ask resumeAsk, raw, leftov
 		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
 			if !s.originAllowed(req.Origin) {
 				rejectReason = "origin"
+				c.unclaim()
 				return nil, ws.RejectConnectionError(ws.RejectionStatus(http.StatusForbidden), ws.RejectionReason("origin not allowed"))
+			}
+			// Kept messages may be compressed (and later ones will be):
+			// the new socket must speak permessage-deflate too. Without
+			// context takeover a compressed message suits any socket.
+			if c.deflate && !deflateAccepted() {
+				rejectReason = "bad_request"
+				c.unclaim()
+				return nil, ws.RejectConnectionError(ws.RejectionStatus(http.StatusBadRequest),
+					ws.RejectionReason("resume must offer permessage-deflate, as the connection negotiated it"))
 			}
 			if rs, ok := s.handler.(Resumer); ok {
 				ctx, cancel := context.WithDeadline(s.ctx, req.Time.Add(s.cfg.HandshakeTimeout))
@@ -232,6 +270,7 @@ func (s *Server) tryResume(nc net.Conn, req *Request, ask resumeAsk, raw, leftov
 				cancel()
 				if err != nil {
 					rejectReason = "denied"
+					c.unclaim()
 					var rej *Reject
 					if errors.As(err, &rej) {
 						return nil, ws.RejectConnectionError(ws.RejectionStatus(rej.Status),
@@ -247,6 +286,9 @@ func (s *Server) tryResume(nc net.Conn, req *Request, ask resumeAsk, raw, leftov
 			}
 			return ws.HandshakeHeaderHTTP(h), nil
 		},
+	}
+	if c.deflate { // read-only since the connection was published
+		u.Negotiate, deflateAccepted = negotiator()
 	}
 	if _, err := u.Upgrade(struct {
 		io.Reader

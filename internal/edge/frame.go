@@ -102,16 +102,6 @@ func appendHeader(dst []byte, fin bool, op byte, length int) []byte {
 	}
 }
 
-// AppendFrame appends a complete unmasked server frame to dst. Group fan-out
-// encodes a frame once with it and writes the same bytes to every member.
-func AppendFrame(dst []byte, binary bool, payload []byte) []byte {
-	op := byte(opText)
-	if binary {
-		op = opBinary
-	}
-	return append(appendHeader(dst, true, op, len(payload)), payload...)
-}
-
 // closePayload builds a close frame's payload: code and a reason cut to fit.
 func closePayload(code int, reason string) []byte {
 	if code == CodeNoStatus || code == CodeAbnormal || code == 0 {

@@ -92,6 +92,7 @@ func (s *Server) handshake(nc net.Conn, slot hsSlot) {
 	}
 	accepted := false
 	rejectReason := "bad_request"
+	var deflateAccepted func() bool
 	u := ws.Upgrader{
 		OnRequest: func(uri []byte) error {
 			if s.cfg.Path != "" && req.Path != s.cfg.Path {
@@ -105,6 +106,9 @@ func (s *Server) handshake(nc net.Conn, slot hsSlot) {
 				rejectReason = "origin"
 				return nil, ws.RejectConnectionError(ws.RejectionStatus(http.StatusForbidden), ws.RejectionReason("origin not allowed"))
 			}
+			// Before the connection is published (connect): c.deflate is
+			// read-only from then on.
+			c.deflate = deflateAccepted != nil && deflateAccepted()
 			h, err := s.connect(c, req)
 			if err != nil {
 				rejectReason = "denied"
@@ -113,6 +117,9 @@ func (s *Server) handshake(nc net.Conn, slot hsSlot) {
 			accepted = true
 			return h, nil
 		},
+	}
+	if s.cfg.Compression {
+		u.Negotiate, deflateAccepted = negotiator()
 	}
 	_, err = u.Upgrade(struct {
 		io.Reader
@@ -133,6 +140,9 @@ func (s *Server) handshake(nc net.Conn, slot hsSlot) {
 		return
 	}
 	_ = nc.SetDeadline(time.Time{})
+	if c.deflate {
+		s.metrics.deflateNegotiated.Inc()
+	}
 	if err := s.open(c, buf[end:n]); err != nil {
 		s.log.Warn("register connection", "conn", c.id, "err", err)
 		c.endHandshake(causeRegisterFailed)

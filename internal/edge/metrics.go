@@ -19,7 +19,20 @@ type metrics struct {
 	appPings       prometheus.Counter
 	pongsCoalesced prometheus.Counter
 	handshake      prometheus.Histogram
+
+	deflateNegotiated prometheus.Counter
+	deflatePlain      *prometheus.CounterVec
+	deflateCompressed *prometheus.CounterVec
+	deflateSeconds    *prometheus.CounterVec
+	deflateBusy       prometheus.Counter
 }
+
+// Directions of compression work: out is compressing for clients, in is
+// inflating what they sent.
+const (
+	dirOut = "out"
+	dirIn  = "in"
+)
 
 // Rejection reasons counted at accept, before anything is read.
 const (
@@ -57,6 +70,21 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		handshake: f.NewHistogram(prometheus.HistogramOpts{Name: "switchboard_handshake_duration_seconds",
 			Help:    "Time from accept to the 101 response, $connect included.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+		deflateNegotiated: f.NewCounter(prometheus.CounterOpts{Name: "switchboard_compression_negotiated_total",
+			Help: "Upgrades that negotiated permessage-deflate (-compression)."}),
+		deflatePlain: f.NewCounterVec(prometheus.CounterOpts{Name: "switchboard_compression_plain_bytes_total",
+			Help: "Message bytes before compression (out: compressed for clients, once per fan-out message and node) or after inflating (in: from clients)."}, []string{"direction"}),
+		deflateCompressed: f.NewCounterVec(prometheus.CounterOpts{Name: "switchboard_compression_compressed_bytes_total",
+			Help: "The same messages' bytes after compression (out; a message that did not shrink counts its plain size, as it is sent) or as received compressed (in)."}, []string{"direction"}),
+		deflateSeconds: f.NewCounterVec(prometheus.CounterOpts{Name: "switchboard_compression_seconds_total",
+			Help: "Time spent compressing (out) and inflating (in) messages: CPU-bound work on the calling goroutine."}, []string{"direction"}),
+		deflateBusy: f.NewCounter(prometheus.CounterOpts{Name: "switchboard_compression_busy_total",
+			Help: "Messages for one connection (posts, two-way replies) sent uncompressed because every compressor was in use (their number is bounded by the cores)."}),
+	}
+	for _, d := range []string{dirOut, dirIn} {
+		m.deflatePlain.WithLabelValues(d)
+		m.deflateCompressed.WithLabelValues(d)
+		m.deflateSeconds.WithLabelValues(d)
 	}
 	for _, r := range []string{"bad_request", "timeout", "too_large", "origin", "path", "denied", rejectOverload, rejectIPHandshakes, "draining", "error"} {
 		m.rejected.WithLabelValues(r)

@@ -102,6 +102,7 @@ var (
 	causeInvalidUTF8    = closeCause{CodeInvalidPayload, "invalid UTF-8", ReasonInvalidUTF8}
 	causeDetachedFull   = closeCause{CodePolicy, "detached queue full", ReasonSlowConsumer}
 	causeCloseUTF8      = closeCause{CodeInvalidPayload, "invalid UTF-8 in close reason", ReasonInvalidUTF8}
+	causeBadCompression = protocolError("invalid compressed data")
 
 	causeBadLength       = protocolError("invalid frame length")
 	causeReservedBits    = protocolError("reserved bits set")

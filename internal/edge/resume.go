@@ -238,7 +238,7 @@ func (r *resumable) appendSessionFrame(dst []byte, id, token string, window time
 	p = append(p, `,"resumeWindowMs":`...)
 	p = strconv.AppendInt(p, window.Milliseconds(), 10)
 	p = append(p, '}')
-	return AppendFrame(dst, false, p)
+	return append(appendHeader(dst, true, opText, len(p)), p...)
 }
 
 // resumeAsk is what an upgrade request asks of resume.

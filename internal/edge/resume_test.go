@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsflate"
 	"github.com/gobwas/ws/wsutil"
 )
 
@@ -85,7 +86,13 @@ func resumeConfig() Config {
 // dialSession opens a connection with query and reads its session frame.
 func dialSession(t *testing.T, e *testEdge, query string) (*client, session) {
 	t.Helper()
-	c := dial(t, e.url+"?"+query, ws.Dialer{})
+	return dialSessionWith(t, e, query, ws.Dialer{})
+}
+
+// dialSessionWith is dialSession through d (e.g. offering compression).
+func dialSessionWith(t *testing.T, e *testEdge, query string, d ws.Dialer) (*client, session) {
+	t.Helper()
+	c := dial(t, e.url+"?"+query, d)
 	f := c.readFrame(t)
 	var s session
 	if f.Header.OpCode != ws.OpText || json.Unmarshal(f.Payload, &s) != nil || s.Type != "session" {
@@ -130,11 +137,22 @@ func post(t *testing.T, e *testEdge, id, msg string) {
 	}
 }
 
+// waitServed waits until the handshake goroutine of id is done with it:
+// only then may a resume take over its live socket.
+func waitServed(t *testing.T, e *testEdge, id string) {
+	t.Helper()
+	eventually(t, id+" served", func() bool {
+		c := e.Lookup(id)
+		return c != nil && c.has(flagServed)
+	})
+}
+
 func waitDetached(t *testing.T, e *testEdge, id string) {
 	t.Helper()
 	eventually(t, id+" detached", func() bool {
 		info, err := e.Info(context.Background(), id)
-		return err == nil && info.Detached
+		c := e.Lookup(id)
+		return err == nil && info.Detached && c != nil && c.has(flagServed)
 	})
 }
 
@@ -201,6 +219,7 @@ func TestCutConnectionResumesWithEveryMessageOnceInOrder(t *testing.T) {
 	if got := c2.readText(t); got != "still here" {
 		t.Fatalf("echo on the resumed socket: %q", got)
 	}
+	eventually(t, "Resumed", func() bool { return len(rec.resumes(id)) == 1 })
 	if away := rec.resumes(id); len(away) != 1 || away[0] <= 0 {
 		t.Fatalf("Resumed calls %v, want one with the time away", away)
 	}
@@ -280,6 +299,13 @@ func TestGapEndsTheOldConnectionAndSaysSo(t *testing.T) {
 	for i := 0; i < 10; i++ {
 		post(t, e, s.ConnectionID, strings.Repeat("x", 100))
 	}
+	// Written to the socket (and so evictable), though never read.
+	eventually(t, "the write queue empty", func() bool {
+		lc := e.Lookup(s.ConnectionID)
+		lc.mu.Lock()
+		defer lc.mu.Unlock()
+		return !lc.out.busy()
+	})
 	c.cut(t)
 	waitDetached(t, e, s.ConnectionID)
 	_, g := dialSession(t, e, resumeQuery(s, 0))
@@ -331,6 +357,7 @@ func TestResumeTakesOverASocketTheEdgeStillThinksAlive(t *testing.T) {
 	rec := newResumer()
 	e := startEdgeWith(t, resumeConfig(), rec, rec.recorder)
 	old, s := dialSession(t, e, "resume=1")
+	waitServed(t, e, s.ConnectionID)
 	post(t, e, s.ConnectionID, "a")
 	// The client moved network: the old socket is still up as far as the
 	// edge knows, and the client never read "a".
@@ -500,7 +527,11 @@ func TestReplayWindowKeepsTheNewestWithinItsBound(t *testing.T) {
 // its way, the writer goroutine, a partial frame).
 func TestPostsDuringRepeatedCutsArriveOnceInOrder(t *testing.T) {
 	rec := newResumer()
-	e := startEdgeWith(t, resumeConfig(), rec, rec.recorder)
+	cfg := resumeConfig()
+	// Room for the whole stream: what loopback's socket buffers hold in
+	// flight is not this test's subject (TestGapEndsTheOldConnection... is).
+	cfg.ResumeReplayBytes = 1 << 20
+	e := startEdgeWith(t, cfg, rec, rec.recorder)
 	c, s := dialSession(t, e, "resume=1")
 	const total = 3000
 	done := make(chan error, 1)
@@ -516,7 +547,22 @@ func TestPostsDuringRepeatedCutsArriveOnceInOrder(t *testing.T) {
 	received := 0
 	for _, cutAt := range []int{500, 1700, total} {
 		for received < cutAt {
-			if got, want := c.readText(t), fmt.Sprint(received+1); got != want {
+			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			f, err := ws.ReadFrame(c.br)
+			if err != nil {
+				select {
+				case perr := <-done:
+					lc := e.Lookup(s.ConnectionID)
+					ph := "none"
+					if lc != nil {
+						ph = lc.phase().String()
+					}
+					t.Fatalf("after %d messages: read: %v; the poster ended with %v; phase %s, closes %+v", received, err, perr, ph, rec.closesOf(s.ConnectionID))
+				default:
+					t.Fatalf("after %d messages: read: %v; the poster still runs", received, err)
+				}
+			}
+			if got, want := string(f.Payload), fmt.Sprint(received+1); got != want {
 				t.Fatalf("got %s, want %s", got, want)
 			}
 			received++
@@ -536,9 +582,8 @@ func TestPostsDuringRepeatedCutsArriveOnceInOrder(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if n := len(rec.resumes(s.ConnectionID)); n != 2 {
-		t.Fatalf("%d resumes, want 2", n)
-	}
+	// Resumed may still be running while the replay is already written.
+	eventually(t, "two Resumed calls", func() bool { return len(rec.resumes(s.ConnectionID)) == 2 })
 }
 
 func TestParseResumeTakesOnlyItsOwnParameters(t *testing.T) {
@@ -567,5 +612,88 @@ func TestParseResumeTakesOnlyItsOwnParameters(t *testing.T) {
 		if got.resumable && strings.Contains(r.URI, "resume=") {
 			t.Errorf("%q: URI %q still carries the token", tc.query, r.URI)
 		}
+	}
+}
+
+// With -resume-window 0 a client that asks still gets its session frame,
+// without a token, and a resume is told why it failed.
+func TestResumeOffStillAnswersTheClient(t *testing.T) {
+	rec := newResumer()
+	e := startEdgeWith(t, Config{}, rec, rec.recorder)
+	c, s := dialSession(t, e, "resume=1")
+	if s.Token != "" || s.WindowMs != 0 || s.Resumed {
+		t.Fatalf("session frame with resume off: %+v, want no token and a zero window", s)
+	}
+	c.cut(t)
+	if ev := rec.waitClose(t); ev.id != s.ConnectionID || ev.why != ReasonPeerGone {
+		t.Fatalf("close %+v: with resume off a lost socket ends the connection at once", ev)
+	}
+	forged := session{Token: s.ConnectionID + "." + strings.Repeat("A", 22)}
+	_, r := dialSession(t, e, resumeQuery(forged, 0))
+	if r.Resumed || r.Reason != failDisabled {
+		t.Fatalf("resume with resume off: %+v, want recovered:false (disabled)", r)
+	}
+}
+
+// A fan-out Frame may carry several messages in one write: the client
+// counts each, and so does the edge.
+func TestFanoutFrameMessagesAreCountedOneByOne(t *testing.T) {
+	rec := newResumer()
+	e := startEdgeWith(t, resumeConfig(), rec, rec.recorder)
+	c, s := dialSession(t, e, "resume=1")
+	var f Frame
+	for _, m := range []string{"f1", "f2", "f3"} {
+		f.Append(false, []byte(m))
+	}
+	if err := e.Lookup(s.ConnectionID).SendFrame(&f); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.readText(t); got != "f1" {
+		t.Fatalf("got %q, want f1", got)
+	}
+	c.cut(t)
+	waitDetached(t, e, s.ConnectionID)
+	post(t, e, s.ConnectionID, "p4")
+	c2, s2 := dialSession(t, e, resumeQuery(s, 1))
+	if !s2.Resumed {
+		t.Fatalf("resume: %+v", s2)
+	}
+	for _, want := range []string{"f2", "f3", "p4"} {
+		if got := c2.readText(t); got != want {
+			t.Fatalf("after resume got %q, want %q", got, want)
+		}
+	}
+}
+
+// A connection that negotiated permessage-deflate keeps compressed
+// messages: its resume must negotiate the extension again, and then gets
+// them as they were kept.
+func TestResumeOfACompressedConnectionNegotiatesItAgain(t *testing.T) {
+	rec := newResumer()
+	cfg := deflateConfig()
+	cfg.ResumeWindow = time.Minute
+	e := startEdgeWith(t, cfg, rec, rec.recorder)
+	d := deflateDialer(wsflate.DefaultParameters)
+	c, s := dialSessionWith(t, e, "resume=1", d)
+	big := strings.Repeat("compress me, ", 100)
+	post(t, e, s.ConnectionID, big)
+	if got, compressed, _ := c.readMessage(t); !compressed || string(got) != big {
+		t.Fatalf("before the cut: compressed %v, %d bytes", compressed, len(got))
+	}
+	c.cut(t)
+	waitDetached(t, e, s.ConnectionID)
+	post(t, e, s.ConnectionID, big+"again")
+	_, err := tryDial(e.url+"?"+resumeQuery(s, 1), ws.Dialer{})
+	var status ws.StatusError
+	if !errors.As(err, &status) || int(status) != http.StatusBadRequest {
+		t.Fatalf("resume without the extension: %v, want HTTP 400", err)
+	}
+	waitDetached(t, e, s.ConnectionID)
+	c2, s2 := dialSessionWith(t, e, resumeQuery(s, 1), d)
+	if !s2.Resumed || s2.ConnectionID != s.ConnectionID {
+		t.Fatalf("resume offering the extension: %+v", s2)
+	}
+	if got, compressed, _ := c2.readMessage(t); !compressed || string(got) != big+"again" {
+		t.Fatalf("after the resume: compressed %v, %q…", compressed, got[:min(len(got), 20)])
 	}
 }

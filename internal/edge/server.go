@@ -32,6 +32,7 @@ type Server struct {
 	log      *slog.Logger
 	metrics  *metrics
 	resume   *resumeMetrics
+	deflate  *deflater // permessage-deflate's pools; used only by connections that negotiated it
 
 	ln      net.Listener
 	reactor *reactor
@@ -46,6 +47,7 @@ type Server struct {
 	ctx      context.Context // cancelled when shutdown starts: ends $connect calls
 	cancel   context.CancelFunc
 	draining atomic.Bool
+	startMu  sync.Mutex // orders Run's start against Shutdown's wait
 	stopOnce sync.Once
 	done     chan struct{} // closed when Shutdown finished
 
@@ -108,6 +110,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		hsSem: make(chan struct{}, cfg.MaxHandshakes), trustedPeer: opts.TrustedPeer, ctx: ctx, cancel: cancel,
 		done: make(chan struct{}),
 	}
+	s.deflate = newDeflater(&cfg, s.metrics)
 	if cfg.MaxHandshakesPerIP > 0 {
 		s.perSource = newSourceLimit(cfg.MaxHandshakesPerIP)
 	}
@@ -127,9 +130,16 @@ func (s *Server) Draining() bool { return s.draining.Load() }
 // Run serves until Shutdown completes. It returns ErrClosed after a
 // Shutdown, or the accept error that stopped it.
 func (s *Server) Run(ctx context.Context) error {
+	s.startMu.Lock()
+	if s.draining.Load() { // Shutdown came first: start nothing it would not wait for
+		s.startMu.Unlock()
+		<-s.done
+		return ErrClosed
+	}
 	s.reactor.start(s.cfg.Workers)
 	s.wg.Add(1)
 	go s.sweep()
+	s.startMu.Unlock()
 	err := s.acceptLoop()
 	if s.draining.Load() {
 		<-s.done
@@ -206,7 +216,9 @@ func refuseUnread(nc net.Conn, resp []byte) {
 func (s *Server) Shutdown(ctx context.Context) error {
 	var err error
 	s.stopOnce.Do(func() {
+		s.startMu.Lock()
 		s.draining.Store(true)
+		s.startMu.Unlock()
 		s.cancel()
 		_ = s.ln.Close()
 		err = s.closeAll(ctx)

@@ -212,8 +212,18 @@ func (c *Conn) close(cause closeCause) {
 // handshake is not torn down here: its socket is cut, so the handshake
 // goroutine's next read or write fails at once, and that goroutine tears
 // it down with this cause.
-func (c *Conn) abort(cause closeCause) {
+func (c *Conn) abort(cause closeCause) { c.abortFrom(nil, cause) }
+
+// abortFrom is abort for a failure of socket nc, found without the lock
+// held: if the connection has another socket by now (it was detached and
+// resumed meanwhile), the failure is not the new socket's and is ignored.
+// nil means the connection's socket, whichever it is.
+func (c *Conn) abortFrom(nc net.Conn, cause closeCause) {
 	c.mu.Lock()
+	if nc != nil && c.nc != nc {
+		c.mu.Unlock()
+		return
+	}
 	switch c.phase() {
 	case handshaking, closeHeld:
 		c.holdCause(cause)
@@ -272,7 +282,7 @@ func (c *Conn) writerFailed(nc net.Conn, cause closeCause) {
 	}
 	c.out.reset()
 	c.mu.Unlock()
-	c.abort(cause)
+	c.abortFrom(nc, cause)
 }
 
 // teardown releases the connection exactly once and reports it to the

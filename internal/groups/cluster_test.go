@@ -17,31 +17,37 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/switchboardgw/switchboard/internal/api"
+	"github.com/switchboardgw/switchboard/internal/cluster"
 	"github.com/switchboardgw/switchboard/internal/conn"
 	"github.com/switchboardgw/switchboard/internal/edge"
+	"github.com/switchboardgw/switchboard/internal/nodecmd"
 	"github.com/switchboardgw/switchboard/internal/testenv"
 )
 
 // testHandler is the smallest node: $connect takes the user and groups from
-// the query (?user=alice&groups=a,b), Open tracks the connection and tells
-// the client its ID, Close untracks it.
+// the query (?user=alice&groups=a,b) and records the connection in the
+// registry, Open tracks the connection and tells the client its ID, Close
+// untracks and unregisters it.
 type testHandler struct {
-	svc   *Service
-	node  string
-	owner *sync.Map // connection ID → node, standing in for the registry
+	svc  *Service
+	node string
+	reg  cluster.Registry
 }
 
-func (h *testHandler) Connect(_ context.Context, c *edge.Conn, r *edge.Request) (*edge.Accept, error) {
+func (h *testHandler) Connect(ctx context.Context, c *edge.Conn, r *edge.Request) (*edge.Accept, error) {
 	q, _ := urlQuery(r.RawQuery)
 	var groups []string
 	if g := q.Get("groups"); g != "" {
 		groups = strings.Split(g, ",")
 	}
-	h.owner.Store(c.ID(), h.node)
+	if err := h.reg.Register(ctx, cluster.ConnRecord{ID: c.ID(), Node: h.node, ConnectedAt: time.Now()}); err != nil {
+		return nil, err
+	}
 	return &edge.Accept{UserID: q.Get("user"), Value: groups}, nil
 }
 
@@ -55,22 +61,41 @@ func (h *testHandler) Message(*edge.Conn, []byte, bool) {}
 
 func (h *testHandler) Close(c *edge.Conn, _ int, _ string, _ edge.CloseReason) {
 	h.svc.Untrack(c.ID())
-	h.owner.Delete(c.ID())
+	_ = h.reg.Unregister(context.Background(), h.node, c.ID())
 }
 
 // node is one edge of the test cluster with its groups service and API.
 type node struct {
-	id  string
-	ws  *edge.Server
-	svc *Service
-	reg *prometheus.Registry
-	api string // base URL of its @connections API
+	id    string
+	ws    *edge.Server
+	svc   *Service
+	cmds  *nodecmd.Server // answers membership commands for its connections
+	reg   *prometheus.Registry
+	api   string // base URL of its @connections API
+	nc    *nats.Conn
+	proxy *testenv.Proxy // between it and NATS (clusterSetup.natsProxies)
 }
 
-type cluster struct {
-	nodes []*node
-	store func() Store
-	owner *sync.Map
+// freeze makes the node slow: what it sends (its answers too) stays in the
+// proxy, while it still receives, as a node in a long pause would.
+func (nd *node) freeze(t *testing.T) {
+	t.Helper()
+	nd.proxy.Pause()
+	// The proxy may read once more from the node: this PING takes that read,
+	// or stays in the proxy itself.
+	_ = nd.nc.FlushTimeout(200 * time.Millisecond)
+}
+
+type testCluster struct {
+	nodes    []*node
+	store    func() Store
+	registry cluster.Registry // the ownership registry, in the same Redis
+}
+
+// clusterSetup adjusts startCluster for a test.
+type clusterSetup struct {
+	routerTimeout time.Duration // how long a node waits for another's answer; 0: default
+	natsProxies   bool          // each node reaches NATS through a proxy of its own
 }
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -79,12 +104,20 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 // Redis. One delivery worker per node keeps every subject of a node in one
 // queue, so a broadcast sent last is a fence: once a client has it, it has
 // everything sent before.
-func startCluster(t *testing.T, n int, cfg Config) *cluster {
+func startCluster(t *testing.T, n int, cfg Config) *testCluster {
+	return startClusterWith(t, n, cfg, clusterSetup{})
+}
+
+func startClusterWith(t *testing.T, n int, cfg Config, setup clusterSetup) *testCluster {
 	t.Helper()
 	nt := testenv.StartNATS(t)
 	rdb := newRedisClient(t, testenv.StartRedis(t).Addr())
 	prefix := uniquePrefix(t)
-	cl := &cluster{owner: &sync.Map{}}
+	registry, err := cluster.NewRedisRegistry(cluster.RedisConfig{KeyPrefix: prefix}, rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &testCluster{registry: registry}
 	cl.store = func() Store {
 		s, err := NewRedisStore(RedisStoreConfig{KeyPrefix: prefix}, rdb)
 		if err != nil {
@@ -94,22 +127,43 @@ func startCluster(t *testing.T, n int, cfg Config) *cluster {
 	}
 	for i := range n {
 		nd := &node{id: "node" + string(rune('0'+i)), reg: prometheus.NewRegistry()}
-		nc := nt.Connect(t)
+		if _, err := registry.RenewLease(t.Context(), nd.id, cluster.Incarnation{}, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if setup.natsProxies {
+			nd.proxy = testenv.StartProxy(t, strings.TrimPrefix(nt.URL(), "nats://"))
+			if nd.nc, err = nats.Connect("nats://" + nd.proxy.Addr()); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(nd.nc.Close)
+		} else {
+			nd.nc = nt.Connect(t)
+		}
+		nc := nd.nc
+		router, err := cluster.NewRouter(cluster.RouterConfig{Self: nd.id, Timeout: setup.routerTimeout},
+			cluster.RouterDeps{NC: nc, Registry: registry})
+		if err != nil {
+			t.Fatal(err)
+		}
 		c := cfg
 		c.NodeID, c.Workers = nd.id, 1
-		svc, err := New(c, Deps{NC: nc, Store: cl.store(), Registerer: nd.reg, Logger: quietLogger(),
-			Owner: func(_ context.Context, id string) (string, error) {
-				if v, ok := cl.owner.Load(id); ok {
-					return v.(string), nil
-				}
-				return "", conn.ErrGone
-			}})
+		svc, err := New(c, Deps{NC: nc, Store: cl.store(), Registerer: nd.reg, Logger: quietLogger(), Remote: router.Command})
 		if err != nil {
 			t.Fatal(err)
 		}
 		nd.svc = svc
+		if nd.cmds, err = nodecmd.NewServer(nodecmd.ServerConfig{Node: nd.id}, nodecmd.ServerDeps{NC: nc}); err != nil {
+			t.Fatal(err)
+		}
+		lane, err := svc.Commands()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := nd.cmds.Handle(lane); err != nil {
+			t.Fatal(err)
+		}
 		nd.ws, err = edge.New(edge.Config{Listen: "127.0.0.1:0", DrainWindow: 10 * time.Millisecond},
-			edge.Options{NodeID: nd.id, Handler: &testHandler{svc: svc, node: nd.id, owner: cl.owner}, Registerer: nd.reg, Logger: quietLogger()})
+			edge.Options{NodeID: nd.id, Handler: &testHandler{svc: svc, node: nd.id, reg: registry}, Registerer: nd.reg, Logger: quietLogger()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -120,9 +174,19 @@ func startCluster(t *testing.T, n int, cfg Config) *cluster {
 		a.EnableGroups(svc)
 		hs := httptest.NewServer(a.Handler())
 		nd.api = hs.URL + "/prod"
-		runErr := make(chan error, 2)
+		runErr := make(chan error, 3)
 		go func() { runErr <- svc.Run(context.Background()) }()
+		go func() { runErr <- nd.cmds.Run(context.Background()) }()
 		go func() { runErr <- nd.ws.Run(context.Background()) }()
+		for what, ready := range map[string]<-chan struct{}{"broadcast subscription": svc.Ready(), "command server": nd.cmds.Ready()} {
+			select {
+			case <-ready:
+			case err := <-runErr:
+				t.Fatalf("%s: run returned early: %v", what, err)
+			case <-time.After(waitFor):
+				t.Fatalf("%s not ready", what)
+			}
+		}
 		t.Cleanup(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 			defer cancel()
@@ -136,7 +200,10 @@ func startCluster(t *testing.T, n int, cfg Config) *cluster {
 			if err := svc.Shutdown(ctx); err != nil {
 				t.Errorf("second shutdown: %v", err)
 			}
-			for range 2 {
+			if err := nd.cmds.Shutdown(ctx); err != nil {
+				t.Errorf("command server shutdown: %v", err)
+			}
+			for range 3 {
 				if err := <-runErr; err != nil && !errors.Is(err, edge.ErrClosed) {
 					t.Errorf("run: %v", err)
 				}
@@ -158,7 +225,7 @@ type client struct {
 	why  string
 }
 
-func (cl *cluster) dial(t *testing.T, name string, on int, query string) *client {
+func (cl *testCluster) dial(t *testing.T, name string, on int, query string) *client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
@@ -215,7 +282,7 @@ func (c *client) has(msg string) bool {
 
 // expectDelivery sends a fence broadcast after msg, waits until every
 // client has it, then checks that exactly want got msg.
-func expectDelivery(t *testing.T, cl *cluster, all []*client, msg string, want ...*client) {
+func expectDelivery(t *testing.T, cl *testCluster, all []*client, msg string, want ...*client) {
 	t.Helper()
 	for _, c := range want {
 		eventually(t, c.name+" to receive "+msg, func() bool { return c.has(msg) })
@@ -480,4 +547,57 @@ func wantGauge(t *testing.T, reg *prometheus.Registry, name string, want float64
 		}
 	}
 	t.Fatalf("no metric %s", name)
+}
+
+// setLease gives node a current lease, or lets it expire (no janitor has
+// removed the node yet).
+func (cl *testCluster) setLease(t *testing.T, node string, held bool) {
+	t.Helper()
+	ttl := time.Minute
+	if !held {
+		ttl = 50 * time.Millisecond
+	}
+	if _, err := cl.registry.RenewLease(t.Context(), node, cluster.Incarnation{}, ttl); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, node+"'s lease to be as set", func() bool {
+		alive, err := cl.registry.NodeAlive(t.Context(), node)
+		return err == nil && alive == held
+	})
+}
+
+// A membership change for a connection whose node does not answer follows
+// the node command protocol's one dead-owner rule, the same as a POST to the
+// connection: 503 while the owner's lease lives (slow, restarting, cut off:
+// it may still have the connection), 410 once the lease has expired.
+func TestMembershipChangeForAnOwnerThatDoesNotAnswer(t *testing.T) {
+	cl := startClusterWith(t, 2, Config{}, clusterSetup{routerTimeout: 300 * time.Millisecond, natsProxies: true})
+	x := cl.dial(t, "x", 1, "")
+	owner := cl.nodes[1]
+	put := func(t *testing.T, group string, want int) {
+		t.Helper()
+		post(t, http.MethodPut, cl.nodes[0].api+"/@groups/"+group+"/connections/"+x.id, "", want)
+	}
+
+	t.Run("owner answers", func(t *testing.T) { put(t, "answered", http.StatusNoContent) })
+	t.Run("owner slow, lease held: 503", func(t *testing.T) {
+		owner.freeze(t) // its answer stays in the proxy: too late
+		put(t, "slow-held", http.StatusServiceUnavailable)
+	})
+	t.Run("owner slow, lease expired: 410", func(t *testing.T) {
+		cl.setLease(t, owner.id, false)
+		put(t, "slow-expired", http.StatusGone)
+	})
+	owner.proxy.Resume()
+	cl.setLease(t, owner.id, true)
+	t.Run("owner process gone, lease held: 503", func(t *testing.T) {
+		if err := owner.cmds.Shutdown(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		put(t, "gone-held", http.StatusServiceUnavailable)
+	})
+	t.Run("owner process gone, lease expired: 410", func(t *testing.T) {
+		cl.setLease(t, owner.id, false)
+		put(t, "gone-expired", http.StatusGone)
+	})
 }

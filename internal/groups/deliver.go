@@ -64,7 +64,7 @@ func (s *Service) deliverLoop(in chan *nats.Msg) {
 // deliverer holds one worker's reusable buffers.
 type deliverer struct {
 	s       *Service
-	frame   []byte
+	frame   edge.Frame
 	members []Conn
 }
 
@@ -82,21 +82,20 @@ func (d *deliverer) deliver(batch []*nats.Msg) {
 			i++
 			continue
 		}
-		d.frame = edge.AppendFrame(d.frame[:0], env.op == opBinary, env.payload)
+		d.frame.Reset()
+		d.frame.Append(env.op == opBinary, env.payload)
 		j := i + 1
-		for ; j < len(batch) && len(d.frame) < maxRunBytes && batch[j].Subject == m.Subject; j++ {
+		for ; j < len(batch) && d.frame.Len() < maxRunBytes && batch[j].Subject == m.Subject; j++ {
 			next, err := decodeEnvelope(batch[j].Data)
 			if err != nil || next.op == opClose || string(next.excluded) != string(env.excluded) {
 				break
 			}
-			d.frame = edge.AppendFrame(d.frame, next.op == opBinary, next.payload)
+			d.frame.Append(next.op == opBinary, next.payload)
 		}
 		d.write(m.Subject, env.excluded, j-i)
 		i = j
 	}
-	if cap(d.frame) > 4*maxRunBytes {
-		d.frame = nil // one huge message must not pin its buffer forever
-	}
+	d.frame.Reset() // one huge message must not pin its buffer forever
 }
 
 // write sends d.frame (frames encoded messages) to subject's local members.
@@ -104,7 +103,7 @@ func (d *deliverer) write(subject string, excluded []byte, frames int) {
 	d.members = d.s.idx.snapshot(subject, excluded, d.members[:0])
 	ok, failed := 0, 0
 	for _, c := range d.members {
-		if c.SendFrame(d.frame) == nil {
+		if c.SendFrame(&d.frame) == nil {
 			ok++
 		} else {
 			failed++

@@ -12,8 +12,9 @@ import (
 // Conn is what a node's index needs of a connection; *edge.Conn is one.
 type Conn interface {
 	ID() string
-	// SendFrame writes a complete frame (edge.AppendFrame) without blocking.
-	SendFrame(frame []byte) error
+	// SendFrame writes messages encoded once (compressed once too, for
+	// members that negotiated permessage-deflate) without blocking.
+	SendFrame(f *edge.Frame) error
 	Close(code int, reason string, why edge.CloseReason)
 }
 

@@ -34,7 +34,6 @@ func plain(s string) bool { return rules.Ident(s) }
 type subjects struct {
 	group, user string // "<prefix>.group." and "<prefix>.user."
 	broadcast   string // "<prefix>.broadcast"
-	members     string // "<prefix>.members." + node ID: membership commands
 }
 
 func newSubjects(prefix string) subjects {
@@ -42,7 +41,6 @@ func newSubjects(prefix string) subjects {
 		group:     prefix + ".group.",
 		user:      prefix + ".user.",
 		broadcast: prefix + ".broadcast",
-		members:   prefix + ".members.",
 	}
 }
 

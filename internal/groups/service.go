@@ -26,6 +26,7 @@ import (
 
 	"github.com/switchboardgw/switchboard/internal/api"
 	"github.com/switchboardgw/switchboard/internal/conn"
+	"github.com/switchboardgw/switchboard/internal/nodecmd"
 	"github.com/switchboardgw/switchboard/internal/rules"
 )
 
@@ -69,8 +70,9 @@ type Config struct {
 	StoreQueueLen int
 	// StoreTimeout bounds one Store call. Default 5 s.
 	StoreTimeout time.Duration
-	// CommandTimeout bounds a membership change forwarded to the owning
-	// node (the caller's earlier deadline wins). Default 5 s.
+	// CommandTimeout bounds a membership change that another node sent
+	// here, on this node (the sender's own timeout is its Remote's).
+	// Default 5 s.
 	CommandTimeout time.Duration
 }
 
@@ -125,10 +127,12 @@ type Deps struct {
 	NC *nats.Conn
 	// Store is the cluster-wide membership. Required.
 	Store Store
-	// Owner finds the node owning a connection, conn.ErrGone if none (wire
-	// it to cluster.Registry.Lookup). Without it, membership changes reach
-	// only this node's connections.
-	Owner func(ctx context.Context, id string) (node string, err error)
+	// Remote carries a membership change (a nodecmd request) to the node
+	// that owns its connection and returns the answer, or the error of the
+	// node command protocol: wire it to cluster.Router.Command (owner
+	// lookup, timeout, dead-owner rule). Without it, membership changes
+	// reach only this node's connections.
+	Remote func(ctx context.Context, msg *nats.Msg) (*nats.Msg, error)
 	// Registerer receives the metrics. Required.
 	Registerer prometheus.Registerer
 	// Logger; nil discards.
@@ -153,18 +157,19 @@ type Service struct {
 
 	idx     *index           // nil in a router-only service
 	inbox   []chan *nats.Msg // one per delivery worker
-	cmds    chan *nats.Msg
 	storeQ  []chan storeOp
 	qmu     sync.RWMutex // guards qclosed against enqueueing on a closed queue
 	qclosed bool
 
-	subMu    sync.Mutex
-	fixed    []*nats.Subscription // broadcast and membership commands
-	stop     chan struct{}
-	stopOnce sync.Once
-	runOnce  sync.Once
-	started  chan struct{} // closed once Run started the workers
-	wg       sync.WaitGroup
+	subMu      sync.Mutex
+	fixed      *nats.Subscription // broadcast
+	subsClosed bool               // Shutdown ran: Run subscribes nothing more
+	ready      chan struct{}      // closed once the broadcast subscription is active
+	stop       chan struct{}
+	stopOnce   sync.Once
+	runOnce    sync.Once
+	started    chan struct{} // closed once Run started the workers
+	wg         sync.WaitGroup
 }
 
 var _ api.GroupsController = (*Service)(nil)
@@ -175,8 +180,9 @@ type storeOp struct {
 	done chan error // nil: nobody waits
 }
 
-// New validates cfg and builds a Service. Workers and subscriptions start
-// with Run; connections may be tracked before (their writes are queued).
+// New validates cfg and builds a Service; it starts nothing and subscribes
+// to nothing. Workers and the broadcast subscription start with Run;
+// connections may be tracked before (their writes and messages are queued).
 func New(cfg Config, deps Deps) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -194,15 +200,15 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{cfg: cfg, deps: deps, log: log, m: m, subj: newSubjects(cfg.Prefix), seed: maphash.MakeSeed(),
-		stop: make(chan struct{}), started: make(chan struct{})}
+		ready: make(chan struct{}), stop: make(chan struct{}), started: make(chan struct{})}
 	if cfg.NodeID == "" {
+		close(s.ready)
 		return s, nil
 	}
 	s.inbox = make([]chan *nats.Msg, cfg.Workers)
 	for i := range s.inbox {
 		s.inbox[i] = make(chan *nats.Msg, cfg.QueueLen)
 	}
-	s.cmds = make(chan *nats.Msg, 1024)
 	s.storeQ = make([]chan storeOp, cfg.StoreWorkers)
 	for i := range s.storeQ {
 		s.storeQ[i] = make(chan storeOp, cfg.StoreQueueLen)
@@ -222,52 +228,37 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	s.idx.onMembers = func(d int) { s.m.members.Add(float64(d)) }
 	s.idx.onSubs = func(d int) { s.m.subscriptions.Add(float64(d)) }
-	// Fixed subscriptions exist from the start, so a broadcast or a
-	// membership command sent as soon as New returns is queued, not lost.
-	for _, sc := range []struct {
-		subject string
-		ch      chan *nats.Msg
-	}{{s.subj.broadcast, s.inbox[s.shard(s.subj.broadcast, len(s.inbox))]}, {s.subj.members + cfg.NodeID, s.cmds}} {
-		sub, err := deps.NC.ChanSubscribe(sc.subject, sc.ch)
-		if err != nil {
-			s.unsubscribeFixed()
-			return nil, fmt.Errorf("groups: subscribe %s: %w", sc.subject, err)
-		}
-		s.fixed = append(s.fixed, sub)
-	}
 	return s, nil
 }
 
 func (s *Service) shard(key string, n int) int { return int(maphash.String(s.seed, key) % uint64(n)) }
 
-// Run starts the delivery, command and store workers, then waits until ctx
-// ends or Shutdown is called. The workers run until Shutdown.
+// Ready is closed once Run's broadcast subscription is active on the NATS
+// server (at once for a router-only service).
+func (s *Service) Ready() <-chan struct{} { return s.ready }
+
+// Run subscribes to broadcasts, starts the delivery and store workers, then
+// waits until ctx ends or Shutdown is called. The workers run until
+// Shutdown.
 func (s *Service) Run(ctx context.Context) error {
 	first := false
 	s.runOnce.Do(func() { first = true })
 	if !first {
 		return errors.New("groups: Run called twice")
 	}
-	select {
-	case <-s.stop:
-		return nil
-	default:
+	started, err := s.start()
+	if err != nil || !started {
+		return err
 	}
 	if s.idx != nil {
-		for _, ch := range s.inbox {
-			s.wg.Add(1)
-			go s.deliverLoop(ch)
+		fctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
+		err := s.deps.NC.FlushWithContext(fctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("groups: subscribe %s: %w", s.subj.broadcast, err)
 		}
-		for range 4 {
-			s.wg.Add(1)
-			go s.commandLoop()
-		}
-		for _, q := range s.storeQ {
-			s.wg.Add(1)
-			go s.storeLoop(q)
-		}
+		close(s.ready)
 	}
-	close(s.started)
 	select {
 	case <-ctx.Done():
 	case <-s.stop:
@@ -310,13 +301,42 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	}
 }
 
+// start subscribes this node to broadcasts and starts the workers, unless
+// Shutdown came first: the two never interleave, so Shutdown either waits
+// for the workers or does their work itself.
+func (s *Service) start() (bool, error) {
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	if s.subsClosed {
+		return false, nil
+	}
+	if s.idx != nil {
+		sub, err := s.deps.NC.ChanSubscribe(s.subj.broadcast, s.inbox[s.shard(s.subj.broadcast, len(s.inbox))])
+		if err != nil {
+			return false, fmt.Errorf("groups: subscribe %s: %w", s.subj.broadcast, err)
+		}
+		s.fixed = sub
+		for _, ch := range s.inbox {
+			s.wg.Add(1)
+			go s.deliverLoop(ch)
+		}
+		for _, q := range s.storeQ {
+			s.wg.Add(1)
+			go s.storeLoop(q)
+		}
+	}
+	close(s.started)
+	return true, nil
+}
+
 func (s *Service) unsubscribeFixed() {
 	s.subMu.Lock()
 	defer s.subMu.Unlock()
-	for _, sub := range s.fixed {
-		_ = sub.Unsubscribe()
+	s.subsClosed = true
+	if s.fixed != nil {
+		_ = s.fixed.Unsubscribe()
+		s.fixed = nil
 	}
-	s.fixed = nil
 }
 
 // ---- local connections (edge side) ----
@@ -639,7 +659,7 @@ func (s *Service) RemoveFromGroup(ctx context.Context, group, id string) error {
 	return s.change(ctx, cmdRemove, group, id)
 }
 
-func (s *Service) change(ctx context.Context, op byte, group, id string) error {
+func (s *Service) change(ctx context.Context, cmd, group, id string) error {
 	if !ValidName(group) {
 		return ErrInvalidName
 	}
@@ -647,92 +667,51 @@ func (s *Service) change(ctx context.Context, op byte, group, id string) error {
 		return conn.ErrInvalidID
 	}
 	if s.idx != nil && s.idx.has(id) {
-		if op == cmdAdd {
+		if cmd == cmdAdd {
 			return s.addLocal(ctx, group, id)
 		}
 		return s.removeLocal(ctx, group, id)
 	}
-	if s.deps.Owner == nil {
+	if s.deps.Remote == nil {
 		return conn.ErrGone
 	}
-	node, err := s.deps.Owner(ctx, id)
-	if err != nil {
-		return err
+	msg := nodecmd.NewRequest(cmd, id)
+	msg.Data = []byte(group)
+	_, err := s.deps.Remote(ctx, msg)
+	// The owner's own words ("… too many groups (max 3)"), as if local.
+	return nodecmd.OwnerError(err)
+}
+
+// Commands is the lane of membership commands this node answers for its
+// own connections; register it on the node's command server. Membership
+// changes do not wait behind the node's fence: they only change the index,
+// and delivery to the members waits behind it anyway.
+func (s *Service) Commands() (nodecmd.Lane, error) {
+	if s.idx == nil {
+		return nodecmd.Lane{}, ErrNoNode
 	}
-	if node == s.cfg.NodeID || !plain(node) {
-		return conn.ErrGone // ours but not tracked (closed, or still in $connect)
-	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.CommandTimeout)
-	defer cancel()
-	reply, err := s.deps.NC.RequestWithContext(ctx, s.subj.members+node, encodeCommand(op, id, group))
-	switch {
-	case errors.Is(err, nats.ErrNoResponders):
-		return conn.ErrGone // the owner is gone, and its connections with it
-	case errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("%w: node %s: %v", conn.ErrUnavailable, node, err)
-	case err != nil:
-		return fmt.Errorf("%w: node %s: %v", conn.ErrUnavailable, node, err)
-	case len(reply.Data) == 0:
-		return fmt.Errorf("groups: empty reply from node %s", node)
-	}
-	switch reply.Data[0] {
-	case statusOK:
-		return nil
-	case statusGone:
-		return conn.ErrGone
-	case statusTooMany:
-		return fmt.Errorf("%w (%s)", ErrTooManyGroups, reply.Data[1:])
-	case statusBadName:
+	return nodecmd.Lane{Name: "membership", Workers: 4, QueueSize: 1024, Timeout: s.cfg.CommandTimeout,
+		Handlers: map[string]nodecmd.Handler{
+			cmdAdd: func(ctx context.Context, m, _ *nats.Msg) error {
+				return s.command(ctx, cmdAdd, m)
+			},
+			cmdRemove: func(ctx context.Context, m, _ *nats.Msg) error {
+				return s.command(ctx, cmdRemove, m)
+			},
+		}}, nil
+}
+
+// command executes a membership change another node sent (the server has
+// checked the connection ID).
+func (s *Service) command(ctx context.Context, cmd string, m *nats.Msg) error {
+	group := string(m.Data)
+	if !ValidName(group) {
 		return ErrInvalidName
-	case statusBadInput:
-		return conn.ErrInvalidID
 	}
-	return fmt.Errorf("groups: node %s: %s", node, reply.Data[1:])
-}
-
-// commandLoop answers membership commands for this node's connections.
-func (s *Service) commandLoop() {
-	defer s.wg.Done()
-	for {
-		select {
-		case <-s.stop:
-			return
-		case msg := <-s.cmds:
-			s.command(msg)
-		}
+	if cmd == cmdAdd {
+		return s.addLocal(ctx, group, m.Header.Get(nodecmd.HdrID))
 	}
-}
-
-func (s *Service) command(msg *nats.Msg) {
-	op, id, group, err := decodeCommand(msg.Data)
-	var status byte = statusOK
-	var text string
-	switch {
-	case err != nil || (op != cmdAdd && op != cmdRemove) || !conn.ValidID(id):
-		status = statusBadInput
-	case !ValidName(group):
-		status = statusBadName
-	default:
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.CommandTimeout)
-		if op == cmdAdd {
-			err = s.addLocal(ctx, group, id)
-		} else {
-			err = s.removeLocal(ctx, group, id)
-		}
-		cancel()
-		switch {
-		case err == nil:
-		case errors.Is(err, conn.ErrGone):
-			status = statusGone
-		case errors.Is(err, ErrTooManyGroups):
-			status, text = statusTooMany, fmt.Sprintf("max %d", s.cfg.MaxGroupsPerConn)
-		default:
-			status, text = statusInternal, err.Error()
-		}
-	}
-	if msg.Reply != "" {
-		_ = msg.Respond(append([]byte{status}, text...))
-	}
+	return s.removeLocal(ctx, group, m.Header.Get(nodecmd.HdrID))
 }
 
 // GroupConnections pages through a group's connections (see Store.Members).

@@ -66,35 +66,11 @@ func decodeEnvelope(b []byte) (envelope, error) {
 	return envelope{}, errBadEnvelope
 }
 
-// Membership commands to the node owning a connection, request/reply on
-// <prefix>.members.<node>:
-//
-//	request: op ('A' add | 'R' remove), 1 byte ID length, the connection ID,
-//	         the group name
-//	reply:   one status byte (below), then an error message if any
+// Membership commands to the node owning a connection travel the node
+// command protocol (internal/nodecmd, <prefix>.node.<node>): Sb-Cmd one of
+// these, Sb-Id the connection, the group name as the data; the reply's
+// Sb-Status is the codec's (gone, too_many_groups, invalid_name, …).
 const (
-	cmdAdd    = 'A'
-	cmdRemove = 'R'
-
-	statusOK       = 0
-	statusGone     = 1
-	statusTooMany  = 2
-	statusBadName  = 3
-	statusInternal = 4
-	statusBadInput = 5
+	cmdAdd    = "group_add"
+	cmdRemove = "group_remove"
 )
-
-func encodeCommand(op byte, id, group string) []byte {
-	b := make([]byte, 0, 2+len(id)+len(group))
-	b = append(b, op, byte(len(id)))
-	b = append(b, id...)
-	return append(b, group...)
-}
-
-func decodeCommand(b []byte) (op byte, id, group string, err error) {
-	if len(b) < 2 || int(b[1]) > len(b)-2 {
-		return 0, "", "", errBadEnvelope
-	}
-	n := int(b[1])
-	return b[0], string(b[2 : 2+n]), string(b[2+n:]), nil
-}

@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nuid"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/switchboardgw/switchboard/internal/service"
 	"github.com/switchboardgw/switchboard/pkg/protocol"
 )
 
@@ -44,7 +45,7 @@ type Lifecycle struct {
 	log *slog.Logger
 	m   *metrics
 	def defaults
-	rt  router
+	rt  routeSelector
 
 	subj          protocol.Subjects
 	routeSubjects map[string]string // token → subject, for known tokens
@@ -73,7 +74,8 @@ type Lifecycle struct {
 	abortNow context.CancelFunc // ends a Fence wait when abort is set
 	pubDone  chan struct{}
 	stopReap chan struct{}
-	wg       sync.WaitGroup
+	wg       sync.WaitGroup // the publisher and the reaper, owned by Run
+	gate     service.Gate
 
 	// Two-way requests awaiting replies, keyed by the last token of their
 	// reply subject.
@@ -172,7 +174,7 @@ func New(cfg Config, nc *nats.Conn, reg prometheus.Registerer, log *slog.Logger)
 		nc:            nc,
 		log:           log,
 		def:           defaults{nodeID: cfg.NodeID, stage: cfg.Stage, domain: cfg.DomainName, apiID: cfg.APIID},
-		rt:            router{sel: sel, max: cfg.MaxRouteKey, policy: cfg.InvalidRouteKey},
+		rt:            routeSelector{sel: sel, max: cfg.MaxRouteKey, policy: cfg.InvalidRouteKey},
 		subj:          protocol.NewSubjects(cfg.Prefix),
 		routeSubjects: map[string]string{},
 		twoWay:        map[string]bool{},
@@ -220,11 +222,30 @@ func New(cfg Config, nc *nats.Conn, reg prometheus.Registerer, log *slog.Logger)
 		return nil, fmt.Errorf("lifecycle: subscribe for route replies: %w", err)
 	}
 	l.replySub = sub
-
-	l.wg.Add(2)
-	go func() { defer l.wg.Done(); l.publishLoop() }()
-	go func() { defer l.wg.Done(); l.reapLoop() }()
 	return l, nil
+}
+
+// Run publishes queued events and expires two-way requests until Shutdown
+// has drained them. Events queued before Run wait in their lanes. If ctx
+// ends without a Shutdown, what is still queued is dropped (counted).
+func (l *Lifecycle) Run(ctx context.Context) error {
+	if err := l.gate.Start("lifecycle"); err != nil {
+		return err
+	}
+	defer l.gate.Finish()
+	l.wg.Go(l.publishLoop)
+	l.wg.Go(l.reapLoop)
+	select {
+	case <-l.gate.Stopping():
+	case <-ctx.Done():
+		l.abort.Store(true)
+		l.abortNow()
+		l.closeLanes()
+	}
+	<-l.pubDone // Shutdown drains the lanes first, within its own deadline
+	close(l.stopReap)
+	l.wg.Wait()
+	return nil
 }
 
 func (l *Lifecycle) setupJetStream() error {
@@ -862,8 +883,12 @@ func (l *Lifecycle) reapLoop() {
 func (l *Lifecycle) Shutdown(ctx context.Context) error {
 	l.shutdownOnce.Do(func() {
 		l.closeLanes()
-
 		var err error
+		if !l.gate.Close() {
+			// Never run (a start that failed later): drain what was
+			// queued here, so that Shutdown's promise holds either way.
+			go l.publishLoop()
+		}
 		select {
 		case <-l.pubDone:
 		case <-ctx.Done():
@@ -879,8 +904,7 @@ func (l *Lifecycle) Shutdown(ctx context.Context) error {
 				err = fmt.Errorf("lifecycle: shutdown: jetstream acks pending: %w", ctx.Err())
 			}
 		}
-		close(l.stopReap)
-		l.wg.Wait()
+		err = errors.Join(err, l.gate.Wait(ctx, "lifecycle"))
 		l.abortNow()
 		if uerr := l.replySub.Unsubscribe(); uerr != nil && !errors.Is(uerr, nats.ErrConnectionClosed) && !errors.Is(uerr, nats.ErrBadSubscription) {
 			err = errors.Join(err, fmt.Errorf("lifecycle: shutdown: %w", uerr))

@@ -31,11 +31,7 @@ func newLC(t testing.TB, cfg Config, nc *nats.Conn) (*Lifecycle, *prometheus.Reg
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), deadline)
-		defer cancel()
-		_ = l.Shutdown(ctx)
-	})
+	testenv.Run(t, "lifecycle", l)
 	return l, reg
 }
 

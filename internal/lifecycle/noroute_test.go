@@ -1,7 +1,6 @@
 package lifecycle
 
 import (
-	"context"
 	"encoding/json"
 	"log/slog"
 	"strings"
@@ -350,7 +349,7 @@ func TestNoRouteIsExplainedInTheLogOncePerSubject(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = l.Shutdown(context.Background()) })
+	testenv.Run(t, "lifecycle", l)
 	var r replies
 	l.Message(meta(), []byte(`{"action":"nobody"}`), false, r.fn)
 	l.Message(meta(), []byte(`{"action":"nobody"}`), false, r.fn)

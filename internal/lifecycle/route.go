@@ -276,15 +276,15 @@ type routeResult struct {
 	drop    bool   // refused and the policy is drop
 }
 
-// router applies the selection expression, validation and the allow-list.
-type router struct {
+// routeSelector applies the selection expression, validation and the allow-list.
+type routeSelector struct {
 	sel    *selector
 	max    int
 	allow  map[string]bool // nil: every legal key
 	policy InvalidKeyPolicy
 }
 
-func (r *router) route(payload []byte, binary bool) routeResult {
+func (r *routeSelector) route(payload []byte, binary bool) routeResult {
 	key := r.sel.eval(payload, binary)
 	switch {
 	case key == "" || key == protocol.RouteDefault:

@@ -9,13 +9,13 @@ import (
 	"github.com/switchboardgw/switchboard/pkg/protocol"
 )
 
-func mustRouter(t testing.TB, expr string, allow []string, policy InvalidKeyPolicy) router {
+func mustSelector(t testing.TB, expr string, allow []string, policy InvalidKeyPolicy) routeSelector {
 	t.Helper()
 	sel, err := compileSelector(expr)
 	if err != nil {
 		t.Fatalf("compile %q: %v", expr, err)
 	}
-	r := router{sel: sel, max: 128, policy: policy}
+	r := routeSelector{sel: sel, max: 128, policy: policy}
 	if allow != nil {
 		r.allow = map[string]bool{}
 		for _, a := range allow {
@@ -54,7 +54,7 @@ func TestRouteSelectionLikeAPIGateway(t *testing.T) {
 		{"static", `whatever`, true, "static"},
 	}
 	for _, c := range cases {
-		r := mustRouter(t, c.expr, nil, InvalidKeyDefault)
+		r := mustSelector(t, c.expr, nil, InvalidKeyDefault)
 		if got := r.route([]byte(c.body), c.binary).key; got != c.want {
 			t.Errorf("%s on %q (binary=%v): got %q, want %q", c.expr, c.body, c.binary, got, c.want)
 		}
@@ -76,7 +76,7 @@ func TestHostileRouteKeysNeverBecomeBadSubjects(t *testing.T) {
 		"a..b", ".", "..", "\"q\"", `back\slash`, "a.>", "foo.*.bar",
 	}
 	for _, policy := range []InvalidKeyPolicy{InvalidKeyDefault, InvalidKeyDrop} {
-		r := mustRouter(t, "$request.body.action", nil, policy)
+		r := mustSelector(t, "$request.body.action", nil, policy)
 		for _, k := range hostile {
 			body, _ := json.Marshal(map[string]string{"action": k})
 			res := r.route(body, false)
@@ -107,7 +107,7 @@ func TestHostileRouteKeysNeverBecomeBadSubjects(t *testing.T) {
 }
 
 func TestRouteAllowListSendsUnknownKeysToDefault(t *testing.T) {
-	r := mustRouter(t, "$request.body.action", []string{"join", "leave"}, InvalidKeyDefault)
+	r := mustSelector(t, "$request.body.action", []string{"join", "leave"}, InvalidKeyDefault)
 	if got := r.route([]byte(`{"action":"join"}`), false); got.key != "join" || got.token != "join" {
 		t.Fatalf("allowed key: %+v", got)
 	}
@@ -136,10 +136,10 @@ func FuzzRouteSelection(f *testing.F) {
 	for _, s := range []string{`{"action":"join"}`, `{"action":"a.b"}`, `{"a":{"b":"c"}}`, `[1,2]`, `{"action":"\u0000"}`, `{"action":{"x":1}}`, `"str"`, `{"action":"` + strings.Repeat("x", 200) + `"}`} {
 		f.Add([]byte(s), false)
 	}
-	r1 := mustRouter(f, "$request.body.action", nil, InvalidKeyDefault)
-	r2 := mustRouter(f, "${request.body.a.b}/${request.body.action}", nil, InvalidKeyDrop)
+	r1 := mustSelector(f, "$request.body.action", nil, InvalidKeyDefault)
+	r2 := mustSelector(f, "${request.body.a.b}/${request.body.action}", nil, InvalidKeyDrop)
 	f.Fuzz(func(t *testing.T, body []byte, binary bool) {
-		for _, r := range []router{r1, r2} {
+		for _, r := range []routeSelector{r1, r2} {
 			res := r.route(body, binary)
 			if res.drop {
 				continue
@@ -165,7 +165,7 @@ func FuzzRouteSelection(f *testing.F) {
 }
 
 func BenchmarkRouteSelection(b *testing.B) {
-	r := mustRouter(b, "$request.body.action", nil, InvalidKeyDefault)
+	r := mustSelector(b, "$request.body.action", nil, InvalidKeyDefault)
 	body := []byte(`{"data":{"text":"hello there","to":["a","b"]},"action":"sendmessage"}`)
 	b.ReportAllocs()
 	for b.Loop() {

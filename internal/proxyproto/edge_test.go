@@ -16,7 +16,10 @@ import (
 	"github.com/switchboardgw/switchboard/internal/edge"
 )
 
-// echoHandler records the source IP $connect saw and echoes messages.
+// echoHandler is the smallest edge.Handler: it records the source IP the
+// edge put in each Request and echoes messages. It has no policy of its own:
+// what the node makes of the address ($connect, events, registry) is
+// internal/session's TestTheClientBehindAPROXYHeaderIsTheSourceOfItsConnection.
 type echoHandler struct {
 	mu     sync.Mutex
 	source []string
@@ -32,9 +35,10 @@ func (h *echoHandler) Open(*edge.Conn)                                 {}
 func (h *echoHandler) Message(c *edge.Conn, data []byte, binary bool)  { _ = c.Send(data, binary) }
 func (h *echoHandler) Close(*edge.Conn, int, string, edge.CloseReason) {}
 
-// The edge behind a PROXY listener: $connect sees the client's address from
-// the header, and the epoll reactor, reading the raw fd, gets every frame.
-func TestEdgeBehindProxyListener(t *testing.T) {
+// The edge behind a PROXY listener: the Request carries the client's address
+// from the header (v1 and v2), and the epoll reactor, reading the raw fd
+// after the header, gets every frame.
+func TestTheEdgeBehindAProxyListenerSeesTheHeadersClientAndEveryFrame(t *testing.T) {
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -94,6 +98,6 @@ func TestEdgeBehindProxyListener(t *testing.T) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if len(h.source) != 2 || h.source[0] != "203.0.113.7" || h.source[1] != "2001:db8::7" {
-		t.Fatalf("$connect saw sources %q, want the headers' clients", h.source)
+		t.Fatalf("requests had sources %q, want the headers' clients", h.source)
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/gobwas/ws"
 
+	"github.com/switchboardgw/switchboard/internal/authn"
 	"github.com/switchboardgw/switchboard/internal/testenv"
 )
 
@@ -66,6 +67,8 @@ func (s *resumeSession) query(received int) string {
 	return fmt.Sprintf("resume=%s&received=%d", s.token, received)
 }
 
+const resumeSubject = "switchboard.event.resume"
+
 // A resumed connection's backend hears RESUME after its CONNECT, and no
 // DISCONNECT and no second CONNECT; its end later is one DISCONNECT.
 func TestResumeIsAnnouncedAsResumeOnly(t *testing.T) {
@@ -74,39 +77,36 @@ func TestResumeIsAnnouncedAsResumeOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ev := r.next(t); ev != (event{"switchboard.event.connect", s.id}) {
-		t.Fatalf("first event %+v, want CONNECT", ev)
-	}
+	r.expect(t, connectSubject, s.id)
 	s.cut(t, r)
 	s2, err := r.dialResume(t, s.query(0), nil)
 	if err != nil || !s2.resumed || s2.id != s.id {
 		t.Fatalf("resume: %+v %v", s2, err)
 	}
-	if ev := r.next(t); ev != (event{"switchboard.event.resume", s.id}) {
-		t.Fatalf("event after the resume %+v, want RESUME (no DISCONNECT, no CONNECT)", ev)
+	// The next event is RESUME: no DISCONNECT, no CONNECT.
+	if ev := r.expect(t, resumeSubject, s.id); ev.body.Switchboard.DetachedMs <= 0 {
+		t.Fatalf("RESUME %+v: want how long it was away", ev.body.Switchboard)
 	}
 	// A close handshake ends it (a lost socket would detach it again).
 	if err := ws.WriteFrame(s2.nc, ws.MaskFrame(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusNormalClosure, "")))); err != nil {
 		t.Fatal(err)
 	}
-	if ev := r.next(t); ev != (event{"switchboard.event.disconnect", s.id}) {
-		t.Fatalf("event after the client closed %+v, want its one DISCONNECT", ev)
-	}
+	r.expect(t, disconnectSubject, s.id)
 }
 
 // With the JWT authorizer on, a resume needs a valid token of the same
 // user: a missing or expired one is 401, another user's 403, and the
 // connection stays detached until a good one comes.
 func TestResumeChecksTheJWTAgain(t *testing.T) {
-	mod, alice := withJWT(t, "alice")
-	r := newRig(t, allow, mod)
+	i := newJWTIssuer(t)
+	r := newRig(t, allow, i.authorizer(t, authn.Config{}))
+	bearer := func(tok string) http.Header { return http.Header{"Authorization": {"Bearer " + tok}} }
+	alice := bearer(i.token("alice"))
 	s, err := r.dialResume(t, "resume=1", alice)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ev := r.next(t); ev.subject != "switchboard.event.connect" {
-		t.Fatalf("first event %+v", ev)
-	}
+	r.expect(t, connectSubject, s.id)
 	s.cut(t, r)
 	for _, tc := range []struct {
 		name   string
@@ -114,8 +114,8 @@ func TestResumeChecksTheJWTAgain(t *testing.T) {
 		status int
 	}{
 		{"no token", nil, http.StatusUnauthorized},
-		{"expired", bearer("alice", time.Now().Add(-time.Minute)), http.StatusUnauthorized},
-		{"another user", bearer("bob", time.Now().Add(time.Hour)), http.StatusForbidden},
+		{"expired", bearer(i.tokenUntil("alice", time.Now().Add(-time.Minute))), http.StatusUnauthorized},
+		{"another user", bearer(i.token("bob")), http.StatusForbidden},
 	} {
 		_, err := r.dialResume(t, s.query(0), tc.h)
 		if !errors.Is(err, ws.StatusError(tc.status)) {
@@ -130,7 +130,5 @@ func TestResumeChecksTheJWTAgain(t *testing.T) {
 	if err != nil || !s2.resumed || s2.id != s.id {
 		t.Fatalf("resume with alice's valid token: %+v %v", s2, err)
 	}
-	if ev := r.next(t); ev != (event{"switchboard.event.resume", s.id}) {
-		t.Fatalf("event %+v, want RESUME", ev)
-	}
+	r.expect(t, resumeSubject, s.id)
 }

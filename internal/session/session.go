@@ -12,17 +12,19 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/switchboardgw/switchboard/internal/admission"
-	"github.com/switchboardgw/switchboard/internal/authz"
+	"github.com/switchboardgw/switchboard/internal/authn"
 	"github.com/switchboardgw/switchboard/internal/cluster"
 	"github.com/switchboardgw/switchboard/internal/conn"
 	"github.com/switchboardgw/switchboard/internal/edge"
 	"github.com/switchboardgw/switchboard/internal/groups"
 	"github.com/switchboardgw/switchboard/internal/lifecycle"
+	"github.com/switchboardgw/switchboard/internal/service"
 )
 
 // connState is what the node keeps per connection (Conn.Value): the event
@@ -99,8 +101,8 @@ type Deps struct {
 	Events    Events
 	Owner     Owner
 	Groups    Memberships
-	JWT       *authz.JWT
-	Admission *admission.A
+	JWT       *authn.JWT
+	Admission *admission.Controller
 	Logger    *slog.Logger
 }
 
@@ -111,8 +113,8 @@ type Handler struct {
 	lc     Events
 	node   Owner
 	groups Memberships
-	jwt    *authz.JWT   // nil: no built-in JWT authorizer
-	adm    *admission.A // nil: no admission limits
+	jwt    *authn.JWT            // nil: no built-in JWT authorizer
+	adm    *admission.Controller // nil: no admission limits
 	log    *slog.Logger
 	domain string // -domain-name: reported in events instead of the client's Host when set
 
@@ -130,7 +132,9 @@ type Handler struct {
 	// Unregistering a closed connection waits for a Redis round trip: it is
 	// queued so reactor workers and the drain never wait for it.
 	unreg   chan string
-	unregWG sync.WaitGroup
+	unregWG sync.WaitGroup // Run's workers
+	life    service.Gate
+	stopped sync.Once
 }
 
 var (
@@ -143,7 +147,7 @@ const (
 	unregQueue   = 65536
 )
 
-// New builds the handler and starts its unregister workers; Stop ends them.
+// New builds the handler; Run starts its unregister workers.
 func New(cfg Config, deps Deps) (*Handler, error) {
 	switch {
 	case !cluster.ValidNodeID(cfg.NodeID):
@@ -159,24 +163,39 @@ func New(cfg Config, deps Deps) (*Handler, error) {
 	}
 	h := &Handler{nodeID: cfg.NodeID, lc: deps.Events, node: deps.Owner, groups: deps.Groups, jwt: deps.JWT, adm: deps.Admission,
 		log: log, domain: cfg.DomainName, shedClose: uint32(cfg.MsgShedClose), unreg: make(chan string, unregQueue)}
-	h.unregWG.Add(unregWorkers)
-	for i := 0; i < unregWorkers; i++ {
-		go func() {
-			defer h.unregWG.Done()
-			for id := range h.unreg {
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				h.node.Unregister(ctx, id)
-				cancel()
-			}
-		}()
-	}
 	return h, nil
 }
 
-// Stop finishes the queued unregistrations. Call after the edge has shut down.
-func (h *Handler) Stop() {
-	close(h.unreg)
+// Run removes closed connections' records from the registry until Shutdown.
+func (h *Handler) Run(ctx context.Context) error {
+	if err := h.life.Start("session"); err != nil {
+		return err
+	}
+	defer h.life.Finish()
+	for i := 0; i < unregWorkers; i++ {
+		h.unregWG.Go(h.unregisterLoop)
+	}
+	<-h.life.Stopping() // not ctx: records of connections still closing must go
 	h.unregWG.Wait()
+	return nil
+}
+
+func (h *Handler) unregisterLoop() {
+	for id := range h.unreg {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		h.node.Unregister(ctx, id)
+		cancel()
+	}
+}
+
+// Shutdown finishes the queued unregistrations. Call after the edge has
+// shut down: nothing may queue one after it.
+func (h *Handler) Shutdown(ctx context.Context) error {
+	h.stopped.Do(func() { close(h.unreg) })
+	if !h.life.Close() {
+		h.unregisterLoop() // never run: the queue is drained here
+	}
+	return h.life.Wait(ctx, "session")
 }
 
 func (h *Handler) Connect(ctx context.Context, c *edge.Conn, r *edge.Request) (*edge.Accept, error) {
@@ -184,13 +203,13 @@ func (h *Handler) Connect(ctx context.Context, c *edge.Conn, r *edge.Request) (*
 		return nil, &edge.Reject{Status: http.StatusServiceUnavailable, Reason: "node fenced: cluster lease not held"}
 	}
 	// The built-in JWT authorizer answers before anything else runs.
-	var jr authz.Result
+	var jr authn.Result
 	protocols := r.Protocols
 	if h.jwt != nil {
 		var err error
 		if jr, err = h.jwt.Authorize(r); err != nil {
-			s := authz.StatusOf(err)
-			h.log.Debug("JWT refused", "conn", c.ID(), "reason", authz.ReasonOf(err))
+			s := authn.StatusOf(err)
+			h.log.Debug("JWT refused", "conn", c.ID(), "reason", authn.ReasonOf(err))
 			return nil, &edge.Reject{Status: s, Header: http.Header{"Www-Authenticate": {"Bearer"}}, Reason: http.StatusText(s)}
 		}
 		protocols = h.jwt.StripToken(r.Protocols)
@@ -212,9 +231,20 @@ func (h *Handler) Connect(ctx context.Context, c *edge.Conn, r *edge.Request) (*
 			release()
 		}
 	}()
+	headers := r.Header
+	if len(protocols) != len(r.Protocols) {
+		// The token rode in Sec-WebSocket-Protocol: the events show the list
+		// without it, so no backend logs it and a $connect that echoes the
+		// header back (the usual Lambda pattern) answers a real protocol.
+		headers = headers.Clone()
+		headers.Del("Sec-WebSocket-Protocol")
+		if len(protocols) > 0 {
+			headers.Set("Sec-WebSocket-Protocol", strings.Join(protocols, ", "))
+		}
+	}
 	st := &connState{release: release, gen: h.gen.Load(), meta: &lifecycle.ConnMeta{
 		ID: c.ID(), NodeID: h.nodeID, ConnectedAt: c.ConnectedAt(), SourceIP: c.SourceIP(), UserAgent: c.UserAgent(),
-		DomainName: h.eventDomain(r.Host), Path: r.Path, Headers: lifecycle.HeadersFromHTTP(r.Header), Query: lifecycle.ParseQuery(r.RawQuery),
+		DomainName: h.eventDomain(r.Host), Path: r.Path, Headers: lifecycle.HeadersFromHTTP(headers), Query: lifecycle.ParseQuery(r.RawQuery),
 		Subprotocols: protocols, UserID: jr.UserID, Principal: jr.Principal,
 	}}
 	if h.adm != nil {
@@ -290,8 +320,8 @@ func (h *Handler) Resume(_ context.Context, c *edge.Conn, r *edge.Request) error
 	if h.jwt != nil {
 		jr, err := h.jwt.Authorize(r)
 		if err != nil {
-			s := authz.StatusOf(err)
-			h.log.Debug("JWT refused on resume", "conn", c.ID(), "reason", authz.ReasonOf(err))
+			s := authn.StatusOf(err)
+			h.log.Debug("JWT refused on resume", "conn", c.ID(), "reason", authn.ReasonOf(err))
 			return &edge.Reject{Status: s, Header: http.Header{"Www-Authenticate": {"Bearer"}}, Reason: http.StatusText(s)}
 		}
 		if jr.UserID != c.ResumeSubject() {

@@ -30,11 +30,7 @@ func gateway(t testing.TB, n *testenv.NATS, cfg lifecycle.Config) *lifecycle.Lif
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), deadline)
-		defer cancel()
-		_ = l.Shutdown(ctx)
-	})
+	testenv.Run(t, "lifecycle", l)
 	return l
 }
 

@@ -72,11 +72,7 @@ func setup(t *testing.T, handler any, opts lambdaadapter.Options) *lifecycle.Lif
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), deadline)
-		defer cancel()
-		_ = l.Shutdown(ctx)
-	})
+	testenv.Run(t, "lifecycle", l)
 	return l
 }
 

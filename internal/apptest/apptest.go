@@ -1,8 +1,8 @@
-// Package gatewaytest starts a real single-node Switchboard gateway inside a
+// Package apptest starts a real single-node Switchboard gateway inside a
 // test (the same code as `go run ./cmd/edge`, every listener on a random
 // loopback port, NATS embedded) and drives real WebSocket clients against
-// it. The examples' tests use it to run each example end to end.
-package gatewaytest
+// it. The examples' tests and the docs' examples (internal/doctest) use it.
+package apptest
 
 import (
 	"github.com/switchboardgw/switchboard/internal/testenv"

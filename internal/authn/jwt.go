@@ -1,4 +1,4 @@
-package authz
+package authn
 
 import (
 	"bytes"
@@ -44,9 +44,9 @@ type Error struct {
 
 func (e *Error) Error() string {
 	if e.Err == nil {
-		return "authz: token " + e.Reason
+		return "authn: token " + e.Reason
 	}
-	return "authz: token " + e.Reason + ": " + e.Err.Error()
+	return "authn: token " + e.Reason + ": " + e.Err.Error()
 }
 
 func (e *Error) Unwrap() error { return e.Err }
@@ -94,7 +94,7 @@ func New(cfg Config, log *slog.Logger) (*JWT, error) {
 		log = slog.Default()
 	}
 	onErr := func(path string, err error) {
-		log.Warn("authz: key file not reloaded; keeping the previous keys", "file", path, "err", err)
+		log.Warn("authn: key file not reloaded; keeping the previous keys", "file", path, "err", err)
 	}
 	a := &JWT{cfg: cfg, now: time.Now}
 	if cfg.KeysFile != "" {

@@ -1,4 +1,4 @@
-package authz
+package authn
 
 import (
 	"bytes"
@@ -246,18 +246,18 @@ func newKeyFile(path string, parse func([]byte) ([]key, error), interval time.Du
 func (f *keyFile) load() error {
 	st, err := os.Stat(f.path)
 	if err != nil {
-		return fmt.Errorf("authz: key file: %w", err)
+		return fmt.Errorf("authn: key file: %w", err)
 	}
 	if st.Size() > maxKeyFile {
-		return fmt.Errorf("authz: key file %s is %d bytes (max %d)", f.path, st.Size(), maxKeyFile)
+		return fmt.Errorf("authn: key file %s is %d bytes (max %d)", f.path, st.Size(), maxKeyFile)
 	}
 	data, err := os.ReadFile(f.path)
 	if err != nil {
-		return fmt.Errorf("authz: key file: %w", err)
+		return fmt.Errorf("authn: key file: %w", err)
 	}
 	keys, err := f.parse(data)
 	if err != nil {
-		return fmt.Errorf("authz: key file %s: %w", f.path, err)
+		return fmt.Errorf("authn: key file %s: %w", f.path, err)
 	}
 	f.seen = stampOf(st)
 	f.keys.Store(&keys)

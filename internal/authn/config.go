@@ -1,9 +1,9 @@
-// Package authz is the built-in $connect authorizer: a JWT (HS256, RS256 or
+// Package authn authenticates a client at $connect: a JWT (HS256, RS256 or
 // ES256) read from a header, a query parameter or Sec-WebSocket-Protocol,
 // checked against keys from a PEM/secret file or a JWKS file, turned into a
 // user ID and a principal. It decides locally, before any backend is asked,
 // so a forged or expired token costs one signature check and nothing else.
-package authz
+package authn
 
 import (
 	"errors"
@@ -113,21 +113,21 @@ func (c Config) Enabled() bool { return c.KeysFile != "" || c.JWKSFile != "" }
 // Validate reports whether c is usable.
 func (c Config) Validate() error {
 	if c.KeysFile == "" && c.JWKSFile == "" {
-		return errors.New("authz: KeysFile or JWKSFile is required")
+		return errors.New("authn: KeysFile or JWKSFile is required")
 	}
 	for _, a := range c.Algorithms {
 		if a != HS256 && a != RS256 && a != ES256 {
-			return fmt.Errorf("authz: algorithm %q not supported (HS256, RS256, ES256)", a)
+			return fmt.Errorf("authn: algorithm %q not supported (HS256, RS256, ES256)", a)
 		}
 	}
 	if c.Header != "" && !validHeaderName(c.Header) {
-		return fmt.Errorf("authz: header name %q", c.Header)
+		return fmt.Errorf("authn: header name %q", c.Header)
 	}
 	if c.SubprotocolPrefix != "" && strings.ContainsAny(c.SubprotocolPrefix, " \t,") {
-		return fmt.Errorf("authz: subprotocol prefix %q", c.SubprotocolPrefix)
+		return fmt.Errorf("authn: subprotocol prefix %q", c.SubprotocolPrefix)
 	}
 	if c.MaxTokenBytes < 0 || c.MaxPrincipalBytes < 0 || c.ReloadInterval < 0 {
-		return errors.New("authz: negative limit")
+		return errors.New("authn: negative limit")
 	}
 	return nil
 }

@@ -11,7 +11,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/switchboardgw/switchboard/examples/internal/gatewaytest"
+	"github.com/switchboardgw/switchboard/internal/apptest"
 	"github.com/switchboardgw/switchboard/internal/testenv"
 )
 
@@ -59,7 +59,7 @@ func inPage[T any](ctx context.Context, expr string) (T, error) {
 // pageShows waits until the expression is true in the tab.
 func pageShows(t *testing.T, ctx context.Context, what, expr string) {
 	t.Helper()
-	deadline := time.Now().Add(gatewaytest.Deadline)
+	deadline := time.Now().Add(apptest.Deadline)
 	for {
 		ok, err := inPage[bool](ctx, "!!("+expr+")")
 		if err == nil && ok {
@@ -67,7 +67,7 @@ func pageShows(t *testing.T, ctx context.Context, what, expr string) {
 		}
 		if time.Now().After(deadline) {
 			status, _ := inPage[string](ctx, `document.getElementById("status").textContent + " | " + document.getElementById("log").innerText`)
-			t.Fatalf("%s: not true after %v (%v); page shows %q", what, gatewaytest.Deadline, err, status)
+			t.Fatalf("%s: not true after %v (%v); page shows %q", what, apptest.Deadline, err, status)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -75,7 +75,7 @@ func pageShows(t *testing.T, ctx context.Context, what, expr string) {
 
 func act(t *testing.T, ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
-	cctx, cancel := context.WithTimeout(ctx, gatewaytest.Deadline)
+	cctx, cancel := context.WithTimeout(ctx, apptest.Deadline)
 	defer cancel()
 	if err := chromedp.Do(cctx, actions...); err != nil {
 		t.Fatalf("%s: %v", what, err)
@@ -89,7 +89,7 @@ func act(t *testing.T, ctx context.Context, what string, actions ...chromedp.Act
 // order, bob gets hers, and the room never saw her leave.
 func TestBrowserChatLosesNothingAcrossANetworkDrop(t *testing.T) {
 	var netw *testenv.Proxy
-	ch, e := startChatVia(t, func(e gatewaytest.Edge) string {
+	ch, e := startChatVia(t, func(e apptest.Edge) string {
 		netw = testenv.StartProxy(t, e.WSAddr())
 		return "ws://" + netw.Addr() + "/"
 	})
@@ -105,9 +105,9 @@ func TestBrowserChatLosesNothingAcrossANetworkDrop(t *testing.T) {
 		t.Fatalf("connection ID in the page: %q %v", id, err)
 	}
 
-	bob := gatewaytest.Dial(t, joinURL(e, "bob", "lobby"))
+	bob := apptest.Dial(t, joinURL(e, "bob", "lobby"))
 	joined(t, bob, "bob", "lobby")
-	say := func(text string) { gatewaytest.Send(t, bob, fmt.Sprintf(`{"action":"send","text":%q}`, text)) }
+	say := func(text string) { apptest.Send(t, bob, fmt.Sprintf(`{"action":"send","text":%q}`, text)) }
 	say("before")
 	pageShows(t, ctx, "before", `document.getElementById("log").innerText.includes("bob: before")`)
 

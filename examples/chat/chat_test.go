@@ -31,12 +31,12 @@ type frame struct {
 // `go run ./cmd/edge -two-way-routes rooms` and `go run ./examples/chat` do.
 func startChat(t *testing.T) (*chat, apptest.Edge) {
 	t.Helper()
-	return startChatVia(t, gatewaytest.Edge.WSURL)
+	return startChatVia(t, apptest.Edge.WSURL)
 }
 
 // startChatVia is startChat with the page pointed at pageWS(edge) (e.g. a
 // proxy in front of the edge) instead of the edge itself.
-func startChatVia(t *testing.T, pageWS func(gatewaytest.Edge) string) (*chat, gatewaytest.Edge) {
+func startChatVia(t *testing.T, pageWS func(apptest.Edge) string) (*chat, apptest.Edge) {
 	t.Helper()
 	// required: a connection can only exist if the chat backend allowed it.
 	e := apptest.StartEdge(t, "-two-way-routes", "rooms", "-connect-mode", "required")

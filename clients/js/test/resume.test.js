@@ -14,6 +14,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
+import { fork } from 'node:child_process';
 
 import { startGateway, eventually, stopAll, dumpLogs } from '../../../sdk/node-lambda/test/harness.js';
 import { NetworkProxy } from './proxy.js';
@@ -232,4 +233,37 @@ test('binary messages arrive as binaryType says and are counted like text', asyn
   assert.equal(c.sock.received, 1);
   c.sock.close();
   await until('closed', () => of(c, 'close').length === 1);
+});
+
+test('on the platform\'s WebSocket (no WebSocket option: Node 22\'s global, Node 20\'s behind a flag) a drop resumes too', async () => {
+  net.up();
+  const child = fork(new URL('./fixtures/platform-client.js', import.meta.url), [`${net.url}/`], {
+    execArgv: process.versions.node.split('.')[0] < 22 ? ['--experimental-websocket'] : [],
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  const told = [];
+  child.on('message', (m) => told.push(m));
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  try {
+    const open = await until('open', () => told.find((m) => m.type === 'open'));
+    const id = open.connectionId;
+    await post(id, 'm1');
+    await until('m1', () => told.some((m) => m.type === 'message'));
+    net.down();
+    await until('detached', async () => (await connectionInfo(id)).detached === true);
+    for (const m of range(2, 5)) await post(id, m);
+    net.up();
+    const resumed = await until('resumed', () => told.find((m) => m.type === 'resumed')).catch((err) => {
+      throw new Error(`${err.message}; the client told ${JSON.stringify(told)}`);
+    });
+    assert.equal(resumed.connectionId, id);
+    await until('all five', () => told.filter((m) => m.type === 'message').length === 5);
+    assert.deepEqual(told.filter((m) => m.type === 'message').map((m) => m.data), range(1, 5));
+    assert.equal(told.filter((m) => m.type === 'recovered').length, 0);
+    child.send('close');
+    await until('closed', () => told.some((m) => m.type === 'close'));
+  } finally {
+    child.kill();
+    await exited;
+  }
 });

@@ -82,17 +82,16 @@ func act(t *testing.T, ctx context.Context, what string, actions ...chromedp.Act
 	}
 }
 
-// Scenario: alice chats in the browser, bob from a plain client. Alice's
-// network drops (her TCP connection is reset, no close frame) while bob
-// sends ten messages and alice types one; when her network is back the
-// page resumes the same connection: she sees bob's messages once each, in
-// order, bob gets hers, and the room never saw her leave.
-func TestBrowserChatLosesNothingAcrossANetworkDrop(t *testing.T) {
+// aliceInTheLobby starts the chat with its page behind a proxy, opens the
+// page in Chromium and connects as alice to the lobby; it returns the tab,
+// the proxy, the edge and alice's connection ID.
+func aliceInTheLobby(t *testing.T, edgeArgs ...string) (context.Context, *testenv.Proxy, apptest.Edge, string) {
+	t.Helper()
 	var netw *testenv.Proxy
 	ch, e := startChatVia(t, func(e apptest.Edge) string {
 		netw = testenv.StartProxy(t, e.WSAddr())
 		return "ws://" + netw.Addr() + "/"
-	})
+	}, edgeArgs...)
 	ctx := chromium(t)
 	act(t, ctx, "open the page", chromedp.Navigate("http://"+ch.HTTPAddr()+"/"))
 	// config.json (the gateway's URL: the proxy) is fetched as the page loads.
@@ -104,6 +103,16 @@ func TestBrowserChatLosesNothingAcrossANetworkDrop(t *testing.T) {
 	if err != nil || id == "" {
 		t.Fatalf("connection ID in the page: %q %v", id, err)
 	}
+	return ctx, netw, e, id
+}
+
+// Scenario: alice chats in the browser, bob from a plain client. Alice's
+// network drops (her TCP connection is reset, no close frame) while bob
+// sends ten messages and alice types one; when her network is back the
+// page resumes the same connection: she sees bob's messages once each, in
+// order, bob gets hers, and the room never saw her leave.
+func TestBrowserChatLosesNothingAcrossANetworkDrop(t *testing.T) {
+	ctx, netw, e, id := aliceInTheLobby(t)
 
 	bob := apptest.Dial(t, joinURL(e, "bob", "lobby"))
 	joined(t, bob, "bob", "lobby")
@@ -154,5 +163,36 @@ func TestBrowserChatLosesNothingAcrossANetworkDrop(t *testing.T) {
 			}
 			break
 		}
+	}
+}
+
+// Scenario: alice moves to the kitchen, then her network is down for longer
+// than the edge's -resume-window. When it is back the page says the
+// connection is new (recovered:false) and, asking $connect for the room she
+// was last in, she is in the kitchen again and hears bob there.
+func TestBrowserChatAwayPastTheWindowIsToldAndRejoins(t *testing.T) {
+	ctx, netw, e, id := aliceInTheLobby(t, "-resume-window", "1s")
+	act(t, ctx, "alice moves to the kitchen", chromedp.SetValue("#newroom", "kitchen"), chromedp.Click("#join"))
+	pageShows(t, ctx, "alice in the kitchen", `document.getElementById("current").textContent === "kitchen"`)
+
+	netw.Down()
+	pageShows(t, ctx, "alice's page reconnecting", `window.chat.readyState === 0`)
+	bob := apptest.Dial(t, joinURL(e, "bob", "kitchen"))
+	joined(t, bob, "bob", "kitchen")
+	// The window ends: her old connection is gone (its DISCONNECT tells the room).
+	for {
+		f, _ := next(t, bob, "left")
+		if f.Name == "alice" {
+			break
+		}
+	}
+	netw.Up()
+
+	pageShows(t, ctx, "told it is a new connection", `document.getElementById("log").innerText.includes("new connection (unknown)")`)
+	joined(t, bob, "alice", "kitchen")
+	apptest.Send(t, bob, `{"action":"send","text":"welcome back"}`)
+	pageShows(t, ctx, "alice hears the kitchen", `document.getElementById("log").innerText.includes("[kitchen] bob: welcome back")`)
+	if now, _ := inPage[string](ctx, "window.chat.connectionId"); now == id || now == "" {
+		t.Fatalf("connection ID %q after the window, want a new one (was %q)", now, id)
 	}
 }

@@ -35,11 +35,11 @@ func startChat(t *testing.T) (*chat, apptest.Edge) {
 }
 
 // startChatVia is startChat with the page pointed at pageWS(edge) (e.g. a
-// proxy in front of the edge) instead of the edge itself.
-func startChatVia(t *testing.T, pageWS func(apptest.Edge) string) (*chat, apptest.Edge) {
+// proxy in front of the edge) instead of the edge itself, and more edge flags.
+func startChatVia(t *testing.T, pageWS func(apptest.Edge) string, edgeArgs ...string) (*chat, apptest.Edge) {
 	t.Helper()
 	// required: a connection can only exist if the chat backend allowed it.
-	e := apptest.StartEdge(t, "-two-way-routes", "rooms", "-connect-mode", "required")
+	e := apptest.StartEdge(t, append([]string{"-two-way-routes", "rooms", "-connect-mode", "required"}, edgeArgs...)...)
 	c, err := newChat(Config{
 		NATSURL:    e.NATSURL(),
 		APIURL:     "http://" + e.APIAddr(),

@@ -97,6 +97,7 @@ type reactorStats struct {
 	latency       histogram // ModeListen: send time ("t", Unix ns) to receipt
 	firstRecv     int64     // ModeListen: Unix ns of the first and last message
 	lastRecv      int64
+	bySend        map[int64]*SendReceipt // ModeListen: per send time, at most maxSendTimes
 	sentBytes     int64
 	receivedBytes int64
 }
@@ -580,12 +581,34 @@ func (r *reactor) received(msg []byte) {
 		r.stats.lastRecv = now
 		if t, ok := sendTime(msg); ok {
 			r.stats.latency.record(time.Duration(now - t))
+			r.noteSend(t, now)
 		}
 		return
 	}
 	if t, ok := sendTime(msg); ok {
 		r.stats.rtt.record(time.Duration(r.run.now() - t))
 	}
+}
+
+// noteSend counts a receipt of the message sent at t (Unix ns), so that a
+// driver can tell when each message of a burst had reached every member.
+// Distinct send times beyond maxSendTimes are not tracked: a sender cannot
+// grow the client's memory without bound.
+func (r *reactor) noteSend(t, now int64) {
+	s := r.stats.bySend[t]
+	if s == nil {
+		if len(r.stats.bySend) >= maxSendTimes {
+			return
+		}
+		if r.stats.bySend == nil {
+			r.stats.bySend = map[int64]*SendReceipt{}
+		}
+		s = &SendReceipt{Sent: t, First: now}
+		r.stats.bySend[t] = s
+	}
+	s.Received++
+	s.First = min(s.First, now)
+	s.Last = max(s.Last, now)
 }
 
 // cfMessage handles one frame of Centrifugo's protocol: its lines are

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -84,6 +86,10 @@ type PeersConfig struct {
 	// Settle is the wait between the connections being open and the idle
 	// measurement. Default 2s.
 	Settle time.Duration
+	// ProfileDir, when set, receives each node's CPU profile taken over
+	// the fan-out bursts (<system>-<node>-bursts.pprof, from the node's
+	// /debug/pprof/profile).
+	ProfileDir string
 	// Log receives progress lines. Default: discarded.
 	Log io.Writer
 }
@@ -602,6 +608,19 @@ func peerFanout(ctx context.Context, c PeersConfig, d *deployment, burst bool) (
 			}
 		}
 	}
+	var profWG sync.WaitGroup
+	if burst && c.ProfileDir != "" {
+		// Over the sends and a second of delivery after the last burst.
+		secs := int((time.Duration(c.Bursts)*4*c.Interval + time.Second + time.Second - 1) / time.Second)
+		for _, n := range d.nodes {
+			profWG.Go(func() {
+				path := filepath.Join(c.ProfileDir, fmt.Sprintf("%s-%s-bursts.pprof", d.system, n.p.name))
+				if err := cpuProfile(ctx, n.admin, secs, path); err != nil {
+					fmt.Fprintf(c.Log, "%s: %v\n", d.system, err)
+				}
+			})
+		}
+	}
 	first := time.Now()
 	if !burst {
 		sent = make([][]int64, c.Messages)
@@ -621,6 +640,7 @@ func peerFanout(ctx context.Context, c PeersConfig, d *deployment, burst bool) (
 		}
 	}
 	results, err := loadersDone(ctx, ps)
+	profWG.Wait()
 	if err != nil {
 		return row, err
 	}
@@ -665,6 +685,34 @@ func peerFanout(ctx context.Context, c PeersConfig, d *deployment, burst bool) (
 		d.system, row.Phase, row.Received, row.Expected, row.P99, row.DeliveryRate, row.Busy.Round(time.Millisecond),
 		row.CPUPer1000, row.CPUByProc, row.ClientPer1000, row.ClientProcs, row.ClientCores)
 	return row, nil
+}
+
+// cpuProfile saves the CPU profile of the process serving pprof at admin
+// over secs seconds.
+func cpuProfile(ctx context.Context, admin string, secs int, path string) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(secs+30)*time.Second)
+	defer cancel()
+	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", admin, secs)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return fmt.Errorf("swbench: profile: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("swbench: profile %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("swbench: profile %s: %s", url, resp.Status)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("swbench: profile %s: %w", url, err)
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		return fmt.Errorf("swbench: profile: %w", err)
+	}
+	return nil
 }
 
 // Delivery is how long a system took to deliver each burst to every

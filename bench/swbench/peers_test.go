@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -286,5 +288,27 @@ func TestBurstDeliveryIsTheUnionOfEachBurstsFirstSendToItsLastReceipt(t *testing
 	}
 	if d := BurstDelivery(sent, nil); d.Received != 0 || d.Busy != 0 || d.Max != 0 {
 		t.Errorf("nothing received: %+v", d)
+	}
+}
+
+func TestCPUProfileIsSavedFromTheNodesPprof(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/debug/pprof/profile" || r.URL.Query().Get("seconds") != "3" {
+			http.NotFound(w, r)
+			return
+		}
+		_, _ = w.Write([]byte("profile"))
+	}))
+	defer srv.Close()
+	admin := strings.TrimPrefix(srv.URL, "http://")
+	path := filepath.Join(t.TempDir(), "edge1.pprof")
+	if err := cpuProfile(context.Background(), admin, 3, path); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(path); err != nil || string(b) != "profile" {
+		t.Errorf("saved %q, %v; want the profile", b, err)
+	}
+	if err := cpuProfile(context.Background(), admin, 4, path+".x"); err == nil {
+		t.Error("a 404 is no profile")
 	}
 }

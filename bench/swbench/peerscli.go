@@ -41,6 +41,7 @@ func peersCLI(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		natsBin    = fs.String("nats-server", "", "nats-server binary (default: go install "+NATSServerModule+"@"+NATSServerVersion+" into the cache)")
 		cfBin      = fs.String("centrifugo", "", "centrifugo binary (default: go install "+CentrifugoModule+"@"+CentrifugoVersion+" into the cache)")
 		asJSON     = fs.Bool("json", false, "print results as JSON instead of tables")
+		profDir    = fs.String("profile-dir", "", "fanout: save each node's CPU profile over the bursts in this directory (<system>-<node>-bursts.pprof)")
 		buildDirFl = fs.String("build-dir", "", "where to build this repository's binaries (default: a temporary directory, removed at exit)")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -50,7 +51,7 @@ func peersCLI(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Systems: splitNames(*systems), Scenarios: splitNames(*scenarios), RatioBase: *base,
 		IdleConns: *n, ConnectConns: *connectN, PerProcess: *perProc, Rate: *rate, Concurrency: *conc, Repeat: *repeat,
 		FanoutConns: *fanN, Messages: *messages, Interval: *interval, Bursts: *bursts, BurstSize: *burstSize,
-		P2PConns: *p2pN, Posts: *posts, PostRate: *postRate, Size: *size, Settle: *settle, Log: stderr,
+		P2PConns: *p2pN, Posts: *posts, PostRate: *postRate, Size: *size, Settle: *settle, ProfileDir: *profDir, Log: stderr,
 	}
 	// Validate before building: a bad flag costs no compile.
 	if err := cfg.Validate(); err != nil {

@@ -247,6 +247,11 @@ type PeerFanoutRow struct {
 	ClientPer1000 time.Duration            `json:"clientCpuPer1000Ns"`
 	ClientProcs   int                      `json:"clientProcesses"`
 	ClientCores   float64                  `json:"clientCores"`
+	// What the clients read, all phase long: WebSocket messages and bytes
+	// per publication, publications per read(2).
+	WSMsgsPerPub float64 `json:"wsMessagesPerPublication"`
+	BytesPerPub  float64 `json:"bytesPerPublication"`
+	PubsPerRead  float64 `json:"publicationsPerRead"`
 	DeliveryRt    float64                  `json:"deliveryRateRatio"`
 	CPURatio      float64                  `json:"cpuRatio"`
 }
@@ -666,6 +671,15 @@ func peerFanout(ctx context.Context, c PeersConfig, d *deployment, burst bool) (
 	if span := time.Duration(last - first.UnixNano()); span > 0 {
 		row.FramesPerSec = float64(row.Received) / span.Seconds()
 	}
+	var msgs, bytes, reads int64
+	for _, r := range results {
+		msgs, bytes, reads = msgs+r.WSMessages, bytes+r.ReceivedBytes, reads+r.Reads
+	}
+	if row.Received > 0 && reads > 0 {
+		row.WSMsgsPerPub = float64(msgs) / float64(row.Received)
+		row.BytesPerPub = float64(bytes) / float64(row.Received)
+		row.PubsPerRead = float64(row.Received) / float64(reads)
+	}
 	bd := BurstDelivery(sent, results)
 	row.Busy, row.BurstP50, row.BurstMax = bd.Busy, bd.P50, bd.Max
 	if row.Busy > 0 {
@@ -681,9 +695,9 @@ func peerFanout(ctx context.Context, c PeersConfig, d *deployment, burst bool) (
 			row.CPUByProc[p.name] = time.Duration(int64(sys1[i]-sys0[i]) * 1000 / row.Received)
 		}
 	}
-	fmt.Fprintf(c.Log, "%s: %s: %d/%d publications, p99 %v, %.0f/s while delivering (busy %v), CPU per 1000: system %v %v, clients %v (%d processes, %.2f cores)\n",
+	fmt.Fprintf(c.Log, "%s: %s: %d/%d publications, p99 %v, %.0f/s while delivering (busy %v), CPU per 1000: system %v %v, clients %v (%d processes, %.2f cores; per publication %.2f WebSocket messages, %.0f bytes; %.1f publications per read)\n",
 		d.system, row.Phase, row.Received, row.Expected, row.P99, row.DeliveryRate, row.Busy.Round(time.Millisecond),
-		row.CPUPer1000, row.CPUByProc, row.ClientPer1000, row.ClientProcs, row.ClientCores)
+		row.CPUPer1000, row.CPUByProc, row.ClientPer1000, row.ClientProcs, row.ClientCores, row.WSMsgsPerPub, row.BytesPerPub, row.PubsPerRead)
 	return row, nil
 }
 

@@ -142,12 +142,12 @@ func WritePeersReport(w io.Writer, r PeersReport, c PeersConfig) {
 		fmt.Fprintf(w, "\nFan-out to one group / channel (%d members; %d messages one at a time %v apart, and %d bursts of %d; publish to receipt; publications counted, not frames; pub/s = publications over the time the system was delivering; CPU per 1,000 publications received)\n",
 			c.FanoutConns, c.Messages, c.Interval, c.Bursts, c.BurstSize)
 		tw := newTable(w)
-		fmt.Fprintf(tw, "system\tsending\tmembers\tsend errors\treceived/expected\tp50\tp99\tp99 %s\tburst to all p50\tmax\tpub/s\tpub/s %s\tsystem CPU ms/1000\tCPU %s\tclient CPU ms/1000\tclients\tclient cores\tpub/s over the phase\t\n", base, base, base)
+		fmt.Fprintf(tw, "system\tsending\tmembers\tsend errors\treceived/expected\tp50\tp99\tp99 %s\tburst to all p50\tmax\tpub/s\tpub/s %s\tsystem CPU ms/1000\tCPU %s\tclient CPU ms/1000\tclients\tclient cores\tWS msgs/pub\tbytes/pub\tpub/read\tpub/s over the phase\t\n", base, base, base)
 		for _, x := range r.Fanout {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d/%d\t%v\t%v\t%.3f\t%v\t%v\t%.0f\t%.3f\t%.1f\t%.3f\t%.1f\t%d\t%.2f\t%.0f\t\n", x.System, x.Phase, x.Members, x.SendErrs,
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d/%d\t%v\t%v\t%.3f\t%v\t%v\t%.0f\t%.3f\t%.1f\t%.3f\t%.1f\t%d\t%.2f\t%.2f\t%.0f\t%.1f\t%.0f\t\n", x.System, x.Phase, x.Members, x.SendErrs,
 				x.Received, x.Expected, x.P50.Round(time.Microsecond), x.P99.Round(time.Microsecond), x.P99Ratio,
 				x.BurstP50.Round(time.Millisecond), x.BurstMax.Round(time.Millisecond), x.DeliveryRate, x.DeliveryRt,
-				ms(x.CPUPer1000), x.CPURatio, ms(x.ClientPer1000), x.ClientProcs, x.ClientCores, x.FramesPerSec)
+				ms(x.CPUPer1000), x.CPURatio, ms(x.ClientPer1000), x.ClientProcs, x.ClientCores, x.WSMsgsPerPub, x.BytesPerPub, x.PubsPerRead, x.FramesPerSec)
 		}
 		_ = tw.Flush()
 		for _, x := range r.Fanout {

@@ -196,6 +196,11 @@ func TestCentrifugoClientsConnectSubscribeAnswerPingsAndTimePublications(t *test
 			t.Errorf("send time %d: %+v, want %d receipts between %d and %d", s.Sent, s, n, f.sent, res.LastRecv)
 		}
 	}
+	// Per connection: the connect and subscribe replies, the ping, and the
+	// frame of two publications; at most a read each, the 101 and the close.
+	if res.WSMessages != 4*n || res.Reads < n || res.Reads > res.WSMessages+2*n || res.ReceivedBytes < int64(n*len(`{"id":2,"subscribe":{}}`)) {
+		t.Errorf("%d WebSocket messages in %d reads, %d bytes; want %d messages", res.WSMessages, res.Reads, res.ReceivedBytes, 4*n)
+	}
 	if res.PingsAnswer != n {
 		t.Errorf("pings answered %d, want %d", res.PingsAnswer, n)
 	}

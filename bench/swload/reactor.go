@@ -100,6 +100,8 @@ type reactorStats struct {
 	bySend        map[int64]*SendReceipt // ModeListen: per send time, at most maxSendTimes
 	sentBytes     int64
 	receivedBytes int64
+	reads         int64 // read(2) calls that returned data
+	messages      int64 // WebSocket data messages (a Centrifugo one may hold several publications)
 }
 
 func newReactor(rn *run, id int) (*reactor, error) {
@@ -411,6 +413,7 @@ func (r *reactor) readable(c *client) {
 		data = c.in
 	}
 	r.stats.receivedBytes += int64(n)
+	r.stats.reads++
 	used := r.consume(c, data)
 	if r.conns[c.fd] != c {
 		return // closed while consuming
@@ -563,6 +566,7 @@ func (r *reactor) frame(c *client, h frameHeader, payload []byte) bool {
 
 // message handles one complete message; false means the client was closed.
 func (r *reactor) message(c *client, msg []byte) bool {
+	r.stats.messages++
 	if r.run.cfg.Protocol == ProtocolCentrifugo {
 		return r.cfMessage(c, msg)
 	}

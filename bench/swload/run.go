@@ -80,6 +80,13 @@ type Result struct {
 	// when a burst's last receipt was tells how long the system took to
 	// deliver it to every member, whatever the pace between bursts.
 	BySend []SendReceipt `json:"bySend,omitempty"`
+	// What arrived, every mode: bytes, read(2) calls that returned data,
+	// and WebSocket data messages (Received counts the messages of the
+	// load itself: in Centrifugo's protocol a WebSocket message may carry
+	// several publications, each counted).
+	ReceivedBytes int64 `json:"receivedBytes"`
+	Reads         int64 `json:"reads"`
+	WSMessages    int64 `json:"wsMessages"`
 	// How connections ended: the server closed (or dropped) them before the
 	// run's end, the closing handshake completed, or they were cut off.
 	ClosedByServer int           `json:"closedByServer"`
@@ -211,6 +218,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		}
 		res.LastRecv = max(res.LastRecv, s.lastRecv)
 		bySend = mergeSends(bySend, s.bySend)
+		res.ReceivedBytes += s.receivedBytes
+		res.Reads += s.reads
+		res.WSMessages += s.messages
 	}
 	res.BySend = sortedSends(bySend)
 	res.OpenTime = time.Duration(lastOpen)

@@ -252,8 +252,8 @@ type PeerFanoutRow struct {
 	WSMsgsPerPub float64 `json:"wsMessagesPerPublication"`
 	BytesPerPub  float64 `json:"bytesPerPublication"`
 	PubsPerRead  float64 `json:"publicationsPerRead"`
-	DeliveryRt    float64                  `json:"deliveryRateRatio"`
-	CPURatio      float64                  `json:"cpuRatio"`
+	DeliveryRt   float64 `json:"deliveryRateRatio"`
+	CPURatio     float64 `json:"cpuRatio"`
 }
 
 // PeerP2PRow is one system's cross-node point-to-point figures.
@@ -671,13 +671,13 @@ func peerFanout(ctx context.Context, c PeersConfig, d *deployment, burst bool) (
 	if span := time.Duration(last - first.UnixNano()); span > 0 {
 		row.FramesPerSec = float64(row.Received) / span.Seconds()
 	}
-	var msgs, bytes, reads int64
+	var msgs, nbytes, reads int64
 	for _, r := range results {
-		msgs, bytes, reads = msgs+r.WSMessages, bytes+r.ReceivedBytes, reads+r.Reads
+		msgs, nbytes, reads = msgs+r.WSMessages, nbytes+r.ReceivedBytes, reads+r.Reads
 	}
 	if row.Received > 0 && reads > 0 {
 		row.WSMsgsPerPub = float64(msgs) / float64(row.Received)
-		row.BytesPerPub = float64(bytes) / float64(row.Received)
+		row.BytesPerPub = float64(nbytes) / float64(row.Received)
 		row.PubsPerRead = float64(row.Received) / float64(reads)
 	}
 	bd := BurstDelivery(sent, results)

@@ -288,6 +288,11 @@ func RunPeers(ctx context.Context, c PeersConfig) (PeersReport, error) {
 	if err != nil {
 		return rep, fmt.Errorf("swbench: %w", err)
 	}
+	if c.ProfileDir != "" {
+		if err := os.MkdirAll(c.ProfileDir, 0o755); err != nil {
+			return rep, fmt.Errorf("swbench: profile dir: %w", err)
+		}
+	}
 	defer os.RemoveAll(dir)
 	var errs []error
 	for _, sc := range c.Scenarios {

@@ -92,7 +92,7 @@ func scaleCLI(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return err
 }
 
-func ms(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d)/float64(time.Millisecond)) }
+func msText(d time.Duration) string { return fmt.Sprintf("%.1f", ms(d)) }
 
 // WriteScaleReport prints a scale run's tables and verdict.
 func WriteScaleReport(w io.Writer, r ScaleReport) {
@@ -111,7 +111,7 @@ func WriteScaleReport(w io.Writer, r ScaleReport) {
 			once = "NO: " + strings.Join(l.Problems, "; ")
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n", l.Name, l.Want, len(l.Walks), pages,
-			ms(l.Page.P50), ms(l.Page.P99), ms(l.Page.Max), ms(l.Total.P50), ms(l.Total.Max), once)
+			msText(l.Page.P50), msText(l.Page.P99), msText(l.Page.Max), msText(l.Total.P50), msText(l.Total.Max), once)
 	}
 	_ = tw.Flush()
 	fmt.Fprintln(w, "\nCalls through the router")
@@ -121,7 +121,7 @@ func WriteScaleReport(w io.Writer, r ScaleReport) {
 		name string
 		t    Timing
 	}{{"GET /@nodes", r.Nodes}, {"GET /@stats", r.Stats}, {"GET /@connections/{id}", r.Get}} {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t\n", c.name, c.t.Calls, c.t.Errors, ms(c.t.P50), ms(c.t.P99), ms(c.t.Max))
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t\n", c.name, c.t.Calls, c.t.Errors, msText(c.t.P50), msText(c.t.P99), msText(c.t.Max))
 	}
 	_ = tw.Flush()
 	cmds := make([]string, 0, len(r.Redis))

@@ -535,6 +535,11 @@ func (l LocalConns) local(ctx context.Context, id string) (*edge.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errFenced, err)
 	}
+	return l.lookup(id)
+}
+
+// lookup returns id's connection, the fence passed.
+func (l LocalConns) lookup(id string) (*edge.Conn, error) {
 	c := l.Lookup(id)
 	if c == nil {
 		return nil, conn.ErrGone
@@ -553,6 +558,25 @@ func (l LocalConns) Post(ctx context.Context, id string, data []byte, binary boo
 		return err
 	}
 	return l.Server.Post(ctx, id, data, binary)
+}
+
+// doneCtx asks the fence without waiting: Wait returns at once.
+var doneCtx = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
+
+// PostNow is Post when the fence is open now (cluster.NowPoster): ok false,
+// and nothing done, while the lease is in doubt.
+func (l LocalConns) PostNow(id string, data []byte, binary bool) (ok bool, err error) {
+	if l.h.node.Wait(doneCtx) != nil {
+		return false, nil
+	}
+	if _, err := l.lookup(id); err != nil {
+		return true, err
+	}
+	return true, l.Server.Post(context.Background(), id, data, binary)
 }
 
 // Info implements conn.Controller behind the fence.

@@ -79,8 +79,16 @@ type Client struct {
 // caller waits, it drains the channel.
 const replyBacklog = 4096
 
-// waiters recycles the callers' reply channels.
-var waiters = sync.Pool{New: func() any { return make(chan *nats.Msg, 1) }}
+// waiters recycles the callers' reply channels, and timers their
+// timeouts (a context per call would cost three allocations).
+var (
+	waiters = sync.Pool{New: func() any { return make(chan *nats.Msg, 1) }}
+	timers  = sync.Pool{New: func() any {
+		t := time.NewTimer(time.Hour)
+		t.Stop()
+		return t
+	}}
+)
 
 // NewClient returns a client; both nc and alive are required.
 func NewClient(cfg ClientConfig, nc *nats.Conn, alive Liveness) (*Client, error) {
@@ -112,8 +120,6 @@ func (c *Client) Call(ctx context.Context, node string, msg *nats.Msg) (*nats.Ms
 	if !rules.ValidNodeID(node) {
 		return nil, fmt.Errorf("nodecmd: %s: owner %q: not a node id", id, node)
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
 	msg.Subject = Subject(c.prefix, node)
 	reply, err := c.request(ctx, msg)
 	if err != nil {
@@ -129,13 +135,21 @@ func (c *Client) Call(ctx context.Context, node string, msg *nats.Msg) (*nats.Ms
 }
 
 // request publishes msg with a reply subject of c's inbox and waits for
-// the reply, draining the shared reply channel meanwhile. Its errors are
-// those of nats.go's RequestMsgWithContext: nats.ErrNoResponders when no
-// node serves the subject, ctx's error when no reply came in time.
+// the reply for at most c.timeout (or until ctx ends, if earlier),
+// draining the shared reply channel meanwhile. Its errors are those of
+// nats.go's RequestMsgWithContext: nats.ErrNoResponders when no node
+// serves the subject, context.DeadlineExceeded (or ctx's error) when no
+// reply came in time.
 func (c *Client) request(ctx context.Context, msg *nats.Msg) (*nats.Msg, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	timer := timers.Get().(*time.Timer)
+	timer.Reset(c.timeout)
+	defer func() {
+		timer.Stop() // since Go 1.23 a stopped timer's channel holds nothing
+		timers.Put(timer)
+	}()
 	mine := waiters.Get().(chan *nats.Msg)
 	seq, err := c.register(msg, mine)
 	if err != nil {
@@ -157,13 +171,20 @@ func (c *Client) request(ctx context.Context, msg *nats.Msg) (*nats.Msg, error) 
 				return answer(m)
 			}
 		case <-ctx.Done():
-			c.forget(seq, mine)
-			if c.nc.IsClosed() {
-				return nil, nats.ErrConnectionClosed
-			}
-			return nil, ctx.Err()
+			return nil, c.gaveUp(seq, mine, ctx.Err())
+		case <-timer.C:
+			return nil, c.gaveUp(seq, mine, context.DeadlineExceeded)
 		}
 	}
+}
+
+// gaveUp ends a call that got no reply: err, or that the connection closed.
+func (c *Client) gaveUp(seq uint64, mine chan *nats.Msg, err error) error {
+	c.forget(seq, mine)
+	if c.nc.IsClosed() {
+		return nats.ErrConnectionClosed
+	}
+	return err
 }
 
 // answer maps the NATS server's "no responders" status to its error.

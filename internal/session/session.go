@@ -567,10 +567,16 @@ var doneCtx = func() context.Context {
 	return ctx
 }()
 
-// PostNow is Post when the fence is open now (cluster.NowPoster): ok false,
-// and nothing done, while the lease is in doubt.
+// postNowMax bounds the posts PostNow takes: a bigger one (compressed,
+// perhaps, for a deflate connection) is left to the command server's
+// workers, which share it across cores.
+const postNowMax = 4 << 10
+
+// PostNow is Post when the fence is open now (cluster.NowPoster), for a
+// message up to postNowMax: ok false, and nothing done, while the lease is
+// in doubt or for a bigger message.
 func (l LocalConns) PostNow(id string, data []byte, binary bool) (ok bool, err error) {
-	if l.h.node.Wait(doneCtx) != nil {
+	if len(data) > postNowMax || l.h.node.Wait(doneCtx) != nil {
 		return false, nil
 	}
 	if _, err := l.lookup(id); err != nil {

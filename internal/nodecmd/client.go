@@ -65,13 +65,17 @@ type Client struct {
 	nc      *nats.Conn
 	alive   Liveness
 
-	mu      sync.Mutex
-	inbox   string                    // "<_INBOX.x>.", set with sub
-	sub     *nats.Subscription        // on inbox + "*"
-	replies chan *nats.Msg            // fed by sub
-	waiting map[uint64]chan *nats.Msg // by seq, each of capacity 1
-	seq     uint64
+	mu       sync.Mutex
+	inbox    string                    // "<_INBOX.x>.", set with sub
+	sub      *nats.Subscription        // on inbox + "*"
+	replies  chan *nats.Msg            // fed by sub
+	waiting  map[uint64]chan *nats.Msg // by seq, each of capacity 1
+	seq      uint64
+	subjects map[string]string // node → its subject, at most maxSubjects
 }
+
+// maxSubjects bounds the subjects Client keeps, one per node.
+const maxSubjects = 1024
 
 // replyBacklog bounds the replies that arrived with no caller waiting:
 // answers to calls that timed out, drained by the next call. Past it NATS
@@ -98,7 +102,7 @@ func NewClient(cfg ClientConfig, nc *nats.Conn, alive Liveness) (*Client, error)
 	if nc == nil || alive == nil {
 		return nil, errors.New("nodecmd: client needs a NATS connection and a Liveness")
 	}
-	c := &Client{prefix: cfg.Prefix, timeout: cfg.Timeout, nc: nc, alive: alive, waiting: map[uint64]chan *nats.Msg{}}
+	c := &Client{prefix: cfg.Prefix, timeout: cfg.Timeout, nc: nc, alive: alive, waiting: map[uint64]chan *nats.Msg{}, subjects: map[string]string{}}
 	if c.prefix == "" {
 		c.prefix = DefaultPrefix
 	}
@@ -120,8 +124,7 @@ func (c *Client) Call(ctx context.Context, node string, msg *nats.Msg) (*nats.Ms
 	if !rules.ValidNodeID(node) {
 		return nil, fmt.Errorf("nodecmd: %s: owner %q: not a node id", id, node)
 	}
-	msg.Subject = Subject(c.prefix, node)
-	reply, err := c.request(ctx, msg)
+	reply, err := c.request(ctx, node, msg)
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
 			return nil, c.unanswered(ctx, id, node, err)
@@ -140,7 +143,7 @@ func (c *Client) Call(ctx context.Context, node string, msg *nats.Msg) (*nats.Ms
 // nats.go's RequestMsgWithContext: nats.ErrNoResponders when no node
 // serves the subject, context.DeadlineExceeded (or ctx's error) when no
 // reply came in time.
-func (c *Client) request(ctx context.Context, msg *nats.Msg) (*nats.Msg, error) {
+func (c *Client) request(ctx context.Context, node string, msg *nats.Msg) (*nats.Msg, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -151,7 +154,7 @@ func (c *Client) request(ctx context.Context, msg *nats.Msg) (*nats.Msg, error) 
 		timers.Put(timer)
 	}()
 	mine := waiters.Get().(chan *nats.Msg)
-	seq, err := c.register(msg, mine)
+	seq, err := c.register(node, msg, mine)
 	if err != nil {
 		waiters.Put(mine)
 		return nil, err
@@ -195,9 +198,9 @@ func answer(m *nats.Msg) (*nats.Msg, error) {
 	return m, nil
 }
 
-// register subscribes on first use, and sets msg's reply subject to a new
-// seq waited for on ch.
-func (c *Client) register(msg *nats.Msg, ch chan *nats.Msg) (uint64, error) {
+// register subscribes on first use, and addresses msg: to node, the reply
+// to a new seq waited for on ch.
+func (c *Client) register(node string, msg *nats.Msg, ch chan *nats.Msg) (uint64, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.sub == nil {
@@ -209,9 +212,19 @@ func (c *Client) register(msg *nats.Msg, ch chan *nats.Msg) (uint64, error) {
 		}
 		c.inbox, c.sub, c.replies = inbox, sub, replies
 	}
+	subj, ok := c.subjects[node]
+	if !ok {
+		if len(c.subjects) >= maxSubjects {
+			clear(c.subjects) // nodes come and go: start again
+		}
+		subj = Subject(c.prefix, node)
+		c.subjects[node] = subj
+	}
+	msg.Subject = subj
 	c.seq++
 	c.waiting[c.seq] = ch
-	msg.Reply = c.inbox + strconv.FormatUint(c.seq, 36)
+	var buf [64]byte
+	msg.Reply = string(strconv.AppendUint(append(buf[:0], c.inbox...), c.seq, 36))
 	return c.seq, nil
 }
 

@@ -2,7 +2,7 @@
 # run everything CI runs.
 GO ?= go
 
-.PHONY: run test test-node vet build bench bench-all bench-peers soak docs image chart-docs console-docs
+.PHONY: run test test-node vet build bench bench-all bench-peers bench-scale soak docs image chart-docs console-docs chat-client
 
 run:
 	$(GO) run ./cmd/edge
@@ -31,20 +31,33 @@ test: vet test-node
 	@for m in $(DEPLOY_MODULES); do echo "cd $$m && $(GO) test -count=1 -timeout 30m ./..."; \
 		(cd $$m && $(GO) vet ./... && $(GO) test -count=1 -timeout 30m ./...) || exit 1; done
 
-# The Node.js Lambda runner (sdk/node-lambda) and its chat example
-# (examples/node-chat): npm ci from their lockfiles, then node's test runner
-# against a real edge, router and redis-server that the tests start on free
-# loopback ports, with binaries built once here. Needs Node.js 20.11 or later.
+# The Node.js Lambda runner (sdk/node-lambda), its chat example
+# (examples/node-chat) and the browser/Node client (clients/js, built with
+# its own TypeScript first): npm ci from their lockfiles, then node's test
+# runner against a real edge, router and redis-server that the tests start
+# on free loopback ports, with binaries built once here. Needs Node.js 20.11
+# or later.
 NPM ?= npm
 NODE ?= node
 test-node:
 	@$(NODE) -e 'const [a,b]=process.versions.node.split(".").map(Number); if (a<20||(a===20&&b<11)) { console.error("make test-node: Node.js "+process.version+" is too old, want 20.11 or later"); process.exit(1) }'
 	cd sdk/node-lambda && $(NPM) ci --no-audit --no-fund --loglevel=error
 	cd examples/node-chat && $(NPM) ci --no-audit --no-fund --loglevel=error
+	cd clients/js && $(NPM) ci --no-audit --no-fund --loglevel=error && $(NPM) run build
 	@bin="$$(mktemp -d)" && trap 'rm -rf "$$bin"' EXIT && \
 	echo "$(GO) build -o $$bin/ ./cmd/edge ./cmd/router" && $(GO) build -o "$$bin/" ./cmd/edge ./cmd/router && \
 	echo "cd sdk/node-lambda && node --test test/*.test.js ../../examples/node-chat/test/*.test.js" && \
-	cd sdk/node-lambda && SWITCHBOARD_BIN_DIR="$$bin" $(NODE) --test --test-timeout=300000 test/*.test.js ../../examples/node-chat/test/*.test.js
+	cd sdk/node-lambda && SWITCHBOARD_BIN_DIR="$$bin" $(NODE) --test --test-timeout=300000 test/*.test.js ../../examples/node-chat/test/*.test.js && \
+	echo "cd clients/js && node --test test/*.test.js" && \
+	cd ../../clients/js && SWITCHBOARD_BIN_DIR="$$bin" $(NODE) --test --test-timeout=300000 test/*.test.js
+
+# The chat example's copy of the client (examples/chat/web, embedded in its
+# binary, so that the example builds and its Go tests run without Node):
+# clients/js built and copied. A test of make test-node fails when the copy
+# is not the build of the current source.
+chat-client:
+	cd clients/js && $(NPM) ci --no-audit --no-fund --loglevel=error && $(NPM) run build
+	cp clients/js/dist/index.js examples/chat/web/switchboard-client.js
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
@@ -72,6 +85,13 @@ bench-all:
 # minutes; PEERS_FLAGS="-n 5000 -connect-n 5000 -fanout-n 3000" is quicker.
 bench-peers:
 	$(GO) run ./bench/cmd/swbench peers $(PEERS_FLAGS)
+
+# The operator surfaces at 100,000 connections (docs/benchmarks.md, "100k
+# connections"): 6 edges, a router, redis-server and nats-server as separate
+# processes; the listings, /@nodes, /@stats, GET /@connections/{id} and an
+# /@events tail timed through the router. Stops by itself within 10 minutes.
+bench-scale:
+	$(GO) run ./bench/cmd/swbench scale $(SCALE_FLAGS)
 
 # The soak (docs/benchmarks.md, "Soak"): 10 minutes of churn, messages, posts
 # and group sends on a 2-edge + router cluster with one edge restart; fails

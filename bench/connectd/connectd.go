@@ -62,10 +62,11 @@ func serveNATS(ctx context.Context, url, prefix string, stderr io.Writer) error 
 		return fmt.Errorf("connectd: %w", err)
 	}
 	b.OnConnect(func(_ context.Context, r *backend.ConnectRequest) backend.ConnectResponse {
+		resp := backend.ConnectResponse{UserID: r.QueryStringParameters["user"]}
 		if g := r.QueryStringParameters["group"]; g != "" {
-			return backend.ConnectResponse{Groups: []string{g}}
+			resp.Groups = []string{g}
 		}
-		return backend.ConnectResponse{}
+		return resp
 	})
 	if err := b.Start(ctx); err != nil {
 		return fmt.Errorf("connectd: %w", err)

@@ -56,7 +56,7 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func TestSwitchboardConnectIsAllowedIntoTheGroupOfItsQuery(t *testing.T) {
+func TestSwitchboardConnectIsAllowedAsTheUserAndIntoTheGroupOfItsQuery(t *testing.T) {
 	n := testenv.StartNATS(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	var stderr syncBuffer
@@ -75,7 +75,8 @@ func TestSwitchboardConnectIsAllowedIntoTheGroupOfItsQuery(t *testing.T) {
 	for _, c := range []struct {
 		query string
 		want  []string
-	}{{`{"group":"fan"}`, []string{"fan"}}, {`{}`, nil}} {
+		user  string
+	}{{`{"group":"fan"}`, []string{"fan"}, ""}, {`{"user":"u1","group":"g"}`, []string{"g"}, "u1"}, {`{}`, nil, ""}} {
 		req := []byte(`{"requestContext":{"routeKey":"$connect","eventType":"CONNECT","connectionId":"c1"},"queryStringParameters":` + c.query + `}`)
 		m, err := nc.Request(subj, req, 5*time.Second)
 		if err != nil {
@@ -85,8 +86,8 @@ func TestSwitchboardConnectIsAllowedIntoTheGroupOfItsQuery(t *testing.T) {
 		if err := json.Unmarshal(m.Data, &reply); err != nil {
 			t.Fatal(err)
 		}
-		if reply.StatusCode >= 300 || strings.Join(reply.Groups, ",") != strings.Join(c.want, ",") {
-			t.Errorf("query %s: reply %s, want allowed into %v", c.query, m.Data, c.want)
+		if reply.StatusCode >= 300 || strings.Join(reply.Groups, ",") != strings.Join(c.want, ",") || reply.UserID != c.user {
+			t.Errorf("query %s: reply %s, want allowed as user %q into %v", c.query, m.Data, c.user, c.want)
 		}
 	}
 }

@@ -26,7 +26,7 @@ const DefaultEdgeArgs = "-listen {listen} -admin-listen {admin} -api-listen {api
 // from the repository root. Unless given commands, it builds the baseline,
 // swload and (if ./cmd/edge exists) the edge into a temporary directory.
 func CLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	usage := "usage: swbench idle|connect-rate|echo|drain|all|soak|peers [flags]"
+	usage := "usage: swbench idle|connect-rate|echo|drain|all|soak|peers|scale [flags]"
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		fmt.Fprintln(stderr, usage)
 		return flag.ErrHelp
@@ -37,6 +37,9 @@ func CLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if scenario == "peers" {
 		return peersCLI(ctx, args[1:], stdout, stderr)
+	}
+	if scenario == "scale" {
+		return scaleCLI(ctx, args[1:], stdout, stderr)
 	}
 	switch scenario {
 	case "idle", "connect-rate", "echo", "drain", "all":

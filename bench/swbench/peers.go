@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,6 +19,7 @@ import (
 	"time"
 
 	"github.com/switchboardgw/switchboard/bench/internal/defaults"
+	"github.com/switchboardgw/switchboard/bench/swload"
 )
 
 // The peers scenario: Switchboard next to Centrifugo (and the goroutine
@@ -83,6 +86,10 @@ type PeersConfig struct {
 	// Settle is the wait between the connections being open and the idle
 	// measurement. Default 2s.
 	Settle time.Duration
+	// ProfileDir, when set, receives each node's CPU profile taken over
+	// the fan-out bursts (<system>-<node>-bursts.pprof, from the node's
+	// /debug/pprof/profile).
+	ProfileDir string
 	// Log receives progress lines. Default: discarded.
 	Log io.Writer
 }
@@ -213,6 +220,40 @@ type PeerFanoutRow struct {
 	ClientCPU      time.Duration `json:"clientCpuNs"`
 	FramesPerSecRt float64       `json:"framesPerSecRatio"`
 	P99Ratio       float64       `json:"p99Ratio"`
+
+	// Received counts publications, not WebSocket frames: a Centrifugo
+	// frame may carry several, one JSON line each, and the client counts
+	// each line. FramesPerSec spans the whole phase, pauses between
+	// bursts included, so for bursts it is bounded by the schedule
+	// (Bursts × BurstSize × Members over about (Bursts − 1) × 4 ×
+	// Interval), not by the system.
+	//
+	// Busy is the time the system was delivering: the union over bursts
+	// (one message is a burst of one) of [its first send, its last
+	// receipt at any member]. DeliveryRate is the publications received
+	// over Busy, the throughput figure; BurstP50 and BurstMax are the
+	// times from a burst's first send to its last receipt.
+	Busy         time.Duration `json:"busyNs"`
+	DeliveryRate float64       `json:"publicationsPerBusySec"`
+	BurstP50     time.Duration `json:"burstDeliveryP50Ns"`
+	BurstMax     time.Duration `json:"burstDeliveryMaxNs"`
+	// CPUPer1000 is the system's CPU time (every process, user + system)
+	// per 1,000 publications received; CPUByProc splits it. ClientPer1000
+	// is the same for the swload processes, ClientProcs of them;
+	// ClientCores is their CPU over Busy (near the machine's cores: the
+	// clients bound the rate).
+	CPUPer1000    time.Duration            `json:"cpuPer1000Ns"`
+	CPUByProc     map[string]time.Duration `json:"cpuPer1000ByProcessNs"`
+	ClientPer1000 time.Duration            `json:"clientCpuPer1000Ns"`
+	ClientProcs   int                      `json:"clientProcesses"`
+	ClientCores   float64                  `json:"clientCores"`
+	// What the clients read, all phase long: WebSocket messages and bytes
+	// per publication, publications per read(2).
+	WSMsgsPerPub float64 `json:"wsMessagesPerPublication"`
+	BytesPerPub  float64 `json:"bytesPerPublication"`
+	PubsPerRead  float64 `json:"publicationsPerRead"`
+	DeliveryRt   float64 `json:"deliveryRateRatio"`
+	CPURatio     float64 `json:"cpuRatio"`
 }
 
 // PeerP2PRow is one system's cross-node point-to-point figures.
@@ -246,6 +287,11 @@ func RunPeers(ctx context.Context, c PeersConfig) (PeersReport, error) {
 	dir, err := os.MkdirTemp("", "swbench-peers-")
 	if err != nil {
 		return rep, fmt.Errorf("swbench: %w", err)
+	}
+	if c.ProfileDir != "" {
+		if err := os.MkdirAll(c.ProfileDir, 0o755); err != nil {
+			return rep, fmt.Errorf("swbench: profile dir: %w", err)
+		}
 	}
 	defer os.RemoveAll(dir)
 	var errs []error
@@ -556,30 +602,55 @@ func peerFanout(ctx context.Context, c PeersConfig, d *deployment, burst bool) (
 		return row, err
 	}
 	var sendErrs atomic.Int64
-	send := func() {
-		if err := d.send(ctx, peerGroup, PeerPayload(time.Now(), c.Size)); err != nil {
+	// sent[k] holds the send times of burst k (one at a time: message k).
+	var (
+		sentMu sync.Mutex
+		sent   [][]int64
+	)
+	send := func(k int) {
+		now := time.Now()
+		sentMu.Lock()
+		sent[k] = append(sent[k], now.UnixNano())
+		sentMu.Unlock()
+		if err := d.send(ctx, peerGroup, PeerPayload(now, c.Size)); err != nil {
 			if sendErrs.Add(1) == 1 {
 				fmt.Fprintf(c.Log, "%s: send: %v\n", d.system, err)
 			}
 		}
 	}
+	var profWG sync.WaitGroup
+	if burst && c.ProfileDir != "" {
+		// Over the sends and a second of delivery after the last burst.
+		secs := int((time.Duration(c.Bursts)*4*c.Interval + time.Second + time.Second - 1) / time.Second)
+		for _, n := range d.nodes {
+			profWG.Go(func() {
+				path := filepath.Join(c.ProfileDir, fmt.Sprintf("%s-%s-bursts.pprof", d.system, n.p.name))
+				if err := cpuProfile(ctx, n.admin, secs, path); err != nil {
+					fmt.Fprintf(c.Log, "%s: %v\n", d.system, err)
+				}
+			})
+		}
+	}
 	first := time.Now()
 	if !burst {
+		sent = make([][]int64, c.Messages)
 		for k := 0; k < c.Messages && ctx.Err() == nil; k++ {
-			send()
+			send(k)
 			sleepUntil(ctx, first.Add(time.Duration(k+1)*c.Interval))
 		}
 	} else {
+		sent = make([][]int64, c.Bursts)
 		for b := 0; b < c.Bursts && ctx.Err() == nil; b++ {
 			var wg sync.WaitGroup
 			for range c.BurstSize {
-				wg.Go(send)
+				wg.Go(func() { send(b) })
 			}
 			wg.Wait()
 			sleepUntil(ctx, first.Add(time.Duration(b+1)*4*c.Interval))
 		}
 	}
 	results, err := loadersDone(ctx, ps)
+	profWG.Wait()
 	if err != nil {
 		return row, err
 	}
@@ -605,8 +676,120 @@ func peerFanout(ctx context.Context, c PeersConfig, d *deployment, burst bool) (
 	if span := time.Duration(last - first.UnixNano()); span > 0 {
 		row.FramesPerSec = float64(row.Received) / span.Seconds()
 	}
-	fmt.Fprintf(c.Log, "%s: %s: %d/%d frames, p99 %v\n", d.system, row.Phase, row.Received, row.Expected, row.P99)
+	var msgs, nbytes, reads int64
+	for _, r := range results {
+		msgs, nbytes, reads = msgs+r.WSMessages, nbytes+r.ReceivedBytes, reads+r.Reads
+	}
+	if row.Received > 0 && reads > 0 {
+		row.WSMsgsPerPub = float64(msgs) / float64(row.Received)
+		row.BytesPerPub = float64(nbytes) / float64(row.Received)
+		row.PubsPerRead = float64(row.Received) / float64(reads)
+	}
+	bd := BurstDelivery(sent, results)
+	row.Busy, row.BurstP50, row.BurstMax = bd.Busy, bd.P50, bd.Max
+	if row.Busy > 0 {
+		row.DeliveryRate = float64(bd.Received) / row.Busy.Seconds()
+		row.ClientCores = row.ClientCPU.Seconds() / row.Busy.Seconds()
+	}
+	row.ClientProcs = len(ps)
+	if row.Received > 0 {
+		row.CPUPer1000 = time.Duration(int64(row.SystemCPU) * 1000 / row.Received)
+		row.ClientPer1000 = time.Duration(int64(row.ClientCPU) * 1000 / row.Received)
+		row.CPUByProc = map[string]time.Duration{}
+		for i, p := range d.procs {
+			row.CPUByProc[p.name] = time.Duration(int64(sys1[i]-sys0[i]) * 1000 / row.Received)
+		}
+	}
+	fmt.Fprintf(c.Log, "%s: %s: %d/%d publications, p99 %v, %.0f/s while delivering (busy %v), CPU per 1000: system %v %v, clients %v (%d processes, %.2f cores; per publication %.2f WebSocket messages, %.0f bytes; %.1f publications per read)\n",
+		d.system, row.Phase, row.Received, row.Expected, row.P99, row.DeliveryRate, row.Busy.Round(time.Millisecond),
+		row.CPUPer1000, row.CPUByProc, row.ClientPer1000, row.ClientProcs, row.ClientCores, row.WSMsgsPerPub, row.BytesPerPub, row.PubsPerRead)
 	return row, nil
+}
+
+// cpuProfile saves the CPU profile of the process serving pprof at admin
+// over secs seconds.
+func cpuProfile(ctx context.Context, admin string, secs int, path string) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(secs+30)*time.Second)
+	defer cancel()
+	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", admin, secs)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return fmt.Errorf("swbench: profile: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("swbench: profile %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("swbench: profile %s: %s", url, resp.Status)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("swbench: profile %s: %w", url, err)
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		return fmt.Errorf("swbench: profile: %w", err)
+	}
+	return nil
+}
+
+// Delivery is how long a system took to deliver each burst to every
+// member.
+type Delivery struct {
+	Received int64         // publications whose send time belongs to a burst
+	Busy     time.Duration // the union over bursts of [first send, last receipt]
+	P50, Max time.Duration // a burst's first send to its last receipt
+}
+
+// BurstDelivery matches the receipts the clients counted by send time
+// (swload.Result.BySend) to the bursts those times were sent in (sent[k]:
+// burst k's send times, Unix ns). Busy is a union, not a sum, so bursts
+// whose deliveries overlap (a system slower than the schedule) are not
+// counted twice.
+func BurstDelivery(sent [][]int64, results []swload.Result) Delivery {
+	burstOf := map[int64]int{}
+	start := make([]int64, len(sent))
+	end := make([]int64, len(sent))
+	for k, ts := range sent {
+		for _, t := range ts {
+			burstOf[t] = k
+			if start[k] == 0 || t < start[k] {
+				start[k] = t
+			}
+		}
+	}
+	var d Delivery
+	for _, r := range results {
+		for _, s := range r.BySend {
+			k, ok := burstOf[s.Sent]
+			if !ok {
+				continue
+			}
+			d.Received += s.Received
+			end[k] = max(end[k], s.Last)
+		}
+	}
+	type span struct{ from, to int64 }
+	var spans []span
+	var took []time.Duration
+	for k := range sent {
+		if start[k] > 0 && end[k] > start[k] {
+			spans = append(spans, span{start[k], end[k]})
+			took = append(took, time.Duration(end[k]-start[k]))
+		}
+	}
+	slices.SortFunc(spans, func(a, b span) int { return cmp.Compare(a.from, b.from) })
+	var to int64
+	for _, s := range spans {
+		from := max(s.from, to)
+		if s.to > from {
+			d.Busy += time.Duration(s.to - from)
+		}
+		to = max(to, s.to)
+	}
+	d.P50, d.Max = quantile(took, 0.50), quantile(took, 1)
+	return d
 }
 
 // medianConnect keeps each system's median round (by rate), in the order
@@ -836,6 +1019,8 @@ func (r *PeersReport) ratios(prefix string) {
 			b := r.Fanout[idx[baseRow(names, k, prefix)]]
 			r.Fanout[i].FramesPerSecRt = ratio(r.Fanout[i].FramesPerSec, b.FramesPerSec)
 			r.Fanout[i].P99Ratio = ratio(float64(r.Fanout[i].P99), float64(b.P99))
+			r.Fanout[i].DeliveryRt = ratio(r.Fanout[i].DeliveryRate, b.DeliveryRate)
+			r.Fanout[i].CPURatio = ratio(float64(r.Fanout[i].CPUPer1000), float64(b.CPUPer1000))
 		}
 	}
 	names = systems(len(r.P2P), func(i int) string { return r.P2P[i].System })

@@ -5,11 +5,15 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/switchboardgw/switchboard/bench/swload"
 )
 
 func TestStatCPUIsUserPlusSystemTicksCountedFromTheLastParenthesis(t *testing.T) {
@@ -51,9 +55,9 @@ func TestPeerRatiosCompareEachSwitchboardModeWithCentrifugosSameMode(t *testing.
 		Connect: []PeerConnectRow{{System: SysSwitchboardRedis, PerSecond: 100}, {System: SysCentrifugo, PerSecond: 50}},
 		Fanout: []PeerFanoutRow{
 			{System: SysSwitchboard, Phase: "one", FramesPerSec: 300, P99: 2 * time.Millisecond},
-			{System: SysSwitchboard, Phase: "burst", FramesPerSec: 900, P99: 9 * time.Millisecond},
+			{System: SysSwitchboard, Phase: "burst", FramesPerSec: 900, P99: 9 * time.Millisecond, DeliveryRate: 2000, CPUPer1000: time.Millisecond},
 			{System: SysCentrifugo, Phase: "one", FramesPerSec: 100, P99: 4 * time.Millisecond},
-			{System: SysCentrifugo, Phase: "burst", FramesPerSec: 300, P99: 3 * time.Millisecond},
+			{System: SysCentrifugo, Phase: "burst", FramesPerSec: 300, P99: 3 * time.Millisecond, DeliveryRate: 100, CPUPer1000: 20 * time.Millisecond},
 		},
 		P2P: []PeerP2PRow{
 			{System: SysSwitchboardRedis, CPUPer1000: time.Second}, {System: SysCentrifugoRedis, CPUPer1000: 4 * time.Second},
@@ -73,6 +77,9 @@ func TestPeerRatiosCompareEachSwitchboardModeWithCentrifugosSameMode(t *testing.
 	if a, b := rep.Fanout[0], rep.Fanout[1]; a.FramesPerSecRt != 3 || a.P99Ratio != 0.5 || b.FramesPerSecRt != 3 || b.P99Ratio != 3 {
 		t.Errorf("fan-out ratios %+v / %+v: want each phase against its own centrifugo row", a, b)
 	}
+	if b := rep.Fanout[1]; b.DeliveryRt != 20 || b.CPURatio != 0.05 {
+		t.Errorf("burst delivery ratio %v, CPU ratio %v; want 20 and 0.05", b.DeliveryRt, b.CPURatio)
+	}
 	if a, b := rep.P2P[0], rep.P2P[2]; a.CPURatio != 0.25 || b.CPURatio != 0.5 {
 		t.Errorf("p2p CPU ratios %v, %v; want 0.25 (vs centrifugo-redis), 0.5 (vs centrifugo-redis-3)", a.CPURatio, b.CPURatio)
 	}
@@ -88,8 +95,9 @@ func TestPeersReportPrintsEveryTable(t *testing.T) {
 	rep := PeersReport{
 		Idle:    []PeerIdleRow{{System: SysCentrifugo, Conns: 15000, NodeRSSPerConn: 40 << 10, GoKnown: true, HeapPerConn: 16 << 10, GoroutinesPerConn: 2}, {System: SysBaseline, Conns: 15000}},
 		Connect: []PeerConnectRow{{System: SysCentrifugo, Conns: 15000, PerSecond: 2500, P99: 3 * time.Millisecond}},
-		Fanout:  []PeerFanoutRow{{System: SysSwitchboard, Phase: "one at a time", Members: 10000, Expected: 200000, Received: 200000}},
-		P2P:     []PeerP2PRow{{System: SysCentrifugoRedis, Posts: 5000, CPUPer1000: 420 * time.Millisecond, CPUByProc: map[string]time.Duration{"centrifugo1": 300 * time.Millisecond, "redis-server": 120 * time.Millisecond}}},
+		Fanout: []PeerFanoutRow{{System: SysSwitchboard, Phase: "one at a time", Members: 10000, Expected: 200000, Received: 200000,
+			DeliveryRate: 123456, CPUPer1000: 7 * time.Millisecond, CPUByProc: map[string]time.Duration{"edge1": 6 * time.Millisecond, "connectd": time.Millisecond}}},
+		P2P: []PeerP2PRow{{System: SysCentrifugoRedis, Posts: 5000, CPUPer1000: 420 * time.Millisecond, CPUByProc: map[string]time.Duration{"centrifugo1": 300 * time.Millisecond, "redis-server": 120 * time.Millisecond}}},
 	}
 	var b bytes.Buffer
 	WritePeersReport(&b, rep, PeersConfig{}.withDefaults())
@@ -97,7 +105,8 @@ func TestPeersReportPrintsEveryTable(t *testing.T) {
 	for _, want := range []string{
 		"Idle connections (15000 per system", "node RSS/conn KiB", "40.00", "16.00", "2.000", "n/a",
 		"Connect rate (15000 connections", "2500", "3ms",
-		"Fan-out to one group / channel (10000 members", "200000/200000",
+		"Fan-out to one group / channel (10000 members", "200000/200000", "123456", "7.0",
+		"switchboard, one at a time: system CPU ms/1000 publications by process: connectd 1.0, edge1 6.0",
 		"Cross-node point to point", "420.0", "centrifugo-redis CPU ms/1000 posts by process: centrifugo1 300.0, redis-server 120.0",
 	} {
 		if !strings.Contains(out, want) {
@@ -256,5 +265,50 @@ func TestConnectRoundsKeepEachSystemsMedian(t *testing.T) {
 		if got[i] != want[i] {
 			t.Errorf("row %d: got %+v, want %+v", i, got[i], want[i])
 		}
+	}
+}
+
+func TestBurstDeliveryIsTheUnionOfEachBurstsFirstSendToItsLastReceipt(t *testing.T) {
+	// Burst 0 sent at 100 and 110, burst 1 at 1000; burst 2 at 1050 overlaps
+	// burst 1's delivery, so busy time is 100→400 plus 1000→1600.
+	sent := [][]int64{{110, 100}, {1000}, {1050}}
+	results := []swload.Result{
+		{BySend: []swload.SendReceipt{{Sent: 100, Received: 5, Last: 300}, {Sent: 110, Received: 5, Last: 250}, {Sent: 1000, Received: 5, Last: 1500}}},
+		{BySend: []swload.SendReceipt{{Sent: 100, Received: 5, Last: 400}, {Sent: 1050, Received: 10, Last: 1600}, {Sent: 7, Received: 99, Last: 9000}}},
+	}
+	d := BurstDelivery(sent, results)
+	if d.Received != 30 {
+		t.Errorf("received %d, want 30 (a send time of no burst is not counted)", d.Received)
+	}
+	if d.Busy != 900 {
+		t.Errorf("busy %v, want 900ns: overlapping bursts counted once", d.Busy)
+	}
+	if d.P50 != 500 || d.Max != 550 {
+		t.Errorf("burst delivery p50 %v, max %v; want 500ns and 550ns (bursts took 300, 500, 550)", d.P50, d.Max)
+	}
+	if d := BurstDelivery(sent, nil); d.Received != 0 || d.Busy != 0 || d.Max != 0 {
+		t.Errorf("nothing received: %+v", d)
+	}
+}
+
+func TestCPUProfileIsSavedFromTheNodesPprof(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/debug/pprof/profile" || r.URL.Query().Get("seconds") != "3" {
+			http.NotFound(w, r)
+			return
+		}
+		_, _ = w.Write([]byte("profile"))
+	}))
+	defer srv.Close()
+	admin := strings.TrimPrefix(srv.URL, "http://")
+	path := filepath.Join(t.TempDir(), "edge1.pprof")
+	if err := cpuProfile(context.Background(), admin, 3, path); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(path); err != nil || string(b) != "profile" {
+		t.Errorf("saved %q, %v; want the profile", b, err)
+	}
+	if err := cpuProfile(context.Background(), admin, 4, path+".x"); err == nil {
+		t.Error("a 404 is no profile")
 	}
 }

@@ -41,6 +41,7 @@ func peersCLI(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		natsBin    = fs.String("nats-server", "", "nats-server binary (default: go install "+NATSServerModule+"@"+NATSServerVersion+" into the cache)")
 		cfBin      = fs.String("centrifugo", "", "centrifugo binary (default: go install "+CentrifugoModule+"@"+CentrifugoVersion+" into the cache)")
 		asJSON     = fs.Bool("json", false, "print results as JSON instead of tables")
+		profDir    = fs.String("profile-dir", "", "fanout: save each node's CPU profile over the bursts in this directory (<system>-<node>-bursts.pprof)")
 		buildDirFl = fs.String("build-dir", "", "where to build this repository's binaries (default: a temporary directory, removed at exit)")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -50,7 +51,7 @@ func peersCLI(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Systems: splitNames(*systems), Scenarios: splitNames(*scenarios), RatioBase: *base,
 		IdleConns: *n, ConnectConns: *connectN, PerProcess: *perProc, Rate: *rate, Concurrency: *conc, Repeat: *repeat,
 		FanoutConns: *fanN, Messages: *messages, Interval: *interval, Bursts: *bursts, BurstSize: *burstSize,
-		P2PConns: *p2pN, Posts: *posts, PostRate: *postRate, Size: *size, Settle: *settle, Log: stderr,
+		P2PConns: *p2pN, Posts: *posts, PostRate: *postRate, Size: *size, Settle: *settle, ProfileDir: *profDir, Log: stderr,
 	}
 	// Validate before building: a bad flag costs no compile.
 	if err := cfg.Validate(); err != nil {
@@ -138,16 +139,20 @@ func WritePeersReport(w io.Writer, r PeersReport, c PeersConfig) {
 		_ = tw.Flush()
 	}
 	if len(r.Fanout) > 0 {
-		fmt.Fprintf(w, "\nFan-out to one group / channel (%d members; %d messages one at a time %v apart, and %d bursts of %d; publish to receipt)\n",
+		fmt.Fprintf(w, "\nFan-out to one group / channel (%d members; %d messages one at a time %v apart, and %d bursts of %d; publish to receipt; publications counted, not frames; pub/s = publications over the time the system was delivering; CPU per 1,000 publications received)\n",
 			c.FanoutConns, c.Messages, c.Interval, c.Bursts, c.BurstSize)
 		tw := newTable(w)
-		fmt.Fprintf(tw, "system\tsending\tmembers\tmessages\tsend errors\tframes received/expected\tp50\tp99\tframes/s\tframes/s %s\tp99 %s\tsystem CPU s\tclient CPU s\t\n", base, base)
+		fmt.Fprintf(tw, "system\tsending\tmembers\tsend errors\treceived/expected\tp50\tp99\tp99 %s\tburst to all p50\tmax\tpub/s\tpub/s %s\tsystem CPU ms/1000\tCPU %s\tclient CPU ms/1000\tclients\tclient cores\tWS msgs/pub\tbytes/pub\tpub/read\tpub/s over the phase\t\n", base, base, base)
 		for _, x := range r.Fanout {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d/%d\t%v\t%v\t%.0f\t%.3f\t%.3f\t%.2f\t%.2f\t\n", x.System, x.Phase, x.Members, x.Messages, x.SendErrs,
-				x.Received, x.Expected, x.P50.Round(time.Microsecond), x.P99.Round(time.Microsecond), x.FramesPerSec, x.FramesPerSecRt, x.P99Ratio,
-				x.SystemCPU.Seconds(), x.ClientCPU.Seconds())
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d/%d\t%v\t%v\t%.3f\t%v\t%v\t%.0f\t%.3f\t%.1f\t%.3f\t%.1f\t%d\t%.2f\t%.2f\t%.0f\t%.1f\t%.0f\t\n", x.System, x.Phase, x.Members, x.SendErrs,
+				x.Received, x.Expected, x.P50.Round(time.Microsecond), x.P99.Round(time.Microsecond), x.P99Ratio,
+				x.BurstP50.Round(time.Millisecond), x.BurstMax.Round(time.Millisecond), x.DeliveryRate, x.DeliveryRt,
+				ms(x.CPUPer1000), x.CPURatio, ms(x.ClientPer1000), x.ClientProcs, x.ClientCores, x.WSMsgsPerPub, x.BytesPerPub, x.PubsPerRead, x.FramesPerSec)
 		}
 		_ = tw.Flush()
+		for _, x := range r.Fanout {
+			fmt.Fprintf(w, "  %s, %s: system CPU ms/1000 publications by process: %s\n", x.System, x.Phase, cpuBreakdown(x.CPUByProc))
+		}
 	}
 	if len(r.P2P) > 0 {
 		fmt.Fprintf(w, "\nCross-node point to point (%d clients on the nodes but the first; %d posts at %.0f/s through node 1 or the router; CPU of every process of the system)\n",
@@ -166,6 +171,8 @@ func WritePeersReport(w io.Writer, r PeersReport, c PeersConfig) {
 		}
 	}
 }
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 func cpuBreakdown(m map[string]time.Duration) string {
 	names := make([]string, 0, len(m))

@@ -93,6 +93,7 @@ type fakeCentrifugo struct {
 	mu       sync.Mutex
 	channels []string
 	pongs    int
+	sent     int64 // the send time of every connection's first publication; the second's is 1 ns later
 }
 
 func (f *fakeCentrifugo) serve(w http.ResponseWriter, r *http.Request) {
@@ -131,11 +132,11 @@ func (f *fakeCentrifugo) serve(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	f.pongs++
 	f.mu.Unlock()
-	now := time.Now().UnixNano()
+	now := f.sent
 	pub := func(t int64) string {
 		return fmt.Sprintf(`{"push":{"channel":%q,"pub":{"data":{"t":%d,"p":"x"}}}}`, cmd.Subscribe.Channel, t)
 	}
-	_ = c.WriteMessage(websocket.TextMessage, []byte(pub(now)+"\n"+pub(now)))
+	_ = c.WriteMessage(websocket.TextMessage, []byte(pub(now)+"\n"+pub(now+1)))
 	for {
 		if _, _, err := c.ReadMessage(); err != nil {
 			return // the client's close
@@ -164,7 +165,7 @@ func serveWS(t *testing.T, h http.Handler) netip.AddrPort {
 }
 
 func TestCentrifugoClientsConnectSubscribeAnswerPingsAndTimePublications(t *testing.T) {
-	f := &fakeCentrifugo{}
+	f := &fakeCentrifugo{sent: time.Now().UnixNano()}
 	addr := serveWS(t, http.HandlerFunc(f.serve))
 
 	const n = 20
@@ -184,6 +185,21 @@ func TestCentrifugoClientsConnectSubscribeAnswerPingsAndTimePublications(t *test
 	}
 	if res.Latency.Max <= 0 || res.Latency.Max > 10*time.Second || res.FirstRecv == 0 || res.LastRecv < res.FirstRecv {
 		t.Errorf("latency %+v, first %d, last %d", res.Latency, res.FirstRecv, res.LastRecv)
+	}
+	// Each line of the frame is a publication of its own, counted by the
+	// send time it carries.
+	if len(res.BySend) != 2 || res.BySend[0].Sent != f.sent || res.BySend[1].Sent != f.sent+1 {
+		t.Fatalf("by send time %+v, want %d and %d", res.BySend, f.sent, f.sent+1)
+	}
+	for _, s := range res.BySend {
+		if s.Received != n || s.First < f.sent || s.Last < s.First || s.Last > res.LastRecv {
+			t.Errorf("send time %d: %+v, want %d receipts between %d and %d", s.Sent, s, n, f.sent, res.LastRecv)
+		}
+	}
+	// Per connection: the connect and subscribe replies, the ping, and the
+	// frame of two publications; at most a read each, the 101 and the close.
+	if res.WSMessages != 4*n || res.Reads < n || res.Reads > res.WSMessages+2*n || res.ReceivedBytes < int64(n*len(`{"id":2,"subscribe":{}}`)) {
+		t.Errorf("%d WebSocket messages in %d reads, %d bytes; want %d messages", res.WSMessages, res.Reads, res.ReceivedBytes, 4*n)
 	}
 	if res.PingsAnswer != n {
 		t.Errorf("pings answered %d, want %d", res.PingsAnswer, n)

@@ -97,8 +97,11 @@ type reactorStats struct {
 	latency       histogram // ModeListen: send time ("t", Unix ns) to receipt
 	firstRecv     int64     // ModeListen: Unix ns of the first and last message
 	lastRecv      int64
+	bySend        map[int64]*SendReceipt // ModeListen: per send time, at most maxSendTimes
 	sentBytes     int64
 	receivedBytes int64
+	reads         int64 // read(2) calls that returned data
+	messages      int64 // WebSocket data messages (a Centrifugo one may hold several publications)
 }
 
 func newReactor(rn *run, id int) (*reactor, error) {
@@ -410,6 +413,7 @@ func (r *reactor) readable(c *client) {
 		data = c.in
 	}
 	r.stats.receivedBytes += int64(n)
+	r.stats.reads++
 	used := r.consume(c, data)
 	if r.conns[c.fd] != c {
 		return // closed while consuming
@@ -562,6 +566,7 @@ func (r *reactor) frame(c *client, h frameHeader, payload []byte) bool {
 
 // message handles one complete message; false means the client was closed.
 func (r *reactor) message(c *client, msg []byte) bool {
+	r.stats.messages++
 	if r.run.cfg.Protocol == ProtocolCentrifugo {
 		return r.cfMessage(c, msg)
 	}
@@ -580,12 +585,34 @@ func (r *reactor) received(msg []byte) {
 		r.stats.lastRecv = now
 		if t, ok := sendTime(msg); ok {
 			r.stats.latency.record(time.Duration(now - t))
+			r.noteSend(t, now)
 		}
 		return
 	}
 	if t, ok := sendTime(msg); ok {
 		r.stats.rtt.record(time.Duration(r.run.now() - t))
 	}
+}
+
+// noteSend counts a receipt of the message sent at t (Unix ns), so that a
+// driver can tell when each message of a burst had reached every member.
+// Distinct send times beyond maxSendTimes are not tracked: a sender cannot
+// grow the client's memory without bound.
+func (r *reactor) noteSend(t, now int64) {
+	s := r.stats.bySend[t]
+	if s == nil {
+		if len(r.stats.bySend) >= maxSendTimes {
+			return
+		}
+		if r.stats.bySend == nil {
+			r.stats.bySend = map[int64]*SendReceipt{}
+		}
+		s = &SendReceipt{Sent: t, First: now}
+		r.stats.bySend[t] = s
+	}
+	s.Received++
+	s.First = min(s.First, now)
+	s.Last = max(s.Last, now)
 }
 
 // cfMessage handles one frame of Centrifugo's protocol: its lines are

@@ -1,8 +1,10 @@
 package swload
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,6 +75,18 @@ type Result struct {
 	Latency   Summary `json:"latency"`
 	FirstRecv int64   `json:"firstRecvUnixNs"`
 	LastRecv  int64   `json:"lastRecvUnixNs"`
+	// BySend counts the receipts of each message by the send time it
+	// carries (at most maxSendTimes distinct times, ordered by send time):
+	// when a burst's last receipt was tells how long the system took to
+	// deliver it to every member, whatever the pace between bursts.
+	BySend []SendReceipt `json:"bySend,omitempty"`
+	// What arrived, every mode: bytes, read(2) calls that returned data,
+	// and WebSocket data messages (Received counts the messages of the
+	// load itself: in Centrifugo's protocol a WebSocket message may carry
+	// several publications, each counted).
+	ReceivedBytes int64 `json:"receivedBytes"`
+	Reads         int64 `json:"reads"`
+	WSMessages    int64 `json:"wsMessages"`
 	// How connections ended: the server closed (or dropped) them before the
 	// run's end, the closing handshake completed, or they were cut off.
 	ClosedByServer int           `json:"closedByServer"`
@@ -81,6 +95,18 @@ type Result struct {
 	Interrupted    bool          `json:"interrupted"`
 	Elapsed        time.Duration `json:"elapsedNs"`
 }
+
+// SendReceipt is what one process received of the messages sent at Sent
+// (Unix ns): how many, and the Unix ns times of the first and last.
+type SendReceipt struct {
+	Sent     int64 `json:"sentUnixNs"`
+	Received int64 `json:"received"`
+	First    int64 `json:"firstUnixNs"`
+	Last     int64 `json:"lastUnixNs"`
+}
+
+// maxSendTimes bounds the distinct send times a listen run tracks.
+const maxSendTimes = 4096
 
 // Run opens the connections, runs the mode's phase, closes everything and
 // reports. It returns when the run is over, when ctx is done (the result
@@ -171,6 +197,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	var connect, rtt, latency histogram
 	var lastOpen int64
+	var bySend map[int64]*SendReceipt
 	for _, r := range reactors {
 		s := &r.stats
 		res.Opened += s.opened
@@ -190,7 +217,12 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			res.FirstRecv = s.firstRecv
 		}
 		res.LastRecv = max(res.LastRecv, s.lastRecv)
+		bySend = mergeSends(bySend, s.bySend)
+		res.ReceivedBytes += s.receivedBytes
+		res.Reads += s.reads
+		res.WSMessages += s.messages
 	}
+	res.BySend = sortedSends(bySend)
 	res.OpenTime = time.Duration(lastOpen)
 	if lastOpen > 0 {
 		res.ConnectRate = float64(res.Opened) / time.Duration(lastOpen).Seconds()
@@ -202,6 +234,37 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		res.MsgsPerSec = float64(res.Received) / d.Seconds()
 	}
 	return res, rn.err
+}
+
+// mergeSends adds src's receipts to dst (nil: a new map), keeping at most
+// maxSendTimes send times.
+func mergeSends(dst, src map[int64]*SendReceipt) map[int64]*SendReceipt {
+	for t, s := range src {
+		if dst == nil {
+			dst = map[int64]*SendReceipt{}
+		}
+		d := dst[t]
+		if d == nil {
+			if len(dst) >= maxSendTimes {
+				continue
+			}
+			d = &SendReceipt{Sent: t, First: s.First}
+			dst[t] = d
+		}
+		d.Received += s.Received
+		d.First = min(d.First, s.First)
+		d.Last = max(d.Last, s.Last)
+	}
+	return dst
+}
+
+func sortedSends(m map[int64]*SendReceipt) []SendReceipt {
+	out := make([]SendReceipt, 0, len(m))
+	for _, s := range m {
+		out = append(out, *s)
+	}
+	slices.SortFunc(out, func(a, b SendReceipt) int { return cmp.Compare(a.Sent, b.Sent) })
+	return out
 }
 
 // waitListen receives until Expect messages have arrived or Hold has

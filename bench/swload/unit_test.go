@@ -152,3 +152,27 @@ func TestConfigRefusesNonLoopbackAndTooManyConnections(t *testing.T) {
 		t.Errorf("file-limit error should suggest several processes: %v", err)
 	}
 }
+
+func TestReceiptsBySendTimeAreBounded(t *testing.T) {
+	r := &reactor{}
+	for k := range int64(maxSendTimes + 10) {
+		r.noteSend(k, 1000+k)
+	}
+	r.noteSend(3, 5000)
+	r.noteSend(3, 900)
+	if len(r.stats.bySend) != maxSendTimes {
+		t.Fatalf("tracked %d send times, want at most %d", len(r.stats.bySend), maxSendTimes)
+	}
+	if s := r.stats.bySend[3]; s.Received != 3 || s.First != 900 || s.Last != 5000 {
+		t.Errorf("send time 3: %+v, want 3 receipts from 900 to 5000", *s)
+	}
+	merged := mergeSends(mergeSends(nil, r.stats.bySend), map[int64]*SendReceipt{
+		3: {Sent: 3, Received: 1, First: 800, Last: 6000}, -1: {Sent: -1, Received: 1},
+	})
+	if len(merged) != maxSendTimes || merged[3].Received != 4 || merged[3].First != 800 || merged[3].Last != 6000 {
+		t.Errorf("merged %d send times, send time 3 %+v", len(merged), *merged[3])
+	}
+	if got := sortedSends(merged); got[0].Sent != 0 || got[len(got)-1].Sent != maxSendTimes-1 {
+		t.Errorf("sorted from %d to %d", got[0].Sent, got[len(got)-1].Sent)
+	}
+}

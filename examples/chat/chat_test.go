@@ -31,13 +31,20 @@ type frame struct {
 // `go run ./cmd/edge -two-way-routes rooms` and `go run ./examples/chat` do.
 func startChat(t *testing.T) (*chat, apptest.Edge) {
 	t.Helper()
+	return startChatVia(t, apptest.Edge.WSURL)
+}
+
+// startChatVia is startChat with the page pointed at pageWS(edge) (e.g. a
+// proxy in front of the edge) instead of the edge itself, and more edge flags.
+func startChatVia(t *testing.T, pageWS func(apptest.Edge) string, edgeArgs ...string) (*chat, apptest.Edge) {
+	t.Helper()
 	// required: a connection can only exist if the chat backend allowed it.
-	e := apptest.StartEdge(t, "-two-way-routes", "rooms", "-connect-mode", "required")
+	e := apptest.StartEdge(t, append([]string{"-two-way-routes", "rooms", "-connect-mode", "required"}, edgeArgs...)...)
 	c, err := newChat(Config{
 		NATSURL:    e.NATSURL(),
 		APIURL:     "http://" + e.APIAddr(),
 		HTTPListen: "127.0.0.1:0",
-		WSURL:      e.WSURL(),
+		WSURL:      pageWS(e),
 	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -232,11 +239,24 @@ func TestPageIsServedAndPointsAtTheGateway(t *testing.T) {
 	ch, e := startChat(t)
 	base := "http://" + ch.HTTPAddr() + "/"
 	page := get(t, base)
-	for _, want := range []string{"<title>Switchboard chat</title>", "new WebSocket(", `action: "send"`,
-		`ws.binaryType = "arraybuffer"`, `id="current"`, `rel="icon"`} {
+	for _, want := range []string{"<title>Switchboard chat</title>", `import { SwitchboardSocket } from "./switchboard-client.js"`,
+		"new SwitchboardSocket(", `action: "send"`, `ws.binaryType = "arraybuffer"`, `id="current"`, `rel="icon"`} {
 		if !strings.Contains(page, want) {
 			t.Fatalf("page lacks %q", want)
 		}
+	}
+	// The client library the page imports is served, as a JavaScript module.
+	resp, err := http.Get(base + "switchboard-client.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lib, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || !strings.HasPrefix(ct, "text/javascript") {
+		t.Fatalf("switchboard-client.js: %d %q, want 200 text/javascript (browsers refuse modules of other types)", resp.StatusCode, ct)
+	}
+	if !strings.Contains(string(lib), "export class SwitchboardSocket") {
+		t.Fatal("switchboard-client.js does not export SwitchboardSocket")
 	}
 	for _, icon := range []string{"favicon.svg", "favicon.ico"} {
 		if got := get(t, base+icon); !strings.HasPrefix(got, "<svg") {

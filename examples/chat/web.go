@@ -7,7 +7,9 @@ import (
 	"net/http"
 )
 
-// The page is plain HTML and JavaScript: no build step.
+// The page is plain HTML and JavaScript, with no build step here: the
+// client library it imports (web/switchboard-client.js, which reconnects and
+// resumes) is the build of clients/js, copied in by `make chat-client`.
 //
 //go:embed web
 var webFiles embed.FS

@@ -226,6 +226,20 @@ func (a *Controller) Admit(ip, user string) (release func(), err error) {
 	}, nil
 }
 
+// AdmitResume decides for the resume handshake of a detached connection
+// from ip (docs/resume.md): the connection rates apply, as to any upgrade;
+// the caps do not, since the connection still holds its slot.
+func (a *Controller) AdmitResume(ip string) error {
+	now := a.now().UnixNano()
+	if addr, perr := netip.ParseAddr(ip); perr == nil && a.perIP.interval != 0 && !a.allowIP(addr, now) {
+		return a.reject(errIPRate)
+	}
+	if !a.node.allow(now) {
+		return a.reject(errNodeRate)
+	}
+	return nil
+}
+
 // AdmitUser counts one more connection for user, for when the user ID is
 // learnt after Admit (from the $connect integration's reply). Call its
 // release exactly once (more is safe) when the connection ends.

@@ -345,15 +345,19 @@ func (a *API) frameType(r *http.Request, body []byte) (binary bool, e *apiError)
 	return true, nil // any other media type is opaque bytes
 }
 
-// connectionJSON is GetConnection's output. connectionId, nodeId and userId
-// are Switchboard extensions; the AWS SDKs ignore unknown members.
+// connectionJSON is GetConnection's output. connectionId, nodeId, userId,
+// principal, groups and detached are Switchboard extensions; the AWS SDKs ignore
+// unknown members.
 type connectionJSON struct {
-	ConnectedAt  string       `json:"connectedAt"`
-	Identity     identityJSON `json:"identity"`
-	LastActiveAt string       `json:"lastActiveAt"`
-	ConnectionID string       `json:"connectionId"`
-	NodeID       string       `json:"nodeId,omitempty"`
-	UserID       string       `json:"userId,omitempty"`
+	ConnectedAt  string          `json:"connectedAt"`
+	Identity     identityJSON    `json:"identity"`
+	LastActiveAt string          `json:"lastActiveAt"`
+	ConnectionID string          `json:"connectionId"`
+	NodeID       string          `json:"nodeId,omitempty"`
+	UserID       string          `json:"userId,omitempty"`
+	Principal    json.RawMessage `json:"principal,omitempty"`
+	Groups       []string        `json:"groups,omitempty"`
+	Detached     bool            `json:"detached,omitempty"`
 }
 
 type identityJSON struct {
@@ -380,6 +384,9 @@ func (a *API) get(ctx context.Context, w http.ResponseWriter, r *http.Request, i
 		ConnectionID: id,
 		NodeID:       info.Node,
 		UserID:       info.UserID,
+		Principal:    info.Principal,
+		Groups:       info.Groups,
+		Detached:     info.Detached,
 	}
 	body, err := json.Marshal(out)
 	if err != nil {

@@ -196,7 +196,8 @@ func TestControllerErrorsMapToAWSErrors(t *testing.T) {
 func TestGetReportsTheConnection(t *testing.T) {
 	f, _, srv := insecureServer(t)
 	id := f.add(conn.Info{Node: "edge-1", ConnectedAt: testConnectedAt, LastActiveAt: testConnectedAt.Add(90 * 1e9),
-		SourceIP: "192.0.2.7", UserAgent: "test-agent/1", UserID: "u42"})
+		SourceIP: "192.0.2.7", UserAgent: "test-agent/1", UserID: "u42",
+		Principal: json.RawMessage(`{"role":"admin","tier":2}`), Groups: []string{"lobby", "room-1"}})
 	status, h, body := do(t, "GET", srv.URL+"/prod/@connections/"+id, nil, nil)
 	if status != 200 || h.Get("Content-Type") != "application/json" {
 		t.Fatalf("GET = %d %s", status, body)
@@ -212,6 +213,8 @@ func TestGetReportsTheConnection(t *testing.T) {
 		"connectionId": id,
 		"nodeId":       "edge-1",
 		"userId":       "u42",
+		"principal":    map[string]any{"role": "admin", "tier": 2},
+		"groups":       []string{"lobby", "room-1"},
 	}
 	gotJSON, _ := json.Marshal(got)
 	wantJSON, _ := json.Marshal(want)

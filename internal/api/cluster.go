@@ -11,7 +11,8 @@ import (
 	"time"
 )
 
-// The cluster extension (GET /@nodes, GET /@nodes/{id}, GET /@events): what
+// The cluster extension (GET /@nodes, GET /@nodes/{id}, GET /@stats,
+// GET /@events): what
 // the web console shows, as API calls anyone can make with curl. Served by
 // the same handler and authentication as @connections.
 
@@ -28,6 +29,10 @@ type NodeStatus struct {
 	EventsDropped int64    `json:"eventsDropped"`
 	Counters      Sample   `json:"counters"`
 	History       []Sample `json:"history,omitempty"` // GET /@nodes/{id} only
+	// With History: how far apart its samples are and how many the node
+	// keeps (the charts span their product).
+	SampleIntervalMs int64 `json:"sampleIntervalMs,omitempty"`
+	HistorySize      int   `json:"historySize,omitempty"`
 }
 
 // Sample is one reading of a node's own counters: cumulative totals and the
@@ -38,6 +43,15 @@ type Sample struct {
 	Connects    int64 `json:"connects"` // upgrades completed, total
 	Messages    int64 `json:"messages"` // client messages received, total
 	Errors      int64 `json:"errors"`   // rejected upgrades, failed and dropped events, total
+}
+
+// Totals is the whole cluster's counter history: every node's samples,
+// summed per sample interval (GET /@stats).
+type Totals struct {
+	Nodes            int      `json:"nodes"` // nodes that answered
+	SampleIntervalMs int64    `json:"sampleIntervalMs"`
+	HistorySize      int      `json:"historySize"`
+	History          []Sample `json:"history"`
 }
 
 // Event is one entry of the event tail.
@@ -71,6 +85,8 @@ type ClusterInfo interface {
 	Nodes(ctx context.Context) ([]NodeStatus, error)
 	// Node asks one node for its status with its counter history.
 	Node(ctx context.Context, id string) (NodeStatus, error)
+	// Totals asks every node for its history and sums them.
+	Totals(ctx context.Context) (Totals, error)
 	// Tail calls emit for sampled events matching f until ctx ends or emit
 	// fails: first an event of type "open" once it is subscribed, then the
 	// events, and a "tick" at least every 15s; dropped counts the events
@@ -82,19 +98,20 @@ type ClusterInfo interface {
 const (
 	opNodes  = "nodes"
 	opNode   = "node"
+	opStats  = "stats"
 	opEvents = "events"
 )
 
 // EnableCluster turns on the cluster extension. Call before serving.
 func (a *API) EnableCluster(c ClusterInfo) {
 	a.nodes = c
-	a.m.addOperations([]string{opNodes, opNode, opEvents})
+	a.m.addOperations([]string{opNodes, opNode, opStats, opEvents})
 }
 
 // clusterRoute recognises the cluster extension's paths: "/@nodes",
-// "/@nodes/{id}", "/@events", after any prefix. ok false: not ours.
+// "/@nodes/{id}", "/@stats", "/@events", after any prefix. ok false: not ours.
 func clusterRoute(p string) (op, id string, ok bool) {
-	if !strings.Contains(p, "nodes") && !strings.Contains(p, "events") {
+	if !strings.Contains(p, "nodes") && !strings.Contains(p, "events") && !strings.Contains(p, "stats") {
 		return "", "", false // every other call: no split, no allocation
 	}
 	segs := strings.Split(strings.TrimPrefix(p, "/"), "/")
@@ -111,6 +128,11 @@ func clusterRoute(p string) (op, id string, ok bool) {
 		case "@events", "%40events":
 			if len(segs)-i == 1 {
 				return opEvents, "", true
+			}
+			return "", "", false
+		case "@stats", "%40stats":
+			if len(segs)-i == 1 {
+				return opStats, "", true
 			}
 			return "", "", false
 		case "@connections", "%40connections", "@groups", "%40groups", "@users", "%40users", "@broadcast", "%40broadcast":
@@ -168,6 +190,14 @@ func (a *API) serveCluster(w http.ResponseWriter, r *http.Request) (op string, s
 			return op, writeError(w, r, classify(err)), true
 		}
 		return op, writeJSONValue(w, r, st), true
+	case opStats:
+		ctx, cancel := context.WithTimeout(r.Context(), a.cfg.CallTimeout)
+		defer cancel()
+		tot, err := a.nodes.Totals(ctx)
+		if err != nil {
+			return op, writeError(w, r, classify(err)), true
+		}
+		return op, writeJSONValue(w, r, tot), true
 	default:
 		return op, a.tail(w, r), true
 	}
@@ -181,8 +211,8 @@ func writeJSONValue(w http.ResponseWriter, r *http.Request, v any) int {
 	return writeJSON(w, body)
 }
 
-// maxTailRate bounds ?rate= of GET /@events: the tail is for eyes.
-const maxTailRate = 100
+// MaxTailRate bounds ?rate= of GET /@events: the tail is for eyes.
+const MaxTailRate = 100
 
 // tail streams GET /@events as Server-Sent Events: one "data:" line of
 // Event JSON per event, and a comment line every 15s so that proxies keep
@@ -200,7 +230,7 @@ func (a *API) tail(w http.ResponseWriter, r *http.Request) int {
 	}
 	if s := q.Get("rate"); s != "" {
 		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > maxTailRate {
+		if err != nil || n < 1 || n > MaxTailRate {
 			return writeError(w, r, errBadRequest("rate must be 1 to 100"))
 		}
 		f.Rate = n

@@ -33,6 +33,10 @@ func (f *fakeCluster) Node(_ context.Context, id string) (NodeStatus, error) {
 	return NodeStatus{}, ErrNoSuchNode
 }
 
+func (f *fakeCluster) Totals(context.Context) (Totals, error) {
+	return Totals{Nodes: len(f.nodes), SampleIntervalMs: 5000, HistorySize: 120, History: []Sample{{T: 1, Connections: 5}}}, nil
+}
+
 func (f *fakeCluster) Tail(ctx context.Context, tf TailFilter, emit func(Event, uint64) error) error {
 	f.mu.Lock()
 	f.filters = append(f.filters, tf)
@@ -86,6 +90,12 @@ func TestClusterNodes(t *testing.T) {
 		t.Fatalf("GET /@nodes/edge-b: %d %s", status, body)
 	}
 
+	status, _, body = do(t, http.MethodGet, url+"/prod/@stats", nil, nil)
+	var tot Totals
+	if status != http.StatusOK || json.Unmarshal(body, &tot) != nil || tot.Nodes != 2 || len(tot.History) != 1 || tot.History[0].Connections != 5 {
+		t.Fatalf("GET /@stats: %d %s", status, body)
+	}
+
 	status, h, body := do(t, http.MethodGet, url+"/@nodes/edge-c", nil, nil)
 	wantError(t, status, h, body, http.StatusNotFound, codeNotFound)
 	status, h, body = do(t, http.MethodGet, url+"/@nodes/bad.id", nil, nil)
@@ -94,11 +104,13 @@ func TestClusterNodes(t *testing.T) {
 	wantError(t, status, h, body, http.StatusMethodNotAllowed, codeMethodNotAllowed)
 	status, h, body = do(t, http.MethodGet, url+"/@nodes/a/b", nil, nil)
 	wantError(t, status, h, body, http.StatusForbidden, codeForbidden)
+	status, h, body = do(t, http.MethodGet, url+"/@stats/x", nil, nil)
+	wantError(t, status, h, body, http.StatusForbidden, codeForbidden)
 }
 
 func TestClusterNeedsAuthentication(t *testing.T) {
 	_, url := clusterServer(t, Config{Auth: AuthConfig{Tokens: []string{"s3cret-token"}}})
-	for _, path := range []string{"/@nodes", "/@nodes/edge-a", "/@events"} {
+	for _, path := range []string{"/@nodes", "/@nodes/edge-a", "/@stats", "/@events"} {
 		for _, hdr := range []map[string]string{nil, {"Authorization": "Bearer wrong"}} {
 			status, h, body := do(t, http.MethodGet, url+path, hdr, nil)
 			wantError(t, status, h, body, http.StatusForbidden, codeForbidden)

@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -86,7 +87,9 @@ func ctxT(t *testing.T) context.Context {
 func exerciseSDK(t *testing.T, f *fakeController, c *apigatewaymanagementapi.Client) {
 	ctx := ctxT(t)
 	id := f.add(conn.Info{Node: "edge-1", ConnectedAt: testConnectedAt, LastActiveAt: testConnectedAt.Add(time.Minute),
-		SourceIP: "203.0.113.5", UserAgent: "Mozilla/5.0 (X11) test"})
+		SourceIP: "203.0.113.5", UserAgent: "Mozilla/5.0 (X11) test", UserID: "alice",
+		// Extension members the SDK does not know: an object and an array.
+		Principal: json.RawMessage(`{"role":"admin","scopes":["a","b"]}`), Groups: []string{"lobby"}})
 
 	if _, err := c.PostToConnection(ctx, &apigatewaymanagementapi.PostToConnectionInput{
 		ConnectionId: aws.String(id), Data: []byte(`{"msg":"hello"}`)}); err != nil {

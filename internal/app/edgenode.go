@@ -63,6 +63,7 @@ type Edge struct {
 	api      *apiServer
 	admin    *admin
 	console  *console.Service // nil when off
+	tap      *console.Tap     // route traffic for the console's tails; nil when off
 	draining atomic.Bool
 
 	cancel       context.CancelFunc
@@ -156,6 +157,14 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 	}
 	lcfg := cfg.Lifecycle // the flags' part; the rest is shared with the node
 	lcfg.Fence, lcfg.Prefix, lcfg.NodeID = e.node, cfg.NATS.Prefix, e.nodeID
+	if cfg.Console.Enabled {
+		// On every edge, API or not: a tail on any node (a router's
+		// included) shows the route traffic of the whole cluster.
+		if e.tap, err = console.NewTap(e.nc, cfg.NATS.Prefix, e.nodeID, log); err != nil {
+			return nil, err
+		}
+		lcfg.Tap = e.tap
+	}
 	e.lc, err = lifecycle.New(lcfg, e.nc, e.reg, log)
 	if err != nil {
 		return nil, err // already says "lifecycle: "
@@ -290,6 +299,9 @@ func (e *Edge) Run(ctx context.Context) error {
 	if e.console != nil {
 		run("console", func() error { return e.console.Run(rctx) })
 	}
+	if e.tap != nil {
+		run("console tap", func() error { return e.tap.Run(rctx) })
+	}
 	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
 	for what, ready := range map[string]<-chan struct{}{"command": e.cmds.Ready(), "broadcast": e.groups.Ready()} {
 		select {
@@ -349,6 +361,9 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 		add(e.groups.Shutdown(ctx))
 		if e.console != nil {
 			add(e.console.Shutdown(ctx)) // ends the event tails before their servers wait for them
+		}
+		if e.tap != nil {
+			add(e.tap.Shutdown(ctx))
 		}
 		if e.api != nil {
 			add(e.api.shutdown(ctx))

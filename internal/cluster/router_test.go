@@ -91,7 +91,7 @@ func (h *fakeHub) Info(ctx context.Context, id string) (conn.Info, error) {
 		return conn.Info{}, conn.ErrGone
 	}
 	return conn.Info{ID: id, Node: h.node, ConnectedAt: r.ConnectedAt, LastActiveAt: r.ConnectedAt,
-		SourceIP: r.SourceIP, UserAgent: r.UserAgent, UserID: r.UserID}, nil
+		SourceIP: r.SourceIP, UserAgent: r.UserAgent, UserID: r.UserID, Principal: r.Principal, Groups: []string{"lobby", "room-1"}}, nil
 }
 
 func (h *fakeHub) Close(ctx context.Context, id string, code int, reason string) error {
@@ -208,6 +208,9 @@ func TestRouterReachesConnectionsOnAnotherNode(t *testing.T) {
 	if info.ID != onB.ID || info.Node != tn.hubB.node || info.SourceIP != onB.SourceIP ||
 		info.UserAgent != onB.UserAgent || !info.ConnectedAt.Equal(onB.ConnectedAt) {
 		t.Fatalf("Info = %+v, want the facts of %+v", info, onB)
+	}
+	if info.UserID != onB.UserID || string(info.Principal) != string(onB.Principal) || fmt.Sprint(info.Groups) != "[lobby room-1]" {
+		t.Fatalf("Info = user %q principal %s groups %q, want the owner's %q %s [lobby room-1]", info.UserID, info.Principal, info.Groups, onB.UserID, onB.Principal)
 	}
 	if hits := testutil.ToFloat64(tn.metrics.cacheHits); hits < 1 {
 		t.Fatalf("owner cache hits = %v; the second command should hit the cache", hits)

@@ -80,6 +80,15 @@ type Info struct {
 	SourceIP     string    `json:"sourceIp"`
 	UserAgent    string    `json:"userAgent"`
 	UserID       string    `json:"userId,omitempty"`
+	// Principal is the connection's state (the authorizer context $connect
+	// set, or PUT replaced): a JSON object of at most MaxState bytes.
+	Principal json.RawMessage `json:"principal,omitempty"`
+	// Groups are the groups the connection is in on its node, at most
+	// the groups' per-connection cap.
+	Groups []string `json:"groups,omitempty"`
+	// Detached: a resumable connection whose socket was lost, waiting
+	// within its resume window for its client (docs/resume.md).
+	Detached bool `json:"detached,omitempty"`
 }
 
 // Controller performs commands on connections by ID, wherever they live: the

@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/switchboardgw/switchboard/internal/api"
+	"github.com/switchboardgw/switchboard/internal/service"
 	"github.com/switchboardgw/switchboard/internal/version"
 )
 
@@ -39,26 +40,35 @@ type Config struct {
 	// MaxTails bounds the event tails open on this node at once.
 	MaxTails int
 	// SampleInterval is how often the node reads its own counters for the
-	// charts; History samples are kept.
+	// charts; History samples are kept (a fixed ring).
 	SampleInterval time.Duration
 	History        int
 }
 
+// The defaults: 120 samples 5 s apart are the charts' 10 minutes.
+const (
+	DefaultMaxTails       = 4
+	DefaultSampleInterval = 5 * time.Second
+	DefaultHistory        = 120
+)
+
 // RegisterFlags binds the console's flags.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.Enabled, "console", true, "serve the web console at / on the admin port (it calls the @connections API with the API's authentication)")
-	fs.IntVar(&c.MaxTails, "console-max-tails", 4, "event tails (GET /@events) open at once on this node; more are refused with 429")
+	fs.IntVar(&c.MaxTails, "console-max-tails", DefaultMaxTails, "event tails (GET /@events) open at once on this node; more are refused with 429")
+	fs.DurationVar(&c.SampleInterval, "console-sample-interval", DefaultSampleInterval,
+		"how often the node samples its own counters for the console's charts (GET /@nodes/{id}); it keeps the last 120 samples")
 }
 
 func (c Config) withDefaults() Config {
 	if c.MaxTails <= 0 {
-		c.MaxTails = 4
+		c.MaxTails = DefaultMaxTails
 	}
 	if c.SampleInterval <= 0 {
-		c.SampleInterval = 5 * time.Second
+		c.SampleInterval = DefaultSampleInterval
 	}
 	if c.History <= 0 {
-		c.History = 120 // 10 minutes at 5s
+		c.History = DefaultHistory
 	}
 	return c
 }
@@ -67,6 +77,12 @@ func (c Config) withDefaults() Config {
 func (c Config) Validate() error {
 	if c.MaxTails < 0 || c.MaxTails > 64 {
 		return errors.New("-console-max-tails must be 0 to 64")
+	}
+	if c.SampleInterval != 0 && (c.SampleInterval < 100*time.Millisecond || c.SampleInterval > 10*time.Minute) {
+		return fmt.Errorf("-console-sample-interval %v: must be 100ms to 10m", c.SampleInterval)
+	}
+	if c.History < 0 || c.History > 10000 {
+		return errors.New("console: history must be 0 to 10000 samples")
 	}
 	return nil
 }
@@ -97,10 +113,13 @@ type Service struct {
 	history []api.Sample // ring, oldest first once full
 	next    int
 
-	stop     chan struct{}
-	stopOnce sync.Once
-	done     chan struct{}
-	runOnce  sync.Once
+	// The last Totals, reused for totalsFresh: viewers polling at once
+	// make every node send its ring once, not once each.
+	totMu sync.Mutex
+	tot   api.Totals
+	totAt time.Time
+
+	gate service.Gate
 }
 
 // New builds the console service; nothing runs until Run.
@@ -120,20 +139,18 @@ func New(cfg Config, d Deps) (*Service, error) {
 	cfg = cfg.withDefaults()
 	return &Service{cfg: cfg, deps: d, log: d.Logger,
 		subAll: d.Prefix + ".console.status", subOne: d.Prefix + ".console.status." + d.NodeID,
-		tails: make(chan struct{}, cfg.MaxTails), stop: make(chan struct{}), done: make(chan struct{})}, nil
+		tails: make(chan struct{}, cfg.MaxTails)}, nil
 }
 
 // Run answers status requests and samples counters until ctx ends or
 // Shutdown is called.
 func (s *Service) Run(ctx context.Context) error {
-	started := false
-	s.runOnce.Do(func() { started = true })
-	if !started {
-		return errors.New("console: Run called twice")
+	if err := s.gate.Start("console"); err != nil {
+		return err
 	}
-	defer close(s.done)
+	defer s.gate.Finish()
 	answer := func(m *nats.Msg) {
-		st := s.status(m.Subject == s.subOne)
+		st := s.status(m.Subject == s.subOne || string(m.Data) == withHistory)
 		b, err := json.Marshal(st)
 		if err == nil {
 			_ = m.Respond(b)
@@ -156,7 +173,7 @@ func (s *Service) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-s.stop:
+		case <-s.gate.Stopping():
 			return nil
 		case <-t.C:
 			s.sample()
@@ -164,21 +181,9 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 }
 
-// Shutdown stops Run and waits for it (if it was started).
-func (s *Service) Shutdown(ctx context.Context) error {
-	s.stopOnce.Do(func() { close(s.stop) })
-	started := true
-	s.runOnce.Do(func() { started = false })
-	if !started {
-		return nil
-	}
-	select {
-	case <-s.done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("console: shutdown: %w", ctx.Err())
-	}
-}
+// Shutdown stops Run and the open tails, and waits for Run (if it was
+// started).
+func (s *Service) Shutdown(ctx context.Context) error { return s.gate.Stop(ctx, "console") }
 
 // The counters a sample sums, by metric name.
 var (
@@ -246,6 +251,7 @@ func (s *Service) status(withHistory bool) api.NodeStatus {
 		st.Draining = s.deps.Draining()
 	}
 	if withHistory {
+		st.SampleIntervalMs, st.HistorySize = s.cfg.SampleInterval.Milliseconds(), s.cfg.History
 		s.mu.Lock()
 		st.History = make([]api.Sample, 0, len(s.history)+1)
 		st.History = append(st.History, s.history[s.next:]...)
@@ -265,9 +271,40 @@ const (
 	maxNodes     = 1000
 )
 
+// withHistory, as the body of a request to every node, asks each for its
+// history too (GET /@stats).
+const withHistory = "history"
+
 // Nodes implements api.ClusterInfo: one NATS request to every node, the
 // answers gathered on an inbox.
-func (s *Service) Nodes(ctx context.Context) ([]api.NodeStatus, error) {
+func (s *Service) Nodes(ctx context.Context) ([]api.NodeStatus, error) { return s.gather(ctx, nil) }
+
+// totalsFresh is how long a Totals answer is reused.
+const totalsFresh = time.Second
+
+// Totals implements api.ClusterInfo: every node's history, summed.
+func (s *Service) Totals(ctx context.Context) (api.Totals, error) {
+	s.totMu.Lock()
+	if !s.totAt.IsZero() && time.Since(s.totAt) < totalsFresh {
+		t := s.tot
+		s.totMu.Unlock()
+		return t, nil
+	}
+	s.totMu.Unlock()
+	nodes, err := s.gather(ctx, []byte(withHistory))
+	if err != nil {
+		return api.Totals{}, err
+	}
+	t := api.Totals{Nodes: len(nodes), SampleIntervalMs: s.cfg.SampleInterval.Milliseconds(), HistorySize: s.cfg.History,
+		History: sumHistory(nodes, s.cfg.SampleInterval.Milliseconds(), s.cfg.History)}
+	s.totMu.Lock()
+	s.tot, s.totAt = t, time.Now()
+	s.totMu.Unlock()
+	return t, nil
+}
+
+// gather sends req to every node and collects the answers.
+func (s *Service) gather(ctx context.Context, req []byte) ([]api.NodeStatus, error) {
 	nc := s.deps.NC
 	inbox := nc.NewRespInbox()
 	ch := make(chan *nats.Msg, maxNodes) // every answer fits: none is lost as a slow consumer
@@ -276,7 +313,7 @@ func (s *Service) Nodes(ctx context.Context) ([]api.NodeStatus, error) {
 		return nil, fmt.Errorf("console: nodes: %w", err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	if err := nc.PublishRequest(s.subAll, inbox, nil); err != nil {
+	if err := nc.PublishRequest(s.subAll, inbox, req); err != nil {
 		return nil, fmt.Errorf("console: nodes: %w", err)
 	}
 	deadline := time.NewTimer(gatherWindow)

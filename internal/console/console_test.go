@@ -2,6 +2,7 @@ package console
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/switchboardgw/switchboard/internal/api"
+	"github.com/switchboardgw/switchboard/internal/lifecycle"
 	"github.com/switchboardgw/switchboard/internal/testenv"
 )
 
@@ -74,8 +76,29 @@ func TestNodesGathersEveryNode(t *testing.T) {
 	if len(st.History) < 2 || st.History[len(st.History)-1].Connections != 2 {
 		t.Fatalf("edge-b history = %+v", st.History)
 	}
+	if st.SampleIntervalMs != 5000 || st.HistorySize != 120 {
+		t.Fatalf("edge-b samples every %d ms, keeps %d; want the defaults 5000 and 120", st.SampleIntervalMs, st.HistorySize)
+	}
+	tot, err := a.Totals(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := tot.History; tot.Nodes != 2 || len(h) == 0 || h[len(h)-1].Connections != 5 || tot.SampleIntervalMs != 5000 || tot.HistorySize != 120 {
+		t.Fatalf("totals = %+v, want 2 nodes and 5 connections now", tot)
+	}
 	if _, err := a.Node(context.Background(), "edge-c"); !errors.Is(err, api.ErrNoSuchNode) {
 		t.Fatalf("Node(edge-c) = %v, want ErrNoSuchNode", err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, c := range []Config{{MaxTails: 65}, {SampleInterval: time.Millisecond}, {SampleInterval: time.Hour}, {History: -1}} {
+		if c.Validate() == nil {
+			t.Errorf("%+v: valid, want an error", c)
+		}
+	}
+	if err := (Config{SampleInterval: 250 * time.Millisecond}).Validate(); err != nil {
+		t.Errorf("250ms: %v", err)
 	}
 }
 
@@ -145,33 +168,81 @@ func event(typ, route, id, user, body string) []byte {
 		route, typ, id, user, body)
 }
 
+// startTap runs an edge's tap of route traffic until the test ends.
+func startTap(t *testing.T, nc *nats.Conn, node string) *Tap {
+	t.Helper()
+	tp, err := NewTap(nc, "t", node, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- tp.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("tap Run: %v", err)
+		}
+	})
+	select {
+	case <-tp.Ready():
+	case <-time.After(testenv.WaitFor):
+		t.Fatal("tap not subscribed")
+	}
+	return tp
+}
+
+// waitTaps waits until the tap knows n tails.
+func waitTaps(t *testing.T, tp *Tap, n int) {
+	t.Helper()
+	testenv.Eventually(t, fmt.Sprintf("%d tails announced", n), func() bool { return int(tp.active.Load()) == n })
+}
+
 func TestTailFiltersEvents(t *testing.T) {
 	n := testenv.StartNATS(t)
 	s, err := New(Config{}, Deps{NC: n.Connect(t), Prefix: "t", NodeID: "x", Gatherer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}
+	tp := startTap(t, n.Connect(t), "edge-a")
 	byUser := startTail(t, s, api.TailFilter{UserID: "alice", Routes: true, Rate: 100})
 	byRoute := startTail(t, s, api.TailFilter{Route: "chat", Routes: true, Rate: 100})
 	noRoutes := startTail(t, s, api.TailFilter{Rate: 100})
+	waitTaps(t, tp, 2) // the two with route traffic
 
 	pub := n.Connect(t)
 	const alice, bob = "AAAAAAAAAAAAAAAA", "BBBBBBBBBBBBBBBB"
-	msgs := []struct{ subj, typ, route, id, user, body string }{
-		{"t.event.connect", "CONNECT", "$connect", bob, "bob", ""},
-		{"t.event.connect", "CONNECT", "$connect", alice, "alice", ""},
-		{"t.route.chat", "MESSAGE", "chat", bob, "bob", "from bob"},
-		{"t.route.other", "MESSAGE", "other", alice, "alice", strings.Repeat("x", 300)},
-		{"t.route.chat", "MESSAGE", "chat", alice, "alice", "from alice"},
-		{"t.event.disconnect", "DISCONNECT", "$disconnect", alice, "alice", ""},
+	// Each with the number of tails that show it; sent one at a time, so
+	// that every tail sees them in this order (the events and the route
+	// traffic come by different paths).
+	msgs := []struct {
+		subj, typ, route, id, user, body string
+		shown                            int
+	}{
+		{"t.event.connect", "CONNECT", "$connect", bob, "bob", "", 1},
+		{"t.event.connect", "CONNECT", "$connect", alice, "alice", "", 2},
+		{"", "MESSAGE", "chat", bob, "bob", "from bob", 1},
+		{"", "MESSAGE", "other", alice, "alice", strings.Repeat("x", 300), 1},
+		{"", "MESSAGE", "chat", alice, "alice", "from alice", 2},
+		{"t.event.disconnect", "DISCONNECT", "$disconnect", alice, "alice", "", 2},
 	}
+	total := func() int {
+		n := 0
+		for _, r := range []*tailRec{byUser, byRoute, noRoutes} {
+			evs, _ := r.snapshot()
+			n += len(evs) - 1 // the "open"
+		}
+		return n
+	}
+	want := 0
 	for _, m := range msgs {
-		if err := pub.Publish(m.subj, event(m.typ, m.route, m.id, m.user, m.body)); err != nil {
+		if m.subj == "" {
+			tp.Routed(m.route, m.id, m.user, []byte(m.body), false)
+		} else if err := pub.Publish(m.subj, event(m.typ, m.route, m.id, m.user, m.body)); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if err := pub.Flush(); err != nil {
-		t.Fatal(err)
+		want += m.shown
+		testenv.Eventually(t, fmt.Sprintf("%s %s shown", m.typ, m.route), func() bool { return total() >= want })
 	}
 	types := func(r *tailRec, n int) string {
 		var out []string
@@ -195,7 +266,7 @@ func TestTailFiltersEvents(t *testing.T) {
 		t.Errorf("without route traffic: %s, want %s", got, want)
 	}
 	evs, _ := byUser.snapshot()
-	if p := evs[2].Preview; len(p) > previewMax+len("…") || !strings.HasSuffix(p, "…") || evs[2].ConnectionID != alice || evs[2].Node != "edge-a" {
+	if p := evs[2].Preview; len(p) > previewMax+len("…") || !strings.HasSuffix(p, "…") || evs[2].ConnectionID != alice || evs[2].Node != "edge-a" || evs[2].Bytes != 300 {
 		t.Errorf("long message shown as %+v", evs[2])
 	}
 }
@@ -298,5 +369,135 @@ func TestHandlerServesPageAndPassesAPICalls(t *testing.T) {
 		if last != "/@connections/AAAAAAAAAAAAAAAA origin="+tc.want {
 			t.Fatalf("API saw %q, want origin %q", last, tc.want)
 		}
+	}
+}
+
+// A tail of route traffic is not a backend: a route nobody serves still
+// answers its client with API Gateway's no-route frame while the tail is
+// open, and the tail still shows the message.
+func TestRouteTrafficTailKeepsNoBackendReply(t *testing.T) {
+	n := testenv.StartNATS(t)
+	tp := startTap(t, n.Connect(t), "edge-a")
+	lc, err := lifecycle.New(lifecycle.Config{Prefix: "t", NodeID: "edge-a", Tap: tp}, n.Connect(t), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- lc.Run(context.Background()) }()
+	t.Cleanup(func() {
+		if err := lc.Shutdown(context.Background()); err != nil {
+			t.Errorf("lifecycle shutdown: %v", err)
+		}
+		if err := <-done; err != nil {
+			t.Errorf("lifecycle run: %v", err)
+		}
+	})
+	s, err := New(Config{}, Deps{NC: n.Connect(t), Prefix: "t", NodeID: "x", Gatherer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := startTail(t, s, api.TailFilter{Routes: true, Rate: 100})
+	waitTaps(t, tp, 1)
+
+	const id = "AAAAAAAAAAAAAAAA"
+	replies := make(chan string, 1)
+	err = lc.Message(&lifecycle.ConnMeta{ID: id, UserID: "alice"}, []byte(`{"action":"chat","text":"anyone?"}`), false,
+		func(data []byte, _ bool) { replies <- string(data) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-replies:
+		if !strings.Contains(r, `"message":"Forbidden"`) || !strings.Contains(r, id) {
+			t.Fatalf("client got %s, want the no-route frame", r)
+		}
+	case <-time.After(testenv.WaitFor):
+		t.Fatal("no no-route frame while a tail of route traffic is open")
+	}
+	testenv.Eventually(t, "the message in the tail", func() bool {
+		evs, _ := rec.snapshot()
+		for _, e := range evs {
+			if e.Type == "message" && e.Route == "chat" && e.ConnectionID == id && e.UserID == "alice" && strings.Contains(e.Preview, "anyone?") {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+func TestTapsAreBoundedAndExpire(t *testing.T) {
+	n := testenv.StartNATS(t)
+	tp := startTap(t, n.Connect(t), "edge-a")
+	pub := n.Connect(t)
+	announce := func(b string) {
+		t.Helper()
+		if err := pub.Publish("t.console.tap", []byte(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Anything but an inbox is ignored: the edge never publishes on an
+	// event, route or wildcard subject for an announcement; nor is an
+	// announcement larger than its filters can be kept. The valid one
+	// after them is taken alone (announcements are handled in order).
+	for _, b := range []string{`{"inbox":"t.route.chat","rate":5,"ttlMs":1000}`, `{"inbox":"t.event.connect","rate":5,"ttlMs":1000}`,
+		`{"inbox":"_INBOX.a b","ttlMs":1000}`, `{"inbox":"_INBOX.>","ttlMs":1000}`, `{"inbox":"_INBOX.","ttlMs":1000}`, `not json`,
+		`{"inbox":"_INBOX.big","ttlMs":1000,"user":"` + strings.Repeat("u", 4<<10) + `"}`} {
+		announce(b)
+	}
+	announce(`{"inbox":"_INBOX.ok","rate":5,"ttlMs":1000}`)
+	waitTaps(t, tp, 1)
+	announce(`{"inbox":"_INBOX.ok","ttlMs":0}`)
+	waitTaps(t, tp, 0)
+
+	for i := range maxTaps + 10 {
+		announce(fmt.Sprintf(`{"inbox":"_INBOX.t%d","rate":5,"ttlMs":60000}`, i))
+	}
+	waitTaps(t, tp, maxTaps)
+	// A removal frees a slot; an announcement's TTL is capped (tapTTL), so
+	// the sweep forgets the rest.
+	announce(`{"inbox":"_INBOX.t0","ttlMs":0}`)
+	waitTaps(t, tp, maxTaps-1)
+	tp.sweep(time.Now().Add(tapTTL + time.Second))
+	if a := tp.active.Load(); a != 0 {
+		t.Fatalf("%d taps after their TTL, want 0", a)
+	}
+}
+
+func TestTapSamplesAtItsRate(t *testing.T) {
+	n := testenv.StartNATS(t)
+	nc := n.Connect(t)
+	tp := startTap(t, n.Connect(t), "edge-a")
+	ch := make(chan *nats.Msg, 100)
+	if _, err := nc.ChanSubscribe("_INBOX.rate", ch); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Publish("t.console.tap", []byte(`{"inbox":"_INBOX.rate","rate":3,"ttlMs":10000}`)); err != nil {
+		t.Fatal(err)
+	}
+	waitTaps(t, tp, 1)
+	const burst = 50
+	for range burst {
+		tp.Routed("chat", "AAAAAAAAAAAAAAAA", "alice", []byte("hi"), false)
+	}
+	tp.sweep(time.Now()) // reports what the rate skipped
+	var shown int
+	var dropped uint64
+	for shown+int(dropped) < burst {
+		select {
+		case m := <-ch:
+			var te tapEvent
+			if err := json.Unmarshal(m.Data, &te); err != nil {
+				t.Fatal(err)
+			}
+			dropped += te.Dropped
+			if te.Type == "message" {
+				shown++
+			}
+		case <-time.After(testenv.WaitFor):
+			t.Fatalf("shown %d, dropped %d of %d", shown, dropped, burst)
+		}
+	}
+	if shown > 4 || shown+int(dropped) != burst { // the bucket (3) and what refilled meanwhile
+		t.Fatalf("shown %d, dropped %d of %d at rate 3", shown, dropped, burst)
 	}
 }

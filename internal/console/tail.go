@@ -24,9 +24,9 @@ const (
 )
 
 // Tail implements api.ClusterInfo: its own NATS subscriptions to the event
-// subjects (and the route subjects with f.Routes), sampled to f.Rate a
-// second, into a buffer of tailBuffer; what does not fit is counted as
-// dropped, never queued.
+// subjects (and, with f.Routes, a tap on every edge: tap.go), sampled to
+// f.Rate a second, into a buffer of tailBuffer; what does not fit is
+// counted as dropped, never queued.
 func (s *Service) Tail(ctx context.Context, f api.TailFilter, emit func(api.Event, uint64) error) error {
 	select {
 	case s.tails <- struct{}{}:
@@ -34,6 +34,9 @@ func (s *Service) Tail(ctx context.Context, f api.TailFilter, emit func(api.Even
 		return api.ErrTooManyViewers
 	}
 	defer func() { <-s.tails }()
+	if f.Rate <= 0 {
+		f.Rate = 20
+	}
 
 	ch := make(chan *nats.Msg, tailBuffer)
 	var subs []*nats.Subscription
@@ -44,20 +47,32 @@ func (s *Service) Tail(ctx context.Context, f api.TailFilter, emit func(api.Even
 	}()
 	subj := protocol.NewSubjects(s.deps.Prefix)
 	subjects := []string{subj.EventConnect, subj.EventDisconnect}
+	var inbox string
 	if f.Routes {
-		// A plain subscriber to a route counts as a responder: while this
-		// tail is open, a route without a backend is not reported to its
-		// clients as such (docs/api.md says so).
-		subjects = append(subjects, subj.Route(">"))
+		// Route traffic comes from the edges' taps to an inbox of this
+		// tail, never from a route subject: a subscriber there would count
+		// as a backend and hide a route's missing one.
+		inbox = s.deps.NC.NewInbox()
+		subjects = append(subjects, inbox)
 	}
 	for _, subj := range subjects {
 		sub, err := s.deps.NC.ChanSubscribe(subj, ch)
 		if err != nil {
 			return err
 		}
-		// Slow-consumer limits of NATS bound what piles up before ch.
-		_ = sub.SetPendingLimits(tailBuffer, 1<<20)
+		// ch bounds what piles up: nats.go drops (and counts) what does
+		// not fit.
 		subs = append(subs, sub)
+	}
+	var renew <-chan time.Time
+	if f.Routes {
+		if err := s.announceTap(inbox, f, tapTTL); err != nil {
+			return err
+		}
+		defer func() { _ = s.announceTap(inbox, f, 0) }() // expiry covers a lost one
+		t := time.NewTicker(tapRenew)
+		defer t.Stop()
+		renew = t.C
 	}
 	fctx, cancel := context.WithTimeout(ctx, 5*time.Second) // nats.go wants a deadline
 	err := s.deps.NC.FlushWithContext(fctx)
@@ -69,25 +84,26 @@ func (s *Service) Tail(ctx context.Context, f api.TailFilter, emit func(api.Even
 		return nil
 	}
 	rate := f.Rate
-	if rate <= 0 {
-		rate = 20
-	}
 	// A token bucket of one second's worth.
 	tokens, last := float64(rate), time.Now()
 	var dropped uint64
 	unfiltered := f.UserID == "" && f.ConnectionID == "" && f.Route == ""
+	lost := make([]int, len(subs)) // what nats.go dropped, as last seen
 	tick := time.NewTicker(tickEvery)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-s.stop:
+		case <-s.gate.Stopping():
 			return nil
+		case <-renew:
+			_ = s.announceTap(inbox, f, tapTTL) // a lost renewal: the next one
 		case <-tick.C:
-			for _, sub := range subs {
-				if n, _ := sub.Dropped(); n > 0 {
-					dropped += uint64(n)
+			for i, sub := range subs { // Dropped is a running total
+				if n, err := sub.Dropped(); err == nil && n > lost[i] {
+					dropped += uint64(n - lost[i])
+					lost[i] = n
 				}
 			}
 			if err := emit(api.Event{T: time.Now().UnixMilli(), Type: "tick"}, dropped); err != nil {
@@ -101,13 +117,26 @@ func (s *Service) Tail(ctx context.Context, f api.TailFilter, emit func(api.Even
 			if tokens > float64(rate) {
 				tokens = float64(rate)
 			}
-			if tokens < 1 && unfiltered {
-				dropped++ // skipped without decoding: a busy cluster costs the tail little
-				continue
-			}
-			ev, ok := s.decode(m, f)
-			if !ok {
-				continue
+			var ev api.Event
+			if m.Subject == inbox {
+				var te tapEvent
+				if json.Unmarshal(m.Data, &te) != nil {
+					continue
+				}
+				dropped += te.Dropped // skipped by the edge's share of the rate
+				if te.Type != "message" {
+					continue
+				}
+				ev = te.Event
+			} else {
+				if tokens < 1 && unfiltered {
+					dropped++ // skipped without decoding: a busy cluster costs the tail little
+					continue
+				}
+				var ok bool
+				if ev, ok = s.decode(m, f); !ok {
+					continue
+				}
 			}
 			if tokens < 1 {
 				dropped++
@@ -122,31 +151,27 @@ func (s *Service) Tail(ctx context.Context, f api.TailFilter, emit func(api.Even
 	}
 }
 
-// eventBody is the part of an event a tail shows and filters on.
+// eventBody is the part of a lifecycle event a tail shows and filters on.
 type eventBody struct {
 	RequestContext struct {
-		RouteKey     string `json:"routeKey"`
-		EventType    string `json:"eventType"`
 		ConnectionID string `json:"connectionId"`
 		Switchboard  struct {
 			NodeID string `json:"nodeId"`
 			UserID string `json:"userId"`
 		} `json:"switchboard"`
 	} `json:"requestContext"`
-	Body string `json:"body"`
 }
 
-// decode turns a NATS event into a tail entry and applies the filter.
+// decode turns a CONNECT or DISCONNECT event into a tail entry and applies
+// the filter (route traffic comes filtered from the taps).
 func (s *Service) decode(m *nats.Msg, f api.TailFilter) (api.Event, bool) {
+	if f.Route != "" {
+		return api.Event{}, false // only messages of that route
+	}
 	ev := api.Event{T: time.Now().UnixMilli(), Bytes: len(m.Data), ConnectionID: m.Header.Get(protocol.HeaderConnID)}
-	switch {
-	case strings.HasSuffix(m.Subject, "."+protocol.SuffixEventConnect):
-		ev.Type = "connect"
-	case strings.HasSuffix(m.Subject, "."+protocol.SuffixEventDisconnect):
+	ev.Type = "connect"
+	if strings.HasSuffix(m.Subject, "."+protocol.SuffixEventDisconnect) {
 		ev.Type = "disconnect"
-	default:
-		ev.Type = "message"
-		ev.Route = strings.TrimPrefix(m.Subject, s.deps.Prefix+"."+protocol.SuffixRoute)
 	}
 	if f.ConnectionID != "" && ev.ConnectionID != "" && ev.ConnectionID != f.ConnectionID {
 		return ev, false
@@ -159,19 +184,12 @@ func (s *Service) decode(m *nats.Msg, f api.TailFilter) (api.Event, bool) {
 				ev.ConnectionID = rc.ConnectionID
 			}
 			ev.UserID, ev.Node = rc.Switchboard.UserID, rc.Switchboard.NodeID
-			if ev.Type == "message" && rc.RouteKey != "" {
-				ev.Route = rc.RouteKey
-			}
-			ev.Preview = truncate(b.Body, previewMax)
 		}
 	}
 	if f.ConnectionID != "" && ev.ConnectionID != f.ConnectionID {
 		return ev, false
 	}
 	if f.UserID != "" && ev.UserID != f.UserID {
-		return ev, false
-	}
-	if f.Route != "" && (ev.Type != "message" || ev.Route != f.Route) {
 		return ev, false
 	}
 	return ev, true
@@ -185,4 +203,18 @@ func truncate(s string, n int) string {
 		n--
 	}
 	return s[:n] + "…"
+}
+
+// announceTap asks every edge for the route traffic of this tail (ttl 0:
+// no longer).
+func (s *Service) announceTap(inbox string, f api.TailFilter, ttl time.Duration) error {
+	b, err := json.Marshal(tapRequest{Inbox: inbox, Route: f.Route, UserID: f.UserID, Connection: f.ConnectionID,
+		Rate: f.Rate, TTLMs: ttl.Milliseconds()})
+	if err == nil {
+		err = s.deps.NC.Publish(tapSubject(s.deps.Prefix), b)
+	}
+	if err != nil {
+		return fmt.Errorf("console: tail: announce tap: %w", err)
+	}
+	return nil
 }

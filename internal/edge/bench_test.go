@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"net"
 	"runtime"
 	"testing"
 )
@@ -61,6 +62,38 @@ func BenchmarkFrameParse(b *testing.B) {
 			rec.messages = rec.messages[:0]
 			rec.mu.Unlock()
 		}
+	}
+}
+
+// BenchmarkLeanSocket measures what the upgrade pays to trade a plain TCP
+// connection's *net.TCPConn for an *os.File (leanSocket: dup, poller
+// registration, close of the original), against a connect's total cost.
+func BenchmarkLeanSocket(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	b.ReportAllocs()
+	for range b.N {
+		b.StopTimer()
+		client, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		server, err := ln.Accept()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		lean, err := leanSocket(server.(*net.TCPConn))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		lean.Close()
+		client.Close()
+		b.StartTimer()
 	}
 }
 

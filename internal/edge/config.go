@@ -31,6 +31,8 @@ const (
 	DefaultAppPong           = "pong"
 	DefaultTickInterval      = time.Second
 	DefaultDrainWindow       = 5 * time.Second
+	DefaultResumeWindow      = 30 * time.Second
+	DefaultResumeReplayBytes = 64 << 10
 	// DefaultCompressionMinBytes: below about this size a JSON message
 	// deflated on its own (no context takeover) saves a few bytes at best.
 	DefaultCompressionMinBytes = 256
@@ -116,6 +118,15 @@ type Config struct {
 	// DrainWindow spreads the closing of connections on shutdown so clients
 	// do not reconnect to the survivors all at once. Default 5 s.
 	DrainWindow time.Duration
+	// ResumeWindow is how long a resumable connection (the client asked
+	// with ?resume=1) whose socket was lost stays detached, waiting for its
+	// client to resume it (docs/resume.md). 0: resume off (the flag's
+	// default is 30 s).
+	ResumeWindow time.Duration
+	// ResumeReplayBytes bounds the recent messages a resumable connection
+	// keeps to send again on resume, each charged 32 bytes more than its
+	// size. Default 64 KiB.
+	ResumeReplayBytes int
 	// Compression negotiates permessage-deflate (RFC 7692) with clients that
 	// offer it, with no context takeover either way (docs/compression.md).
 	// Default off.
@@ -155,6 +166,8 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.AppPong, "app-pong", DefaultAppPong, "the edge's answer to -app-ping")
 	f.IntVar(&c.Workers, "workers", 0, "reactor workers (0: 4×GOMAXPROCS)")
 	f.DurationVar(&c.DrainWindow, "drain-window", DefaultDrainWindow, "spread the closing of connections on shutdown over this window")
+	f.DurationVar(&c.ResumeWindow, "resume-window", DefaultResumeWindow, "how long a resumable connection (?resume=1) whose socket was lost waits, detached, for its client to resume it (docs/resume.md); 0 turns resume off")
+	f.IntVar(&c.ResumeReplayBytes, "resume-replay-bytes", DefaultResumeReplayBytes, "recent messages a resumable connection keeps to send again on resume, each charged 32 bytes above its size")
 	f.BoolVar(&c.Compression, "compression", false, "negotiate permessage-deflate (RFC 7692, no context takeover) with clients that offer it; fan-out is compressed once per node")
 	f.IntVar(&c.CompressionMinBytes, "compression-min-bytes", DefaultCompressionMinBytes, "messages smaller than this are sent uncompressed (with -compression)")
 	f.IntVar(&c.CompressionLevel, "compression-level", DefaultCompressionLevel, "deflate level with -compression, 1 (fastest) to 9 (smallest)")
@@ -186,6 +199,7 @@ func (c Config) withDefaults() Config {
 	def(&c.MaxQueueBytes, DefaultMaxQueueBytes)
 	def(&c.PendingQueueBytes, DefaultPendingQueueBytes)
 	def(&c.ControlBurst, DefaultControlBurst)
+	def(&c.ResumeReplayBytes, DefaultResumeReplayBytes)
 	if c.ControlRate == 0 {
 		c.ControlRate = DefaultControlRate
 	}
@@ -232,6 +246,12 @@ func (c Config) Validate() error {
 	}
 	if c.ControlBurst < 0 || c.ControlBurst > 1<<20 {
 		errs = append(errs, fmt.Errorf("control burst %d: want 1 to %d", c.ControlBurst, 1<<20))
+	}
+	if c.ResumeWindow < 0 {
+		errs = append(errs, fmt.Errorf("resume window %v: must not be negative (0 turns resume off)", c.ResumeWindow))
+	}
+	if c.ResumeReplayBytes < 0 {
+		errs = append(errs, fmt.Errorf("resume replay bytes %d: must not be negative", c.ResumeReplayBytes))
 	}
 	if c.CompressionLevel < 1 || c.CompressionLevel > 9 {
 		errs = append(errs, fmt.Errorf("compression level %d: want 1 to 9", c.CompressionLevel))

@@ -61,6 +61,7 @@ type Conn struct {
 	mu    sync.Mutex
 	out   outbox
 	cause closeCause // why it ends; the first one recorded wins
+	rs    *resumable // resume state (resume.go); nil unless the client asked for it
 }
 
 // ID is the connection's ID, unique in the cluster.
@@ -94,7 +95,7 @@ func (c *Conn) LastActiveAt() time.Time { return time.Unix(0, c.lastActive.Load(
 func (c *Conn) Info() conn.Info {
 	return conn.Info{
 		ID: c.id, Node: c.srv.nodeID, ConnectedAt: c.connectedAt, LastActiveAt: c.LastActiveAt(),
-		SourceIP: c.sourceIP, UserAgent: c.userAgent, UserID: c.userID,
+		SourceIP: c.sourceIP, UserAgent: c.userAgent, UserID: c.userID, Detached: c.phase() == detached,
 	}
 }
 
@@ -148,12 +149,18 @@ func (c *Conn) write(a, b []byte, kind frameKind) error {
 		err := c.hold(a, b, kind)
 		c.mu.Unlock()
 		return err
+	case detached:
+		return c.queueDetached(a, b, kind) // unlocks
 	default:
 		c.mu.Unlock()
 		return conn.ErrGone
 	}
+	bound := c.srv.cfg.MaxQueueBytes
+	if c.rs != nil {
+		bound += c.rs.credit
+	}
 	if c.out.busy() {
-		if !c.out.fits(kind, size, c.srv.cfg.MaxQueueBytes) {
+		if !c.out.fits(kind, size, bound) {
 			c.mu.Unlock()
 			c.abort(causeSlowConsumer)
 			return conn.ErrBufferFull
@@ -166,16 +173,26 @@ func (c *Conn) write(a, b []byte, kind frameKind) error {
 			c.mu.Unlock()
 			return nil
 		}
+		if kind == dataFrame {
+			c.keep(a, b)
+		}
 		c.out.push(a, b)
 		c.mu.Unlock()
 		c.srv.metrics.framesOut.Inc()
 		c.srv.metrics.bytesOut.Add(float64(size))
 		return nil
 	}
+	if kind == dataFrame {
+		c.keep(a, b)
+	}
 	n, err := c.writeNow(a, b)
 	if err != nil {
+		nc := c.nc
 		c.mu.Unlock()
-		c.abort(causeWriteError)
+		c.abortFrom(nc, causeWriteError)
+		if c.rs != nil && kind == dataFrame && c.phase() != closed {
+			return nil // kept: it is sent again on resume
+		}
 		return conn.ErrGone
 	}
 	c.srv.metrics.framesOut.Inc()
@@ -202,7 +219,7 @@ func (c *Conn) sealPong() {
 func (c *Conn) startWriter() {
 	if c.out.startWriter() {
 		c.srv.wg.Add(1)
-		go c.flush()
+		go c.flush(c.nc)
 	}
 }
 
@@ -284,16 +301,28 @@ func (op *ioOp) doRead(fd uintptr) bool {
 // flush writes the backlog with blocking writes bounded by WriteTimeout, then
 // exits. It tears the connection down if a close was waiting for the backlog.
 // The bytes being written stay in the outbox until they are written, so the
-// queue bound covers them too.
-func (c *Conn) flush() {
+// queue bound covers them too. A writer belongs to one socket, nc: once a
+// resumed connection writes to a new one, the old writer leaves the outbox
+// alone.
+func (c *Conn) flush(nc net.Conn) {
 	defer c.srv.wg.Done()
 	for {
 		c.mu.Lock()
+		if c.nc != nc {
+			c.mu.Unlock()
+			return
+		}
 		c.sealPong()
 		buf, ok := c.out.take()
 		// Read with the turn's end, in one critical section: a close that
 		// comes later writes its frame itself or starts a new writer.
 		closeWaited := !ok && c.phase() == closing
+		if !ok && c.rs != nil {
+			// Everything is written: the usual bound again, and the
+			// replay window back to its size.
+			c.rs.credit = 0
+			c.rs.trim(c.srv.cfg.ResumeReplayBytes, 0)
+		}
 		c.mu.Unlock()
 		if !ok {
 			if closeWaited {
@@ -301,19 +330,21 @@ func (c *Conn) flush() {
 			}
 			return
 		}
-		_ = c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
-		_, err := c.nc.Write(buf)
+		_ = nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
+		_, err := nc.Write(buf)
 		if err != nil {
 			cause := causeWriteError
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
 				cause = causeWriteTimeout
 			}
-			c.writerFailed(cause)
+			c.writerFailed(nc, cause)
 			return
 		}
 		c.mu.Lock()
-		c.out.written(len(buf))
+		if c.nc == nc {
+			c.out.written(len(buf))
+		}
 		c.mu.Unlock()
 	}
 }

@@ -93,6 +93,12 @@ type testEdge struct {
 
 func startEdge(t *testing.T, cfg Config, rec *recorder) *testEdge {
 	t.Helper()
+	return startEdgeWith(t, cfg, rec, rec)
+}
+
+// startEdgeWith starts an edge whose Handler is h (rec, or one built on it).
+func startEdgeWith(t *testing.T, cfg Config, h Handler, rec *recorder) *testEdge {
+	t.Helper()
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:0"
 	}
@@ -103,7 +109,7 @@ func startEdge(t *testing.T, cfg Config, rec *recorder) *testEdge {
 		cfg.DrainWindow = 50 * time.Millisecond
 	}
 	reg := prometheus.NewRegistry()
-	s, err := New(cfg, Options{NodeID: "test-node", Handler: rec, Registerer: reg,
+	s, err := New(cfg, Options{NodeID: "test-node", Handler: h, Registerer: reg,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)

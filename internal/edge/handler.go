@@ -9,7 +9,9 @@ import (
 
 // Handler is how the rest of the node (lifecycle events, cluster registry)
 // takes part in a connection's life. Calls for one connection never overlap:
-// Connect, then Open, then Messages in order, then Close.
+// Connect, then Open, then Messages in order, then Close. A resumable
+// connection whose socket was lost may also hear Resume and Resumed
+// (Resumer) between its Messages, never Open again.
 type Handler interface {
 	// Connect runs during the handshake, before the 101 is sent: the
 	// connection is already reachable by ID (posts are held until the

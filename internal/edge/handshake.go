@@ -76,8 +76,20 @@ func (s *Server) handshake(nc net.Conn, slot hsSlot) {
 		return
 	}
 
+	ask := parseResume(req)
+	failure := ""
+	if ask.id != "" {
+		var handled bool
+		if handled, failure = s.tryResume(nc, req, ask, buf[:end], buf[end:n], start); handled {
+			return
+		}
+		s.resume.failures.WithLabelValues(failure).Inc()
+	}
 	c := &Conn{srv: s, id: conn.NewID(), nc: nc, connectedAt: start, sourceIP: req.SourceIP, userAgent: req.UserAgent}
 	c.lastActive.Store(start.UnixNano())
+	if ask.resumable {
+		c.rs = newResumable(c.id, clientReason(failure))
+	}
 	accepted := false
 	rejectReason := "bad_request"
 	var deflateAccepted func() bool
@@ -188,6 +200,7 @@ func (s *Server) connect(c *Conn, req *Request) (ws.HandshakeHeader, error) {
 // open moves an upgraded connection into the reactor and sends what was
 // posted during $connect.
 func (s *Server) open(c *Conn, leftover []byte) error {
+	c.nc = s.slim(c.nc, c.id)
 	raw, err := nc2raw(c.nc)
 	if err != nil {
 		return err
@@ -211,7 +224,9 @@ func (s *Server) open(c *Conn, leftover []byte) error {
 		c.inLen = copy(*c.in, leftover)
 		c.unparsed = true
 	}
-	return s.reactor.add(c, len(leftover) > 0)
+	err = s.reactor.add(c, len(leftover) > 0)
+	c.served()
+	return err
 }
 
 func nc2raw(nc net.Conn) (rawConn, error) {

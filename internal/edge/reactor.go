@@ -15,8 +15,12 @@ type reactor struct {
 	epfd   int
 	wakefd int // eventfd that ends the wait loop on shutdown
 
-	mu    sync.RWMutex
-	conns map[int32]*Conn // by fd; entries carry a generation against fd reuse
+	mu sync.RWMutex
+	// conns holds the connections by fd (the kernel keeps fds dense: a
+	// slot, not a map entry); entries carry a generation against fd reuse.
+	// It only grows, and add grows it before the fd is armed, so every fd
+	// epoll reports is in range.
+	conns []*Conn
 	gen   uint32
 
 	work   chan *Conn
@@ -39,7 +43,7 @@ func newReactor() (*reactor, error) {
 		unix.Close(wakefd)
 		return nil, fmt.Errorf("epoll add eventfd: %w", err)
 	}
-	return &reactor{epfd: epfd, wakefd: wakefd, conns: make(map[int32]*Conn)}, nil
+	return &reactor{epfd: epfd, wakefd: wakefd}, nil
 }
 
 // start runs the wait loop and n workers.
@@ -89,8 +93,9 @@ func (r *reactor) loop() {
 			}
 			r.mu.RLock()
 			c := r.conns[ev.Fd]
+			stale := c == nil || c.gen != uint32(ev.Pad) // gen read under mu: a resumed connection is added again
 			r.mu.RUnlock()
-			if c == nil || c.gen != uint32(ev.Pad) {
+			if stale {
 				continue // closed meanwhile; the fd may already be reused
 			}
 			r.work <- c
@@ -124,7 +129,10 @@ func (r *reactor) add(c *Conn, buffered bool) error {
 	r.mu.Lock()
 	r.gen++
 	c.gen = r.gen
-	r.conns[int32(c.fd)] = c
+	if c.fd >= len(r.conns) {
+		r.conns = append(r.conns, make([]*Conn, c.fd+1-len(r.conns))...)
+	}
+	r.conns[c.fd] = c
 	r.mu.Unlock()
 	if !c.phase().reading() {
 		r.forget(c)
@@ -174,8 +182,8 @@ func (r *reactor) remove(c *Conn) {
 // forget drops c from the fd index, if it is still c's entry.
 func (r *reactor) forget(c *Conn) {
 	r.mu.Lock()
-	if r.conns[int32(c.fd)] == c {
-		delete(r.conns, int32(c.fd))
+	if c.fd < len(r.conns) && r.conns[c.fd] == c {
+		r.conns[c.fd] = nil
 	}
 	r.mu.Unlock()
 }

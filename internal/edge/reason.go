@@ -22,6 +22,7 @@ const (
 	ReasonPolicy                           // a policy decision of the node, e.g. rate limit (1008)
 	ReasonFenced                           // the node lost its cluster lease (1012)
 	ReasonControlRate                      // pings and pongs from the client over ControlRate (1008)
+	ReasonDetached                         // a detached connection's resume window ended (the code of its lost socket)
 	reasonCount
 )
 
@@ -43,6 +44,7 @@ var reasonNames = [...]string{
 	ReasonPolicy:        "policy",
 	ReasonFenced:        "fenced",
 	ReasonControlRate:   "control_rate",
+	ReasonDetached:      "detached",
 }
 
 func (r CloseReason) String() string {
@@ -98,6 +100,7 @@ var (
 	causeFrameTooBig    = closeCause{CodeTooBig, "frame too big", ReasonTooBig}
 	causeMessageTooBig  = closeCause{CodeTooBig, "message too big", ReasonTooBig}
 	causeInvalidUTF8    = closeCause{CodeInvalidPayload, "invalid UTF-8", ReasonInvalidUTF8}
+	causeDetachedFull   = closeCause{CodePolicy, "detached queue full", ReasonSlowConsumer}
 	causeCloseUTF8      = closeCause{CodeInvalidPayload, "invalid UTF-8 in close reason", ReasonInvalidUTF8}
 	causeBadCompression = protocolError("invalid compressed data")
 

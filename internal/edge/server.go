@@ -31,6 +31,7 @@ type Server struct {
 	clientIP func(peer string, h http.Header) string
 	log      *slog.Logger
 	metrics  *metrics
+	resume   *resumeMetrics
 	deflate  *deflater // permessage-deflate's pools; used only by connections that negotiated it
 
 	ln      net.Listener
@@ -105,7 +106,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		cfg: cfg, nodeID: opts.NodeID, handler: opts.Handler, clientIP: opts.ClientIP, log: opts.Logger,
-		metrics: newMetrics(opts.Registerer), ln: ln, reactor: r, hub: newHub(),
+		metrics: newMetrics(opts.Registerer), resume: newResumeMetrics(opts.Registerer), ln: ln, reactor: r, hub: newHub(),
 		hsSem: make(chan struct{}, cfg.MaxHandshakes), trustedPeer: opts.TrustedPeer, ctx: ctx, cancel: cancel,
 		done: make(chan struct{}),
 	}
@@ -288,6 +289,12 @@ func (s *Server) sweep() {
 			due = due[:0]
 			n := now.UnixNano()
 			s.hub.each(func(c *Conn) {
+				if c.phase() == detached {
+					if f := s.checkDetached(c, n); f != nil {
+						due = append(due, f)
+					}
+					return
+				}
 				if !c.phase().reading() {
 					return
 				}

@@ -1,6 +1,9 @@
 package edge
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // Frame is one or more messages encoded once for many connections (group,
 // user and broadcast fan-out): the plain frames, and the same messages
@@ -19,8 +22,12 @@ type Frame struct {
 
 	mu         sync.Mutex
 	compressed []byte
-	done       bool // compressed is built (or plain serves for both)
 	same       bool // nothing was worth compressing: plain serves for both
+	// built: compressed is made (or plain serves for both). Set under mu,
+	// read without it: fan-out writers on several cores send one Frame at
+	// once, and after the first compression each only reads it, so no lock
+	// is taken per member.
+	built atomic.Bool
 }
 
 // span is where one message sits in plain.
@@ -62,16 +69,22 @@ func (f *Frame) Reset() {
 		f.compressed = nil
 	}
 	f.plain, f.spans, f.compressed = f.plain[:0], f.spans[:0], f.compressed[:0]
-	f.done, f.same = false, false
+	f.same = false
+	f.built.Store(false)
 }
 
 // forDeflate returns the frames for a connection that negotiated
 // compression, compressing them on the first call.
 func (f *Frame) forDeflate(d *deflater) []byte {
+	if f.built.Load() {
+		if f.same {
+			return f.plain
+		}
+		return f.compressed
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if !f.done {
-		f.done = true
+	if !f.built.Load() {
 		f.same = true
 		for _, s := range f.spans {
 			if d.compressible(s.end - s.body) {
@@ -86,6 +99,7 @@ func (f *Frame) forDeflate(d *deflater) []byte {
 			}
 			f.compressed = out
 		}
+		f.built.Store(true)
 	}
 	if f.same {
 		return f.plain

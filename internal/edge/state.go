@@ -1,6 +1,10 @@
 package edge
 
-import "github.com/switchboardgw/switchboard/internal/conn"
+import (
+	"net"
+
+	"github.com/switchboardgw/switchboard/internal/conn"
+)
 
 // phase is where a connection is in its life. Every change of phase is a
 // method in this file, made with Conn.mu held; readers on the hot paths
@@ -14,6 +18,10 @@ import "github.com/switchboardgw/switchboard/internal/conn"
 //	    │ (the handshake goroutine ends it)                  │ abort, write error    │        │
 //	    ▼                                                    ▼                       ▼        ▼
 //	  closed ◄───────────────────── teardown (exactly once) ◄────────────────────────────────┘
+//	                                     ▲
+//	open ──abort (socket lost), resumable──► detached ──resume: new socket──► open
+//	                                          │ window over, close, queue full
+//	                                          └──────────────► teardown
 //
 // A connection the handshake goroutine still owns (handshaking, closeHeld)
 // is never torn down by anyone else: a close or abort from elsewhere is
@@ -30,16 +38,18 @@ const (
 	open                     // upgraded: in the reactor, writes go to the socket
 	closing                  // the close frame is queued behind the backlog; no more writes; torn down once written
 	closed                   // torn down
+	detached                 // resumable, socket lost: waits for its client within ResumeWindow (detach.go)
 )
 
 // Flags kept in the same word as the phase; set once, never cleared.
 const (
 	phaseMask    = 0xff
-	flagOwned    = 1 << 8 // Connect accepted: the Handler hears exactly one Close
-	flagUpgraded = 1 << 9 // the 101 was sent (Established)
+	flagOwned    = 1 << 8  // Connect accepted: the Handler hears exactly one Close
+	flagUpgraded = 1 << 9  // the 101 was sent (Established)
+	flagServed   = 1 << 10 // resumable: Open ran and the reactor has it, so a resume may take it over
 )
 
-var phaseNames = [...]string{"handshaking", "closeHeld", "open", "closing", "closed"}
+var phaseNames = [...]string{"handshaking", "closeHeld", "open", "closing", "closed", "detached"}
 
 func (p phase) String() string {
 	if int(p) < len(phaseNames) {
@@ -80,6 +90,9 @@ func (c *Conn) hold(a, b []byte, kind frameKind) error {
 	if !c.out.fits(dataFrame, len(a)+len(b), limit) {
 		c.srv.metrics.pendingDropped.Inc()
 		return conn.ErrBufferFull
+	}
+	if kind == dataFrame {
+		c.keep(a, b)
 	}
 	c.out.push(a, b)
 	return nil
@@ -126,6 +139,7 @@ func (c *Conn) upgrade() (held closeCause, wasHeld bool) {
 	c.setPhase(open)
 	c.srv.metrics.accepted.Inc()
 	c.srv.metrics.open.Inc()
+	c.announceSession()
 	if c.out.busy() {
 		c.startWriter()
 	}
@@ -154,6 +168,11 @@ func (c *Conn) close(cause closeCause) {
 		c.mu.Unlock()
 		return
 	case open:
+	case detached: // no socket to send a frame on: it ends now, with this cause
+		c.cause = cause
+		c.mu.Unlock()
+		c.teardown()
+		return
 	default: // closing already, or closed
 		c.mu.Unlock()
 		return
@@ -193,8 +212,18 @@ func (c *Conn) close(cause closeCause) {
 // handshake is not torn down here: its socket is cut, so the handshake
 // goroutine's next read or write fails at once, and that goroutine tears
 // it down with this cause.
-func (c *Conn) abort(cause closeCause) {
+func (c *Conn) abort(cause closeCause) { c.abortFrom(nil, cause) }
+
+// abortFrom is abort for a failure of socket nc, found without the lock
+// held: if the connection has another socket by now (it was detached and
+// resumed meanwhile), the failure is not the new socket's and is ignored.
+// nil means the connection's socket, whichever it is.
+func (c *Conn) abortFrom(nc net.Conn, cause closeCause) {
 	c.mu.Lock()
+	if nc != nil && c.nc != nc {
+		c.mu.Unlock()
+		return
+	}
 	switch c.phase() {
 	case handshaking, closeHeld:
 		c.holdCause(cause)
@@ -204,6 +233,12 @@ func (c *Conn) abort(cause closeCause) {
 		_ = c.nc.Close()
 		return
 	case open:
+		if c.mayDetach(cause) {
+			fd, nc := c.detachLocked(cause)
+			c.mu.Unlock()
+			c.dropSocket(fd, nc)
+			return
+		}
 		c.cause = cause
 		c.setPhase(closing)
 		if !c.out.busy() && cause.sendsFrame() {
@@ -211,7 +246,7 @@ func (c *Conn) abort(cause closeCause) {
 			var hdr [10]byte
 			_, _ = c.writeNow(appendHeader(hdr[:0], true, opClose, len(p)), p)
 		}
-	case closed:
+	case closed, detached: // detached: a late error of the lost socket
 		c.mu.Unlock()
 		return
 	}
@@ -237,11 +272,17 @@ func (c *Conn) endHandshake(cause closeCause) {
 
 // writerFailed ends the writer's turn on a write error: the client is cut
 // off (the cause of a close already under way stays).
-func (c *Conn) writerFailed(cause closeCause) {
+func (c *Conn) writerFailed(nc net.Conn, cause closeCause) {
 	c.mu.Lock()
+	if c.nc != nc || c.phase() == detached {
+		// The socket this writer wrote to is gone already (detached, or
+		// resumed on a new one): nothing of the connection's is its.
+		c.mu.Unlock()
+		return
+	}
 	c.out.reset()
 	c.mu.Unlock()
-	c.abort(cause)
+	c.abortFrom(nc, cause)
 }
 
 // teardown releases the connection exactly once and reports it to the
@@ -254,6 +295,9 @@ func (c *Conn) teardown() {
 		return
 	}
 	c.setPhase(closed)
+	if was == detached {
+		c.srv.resume.detached.Dec()
+	}
 	c.holdCause(causeUnknownTeardown)
 	cause := c.cause
 	c.out.reset()

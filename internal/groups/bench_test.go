@@ -3,6 +3,7 @@ package groups
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"runtime"
@@ -19,13 +20,18 @@ import (
 	"github.com/switchboardgw/switchboard/internal/testenv"
 )
 
-// benchHandler puts every connection in one group.
+// benchHandler puts every connection in group "bench", or the one its
+// query names (?sink).
 type benchHandler struct{ svc *Service }
 
-func (h benchHandler) Connect(context.Context, *edge.Conn, *edge.Request) (*edge.Accept, error) {
-	return &edge.Accept{}, nil
+func (h benchHandler) Connect(_ context.Context, _ *edge.Conn, r *edge.Request) (*edge.Accept, error) {
+	g := "bench"
+	if r.RawQuery != "" {
+		g = r.RawQuery
+	}
+	return &edge.Accept{Value: g}, nil
 }
-func (h benchHandler) Open(c *edge.Conn)                                       { _ = h.svc.Track(c, "", []string{"bench"}) }
+func (h benchHandler) Open(c *edge.Conn)                                       { _ = h.svc.Track(c, "", []string{c.Value().(string)}) }
 func (h benchHandler) Message(*edge.Conn, []byte, bool)                        {}
 func (h benchHandler) Close(c *edge.Conn, _ int, _ string, _ edge.CloseReason) { h.svc.Untrack(c.ID()) }
 
@@ -72,13 +78,23 @@ func countFrames(r io.Reader, n *atomic.Int64) {
 
 // BenchmarkGroupFanout measures delivery to the local members of one group on
 // one edge: 1,000 real WebSocket clients on loopback sockets, each reading in
-// the background. It reports frames delivered per second on this edge and
-// heap allocations per delivered frame (whole process, clients included).
+// the background. It reports frames delivered per second on this edge, heap
+// allocations per delivered frame, CPU time per delivered frame and the cores
+// kept busy (CPU time over wall time); all of the whole process, clients
+// included. On a shared machine frames/s follows the CPU the process gets;
+// cpu-ns/frame does much less.
 //
 //	nats:  each op is one SendGroup → one NATS publish → every member
 //	       (bursts are coalesced into one write per member)
 //	local: each op is one message handed straight to the delivery path,
-//	       one write per member (no NATS, no coalescing)
+//	       one write per member (no NATS, no coalescing), the members
+//	       shared among the fan-out writers (GOMAXPROCS of them)
+//	serial: the same, written by the delivery worker alone, as a group
+//	       below the FanoutMinShare threshold is
+//	write, write-serial: local and serial to another 1,000 members whose
+//	       clients read only while the timer is stopped (every 32
+//	       messages): the edge's side alone, what a node pays per member
+//	       when its clients are on other machines
 func BenchmarkGroupFanout(b *testing.B) {
 	const members = 1000
 	nt := testenv.StartNATS(b)
@@ -134,6 +150,7 @@ func BenchmarkGroupFanout(b *testing.B) {
 		start := received.Load()
 		var ms0, ms1 runtime.MemStats
 		runtime.ReadMemStats(&ms0)
+		cpu0 := cpuTime()
 		b.ResetTimer()
 		t0 := time.Now()
 		for range b.N {
@@ -145,6 +162,7 @@ func BenchmarkGroupFanout(b *testing.B) {
 			time.Sleep(100 * time.Microsecond)
 		}
 		el := time.Since(t0)
+		cpu := cpuTime() - cpu0
 		b.StopTimer()
 		runtime.ReadMemStats(&ms1)
 		got := received.Load() - start
@@ -153,6 +171,8 @@ func BenchmarkGroupFanout(b *testing.B) {
 		}
 		b.ReportMetric(float64(got)/el.Seconds(), "frames/s")
 		b.ReportMetric(float64(ms1.Mallocs-ms0.Mallocs)/float64(got), "allocs/frame")
+		b.ReportMetric(float64(cpu.Nanoseconds())/float64(got), "cpu-ns/frame")
+		b.ReportMetric(cpu.Seconds()/el.Seconds(), "cores")
 	}
 	b.Run("nats", func(b *testing.B) {
 		run(b, func() {
@@ -162,9 +182,104 @@ func BenchmarkGroupFanout(b *testing.B) {
 		})
 	})
 	b.Run("local", func(b *testing.B) {
+		d := svc.newDeliverer()
+		msg := &nats.Msg{Subject: subject, Data: encodeSend(payload, false, "")}
+		batch := []*nats.Msg{msg}
+		run(b, func() { d.deliver(batch) })
+	})
+	// The sink's clients read nothing while timed: a message is 66 bytes
+	// on the wire, and 32 of them fit in a loopback socket's buffers.
+	const sinkEvery, frameLen = 32, 2 + 64
+	var sink []net.Conn
+	for range members {
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		c, br, _, err := ws.Dial(ctx, "ws://"+srv.Addr().String()+"/?sink")
+		cancel()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if br != nil && br.Buffered() > 0 {
+			b.Fatal("sink: bytes before any message")
+		}
+		sink = append(sink, c)
+		conns = append(conns, c)
+	}
+	sinkSubject := svc.subj.groupSubject("sink")
+	eventually(b, "every sink client to join", func() bool { return svc.idx.members(sinkSubject) == members })
+	writeOnly := func(b *testing.B, d *deliverer) {
+		batch := []*nats.Msg{{Subject: sinkSubject, Data: encodeSend(payload, false, "")}}
+		buf := make([]byte, sinkEvery*frameLen)
+		drain := func(n int) {
+			for _, c := range sink {
+				_ = c.SetReadDeadline(time.Now().Add(waitFor))
+				if _, err := io.ReadFull(c, buf[:n*frameLen]); err != nil {
+					b.Fatalf("sink: %v", err)
+				}
+			}
+		}
+		var ms0, ms1 runtime.MemStats
+		runtime.ReadMemStats(&ms0)
+		var cpu time.Duration
+		b.ResetTimer()
+		cpu0 := cpuTime()
+		for i := range b.N {
+			d.deliver(batch)
+			if i%sinkEvery == sinkEvery-1 || i == b.N-1 {
+				cpu += cpuTime() - cpu0
+				b.StopTimer()
+				drain(i%sinkEvery + 1)
+				b.StartTimer()
+				cpu0 = cpuTime()
+			}
+		}
+		b.StopTimer()
+		runtime.ReadMemStats(&ms1)
+		frames := float64(b.N) * members
+		b.ReportMetric(frames/b.Elapsed().Seconds(), "frames/s")
+		b.ReportMetric(float64(ms1.Mallocs-ms0.Mallocs)/frames, "allocs/frame")
+		b.ReportMetric(float64(cpu.Nanoseconds())/frames, "cpu-ns/frame")
+		b.ReportMetric(cpu.Seconds()/b.Elapsed().Seconds(), "cores")
+	}
+	b.Run("write", func(b *testing.B) { writeOnly(b, svc.newDeliverer()) })
+	b.Run("write-serial", func(b *testing.B) { writeOnly(b, &deliverer{s: svc}) })
+	b.Run("serial", func(b *testing.B) {
 		d := &deliverer{s: svc}
 		msg := &nats.Msg{Subject: subject, Data: encodeSend(payload, false, "")}
 		batch := []*nats.Msg{msg}
 		run(b, func() { d.deliver(batch) })
 	})
+}
+
+// BenchmarkShareHandoff measures what splitting a message costs by itself:
+// 128 members whose SendFrame does nothing, written by the delivery worker
+// alone (serial) or in two shares of 64 (shared: one hand-off to a writer
+// goroutine and the wait for it). The difference is the price of a share,
+// to set against a share's real writes (≈ 10 µs each on this machine,
+// BenchmarkGroupFanout's cpu-ns/frame).
+func BenchmarkShareHandoff(b *testing.B) {
+	svc, err := New(Config{NodeID: "bench", FanoutWriters: 2, FanoutMinShare: 64}, Deps{NC: testenv.StartNATS(b).Connect(b),
+		Store: NewMemoryStore(), Registerer: prometheus.NewRegistry(), Logger: quietLogger()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	go func() { _ = svc.Run(context.Background()) }()
+	b.Cleanup(func() { _ = svc.Shutdown(context.Background()) })
+	for i := range 128 {
+		if err := svc.Track(fakeConn(fmt.Sprintf("conn%012d", i)), "", []string{"g"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	<-svc.started
+	batch := []*nats.Msg{{Subject: svc.subj.groupSubject("g"), Data: encodeSend([]byte("x"), false, "")}}
+	for _, tc := range []struct {
+		name string
+		d    *deliverer
+	}{{"serial", &deliverer{s: svc}}, {"shared", svc.newDeliverer()}} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for range b.N {
+				tc.d.deliver(batch)
+			}
+		})
+	}
 }

@@ -83,7 +83,7 @@ func BenchmarkFanoutCompression(b *testing.B) {
 				}
 			}
 
-			d := &deliverer{s: svc}
+			d := svc.newDeliverer()
 			batch := []*nats.Msg{{Subject: subject, Data: encodeSend(payload, false, "")}}
 			d.deliver(batch) // warm the pools
 			waitWriters(b)

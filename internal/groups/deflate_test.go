@@ -55,9 +55,19 @@ func (m *rawMember) next(t *testing.T) ([]byte, bool) {
 // permessage-deflate compressed, and the others plain, with the same
 // payload; the node compresses it once, whatever the number of members.
 func TestFanOutToMixedMembersIsCompressedOnce(t *testing.T) {
+	testFanOutCompressedOnce(t, Config{NodeID: "n1", Workers: 1})
+}
+
+// The same when each member is written by a fan-out writer of its own: the
+// writers share one frame, and whichever comes first compresses it.
+func TestFanOutSharedAmongWritersIsCompressedOnce(t *testing.T) {
+	testFanOutCompressedOnce(t, Config{NodeID: "n1", Workers: 1, FanoutWriters: 4, FanoutMinShare: 1})
+}
+
+func testFanOutCompressedOnce(t *testing.T, cfg Config) {
 	nt := testenv.StartNATS(t)
 	reg := prometheus.NewRegistry()
-	svc, err := New(Config{NodeID: "n1", Workers: 1}, Deps{NC: nt.Connect(t), Store: NewMemoryStore(), Registerer: reg, Logger: quietLogger()})
+	svc, err := New(cfg, Deps{NC: nt.Connect(t), Store: NewMemoryStore(), Registerer: reg, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package groups
 
 import (
 	"context"
+	"sync"
 
 	"github.com/nats-io/nats.go"
 
@@ -15,13 +16,47 @@ const (
 	maxRunBytes = 64 << 10
 )
 
+// newWriterQueues makes the fan-out writers' queues, one per writer beside
+// the delivery worker. A delivery worker has at most one share out per
+// writer at a time, so a queue of Workers never blocks it.
+func newWriterQueues(cfg Config) []chan fanTask {
+	qs := make([]chan fanTask, cfg.FanoutWriters-1)
+	for i := range qs {
+		qs[i] = make(chan fanTask, cfg.Workers)
+	}
+	return qs
+}
+
+// startDelivery starts the fan-out writers and a delivery worker per inbox.
+// The writers outlive the delivery workers, which may be waiting for them:
+// their queues close once the last worker is gone.
+func (s *Service) startDelivery() {
+	for _, ch := range s.writers {
+		s.wg.Add(1)
+		go s.writeLoop(ch)
+	}
+	var delivering sync.WaitGroup
+	for _, ch := range s.inbox {
+		delivering.Add(1)
+		go func() { defer delivering.Done(); s.deliverLoop(ch) }()
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		delivering.Wait()
+		for _, ch := range s.writers {
+			close(ch)
+		}
+	}()
+}
+
 // deliverLoop writes fan-out messages to local members. Each message's frame
 // is encoded once into a buffer the worker reuses, and the same bytes go to
 // every member; consecutive messages for the same subject (a burst) are
-// concatenated so that each member gets them in one write.
+// concatenated so that each member gets them in one write. A big group's
+// members are written by the fan-out writers together (write).
 func (s *Service) deliverLoop(in chan *nats.Msg) {
-	defer s.wg.Done()
-	d := &deliverer{s: s}
+	d := s.newDeliverer()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
@@ -66,6 +101,45 @@ type deliverer struct {
 	s       *Service
 	frame   edge.Frame
 	members []Conn
+	tallies []tally // the writers' shares of a message (none: the worker writes alone)
+	shares  sync.WaitGroup
+}
+
+func (s *Service) newDeliverer() *deliverer {
+	return &deliverer{s: s, tallies: make([]tally, len(s.writers))}
+}
+
+// tally counts one share's writes.
+type tally struct{ ok, failed int }
+
+// fanTask is one writer's share of a message: the frame, read-only and
+// shared by every share, and the members to write it to.
+type fanTask struct {
+	frame   *edge.Frame
+	members []Conn
+	out     *tally
+	done    *sync.WaitGroup
+}
+
+// writeLoop is a fan-out writer: it writes the shares it is handed until the
+// delivery workers are gone.
+func (s *Service) writeLoop(tasks chan fanTask) {
+	defer s.wg.Done()
+	for t := range tasks {
+		*t.out = sendAll(t.frame, t.members)
+		t.done.Done()
+	}
+}
+
+func sendAll(frame *edge.Frame, members []Conn) (t tally) {
+	for _, c := range members {
+		if c.SendFrame(frame) == nil {
+			t.ok++
+		} else {
+			t.failed++
+		}
+	}
+	return t
 }
 
 func (d *deliverer) deliver(batch []*nats.Msg) {
@@ -99,15 +173,26 @@ func (d *deliverer) deliver(batch []*nats.Msg) {
 }
 
 // write sends d.frame (frames encoded messages) to subject's local members.
+// A big group is split in shares, one per writer, the worker writing the
+// first itself; it waits for every share before the next message, so a
+// member gets a subject's messages in order whichever writer wrote them
+// (SendFrame writes or queues before it returns). A share is a stretch of
+// the target's dense member list: between membership changes a member stays
+// with its writer, and its socket with that writer's core.
 func (d *deliverer) write(subject string, excluded []byte, frames int) {
 	d.members = d.s.idx.snapshot(subject, excluded, d.members[:0])
-	ok, failed := 0, 0
-	for _, c := range d.members {
-		if c.SendFrame(&d.frame) == nil {
-			ok++
-		} else {
-			failed++
-		}
+	n := len(d.members)
+	parts := max(1, min(1+len(d.tallies), n/d.s.cfg.FanoutMinShare))
+	d.shares.Add(parts - 1)
+	for i := 1; i < parts; i++ {
+		d.s.writers[i-1] <- fanTask{frame: &d.frame, members: d.members[i*n/parts : (i+1)*n/parts], out: &d.tallies[i-1], done: &d.shares}
+	}
+	own := sendAll(&d.frame, d.members[:n/parts])
+	d.shares.Wait()
+	ok, failed := own.ok, own.failed
+	for _, t := range d.tallies[:parts-1] {
+		ok += t.ok
+		failed += t.failed
 	}
 	clear(d.members)
 	if ok > 0 {

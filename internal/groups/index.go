@@ -26,12 +26,23 @@ type member struct {
 	user     string   // "" if none
 	groups   []string // names, in the order joined
 	untraced bool     // Untrack ran: no more joins
+	bpos     int32    // 1 + its place in the broadcast target's conns; 0 if not there
 }
 
 // target is a subject with local members: a group, a user, or broadcast.
+// The members are kept dense, in the order they joined but for the holes
+// leavers leave (the last one moves in): a fan-out copies them with one
+// memmove instead of walking a map, and splits them in shares that stay put
+// from one message to the next, so a member is written by the same writer
+// each time.
+//
+// Every tracked connection is in the broadcast target, whose places are
+// kept in the members (bpos) rather than in a map of its own: one map entry
+// less per connection.
 type target struct {
-	members map[string]*member // by connection ID
-	sub     *nats.Subscription // nil for broadcast (subscribed for the node's life)
+	pos   map[string]int32   // a member's place in conns, by connection ID; nil for broadcast
+	conns []Conn             // the members
+	sub   *nats.Subscription // nil for broadcast (subscribed for the node's life)
 }
 
 // index is a node's local membership: which of its connections are in which
@@ -61,8 +72,9 @@ func newIndex(broadcast string) *index {
 func (x *index) join(m *member, subject string) error {
 	t := x.targets[subject]
 	if t == nil {
-		t = &target{members: map[string]*member{}}
+		t = &target{}
 		if subject != x.broadcast {
+			t.pos = map[string]int32{}
 			sub, err := x.subscribe(subject)
 			if err != nil {
 				return err
@@ -72,8 +84,30 @@ func (x *index) join(m *member, subject string) error {
 		}
 		x.targets[subject] = t
 	}
-	t.members[m.c.ID()] = m
+	id := m.c.ID()
+	if _, ok := x.place(t, id); ok {
+		return nil
+	}
+	if t.pos == nil {
+		m.bpos = int32(len(t.conns)) + 1
+	} else {
+		t.pos[id] = int32(len(t.conns))
+	}
+	t.conns = append(t.conns, m.c)
 	return nil
+}
+
+// place finds a member's place in t. Called with mu held; for broadcast the
+// member must be tracked (in conns).
+func (x *index) place(t *target, id string) (int32, bool) {
+	if t.pos != nil {
+		i, ok := t.pos[id]
+		return i, ok
+	}
+	if m := x.conns[id]; m != nil && m.bpos > 0 {
+		return m.bpos - 1, true
+	}
+	return 0, false
 }
 
 // leave removes m from subject's members, unsubscribing after the last.
@@ -83,8 +117,36 @@ func (x *index) leave(m *member, subject string) {
 	if t == nil {
 		return
 	}
-	delete(t.members, m.c.ID())
-	if len(t.members) == 0 {
+	// m itself, not its ID: Untrack has taken it out of conns already.
+	var i int32
+	if t.pos == nil {
+		if m.bpos == 0 {
+			return
+		}
+		i, m.bpos = m.bpos-1, 0
+	} else {
+		var ok bool
+		if i, ok = t.pos[m.c.ID()]; !ok {
+			return
+		}
+		delete(t.pos, m.c.ID())
+	}
+	last := len(t.conns) - 1
+	if int(i) != last {
+		moved := t.conns[last]
+		t.conns[i] = moved
+		if t.pos != nil {
+			t.pos[moved.ID()] = i
+		} else if mm := x.conns[moved.ID()]; mm != nil {
+			mm.bpos = i + 1
+		}
+	}
+	t.conns[last] = nil
+	t.conns = t.conns[:last]
+	if cap(t.conns) > 64 && len(t.conns) < cap(t.conns)/4 {
+		t.conns = slices.Clip(slices.Clone(t.conns)) // a group that shrank gives its memory back
+	}
+	if len(t.conns) == 0 {
 		delete(x.targets, subject)
 		if t.sub != nil {
 			x.unsubscribe(t.sub)
@@ -103,13 +165,10 @@ func (x *index) snapshot(subject string, excluded []byte, dst []Conn) []Conn {
 	if t == nil {
 		return dst
 	}
-	for id, m := range t.members {
-		if len(excluded) > 0 && id == string(excluded) {
-			continue
-		}
-		dst = append(dst, m.c)
+	if i, ok := x.place(t, string(excluded)); ok && len(excluded) > 0 {
+		return append(append(dst, t.conns[:i]...), t.conns[i+1:]...)
 	}
-	return dst
+	return append(dst, t.conns...)
 }
 
 // has reports whether id is a tracked connection.
@@ -141,7 +200,7 @@ func (x *index) members(subject string) int {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	if t := x.targets[subject]; t != nil {
-		return len(t.members)
+		return len(t.conns)
 	}
 	return 0
 }

@@ -60,6 +60,16 @@ type Config struct {
 	// messages always go to the same worker, so they arrive in order.
 	// Default GOMAXPROCS.
 	Workers int
+	// FanoutWriters write one message to a big group's local members
+	// together, each its own share of them, so one group's fan-out uses
+	// every core; the delivery worker is one of them. Default GOMAXPROCS.
+	FanoutWriters int
+	// FanoutMinShare is the fewest members a writer is given: a message to
+	// fewer than twice as many is written by the delivery worker alone.
+	// Handing a share over costs about a microsecond, a tenth of one write
+	// (BenchmarkShareHandoff), so a share of 32 pays well under 1%.
+	// Default 32.
+	FanoutMinShare int
 	// QueueLen bounds each worker's queue of fan-out messages; beyond it
 	// NATS drops messages as a slow consumer. Default 65536.
 	QueueLen int
@@ -88,7 +98,7 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("groups: node id %q: [A-Za-z0-9_-] only", c.NodeID))
 	}
 	for name, v := range map[string]int64{"MaxGroupsPerConn": int64(c.MaxGroupsPerConn), "MaxMessageBytes": int64(c.MaxMessageBytes),
-		"Workers": int64(c.Workers), "QueueLen": int64(c.QueueLen), "StoreWorkers": int64(c.StoreWorkers),
+		"Workers": int64(c.Workers), "FanoutWriters": int64(c.FanoutWriters), "FanoutMinShare": int64(c.FanoutMinShare), "QueueLen": int64(c.QueueLen), "StoreWorkers": int64(c.StoreWorkers),
 		"StoreQueueLen": int64(c.StoreQueueLen), "StoreTimeout": int64(c.StoreTimeout), "CommandTimeout": int64(c.CommandTimeout)} {
 		if v < 0 {
 			errs = append(errs, fmt.Errorf("groups: %s must not be negative", name))
@@ -109,6 +119,8 @@ func (c Config) withDefaults() Config {
 	def(&c.MaxGroupsPerConn, 100)
 	def(&c.MaxMessageBytes, 128<<10)
 	def(&c.Workers, runtime.GOMAXPROCS(0))
+	def(&c.FanoutWriters, runtime.GOMAXPROCS(0))
+	def(&c.FanoutMinShare, 32)
 	def(&c.QueueLen, 65536)
 	def(&c.StoreWorkers, 4)
 	def(&c.StoreQueueLen, 16384)
@@ -157,6 +169,7 @@ type Service struct {
 
 	idx     *index           // nil in a router-only service
 	inbox   []chan *nats.Msg // one per delivery worker
+	writers []chan fanTask   // fan-out writers beside the delivery worker
 	storeQ  []chan storeOp
 	qmu     sync.RWMutex // guards qclosed against enqueueing on a closed queue
 	qclosed bool
@@ -206,6 +219,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		return s, nil
 	}
 	s.inbox = make([]chan *nats.Msg, cfg.Workers)
+	s.writers = newWriterQueues(cfg)
 	for i := range s.inbox {
 		s.inbox[i] = make(chan *nats.Msg, cfg.QueueLen)
 	}
@@ -316,10 +330,7 @@ func (s *Service) start() (bool, error) {
 			return false, fmt.Errorf("groups: subscribe %s: %w", s.subj.broadcast, err)
 		}
 		s.fixed = sub
-		for _, ch := range s.inbox {
-			s.wg.Add(1)
-			go s.deliverLoop(ch)
-		}
+		s.startDelivery()
 		for _, q := range s.storeQ {
 			s.wg.Add(1)
 			go s.storeLoop(q)

@@ -88,12 +88,23 @@ const (
 	DefaultJetStreamRetries  = 12
 )
 
+// Tap sees the client messages a node routes: the web console's tail of
+// route traffic (internal/console) samples them here, where they are
+// published, rather than subscribing to route subjects, where it would
+// count as a backend. Routed runs on the caller's goroutine (a reactor
+// worker) for every message queued: it must be cheap and never block.
+type Tap interface {
+	Routed(route, connID, userID string, payload []byte, binary bool)
+}
+
 // Config configures a Lifecycle. The zero value is valid and means the
 // defaults stated on each field.
 type Config struct {
 	// Fence, if set, gates every publish (see Fence). Default none: events
 	// are always published.
 	Fence Fence
+	// Tap, if set, sees every client message queued for a route (see Tap).
+	Tap Tap
 	// Prefix is the first subject token(s) of every subject. Default "switchboard".
 	Prefix string
 	// ConnectMode: ModeRequired, ModeOptional or ModeOff. Default ModeOptional.
@@ -218,7 +229,7 @@ type Config struct {
 var ErrConfig = errors.New("lifecycle: invalid config")
 
 // RegisterFlags binds the fields an operator sets to flags, each with the
-// default a zero field has. Prefix, Fence and NodeID are the caller's: they
+// default a zero field has. Prefix, Fence, Tap and NodeID are the caller's: they
 // are shared with other parts of the node.
 func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	c.ConnectMode = DefaultConnectMode

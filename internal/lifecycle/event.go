@@ -115,10 +115,11 @@ type eventSpec struct {
 	routeKey string
 	id       string // event ID: requestId, extendedRequestId, messageId, Nats-Msg-Id
 	now      time.Time
-	body     []byte // MESSAGE
-	binary   bool   // MESSAGE: body is base64
-	code     int    // DISCONNECT
-	reason   string // DISCONNECT
+	body     []byte        // MESSAGE
+	binary   bool          // MESSAGE: body is base64
+	code     int           // DISCONNECT
+	reason   string        // DISCONNECT
+	away     time.Duration // RESUME: how long the connection was detached
 }
 
 // defaults fills what ConnMeta may leave empty.
@@ -194,6 +195,10 @@ func appendEvent(dst []byte, d *defaults, m *ConnMeta, e *eventSpec) []byte {
 	if len(m.Groups) > 0 {
 		b = append(b, `,"groups":`...)
 		b = appendStrings(b, m.Groups)
+	}
+	if e.typ == protocol.EventResume {
+		b = append(b, `,"detachedMs":`...)
+		b = strconv.AppendInt(b, e.away.Milliseconds(), 10)
 	}
 	if e.typ == protocol.EventConnect && len(m.Subprotocols) > 0 {
 		b = append(b, `,"subprotocols":`...)

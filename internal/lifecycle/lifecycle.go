@@ -294,8 +294,11 @@ func (l *Lifecycle) onAckError(_ jetstream.JetStream, m *nats.Msg, err error) {
 	attempt, _ := strconv.Atoi(m.Header.Get(protocol.HeaderAttempt))
 	if attempt < l.cfg.JetStreamRetries {
 		j := job{subject: m.Subject, data: m.Data, id: m.Header.Get(protocol.HeaderMsgID), connID: m.Header.Get(protocol.HeaderConnID), attempt: attempt + 1, typ: protocol.EventConnect}
-		if typ == "disconnect" {
+		switch typ {
+		case "disconnect":
 			j.typ = protocol.EventDisconnect
+		case "resume":
+			j.typ = protocol.EventResume
 		}
 		// Never waits (this is the NATS client's goroutine): retries are
 		// bounded by MaxAckPending.
@@ -312,8 +315,11 @@ func (l *Lifecycle) onAckError(_ jetstream.JetStream, m *nats.Msg, err error) {
 }
 
 func subjectLabel(l *Lifecycle, subject string) string {
-	if subject == l.subj.EventDisconnect {
+	switch subject {
+	case l.subj.EventDisconnect:
 		return "disconnect"
+	case l.subj.EventResume:
+		return "resume"
 	}
 	return "connect"
 }
@@ -475,6 +481,15 @@ func (l *Lifecycle) Connected(m *ConnMeta) error {
 	return l.enqueueLife(nil, job{subject: l.subj.EventConnect, data: data, id: id, typ: protocol.EventConnect, connID: m.ID})
 }
 
+// Resumed queues the RESUME event of a connection its client resumed after
+// being detached for away (docs/resume.md), to <prefix>.event.resume, in
+// the lifecycle lane like CONNECT.
+func (l *Lifecycle) Resumed(m *ConnMeta, away time.Duration) error {
+	id := nuid.Next()
+	data := appendEvent(make([]byte, 0, 768+len(m.Principal)), &l.def, m, &eventSpec{typ: protocol.EventResume, routeKey: protocol.RouteResume, id: id, now: time.Now(), away: away})
+	return l.enqueueLife(nil, job{subject: l.subj.EventResume, data: data, id: id, typ: protocol.EventResume, connID: m.ID})
+}
+
 // Disconnected queues the DISCONNECT event, to <prefix>.event.disconnect,
 // with the close code and reason. The edge calls it exactly once per
 // established connection. It never blocks and never drops the event
@@ -556,6 +571,9 @@ func (l *Lifecycle) Message(m *ConnMeta, payload []byte, binary bool, reply func
 		return err
 	}
 	l.m.routeMessages.WithLabelValues(label, routeRouted).Inc()
+	if l.cfg.Tap != nil {
+		l.cfg.Tap.Routed(r.key, m.ID, m.UserID, payload, binary)
+	}
 	return nil
 }
 

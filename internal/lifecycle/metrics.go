@@ -125,6 +125,8 @@ func eventLabel(typ string) string {
 		return "connect"
 	case protocol.EventDisconnect:
 		return "disconnect"
+	case protocol.EventResume:
+		return "resume"
 	}
 	return "message"
 }

@@ -2,10 +2,13 @@ package lifecycle
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"unicode/utf8"
 
+	"github.com/switchboardgw/switchboard/internal/testenv"
 	"github.com/switchboardgw/switchboard/pkg/protocol"
 )
 
@@ -172,5 +175,40 @@ func BenchmarkRouteSelection(b *testing.B) {
 		if r.route(body, false).key != "sendmessage" {
 			b.Fatal("wrong key")
 		}
+	}
+}
+
+// recTap records what a Tap is shown.
+type recTap struct {
+	mu   sync.Mutex
+	seen []string
+}
+
+func (r *recTap) Routed(route, connID, userID string, payload []byte, binary bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.seen = append(r.seen, fmt.Sprintf("%s %s %s %v %s", route, connID, userID, binary, payload))
+}
+
+func TestTapSeesEveryMessageQueuedWithItsRouteKey(t *testing.T) {
+	nc := testenv.StartNATS(t).Connect(t)
+	tap := &recTap{}
+	l, _ := newLC(t, Config{Tap: tap, InvalidRouteKey: InvalidKeyDrop, SilentNoRoute: true}, nc)
+	m := meta()
+	m.UserID = "alice"
+	for _, body := range []string{`{"action":"join"}`, `{"text":"no action"}`, `{"action":"a.b"}`} {
+		_ = l.Message(m, []byte(body), false, nil)
+	}
+	_ = l.Message(m, []byte{0xff}, true, nil)
+	// The hostile key was dropped, not queued: the tap never saw it.
+	want := []string{
+		"join " + m.ID + ` alice false {"action":"join"}`,
+		"$default " + m.ID + ` alice false {"text":"no action"}`,
+		"$default " + m.ID + " alice true \xff",
+	}
+	tap.mu.Lock()
+	defer tap.mu.Unlock()
+	if fmt.Sprint(tap.seen) != fmt.Sprint(want) {
+		t.Fatalf("tap saw %q\nwant %q", tap.seen, want)
 	}
 }

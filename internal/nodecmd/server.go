@@ -13,6 +13,7 @@ import (
 
 	"github.com/switchboardgw/switchboard/internal/conn"
 	"github.com/switchboardgw/switchboard/internal/rules"
+	"github.com/switchboardgw/switchboard/internal/service"
 )
 
 // Handler executes one command for a connection of this node. It may set
@@ -108,11 +109,8 @@ type Server struct {
 	byCmd  map[string]*lane
 	frozen bool
 
-	ready    chan struct{}
-	stop     chan struct{}
-	stopOnce sync.Once
-	runOnce  sync.Once
-	done     chan struct{}
+	ready chan struct{}
+	gate  service.Gate
 }
 
 type lane struct {
@@ -141,7 +139,7 @@ func NewServer(cfg ServerConfig, deps ServerDeps) (*Server, error) {
 		served = func(string, string) {}
 	}
 	return &Server{cfg: cfg, subject: Subject(cfg.Prefix, cfg.Node), nc: deps.NC, log: log, served: served,
-		byCmd: map[string]*lane{}, ready: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}, nil
+		byCmd: map[string]*lane{}, ready: make(chan struct{})}, nil
 }
 
 // Handle registers a lane of commands. Call it before Run.
@@ -179,12 +177,10 @@ func (s *Server) Ready() <-chan struct{} { return s.ready }
 // Run serves until ctx ends or Shutdown. Commands already received are
 // answered before it returns.
 func (s *Server) Run(ctx context.Context) error {
-	first := false
-	s.runOnce.Do(func() { first = true })
-	if !first {
-		return errors.New("nodecmd: server: Run called twice")
+	if err := s.gate.Start("nodecmd: server"); err != nil {
+		return err
 	}
-	defer close(s.done)
+	defer s.gate.Finish()
 	s.mu.Lock()
 	s.frozen = true
 	queued := 0
@@ -240,7 +236,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}()
 	select {
 	case <-ctx.Done():
-	case <-s.stop:
+	case <-s.gate.Stopping():
 	}
 	// Flushed, so the NATS server stops routing here at once and senders get
 	// "no responders" instead of waiting for their timeout.
@@ -257,18 +253,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 // Shutdown stops serving and waits for commands in progress. Safe twice.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.stopOnce.Do(func() { close(s.stop) })
-	started := true
-	s.runOnce.Do(func() { started = false; close(s.done) })
-	if !started {
-		return nil
-	}
-	select {
-	case <-s.done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("nodecmd: server shutdown: %w", ctx.Err())
-	}
+	return s.gate.Stop(ctx, "nodecmd: server")
 }
 
 // dispatch hands m to its lane, or answers at once what no lane can take.

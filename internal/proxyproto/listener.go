@@ -213,6 +213,16 @@ func (c *Conn) Buffered() int {
 	return len(c.pending)
 }
 
+// Socket is the TCP socket alone, once the header is read and nothing read
+// past it is held here (Buffered is 0): from then on the socket carries
+// the whole connection, and a user that no longer needs the header's
+// addresses may keep only it (the edge does, for an upgraded connection).
+func (c *Conn) Socket() (*net.TCPConn, bool) {
+	c.hsMu.Lock()
+	defer c.hsMu.Unlock()
+	return c.TCPConn, c.hsDone && c.hsErr == nil && len(c.pending) == 0
+}
+
 // Header is the PROXY header, or nil (none read yet, none sent, or an
 // untrusted peer).
 func (c *Conn) Header() *Header {

@@ -134,6 +134,7 @@ type rig struct {
 	node   *cluster.Node
 	reg    *testRegistry
 	store  *groups.MemoryStore
+	groups *groups.Service
 	preg   *prometheus.Registry
 	nc     *nats.Conn
 	url    string
@@ -180,6 +181,7 @@ func newRig(t *testing.T, onConnect func(r *backend.ConnectRequest) backend.Conn
 	if err != nil {
 		t.Fatal(err)
 	}
+	r.groups = g
 	if r.h, err = New(Config{NodeID: nodeID}, Deps{Events: lc, Owner: node, Groups: g, JWT: o.jwt, Admission: o.adm, Logger: log}); err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +201,7 @@ func newRig(t *testing.T, onConnect func(r *backend.ConnectRequest) backend.Conn
 			t.Fatal(err)
 		}
 	}
-	if r.ws, err = edge.New(edge.Config{Listen: "127.0.0.1:0", TickInterval: 20 * time.Millisecond, DrainWindow: 50 * time.Millisecond},
+	if r.ws, err = edge.New(edge.Config{Listen: "127.0.0.1:0", TickInterval: 20 * time.Millisecond, DrainWindow: 50 * time.Millisecond, ResumeWindow: time.Minute},
 		eopts); err != nil {
 		t.Fatal(err)
 	}
@@ -516,9 +518,12 @@ func (i *jwtIssuer) authorizer(t *testing.T, cfg authn.Config) option {
 }
 
 // token is a valid token for user sub.
-func (i *jwtIssuer) token(sub string) string {
+func (i *jwtIssuer) token(sub string) string { return i.tokenUntil(sub, time.Now().Add(time.Hour)) }
+
+// tokenUntil is a token for user sub that expires at exp.
+func (i *jwtIssuer) tokenUntil(sub string, exp time.Time) string {
 	enc := base64.RawURLEncoding.EncodeToString
-	claims, _ := json.Marshal(map[string]any{"sub": sub, "exp": time.Now().Add(time.Hour).Unix()})
+	claims, _ := json.Marshal(map[string]any{"sub": sub, "exp": exp.Unix()})
 	signed := enc([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc(claims)
 	mac := hmac.New(sha256.New, i.secret)
 	mac.Write([]byte(signed))

@@ -56,6 +56,8 @@ type Events interface {
 	Connected(m *lifecycle.ConnMeta) error
 	Message(m *lifecycle.ConnMeta, payload []byte, binary bool, reply func(data []byte, binary bool)) error
 	Disconnected(m *lifecycle.ConnMeta, code int, reason string) error
+	// Resumed: a detached connection was resumed after away (RESUME).
+	Resumed(m *lifecycle.ConnMeta, away time.Duration) error
 	// DisconnectedWait waits for room in the lane as long as ctx lasts.
 	DisconnectedWait(ctx context.Context, m *lifecycle.ConnMeta, code int, reason string) error
 }
@@ -79,6 +81,8 @@ type Memberships interface {
 	Untrack(id string)
 	// Orphaned removes a dead node's connection from its user and groups.
 	Orphaned(ctx context.Context, id, user string) error
+	// LocalGroups lists the groups of a connection of this node.
+	LocalGroups(id string) []string
 }
 
 // Config is what the handler needs to know.
@@ -135,7 +139,10 @@ type Handler struct {
 	stopped sync.Once
 }
 
-var _ edge.Handler = (*Handler)(nil)
+var (
+	_ edge.Handler = (*Handler)(nil)
+	_ edge.Resumer = (*Handler)(nil)
+)
 
 const (
 	unregWorkers = 4
@@ -208,6 +215,8 @@ func (h *Handler) Connect(ctx context.Context, c *edge.Conn, r *edge.Request) (*
 			return nil, &edge.Reject{Status: s, Header: http.Header{"Www-Authenticate": {"Bearer"}}, Reason: http.StatusText(s)}
 		}
 		protocols = h.jwt.StripToken(r.Protocols)
+		// A resume must come from the same user (Resume).
+		c.SetResumeSubject(jr.UserID)
 	}
 	release := func() {}
 	if h.adm != nil {
@@ -296,6 +305,50 @@ func (h *Handler) Connect(ctx context.Context, c *edge.Conn, r *edge.Request) (*
 	st.groups, st.domain = st.meta.Groups, st.meta.DomainName
 	accepted = true
 	return &edge.Accept{Header: d.Header, Subprotocol: jr.Subprotocol, UserID: st.meta.UserID, Value: st}, nil
+}
+
+// Resume checks a resume handshake of detached c (docs/resume.md): the
+// node must be healthy, the JWT (when the built-in authorizer is on) valid
+// and naming the user the connection was opened with, and the connection
+// rates allow it. $connect does not run again: the connection keeps what
+// it was admitted with.
+func (h *Handler) Resume(_ context.Context, c *edge.Conn, r *edge.Request) error {
+	if !h.node.Healthy() {
+		return &edge.Reject{Status: http.StatusServiceUnavailable, Reason: "node fenced: cluster lease not held"}
+	}
+	if st, ok := c.Value().(*connState); !ok || h.isRevoked(st) {
+		return &edge.Reject{Status: http.StatusGone, Reason: "connection gone"}
+	}
+	if h.jwt != nil {
+		jr, err := h.jwt.Authorize(r)
+		if err != nil {
+			s := authn.StatusOf(err)
+			h.log.Debug("JWT refused on resume", "conn", c.ID(), "reason", authn.ReasonOf(err))
+			return &edge.Reject{Status: s, Header: http.Header{"Www-Authenticate": {"Bearer"}}, Reason: http.StatusText(s)}
+		}
+		if jr.UserID != c.ResumeSubject() {
+			return &edge.Reject{Status: http.StatusForbidden, Reason: "token names another user"}
+		}
+	}
+	if h.adm != nil {
+		if err := h.adm.AdmitResume(r.SourceIP); err != nil {
+			s := admission.StatusOf(err)
+			return &edge.Reject{Status: s, Reason: http.StatusText(s)}
+		}
+	}
+	return nil
+}
+
+// Resumed emits RESUME for c, back after away: its backend heard neither
+// DISCONNECT nor CONNECT for the gap.
+func (h *Handler) Resumed(c *edge.Conn, away time.Duration) {
+	st := c.Value().(*connState)
+	m := h.eventMeta(c, st)
+	h.unlessRevoked(st, func() {
+		if err := h.lc.Resumed(&m, away); err != nil {
+			h.log.Warn("RESUME event dropped", "conn", c.ID(), "err", err)
+		}
+	})
 }
 
 func (h *Handler) Open(c *edge.Conn) {
@@ -585,12 +638,24 @@ func (l LocalConns) PostNow(id string, data []byte, binary bool) (ok bool, err e
 	return true, l.Server.Post(context.Background(), id, data, binary)
 }
 
-// Info implements conn.Controller behind the fence.
+// Info implements conn.Controller behind the fence, with the connection's
+// principal and its groups (both bounded: MaxState bytes, the groups' cap).
 func (l LocalConns) Info(ctx context.Context, id string) (conn.Info, error) {
-	if _, err := l.local(ctx, id); err != nil {
+	c, err := l.local(ctx, id)
+	if err != nil {
 		return conn.Info{}, err
 	}
-	return l.Server.Info(ctx, id)
+	info, err := l.Server.Info(ctx, id)
+	if err != nil {
+		return info, err
+	}
+	if c.Established() {
+		if st, ok := c.Value().(*connState); ok {
+			info.Principal = st.getPrincipal()
+		}
+		info.Groups = l.h.groups.LocalGroups(id)
+	}
+	return info, nil
 }
 
 // Close implements conn.Controller behind the fence.

@@ -1,11 +1,13 @@
 package session
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"testing"
 
 	"github.com/switchboardgw/switchboard/internal/conn"
+	"github.com/switchboardgw/switchboard/internal/testenv"
 	"github.com/switchboardgw/switchboard/pkg/backend"
 )
 
@@ -64,4 +66,37 @@ func TestSetStateOnAClosedConnectionIsGone(t *testing.T) {
 	if err := r.h.Local(r.ws).SetState(t.Context(), id, json.RawMessage(`{"a":1}`)); !errors.Is(err, conn.ErrGone) {
 		t.Fatalf("SetState on a closed connection = %v, want ErrGone", err)
 	}
+}
+
+func TestInfoReportsPrincipalAndGroups(t *testing.T) {
+	r := newRig(t, func(*backend.ConnectRequest) backend.ConnectResponse {
+		return backend.ConnectResponse{UserID: "alice", PrincipalID: "alice@example", Context: map[string]any{"role": "admin"},
+			Groups: []string{"lobby"}}
+	})
+	r.dial(t)
+	id := r.onlyID(t)
+	r.expect(t, connectSubject, id)
+	local := r.h.Local(r.ws)
+	info, err := local.Info(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p map[string]any
+	if err := json.Unmarshal(info.Principal, &p); err != nil || p["principalId"] != "alice@example" || p["role"] != "admin" {
+		t.Fatalf("principal %s (%v), want the authorizer object of $connect", info.Principal, err)
+	}
+	if info.UserID != "alice" || len(info.Groups) != 1 || info.Groups[0] != "lobby" {
+		t.Fatalf("info %+v, want user alice in group lobby", info)
+	}
+	// Later changes show: a group joined through the API, a replaced state.
+	if err := r.groups.AddToGroup(context.Background(), "room-1", id); err != nil {
+		t.Fatal(err)
+	}
+	if err := local.SetState(context.Background(), id, json.RawMessage(`{"step":2}`)); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "the new group and state", func() bool {
+		info, err = local.Info(context.Background(), id)
+		return err == nil && len(info.Groups) == 2 && string(info.Principal) == `{"step":2}`
+	})
 }

@@ -10,13 +10,16 @@ import (
 // Proxy forwards TCP connections on a loopback port to a target. Pause
 // makes it stop reading what clients send, as a frozen server (SIGSTOP, a
 // VM paused) would: the sockets stay open, the clients' writes fill the
-// kernel's buffers and then block. Resume lets it go on.
+// kernel's buffers and then block. Resume lets it go on. Down plays a
+// network that goes away (a phone in a lift): every connection is reset,
+// no FIN, no close frame, and new ones are reset until Up.
 type Proxy struct {
 	ln     net.Listener
 	target string
 
 	mu     sync.Mutex
 	paused chan struct{} // non-nil while paused; closed by Resume
+	down   bool
 	conns  []net.Conn
 	wg     sync.WaitGroup
 }
@@ -48,6 +51,13 @@ func (p *Proxy) accept() {
 		c, err := p.ln.Accept()
 		if err != nil {
 			return
+		}
+		p.mu.Lock()
+		down := p.down
+		p.mu.Unlock()
+		if down {
+			reset(c)
+			continue
 		}
 		s, err := net.Dial("tcp", p.target)
 		if err != nil {
@@ -112,4 +122,31 @@ func (p *Proxy) CloseConns() {
 	for _, c := range p.conns {
 		c.Close()
 	}
+}
+
+// Down resets every proxied connection, both ends, and every new one until
+// Up: to the client and to the target the network just vanished.
+func (p *Proxy) Down() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = true
+	for _, c := range p.conns {
+		reset(c)
+	}
+	p.conns = nil
+}
+
+// Up lets connections through again.
+func (p *Proxy) Up() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = false
+}
+
+// reset closes c with a TCP RST rather than a FIN.
+func reset(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	_ = c.Close()
 }

@@ -216,6 +216,14 @@ func (b *Backend) OnDisconnect(h func(ctx context.Context, e *Event)) {
 	b.onEvent(protocol.SuffixEventDisconnect, h)
 }
 
+// OnResume handles RESUME events: a detached connection was resumed by its
+// client, with the same ID and nothing lost (docs/resume.md); no
+// DISCONNECT or CONNECT was sent for it. e.Switchboard.DetachedMs is how
+// long it was away.
+func (b *Backend) OnResume(h func(ctx context.Context, e *Event)) {
+	b.onEvent(protocol.SuffixEventResume, h)
+}
+
 func (b *Backend) onEvent(suffix string, h func(ctx context.Context, e *Event)) {
 	b.HandleRaw(suffix, func(ctx context.Context, m *nats.Msg) {
 		var e Event

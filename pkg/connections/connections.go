@@ -136,6 +136,9 @@ type Connection struct {
 	LastActiveAt time.Time
 	SourceIP     string
 	UserAgent    string
+	// Detached: a resumable connection whose client is away, within its
+	// resume window (docs/resume.md); posts to it are kept for it.
+	Detached bool
 }
 
 // Get reports a connection; ErrGone if it does not exist.
@@ -155,6 +158,7 @@ func (c *Client) Get(ctx context.Context, id string) (Connection, error) {
 		ConnectionID string `json:"connectionId"`
 		NodeID       string `json:"nodeId"`
 		UserID       string `json:"userId"`
+		Detached     bool   `json:"detached"`
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out); err != nil {
 		return Connection{}, fmt.Errorf("connections: decode GET response: %w", err)
@@ -165,7 +169,7 @@ func (c *Client) Get(ctx context.Context, id string) (Connection, error) {
 	return Connection{
 		ID: out.ConnectionID, NodeID: out.NodeID, UserID: out.UserID,
 		ConnectedAt: out.ConnectedAt, LastActiveAt: out.LastActiveAt,
-		SourceIP: out.Identity.SourceIP, UserAgent: out.Identity.UserAgent,
+		SourceIP: out.Identity.SourceIP, UserAgent: out.Identity.UserAgent, Detached: out.Detached,
 	}, nil
 }
 

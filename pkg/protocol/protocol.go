@@ -48,12 +48,16 @@ const (
 	EventConnect    = "CONNECT"
 	EventMessage    = "MESSAGE"
 	EventDisconnect = "DISCONNECT"
+	// EventResume: a detached connection was resumed by its client
+	// (docs/resume.md); no DISCONNECT or CONNECT was sent for the gap.
+	EventResume = "RESUME"
 )
 
 // Predefined route keys.
 const (
 	RouteConnect    = "$connect"
 	RouteDisconnect = "$disconnect"
+	RouteResume     = "$resume" // RESUME events; not a route a backend declares
 	RouteDefault    = "$default"
 )
 
@@ -98,7 +102,8 @@ const (
 	SuffixConnect         = "connect"          // $connect requests
 	SuffixEventConnect    = "event.connect"    // CONNECT events
 	SuffixEventDisconnect = "event.disconnect" // DISCONNECT events
-	SuffixEvents          = "event.>"          // both
+	SuffixEventResume     = "event.resume"     // RESUME events
+	SuffixEvents          = "event.>"          // all three
 	SuffixRoute           = "route."           // + a route's token (RouteToken)
 	SuffixAllRoutes       = SuffixRoute + ">"  // every route
 )
@@ -108,7 +113,8 @@ type Subjects struct {
 	Connect         string // $connect requests: <prefix>.connect
 	EventConnect    string // CONNECT events: <prefix>.event.connect
 	EventDisconnect string // DISCONNECT events: <prefix>.event.disconnect
-	Events          string // both, for a JetStream stream: <prefix>.event.>
+	EventResume     string // RESUME events: <prefix>.event.resume
+	Events          string // all three, for a JetStream stream: <prefix>.event.>
 	RoutePrefix     string // a route's subject is RoutePrefix + its token: <prefix>.route.
 }
 
@@ -118,6 +124,7 @@ func NewSubjects(prefix string) Subjects {
 		Connect:         prefix + "." + SuffixConnect,
 		EventConnect:    prefix + "." + SuffixEventConnect,
 		EventDisconnect: prefix + "." + SuffixEventDisconnect,
+		EventResume:     prefix + "." + SuffixEventResume,
 		Events:          prefix + "." + SuffixEvents,
 		RoutePrefix:     prefix + "." + SuffixRoute,
 	}
@@ -135,6 +142,8 @@ type Extension struct {
 	UserID       string   `json:"userId,omitempty"`
 	Groups       []string `json:"groups,omitempty"`
 	Subprotocols []string `json:"subprotocols,omitempty"`
+	// DetachedMs is, on RESUME, how long the connection was detached.
+	DetachedMs int64 `json:"detachedMs,omitempty"`
 }
 
 // Event is an event as a backend decodes it: the API Gateway WebSocket event

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -105,11 +106,16 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 }
 
 func TestConsole(t *testing.T) {
-	cl := startCluster(t, clusterConfig{edges: 2, routers: 1, apiToken: consoleToken})
-	dialUser := func(edge int, user, group string) *wsClient {
+	// Samples every 250ms: the charts have several points within the test.
+	cl := startCluster(t, clusterConfig{edges: 2, routers: 1, apiToken: consoleToken,
+		edgeArgs: func(int) []string { return []string{"-console-sample-interval", "250ms"} }})
+	dialUser := func(edge int, user, group string, role ...string) *wsClient {
 		q := "?user=" + user
 		if group != "" {
 			q += "&group=" + group
+		}
+		if len(role) > 0 {
+			q += "&role=" + role[0] // $connect gives it a principal
 		}
 		c, err := dial(t, cl.edges[edge].wsURL()+"/"+q, edge)
 		if err != nil {
@@ -117,9 +123,10 @@ func TestConsole(t *testing.T) {
 		}
 		return c
 	}
-	// edge0: alice, carol, erin; edge1: alice, bob. The lobby: both alices and bob.
-	alice0, carol, erin := dialUser(0, "alice", "lobby"), dialUser(0, "carol", ""), dialUser(0, "erin", "")
-	alice1, bob := dialUser(1, "alice", "lobby"), dialUser(1, "bob", "lobby")
+	// edge0: alice, carol, erin; edge1: alice, bob. The lobby: both alices
+	// and bob; carol is in the helpdesk. Carol and bob have principals.
+	alice0, carol, erin := dialUser(0, "alice", "lobby"), dialUser(0, "carol", "helpdesk", "support"), dialUser(0, "erin", "")
+	alice1, bob := dialUser(1, "alice", "lobby"), dialUser(1, "bob", "lobby", "member")
 	lobby := []*wsClient{alice0, alice1, bob}
 	cl.learnIDs([]*wsClient{alice0, carol, erin, alice1, bob})
 
@@ -160,6 +167,31 @@ func TestConsole(t *testing.T) {
 		` && [...document.querySelectorAll("#nodes tbody tr")].some(r => r.cells[1].textContent === "router")`+
 		` && [...document.querySelectorAll("#nodes tbody tr")].every(r => r.cells[1].textContent !== "edge" || / m?s$/.test(r.cells[4].textContent) && r.cells[5].textContent === "ready")`+
 		` && document.querySelector("#chart-connections polyline") !== null`)
+	// The charts: the chosen node's connections and messages, from its own
+	// samples. A client on each edge sends some messages (no backend
+	// serves them: each sender gets a no-route frame back).
+	for _, c := range []*wsClient{erin, bob} {
+		for i := range 10 {
+			if err := c.send(fmt.Appendf(nil, `{"action":"chart","n":%d}`, i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	charted := func(what string, conns int) {
+		t.Helper()
+		waitJS(t, ctx, what, fmt.Sprintf(`+document.querySelector("#chart-connections").dataset.last === %d`, conns)+
+			fmt.Sprintf(` && document.querySelector("#chart-connections text").textContent.includes("now %d")`, conns)+
+			` && document.querySelector("#chart-connections polyline").points.length >= 3`+
+			` && +document.querySelector("#chart-messages").dataset.peak > 0`+
+			` && document.querySelector("#chart-connects").dataset.last !== undefined`)
+	}
+	// The whole cluster first (the default), then one edge.
+	waitJS(t, ctx, "the cluster chosen", `document.querySelector("#chart-node").selectedOptions[0].textContent === "the whole cluster"`)
+	charted("the cluster's connections and messages charted", 5)
+	do(t, ctx, "chart edge 1", chromedp.SetValue("#chart-node", cl.edges[1].nodeID))
+	charted("edge 1's connections and messages charted", 2)
+	do(t, ctx, "chart the cluster", chromedp.SetValue("#chart-node", "*"))
+	charted("the cluster charted again", 5)
 	screenshot(t, ctx, "cluster")
 
 	// Connections: find carol by user, send her a message, close her with 4001.
@@ -170,7 +202,7 @@ func TestConsole(t *testing.T) {
 	waitJS(t, ctx, "carol found", fmt.Sprintf(`document.querySelector(%q) && document.querySelector("#conn-status").textContent.startsWith("1 ")`, sel))
 	do(t, ctx, "open carol", chromedp.Click(sel))
 	waitJS(t, ctx, "carol's details", fmt.Sprintf(`document.querySelector("#d-id").textContent === %q && document.querySelector("#d-user").textContent === "carol" && document.querySelector("#d-node").textContent === %q`,
-		carol.id, cl.edges[0].nodeID))
+		carol.id, cl.edges[0].nodeID)+principalAndGroups("carol", "support", "helpdesk"))
 	do(t, ctx, "send to carol", chromedp.SetValue("#send-body", "hello from the console"),
 		chromedp.Click("#send-form button"))
 	eventually(t, waitTimeout, "carol receives the console's message", func() error {
@@ -192,6 +224,12 @@ func TestConsole(t *testing.T) {
 		return nil
 	})
 	waitJS(t, ctx, "carol gone from the page", fmt.Sprintf(`!document.querySelector(%q) && document.querySelector("#conn-detail").hidden`, sel))
+
+	// A connection of the other edge by ID: its details come from its owner.
+	do(t, ctx, "search bob by id", chromedp.SetValue("#conn-by", "id"), chromedp.SetValue("#conn-q", bob.id),
+		chromedp.Click("#conn-form button"))
+	waitJS(t, ctx, "bob's details from edge 1", fmt.Sprintf(`document.querySelector("#d-id").textContent === %q && document.querySelector("#d-node").textContent === %q`,
+		bob.id, cl.edges[1].nodeID)+principalAndGroups("bob", "member", "lobby"))
 
 	// Groups: the lobby's count and members, and a send that reaches them.
 	do(t, ctx, "show lobby", chromedp.Click(`#tabs button[data-view=groups]`),
@@ -237,6 +275,16 @@ func TestConsole(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitJS(t, ctx, "dave's message in the tail", row("message")+fmt.Sprintf(` && [...document.querySelectorAll("#tail tr.ev-message")].some(r => r.cells[3].textContent === %q && r.cells[6].textContent.includes("hi from dave"))`, dave.id))
+	// No backend serves "chat": the open tail of route traffic does not
+	// pass for one, so dave gets API Gateway's no-route frame.
+	eventually(t, waitTimeout, "dave's no-route frame", func() error {
+		for _, m := range dave.messages() {
+			if strings.Contains(m.data, `"message":"Forbidden"`) {
+				return nil
+			}
+		}
+		return fmt.Errorf("dave has %d messages, none the no-route frame", dave.count())
+	})
 	if err := dave.closeWith(1000, waitTimeout); err != nil {
 		t.Fatal(err)
 	}
@@ -256,6 +304,15 @@ func TestConsole(t *testing.T) {
 	if after != rows {
 		t.Errorf("paused tail grew from %d to %d rows", rows, after)
 	}
+}
+
+// principalAndGroups is the page condition (after &&) that the open
+// connection's detail shows its groups and its principal: the authorizer
+// object $connect set (principalId and the context's role).
+func principalAndGroups(user, role, groups string) string {
+	return fmt.Sprintf(` && document.querySelector("#d-groups").textContent === %q`+
+		` && (() => { try { const p = JSON.parse(document.querySelector("#d-principal").textContent); return p.principalId === %q && p.role === %q } catch (e) { return false } })()`,
+		groups, user, role)
 }
 
 // tailSlotsFree opens n tails on the API at once; each must answer 200

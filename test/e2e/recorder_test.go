@@ -40,6 +40,7 @@ type connRec struct {
 	firstConnect     time.Time    // when the recorder received it
 	disconnects      []disconnect // distinct DISCONNECT events
 	messages         int          // MESSAGE events (only with recordMessages)
+	resumes          int          // RESUME events (only with a stream, or recordResumes)
 	// lastNumbered is the highest n of a MESSAGE "m<n>" (sendEvery20ms's
 	// numbering), -1 before the first.
 	lastNumbered int
@@ -195,8 +196,20 @@ func (r *recorder) handle(data []byte) {
 			d.reason = "<absent>"
 		}
 		c.disconnects = append(c.disconnects, d)
+	case "RESUME":
+		c.resumes++
 	default:
 		r.bad = append(r.bad, fmt.Sprintf("unexpected event type %q", rc.EventType))
+	}
+}
+
+// recordResumes also records RESUME events (a stream records them anyway).
+func (r *recorder) recordResumes() {
+	if _, err := r.nc.Subscribe(r.prefix+".event.resume", func(m *nats.Msg) { r.handle(m.Data) }); err != nil {
+		r.t.Fatalf("recorder: subscribe: %v", err)
+	}
+	if err := r.nc.Flush(); err != nil {
+		r.t.Fatalf("recorder: flush: %v", err)
 	}
 }
 
@@ -345,7 +358,7 @@ func (r *recorder) known(id string) bool {
 }
 
 // connectReply is the $connect reply for a CONNECT request: empty (allow),
-// or the user and group the client asked for in its query.
+// or the user, group and role (a principal) the client asked for in its query.
 func connectReply(req []byte) []byte {
 	var ev struct {
 		Query map[string]string `json:"queryStringParameters"`
@@ -359,6 +372,10 @@ func connectReply(req []byte) []byte {
 	}
 	if g := ev.Query["group"]; g != "" {
 		reply["groups"] = []string{g}
+	}
+	if r := ev.Query["role"]; r != "" { // a principal: the authorizer object
+		reply["principalId"] = ev.Query["user"]
+		reply["context"] = map[string]string{"role": r}
 	}
 	b, _ := json.Marshal(reply)
 	return b

@@ -115,41 +115,78 @@ async function refreshCluster() {
       tb.appendChild(tr);
       ids.push(n.nodeId);
     }
-    if (sel.options.length !== ids.length || [...sel.options].some((o, i) => o.value !== ids[i])) {
-      sel.replaceChildren(...ids.map((id) => new Option(id, id)));
-      if (ids.includes(chosen)) sel.value = chosen;
+    // The first choice, "*" (the default; never a node ID), is the whole cluster.
+    const opts = ["*"].concat(ids);
+    if (sel.options.length !== opts.length || [...sel.options].some((o, i) => o.value !== opts[i])) {
+      sel.replaceChildren(...opts.map((id) => new Option(id === "*" ? "the whole cluster" : id, id)));
+      sel.value = opts.includes(chosen) ? chosen : "*";
     }
-    if (sel.value) await refreshCharts(sel.value);
+    if (Date.now() - chartAt >= chartEvery) await refreshCharts(sel.value);
   } catch (e) {
     if (e.status === 403) return showLogin();
     $("#cluster-updated").textContent = "error: " + e.message;
   }
 }
 
+// The charts (of one node, or of the whole cluster: every node's history
+// summed by GET /@stats) span what a node keeps (historySize samples
+// sampleIntervalMs apart: 10 minutes by default) on a fixed time axis ending
+// at the latest reading, so a young node's few samples sit at the right edge instead of
+// being stretched across the chart.
+// The charts are asked for at most once a sample interval (at least every
+// 2 s): between samples only the latest reading changes.
+let chartAt = 0, chartEvery = 0;
+
 async function refreshCharts(node) {
-  const st = await call("GET", "/@nodes/" + enc(node));
+  chartAt = Date.now();
+  const st = await call("GET", node === "*" ? "/@stats" : "/@nodes/" + enc(node));
+  chartEvery = Math.max(2000, st.sampleIntervalMs || 0) - 100;
   const h = st.history || [];
+  const now = h.length ? h[h.length - 1].t : 0;
+  const span = (st.sampleIntervalMs * st.historySize) || 600000;
   const rate = (key) => h.slice(1).map((s, i) => [s.t, Math.max(0, (s[key] - h[i][key]) / Math.max(0.001, (s.t - h[i].t) / 1000))]);
-  draw("#chart-connections", h.map((s) => [s.t, s.connections]));
-  draw("#chart-connects", rate("connects"));
-  draw("#chart-messages", rate("messages"));
-  draw("#chart-errors", rate("errors"));
+  draw("#chart-connections", h.map((s) => [s.t, s.connections]), now, span);
+  draw("#chart-connects", rate("connects"), now, span);
+  draw("#chart-messages", rate("messages"), now, span);
+  draw("#chart-errors", rate("errors"), now, span);
 }
 
-function draw(sel, pts) {
+function fmtSpan(ms) {
+  return ms >= 120000 ? Math.round(ms / 60000) + " min" : Math.round(ms / 1000) + " s";
+}
+
+function fmtNum(v) { return Number.isInteger(v) ? String(v) : String(+v.toFixed(2)); }
+
+function svgEl(name, attrs, text) {
+  const el = document.createElementNS("http://www.w3.org/2000/svg", name);
+  for (const k in attrs) el.setAttribute(k, attrs[k]);
+  if (text !== undefined) el.textContent = text;
+  return el;
+}
+
+function draw(sel, pts, now, span) {
   const svg = $(sel);
-  const W = 300, H = 80, pad = 12;
-  if (pts.length === 0) { svg.innerHTML = ""; return; }
-  const t0 = pts[0][0], t1 = Math.max(pts[pts.length - 1][0], t0 + 1);
-  const max = Math.max(1, ...pts.map((p) => p[1]));
-  const xy = pts.map((p) => [((p[0] - t0) / (t1 - t0)) * (W - 2) + 1, H - pad - (p[1] / max) * (H - 2 * pad)]);
-  const ns = "http://www.w3.org/2000/svg";
-  const line = document.createElementNS(ns, "polyline");
-  line.setAttribute("points", xy.map((p) => p[0].toFixed(1) + "," + p[1].toFixed(1)).join(" "));
-  const label = document.createElementNS(ns, "text");
-  label.setAttribute("x", 2); label.setAttribute("y", 10);
-  label.textContent = "max " + (Number.isInteger(max) ? max : max.toFixed(2)) + " · now " + (+pts[pts.length - 1][1].toFixed(2));
-  svg.replaceChildren(line, label);
+  const W = 300, H = 80, top = 16, bottom = 12;
+  if (pts.length === 0) { svg.replaceChildren(); delete svg.dataset.last; return; }
+  const last = pts[pts.length - 1][1];
+  svg.dataset.last = last;
+  svg.dataset.peak = Math.max(...pts.map((p) => p[1]));
+  const t0 = now - span;
+  const peak = Math.max(...pts.map((p) => p[1]));
+  const scale = peak > 0 ? peak : 1;
+  const base = H - bottom;
+  const xy = pts.filter((p) => p[0] >= t0).map((p) => [((p[0] - t0) / span) * (W - 4) + 2, base - (p[1] / scale) * (base - top)]);
+  const coords = (ps) => ps.map((p) => p[0].toFixed(1) + "," + p[1].toFixed(1)).join(" ");
+  const end = xy[xy.length - 1];
+  svg.replaceChildren(
+    svgEl("text", { x: 2, y: 10 }, "peak " + fmtNum(peak) + " · now " + fmtNum(last)),
+    svgEl("line", { x1: 0, y1: base, x2: W, y2: base, class: "axis" }),
+    svgEl("polygon", { points: coords([[xy[0][0], base], ...xy, [end[0], base]]), class: "area" }),
+    svgEl("polyline", { points: coords(xy) }),
+    svgEl("circle", { cx: end[0].toFixed(1), cy: end[1].toFixed(1), r: 2 }),
+    svgEl("text", { x: 2, y: H - 1, class: "tick" }, "−" + fmtSpan(span)),
+    svgEl("text", { x: W - 2, y: H - 1, class: "tick end" }, "now"),
+  );
 }
 $("#chart-node").addEventListener("change", () => refreshCharts($("#chart-node").value));
 
@@ -207,6 +244,8 @@ async function openConn(id) {
     const c = await call("GET", "/@connections/" + enc(id));
     $("#d-id").textContent = c.connectionId;
     $("#d-user").textContent = c.userId || "–";
+    $("#d-groups").textContent = (c.groups || []).join(", ") || "–";
+    $("#d-principal").textContent = c.principal ? JSON.stringify(c.principal, null, 2) : "–";
     $("#d-node").textContent = c.nodeId || "–";
     $("#d-ip").textContent = c.identity.sourceIp;
     $("#d-ua").textContent = c.identity.userAgent;

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -74,7 +75,8 @@ func BenchmarkRegister(b *testing.B) {
 
 // BenchmarkRouterPost measures a cross-node @connections POST: router on
 // node A → NATS → command server on node B → B's hub, and back. Reports the
-// latency percentiles of one post at a time.
+// latency percentiles of one post at a time, and the CPU time of this
+// process (router, NATS server and owner together) per post.
 func BenchmarkRouterPost(b *testing.B) {
 	reg, _ := startRedisRegistry(b)
 	tn := startTwoNodes(b, reg)
@@ -87,6 +89,7 @@ func BenchmarkRouterPost(b *testing.B) {
 	}
 	lat := make([]time.Duration, 0, b.N)
 	b.ReportAllocs()
+	cpu0 := processCPU(b)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		t0 := time.Now()
@@ -96,6 +99,7 @@ func BenchmarkRouterPost(b *testing.B) {
 		lat = append(lat, time.Since(t0))
 	}
 	b.StopTimer()
+	b.ReportMetric(float64((processCPU(b)-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
@@ -103,4 +107,13 @@ func BenchmarkRouterPost(b *testing.B) {
 	tn.hubB.mu.Lock()
 	tn.hubB.posts = nil
 	tn.hubB.mu.Unlock()
+}
+
+// processCPU is the user and system CPU time this process has used.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -71,6 +71,18 @@ func (h *fakeHub) Post(ctx context.Context, id string, data []byte, binary bool)
 	return nil
 }
 
+// PostNow is Post unless Post would wait (slow set, as a closed fence
+// would): then the command server must hand the post to a worker.
+func (h *fakeHub) PostNow(id string, data []byte, binary bool) (bool, error) {
+	h.mu.Lock()
+	slow := h.slow
+	h.mu.Unlock()
+	if slow != nil {
+		return false, nil
+	}
+	return true, h.Post(context.Background(), id, data, binary)
+}
+
 func (h *fakeHub) Info(ctx context.Context, id string) (conn.Info, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()

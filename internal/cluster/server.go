@@ -81,11 +81,25 @@ func NewCommandServer(cfg CommandServerConfig, deps CommandServerDeps) (*Command
 		return nil, fmt.Errorf("cluster: command server: %w", err)
 	}
 	h := connCommands{c: deps.Controller}
-	if err := srv.Handle(nodecmd.Lane{Name: "connection", Workers: cfg.Workers, QueueSize: cfg.QueueSize, Timeout: cfg.Timeout,
-		Handlers: map[string]nodecmd.Handler{cmdPost: h.post, cmdInfo: h.info, cmdClose: h.close, cmdState: h.state}}); err != nil {
+	lane := nodecmd.Lane{Name: "connection", Workers: cfg.Workers, QueueSize: cfg.QueueSize, Timeout: cfg.Timeout,
+		Handlers: map[string]nodecmd.Handler{cmdPost: h.post, cmdInfo: h.info, cmdClose: h.close, cmdState: h.state}}
+	if np, ok := deps.Controller.(NowPoster); ok {
+		lane.Now = map[string]nodecmd.NowHandler{cmdPost: func(m, _ *nats.Msg) (bool, error) {
+			return np.PostNow(m.Header.Get(nodecmd.HdrID), m.Data, m.Header.Get(hdrBinary) == "1")
+		}}
+	}
+	if err := srv.Handle(lane); err != nil {
 		return nil, err
 	}
 	return &CommandServer{srv}, nil
+}
+
+// NowPoster is a Controller that can post without waiting while nothing
+// stands in the way (session.LocalConns: the fence open); the command
+// server then posts as a command arrives, not from a worker. ok false: it
+// would have to wait, and did nothing.
+type NowPoster interface {
+	PostNow(id string, data []byte, binary bool) (ok bool, err error)
 }
 
 // connCommands execute the connection commands on the edge's hub, which

@@ -21,6 +21,11 @@ import (
 // Sb-Error its message).
 type Handler func(ctx context.Context, req, reply *nats.Msg) error
 
+// NowHandler executes a command at once if it can without waiting (for a
+// lock held long, a fence, the network): ok false when it would have to
+// wait, and then it did nothing and the command goes to a worker.
+type NowHandler func(req, reply *nats.Msg) (ok bool, err error)
+
 // Lane is a set of commands with workers and a queue of their own, so that
 // commands that may wait long (connection commands wait behind the node's
 // fence while its lease is in doubt) never hold up the others (membership
@@ -30,6 +35,11 @@ type Lane struct {
 	Name string
 	// Handlers by command name (Sb-Cmd). A name may be in one lane only.
 	Handlers map[string]Handler
+	// Now are tried first, as the command arrives, for the commands that
+	// are cheap most of the time (a post while the fence is open): they
+	// save the handoff to a worker and its wake-up. Each needs a Handler
+	// too, for when it cannot answer at once.
+	Now map[string]NowHandler
 	// Workers execute the lane's commands concurrently. Default
 	// 2×GOMAXPROCS.
 	Workers int
@@ -147,6 +157,11 @@ func (s *Server) Handle(l Lane) error {
 			return fmt.Errorf("nodecmd: lane %s: command %q already registered", l.Name, cmd)
 		}
 	}
+	for cmd := range l.Now {
+		if l.Handlers[cmd] == nil {
+			return fmt.Errorf("nodecmd: lane %s: command %q: a Now handler needs a Handler", l.Name, cmd)
+		}
+	}
 	ln := &lane{Lane: l.withDefaults()}
 	ln.q = make(chan *nats.Msg, ln.QueueSize)
 	s.lanes = append(s.lanes, ln)
@@ -255,6 +270,13 @@ func (s *Server) dispatch(m *nats.Msg) {
 	case l == nil:
 		s.respond(m, nats.NewMsg(m.Reply), label, fmt.Errorf("unknown command %q", HeaderSafe(cmd)))
 	default:
+		if now := l.Now[cmd]; now != nil {
+			reply := nats.NewMsg(m.Reply)
+			if ok, err := now(m, reply); ok {
+				s.respond(m, reply, cmd, err)
+				return
+			}
+		}
 		select {
 		case l.q <- m:
 		default:

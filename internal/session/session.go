@@ -588,6 +588,11 @@ func (l LocalConns) local(ctx context.Context, id string) (*edge.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errFenced, err)
 	}
+	return l.lookup(id)
+}
+
+// lookup returns id's connection, the fence passed.
+func (l LocalConns) lookup(id string) (*edge.Conn, error) {
 	c := l.Lookup(id)
 	if c == nil {
 		return nil, conn.ErrGone
@@ -606,6 +611,31 @@ func (l LocalConns) Post(ctx context.Context, id string, data []byte, binary boo
 		return err
 	}
 	return l.Server.Post(ctx, id, data, binary)
+}
+
+// doneCtx asks the fence without waiting: Wait returns at once.
+var doneCtx = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
+
+// postNowMax bounds the posts PostNow takes: a bigger one (compressed,
+// perhaps, for a deflate connection) is left to the command server's
+// workers, which share it across cores.
+const postNowMax = 4 << 10
+
+// PostNow is Post when the fence is open now (cluster.NowPoster), for a
+// message up to postNowMax: ok false, and nothing done, while the lease is
+// in doubt or for a bigger message.
+func (l LocalConns) PostNow(id string, data []byte, binary bool) (ok bool, err error) {
+	if len(data) > postNowMax || l.h.node.Wait(doneCtx) != nil {
+		return false, nil
+	}
+	if _, err := l.lookup(id); err != nil {
+		return true, err
+	}
+	return true, l.Server.Post(context.Background(), id, data, binary)
 }
 
 // Info implements conn.Controller behind the fence, with the connection's

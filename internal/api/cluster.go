@@ -57,13 +57,14 @@ type Totals struct {
 // Event is one entry of the event tail.
 type Event struct {
 	T            int64  `json:"t"`
-	Type         string `json:"type"` // connect, disconnect, message
+	Type         string `json:"type"` // connect, disconnect, resume, message
 	Route        string `json:"route,omitempty"`
 	ConnectionID string `json:"connectionId,omitempty"`
 	UserID       string `json:"userId,omitempty"`
 	Node         string `json:"nodeId,omitempty"`
 	Bytes        int    `json:"bytes"`
 	Preview      string `json:"preview,omitempty"`
+	DetachedMs   int64  `json:"detachedMs,omitempty"` // resume: how long the connection was away
 }
 
 // TailFilter chooses the events of a tail; empty fields match everything.

@@ -163,9 +163,15 @@ func startTail(t *testing.T, s *Service, f api.TailFilter) *tailRec {
 	return rec
 }
 
+// event is a lifecycle event as the edge publishes it; a RESUME says the
+// connection was away 2140 ms.
 func event(typ, route, id, user, body string) []byte {
-	return fmt.Appendf(nil, `{"requestContext":{"routeKey":%q,"eventType":%q,"connectionId":%q,"switchboard":{"nodeId":"edge-a","userId":%q}},"body":%q}`,
-		route, typ, id, user, body)
+	away := ""
+	if typ == "RESUME" {
+		away = `,"detachedMs":2140`
+	}
+	return fmt.Appendf(nil, `{"requestContext":{"routeKey":%q,"eventType":%q,"connectionId":%q,"switchboard":{"nodeId":"edge-a","userId":%q%s}},"body":%q}`,
+		route, typ, id, user, away, body)
 }
 
 // startTap runs an edge's tap of route traffic until the test ends.
@@ -224,6 +230,7 @@ func TestTailFiltersEvents(t *testing.T) {
 		{"", "MESSAGE", "chat", bob, "bob", "from bob", 1},
 		{"", "MESSAGE", "other", alice, "alice", strings.Repeat("x", 300), 1},
 		{"", "MESSAGE", "chat", alice, "alice", "from alice", 2},
+		{"t.event.resume", "RESUME", "$resume", alice, "alice", "", 2},
 		{"t.event.disconnect", "DISCONNECT", "$disconnect", alice, "alice", "", 2},
 	}
 	total := func() int {
@@ -256,18 +263,21 @@ func TestTailFiltersEvents(t *testing.T) {
 		}
 		return strings.Join(out, " ")
 	}
-	if got, want := types(byUser, 5), "connect::alice message:other:alice message:chat:alice disconnect::alice"; got != want {
+	if got, want := types(byUser, 6), "connect::alice message:other:alice message:chat:alice resume::alice disconnect::alice"; got != want {
 		t.Errorf("user filter: %s, want %s", got, want)
 	}
 	if got, want := types(byRoute, 3), "message:chat:bob message:chat:alice"; got != want {
 		t.Errorf("route filter: %s, want %s", got, want)
 	}
-	if got, want := types(noRoutes, 4), "connect::bob connect::alice disconnect::alice"; got != want {
+	if got, want := types(noRoutes, 5), "connect::bob connect::alice resume::alice disconnect::alice"; got != want {
 		t.Errorf("without route traffic: %s, want %s", got, want)
 	}
 	evs, _ := byUser.snapshot()
 	if p := evs[2].Preview; len(p) > previewMax+len("…") || !strings.HasSuffix(p, "…") || evs[2].ConnectionID != alice || evs[2].Node != "edge-a" || evs[2].Bytes != 300 {
 		t.Errorf("long message shown as %+v", evs[2])
+	}
+	if r := evs[4]; r.Type != "resume" || r.DetachedMs != 2140 || r.ConnectionID != alice || r.Node != "edge-a" {
+		t.Errorf("RESUME shown as %+v, want away 2140 ms", r)
 	}
 }
 

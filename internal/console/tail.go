@@ -46,7 +46,7 @@ func (s *Service) Tail(ctx context.Context, f api.TailFilter, emit func(api.Even
 		}
 	}()
 	subj := protocol.NewSubjects(s.deps.Prefix)
-	subjects := []string{subj.EventConnect, subj.EventDisconnect}
+	subjects := []string{subj.EventConnect, subj.EventDisconnect, subj.EventResume}
 	var inbox string
 	if f.Routes {
 		// Route traffic comes from the edges' taps to an inbox of this
@@ -156,22 +156,27 @@ type eventBody struct {
 	RequestContext struct {
 		ConnectionID string `json:"connectionId"`
 		Switchboard  struct {
-			NodeID string `json:"nodeId"`
-			UserID string `json:"userId"`
+			NodeID     string `json:"nodeId"`
+			UserID     string `json:"userId"`
+			DetachedMs int64  `json:"detachedMs"`
 		} `json:"switchboard"`
 	} `json:"requestContext"`
 }
 
-// decode turns a CONNECT or DISCONNECT event into a tail entry and applies
+// decode turns a CONNECT, DISCONNECT or RESUME event into a tail entry and applies
 // the filter (route traffic comes filtered from the taps).
 func (s *Service) decode(m *nats.Msg, f api.TailFilter) (api.Event, bool) {
 	if f.Route != "" {
 		return api.Event{}, false // only messages of that route
 	}
 	ev := api.Event{T: time.Now().UnixMilli(), Bytes: len(m.Data), ConnectionID: m.Header.Get(protocol.HeaderConnID)}
-	ev.Type = "connect"
-	if strings.HasSuffix(m.Subject, "."+protocol.SuffixEventDisconnect) {
+	switch {
+	case strings.HasSuffix(m.Subject, "."+protocol.SuffixEventDisconnect):
 		ev.Type = "disconnect"
+	case strings.HasSuffix(m.Subject, "."+protocol.SuffixEventResume):
+		ev.Type = "resume"
+	default:
+		ev.Type = "connect"
 	}
 	if f.ConnectionID != "" && ev.ConnectionID != "" && ev.ConnectionID != f.ConnectionID {
 		return ev, false
@@ -184,6 +189,9 @@ func (s *Service) decode(m *nats.Msg, f api.TailFilter) (api.Event, bool) {
 				ev.ConnectionID = rc.ConnectionID
 			}
 			ev.UserID, ev.Node = rc.Switchboard.UserID, rc.Switchboard.NodeID
+			if ev.Type == "resume" {
+				ev.DetachedMs = max(rc.Switchboard.DetachedMs, 0)
+			}
 		}
 	}
 	if f.ConnectionID != "" && ev.ConnectionID != f.ConnectionID {

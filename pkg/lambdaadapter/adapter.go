@@ -9,7 +9,9 @@
 // On a two-way route the response body is sent back to the client. CONNECT
 // notifications of established connections (<prefix>.event.connect) are
 // not delivered, since AWS has no such invocation: the handler already saw
-// $connect.
+// $connect. Nor are RESUME events (docs/resume.md) unless Options.Resume
+// asks for them: an unchanged handler would take the unknown route key
+// "$resume" for a message.
 package lambdaadapter
 
 import (
@@ -40,6 +42,11 @@ type Options struct {
 	Routes []string
 	// NoConnect: do not answer $connect (another backend does). Default false.
 	NoConnect bool
+	// Resume: invoke the handler for RESUME events too, with route key
+	// "$resume" (a detached connection came back with the same ID; no
+	// $disconnect or second $connect is sent for it). Its result is
+	// ignored. Default false: they are not delivered.
+	Resume bool
 	// Logger receives handler errors. Default: discard.
 	Logger *slog.Logger
 }
@@ -88,6 +95,9 @@ func New(nc *nats.Conn, handler any, opts Options) (*Adapter, error) {
 		b.HandleRaw(protocol.SuffixConnect, a.onConnect)
 	}
 	b.HandleRaw(protocol.SuffixEventDisconnect, a.onEvent)
+	if opts.Resume {
+		b.HandleRaw(protocol.SuffixEventResume, a.onEvent)
+	}
 	if len(toks) == 0 {
 		b.HandleRaw(protocol.SuffixAllRoutes, a.onRoute)
 	}

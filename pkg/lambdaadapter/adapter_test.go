@@ -11,12 +11,14 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-lambda-go/lambdacontext"
+	"github.com/nats-io/nats.go"
 
 	"github.com/switchboardgw/switchboard/internal/conn"
 	"github.com/switchboardgw/switchboard/internal/lifecycle"
 	"github.com/switchboardgw/switchboard/internal/testenv"
 	"github.com/switchboardgw/switchboard/pkg/backend"
 	"github.com/switchboardgw/switchboard/pkg/lambdaadapter"
+	"github.com/switchboardgw/switchboard/pkg/protocol"
 )
 
 const deadline = 30 * time.Second
@@ -195,5 +197,49 @@ func TestNewRejectsRouteKeysTheGatewayNeverRoutesTo(t *testing.T) {
 	}
 	if _, err := lambdaadapter.New(n.Connect(t), handler, lambdaadapter.Options{Prefix: "sb.*"}); err == nil || !strings.Contains(err.Error(), "subject prefix") {
 		t.Errorf("prefix sb.*: %v, want a subject prefix error", err)
+	}
+}
+
+func TestResumeIsTheRouteKeyResumeWhenAskedFor(t *testing.T) {
+	got := make(chan events.APIGatewayWebsocketProxyRequest, 1)
+	handler := func(_ context.Context, req events.APIGatewayWebsocketProxyRequest) error {
+		got <- req
+		return nil
+	}
+	l := setup(t, handler, lambdaadapter.Options{Prefix: "rs", Resume: true})
+	m := meta("")
+	if err := l.Resumed(m, 2140*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case req := <-got:
+		rc := req.RequestContext
+		if rc.RouteKey != "$resume" || rc.EventType != "RESUME" || rc.ConnectionID != m.ID {
+			t.Fatalf("RESUME invocation %+v", rc)
+		}
+	case <-time.After(deadline):
+		t.Fatal("handler not invoked for RESUME")
+	}
+}
+
+func TestResumeIsNotDeliveredByDefault(t *testing.T) {
+	// An unchanged AWS handler would take "$resume" for a message: without
+	// Options.Resume the adapter does not even subscribe.
+	n := testenv.StartNATS(t)
+	handler := func(context.Context, events.APIGatewayWebsocketProxyRequest) error {
+		t.Error("handler invoked for RESUME")
+		return nil
+	}
+	a, err := lambdaadapter.New(n.Connect(t), handler, lambdaadapter.Options{Prefix: "rs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Drain() })
+	_, err = n.Connect(t).Request("rs."+protocol.SuffixEventResume, []byte(`{}`), deadline)
+	if !errors.Is(err, nats.ErrNoResponders) {
+		t.Fatalf("request to the RESUME subject: %v, want no responders", err)
 	}
 }

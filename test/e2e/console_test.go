@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/switchboardgw/switchboard/pkg/connections"
 )
 
 // The web console's browser tests: headless Chromium (Debian's chromium,
@@ -290,6 +292,34 @@ func TestConsole(t *testing.T) {
 	}
 	waitJS(t, ctx, "dave's DISCONNECT in the tail", row("disconnect"))
 	screenshot(t, ctx, "events")
+
+	// A resumable connection whose socket is cut: its detail says detached,
+	// and its resume is a row of the tail, which stays open meanwhile.
+	frank := dialResume(t, cl, 1, "user=frank&resume=1")
+	frank.cut(t)
+	router, err := connections.New(cl.routers[0].apiURL(), connections.Options{Token: consoleToken, HTTPClient: cl.http})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitTimeout, "frank detached", func() error {
+		info, err := router.Get(context.Background(), frank.id)
+		if err != nil || !info.Detached {
+			return fmt.Errorf("GET: %+v %v", info, err)
+		}
+		return nil
+	})
+	do(t, ctx, "open frank", chromedp.Click(`#tabs button[data-view=connections]`),
+		chromedp.SetValue("#conn-by", "id"), chromedp.SetValue("#conn-q", frank.id), chromedp.Click("#conn-form button"))
+	fsel := fmt.Sprintf(`#conn-results button[data-id=%q]`, frank.id)
+	waitJS(t, ctx, "frank found", fmt.Sprintf(`document.querySelector(%q)`, fsel))
+	do(t, ctx, "open frank's details", chromedp.Click(fsel))
+	waitJS(t, ctx, "frank's details say detached", fmt.Sprintf(`document.querySelector("#d-id").textContent === %q && document.querySelector("#d-state").textContent === "detached"`, frank.id))
+	if _, err := dial(t, cl.edges[1].wsURL()+"/?"+frank.resumeQuery(), 1); err != nil {
+		t.Fatal(err)
+	}
+	do(t, ctx, "back to the tail", chromedp.Click(`#tabs button[data-view=events]`))
+	waitJS(t, ctx, "frank's RESUME in the tail", fmt.Sprintf(`[...document.querySelectorAll("#tail tr.ev-resume")].some(r => r.cells[3].textContent === %q && r.cells[4].textContent === "frank" && r.cells[5].textContent === %q && /^away \d+ ms$/.test(r.cells[6].textContent))`,
+		frank.id, cl.edges[1].nodeID))
 	do(t, ctx, "pause tail", chromedp.Click("#tail-toggle"))
 	waitJS(t, ctx, "tail paused", `document.querySelector("#tail-status").textContent === "Paused."`)
 	rows := evaluate(t, ctx, "rows", chromedp.Evaluate[int](`document.querySelectorAll("#tail tbody tr").length`))

@@ -251,7 +251,8 @@ async function openConn(id) {
     $("#d-ua").textContent = c.identity.userAgent;
     $("#d-connected").textContent = c.connectedAt;
     $("#d-active").textContent = c.lastActiveAt;
-    $("#d-state").textContent = "open";
+    // A resumable connection whose client is away, within its resume window (docs/resume.md).
+    $("#d-state").textContent = c.detached ? "detached" : "open";
     $("#conn-detail").hidden = false;
   } catch (e) {
     $("#d-state").textContent = e.status === 410 ? "gone" : "error: " + e.message;
@@ -390,7 +391,7 @@ function tailEvent(ev) {
   cell(tr, ev.connectionId || "");
   cell(tr, ev.userId || "");
   cell(tr, ev.nodeId || "");
-  cell(tr, ev.preview || "");
+  cell(tr, ev.type === "resume" ? "away " + (ev.detachedMs || 0) + " ms" : ev.preview || "");
   const tb = $("#tail tbody");
   tb.prepend(tr);
   while (tb.rows.length > maxRows) tb.deleteRow(-1);

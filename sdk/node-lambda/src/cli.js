@@ -17,8 +17,9 @@ Runs API Gateway WebSocket Lambda handlers as a Switchboard backend over NATS.
   --handler FILE.EXPORT   the handler, as Lambda names it (./index.handler: the
                           export "handler" of ./index.js, .mjs or .cjs)
   --routes KEYS           comma-separated route keys --handler serves: $connect,
-                          $disconnect, $default, custom keys, or * for every
-                          message route (default: $connect,$disconnect,*)
+                          $disconnect, $resume (only if listed), $default,
+                          custom keys, or * for every message route
+                          (default: $connect,$disconnect,*)
   --route KEY=FILE.EXPORT one handler for one route key, as API Gateway maps a
                           route to a function (repeatable)
   --nats URLS             NATS server URL(s), comma-separated

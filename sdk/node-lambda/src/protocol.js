@@ -19,6 +19,12 @@ export const Header = Object.freeze({
 /** Route keys the gateway treats specially. */
 export const CONNECT = '$connect';
 export const DISCONNECT = '$disconnect';
+/**
+ * RESUME events: a detached connection came back with the same ID
+ * (docs/resume.md). API Gateway has no such invocation, so a runner gets
+ * them only when "$resume" is one of its route keys; "*" does not cover it.
+ */
+export const RESUME = '$resume';
 export const DEFAULT = '$default';
 /** Every message route (the subject wildcard `<prefix>.route.>`). */
 export const ALL_ROUTES = '*';
@@ -44,16 +50,17 @@ export function routeToken(key) {
 /**
  * The subject a route key's events arrive on.
  * @param {string} prefix the gateway's subject prefix
- * @param {string} key a route key, "$connect", "$disconnect" or "*"
- * @returns {{subject: string, kind: 'connect'|'disconnect'|'route'}}
+ * @param {string} key a route key, "$connect", "$disconnect", "$resume" or "*"
+ * @returns {{subject: string, kind: 'connect'|'event'|'route'}}
  */
 export function subjectFor(prefix, key) {
   if (key === CONNECT) return { subject: `${prefix}.connect`, kind: 'connect' };
-  if (key === DISCONNECT) return { subject: `${prefix}.event.disconnect`, kind: 'disconnect' };
+  if (key === DISCONNECT) return { subject: `${prefix}.event.disconnect`, kind: 'event' };
+  if (key === RESUME) return { subject: `${prefix}.event.resume`, kind: 'event' };
   if (key === ALL_ROUTES) return { subject: `${prefix}.route.>`, kind: 'route' };
   const tok = routeToken(key);
   if (tok === '') {
-    throw new Error(`route key ${JSON.stringify(key)} is not one the gateway routes to (1-128 printable ASCII characters without . * > " \\, not starting with $, or one of $connect, $disconnect, $default)`);
+    throw new Error(`route key ${JSON.stringify(key)} is not one the gateway routes to (1-128 printable ASCII characters without . * > " \\, not starting with $, or one of $connect, $disconnect, $resume, $default)`);
   }
   return { subject: `${prefix}.route.${tok}`, kind: 'route' };
 }

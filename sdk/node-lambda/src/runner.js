@@ -12,7 +12,7 @@ import { ALL_ROUTES, CONNECT_FAILED, Header, checkPrefix, connectReply, routeRep
 
 /**
  * @typedef {object} FunctionSpec
- * @property {string[]} routes route keys: "$connect", "$disconnect", "$default", custom keys, or "*" for every message route
+ * @property {string[]} routes route keys: "$connect", "$disconnect", "$resume", "$default", custom keys, or "*" for every message route
  * @property {Function} handler the Lambda handler, (event, context[, callback])
  * @property {string} [name] context.functionName (default: "switchboard-lambda")
  */
@@ -54,7 +54,7 @@ export class Runner {
     this.timeoutMs = positive('timeoutMs', opts.timeoutMs ?? 3000);
     this.log = opts.logger ?? silent;
     this.lanes = new Lanes(positive('concurrency', opts.concurrency ?? 64, true), positive('maxPending', opts.maxPending ?? 4096, true));
-    /** @type {Array<{key: string, subject: string, kind: 'connect'|'disconnect'|'route', fn: Function, name: string}>} */
+    /** @type {Array<{key: string, subject: string, kind: 'connect'|'event'|'route', fn: Function, name: string}>} */
     this.bindings = [];
     const seen = new Set();
     let anyRoute = false;
@@ -152,8 +152,8 @@ export class Runner {
         this.respond(msg, body);
         return;
       }
-      case 'disconnect':
-        return; // an event: nobody waits for an answer
+      case 'event':
+        return; // $disconnect, $resume: nobody waits for an answer
       case 'route': {
         if (!wantsReply(msg)) return; // one-way, as AWS_PROXY without a route response: the result is dropped
         if (!out.ok) {

@@ -19,7 +19,7 @@ const accessKey = 'AKIDSWITCHBOARDTEST';
 const secretKey = 'c2VjcmV0LWZvci10ZXN0cy1vbmx5';
 const twoWay = 'whoami,echo,info,fail,status500,slow,binary,drainme';
 // The routes of the main runner; drainme has a runner of its own.
-const routes = '$connect,$disconnect,$default,sendmessage,kick,badkey,' + twoWay.replace(',drainme', '');
+const routes = '$connect,$disconnect,$resume,$default,sendmessage,kick,badkey,' + twoWay.replace(',drainme', '');
 
 let gw;
 let nc;
@@ -194,6 +194,29 @@ describe('$disconnect', () => {
     assert.equal(d.disconnectStatusCode, 1000);
     assert.equal(d.disconnectReason, 'Connection Closed Normally');
     assert.equal(d.authorizer.principalId, 'user-d5');
+  });
+});
+
+describe('$resume', () => {
+  it('a resumed connection is one $resume invocation, never a second $connect or a $disconnect', async () => {
+    const first = await connectWS(url('?test=r1&resume=1'));
+    const s = await first.nextJSON();
+    assert.equal(s.type, 'session');
+    first.ws.terminate(); // the socket dies without a close handshake: the connection is detached
+    await first.closed;
+    const again = await connectWS(url(`?resume=${encodeURIComponent(s.token)}&received=0`));
+    const r = await again.nextJSON();
+    assert.deepEqual([r.connectionId, r.resumed, r.recovered], [s.connectionId, true, true]);
+    const of = (key) => observed((o) => o.routeKey === key && o.connectionId === s.connectionId);
+    await eventually('the $resume invocation', () => of('$resume').length === 1);
+    const e = of('$resume')[0];
+    assert.equal(e.eventType, 'RESUME');
+    assert.equal(e.authorizer.principalId, 'user-r1');
+    assert.ok(Number.isInteger(e.detachedMs) && e.detachedMs >= 0, `detachedMs ${e.detachedMs}`);
+    await again.close(1000);
+    await eventually('its one $disconnect', () => of('$disconnect').length === 1);
+    assert.equal(of('$connect').length, 1);
+    assert.equal(of('$resume').length, 1);
   });
 });
 

@@ -89,7 +89,8 @@ describe('loadHandler', () => {
 describe('protocol', () => {
   test('route keys map to subjects as the edge maps them', () => {
     assert.deepEqual(subjectFor('sb', '$connect'), { subject: 'sb.connect', kind: 'connect' });
-    assert.deepEqual(subjectFor('acme.ws', '$disconnect'), { subject: 'acme.ws.event.disconnect', kind: 'disconnect' });
+    assert.deepEqual(subjectFor('acme.ws', '$disconnect'), { subject: 'acme.ws.event.disconnect', kind: 'event' });
+    assert.deepEqual(subjectFor('sb', '$resume'), { subject: 'sb.event.resume', kind: 'event' });
     assert.deepEqual(subjectFor('sb', '$default'), { subject: 'sb.route._default', kind: 'route' });
     assert.deepEqual(subjectFor('sb', 'chat/join'), { subject: 'sb.route.chat/join', kind: 'route' });
     assert.deepEqual(subjectFor('sb', '*'), { subject: 'sb.route.>', kind: 'route' });
@@ -215,5 +216,7 @@ describe('configuration', () => {
     assert.throws(() => new Runner(fakeNC, { prefix: 'a.>', functions: [{ routes: ['a'], handler: fn }] }), /prefix/);
     assert.throws(() => new Runner(fakeNC, { queue: 'a b', functions: [{ routes: ['a'], handler: fn }] }), /queue/);
     assert.deepEqual(new Runner(fakeNC, { prefix: 'p', functions: [{ routes: ['$connect', '*'], handler: fn }] }).subjects(), ['p.connect', 'p.route.>']);
+    // "*" is every message route, never RESUME events: "$resume" is asked for by name, and may go with "*".
+    assert.deepEqual(new Runner(fakeNC, { prefix: 'p', functions: [{ routes: ['*', '$resume'], handler: fn }] }).subjects(), ['p.route.>', 'p.event.resume']);
   });
 });

@@ -196,6 +196,23 @@ func buildDir(dir string) (string, func(), error) {
 	return tmp, func() { os.RemoveAll(tmp) }, nil
 }
 
+// binary is a package to build and where its path goes.
+type binary struct {
+	pkg string
+	dst *string
+}
+
+// buildBinaries builds every binary into dir (see buildDir), in order.
+func buildBinaries(ctx context.Context, dir string, log io.Writer, bins ...binary) error {
+	for _, b := range bins {
+		var err error
+		if *b.dst, err = buildBinary(ctx, dir, b.pkg, log); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // buildBinary builds pkg (a path from the repository root) into dir.
 func buildBinary(ctx context.Context, dir, pkg string, log io.Writer) (string, error) {
 	out := filepath.Join(dir, filepath.Base(pkg))

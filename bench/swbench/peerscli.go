@@ -66,14 +66,10 @@ func peersCLI(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer cleanup()
-	for _, b := range []struct {
-		pkg string
-		dst *string
-	}{{"./cmd/edge", &cfg.Bins.Edge}, {"./cmd/router", &cfg.Bins.Router}, {"./bench/cmd/baseline", &cfg.Bins.Baseline},
-		{"./bench/cmd/swload", &cfg.Bins.Swload}, {"./bench/cmd/connectd", &cfg.Bins.Connectd}} {
-		if *b.dst, err = buildBinary(ctx, dir, b.pkg, stderr); err != nil {
-			return err
-		}
+	if err := buildBinaries(ctx, dir, stderr, binary{"./cmd/edge", &cfg.Bins.Edge}, binary{"./cmd/router", &cfg.Bins.Router},
+		binary{"./bench/cmd/baseline", &cfg.Bins.Baseline}, binary{"./bench/cmd/swload", &cfg.Bins.Swload},
+		binary{"./bench/cmd/connectd", &cfg.Bins.Connectd}); err != nil {
+		return err
 	}
 	cache, err := ToolCacheDir()
 	if err != nil && (*cfBin == "" || *natsBin == "") {

@@ -57,14 +57,9 @@ func scaleCLI(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer cleanup()
-	for _, b := range []struct {
-		pkg string
-		dst *string
-	}{{"./cmd/edge", &cfg.Bins.Edge}, {"./cmd/router", &cfg.Bins.Router},
-		{"./bench/cmd/swload", &cfg.Bins.Swload}, {"./bench/cmd/connectd", &cfg.Bins.Connectd}} {
-		if *b.dst, err = buildBinary(ctx, dir, b.pkg, stderr); err != nil {
-			return err
-		}
+	if err := buildBinaries(ctx, dir, stderr, binary{"./cmd/edge", &cfg.Bins.Edge}, binary{"./cmd/router", &cfg.Bins.Router},
+		binary{"./bench/cmd/swload", &cfg.Bins.Swload}, binary{"./bench/cmd/connectd", &cfg.Bins.Connectd}); err != nil {
+		return err
 	}
 	if cfg.Bins.NATSServer = *natsBin; *natsBin == "" {
 		cache, err := ToolCacheDir()

@@ -271,13 +271,7 @@ func (s *Server) tryResume(nc net.Conn, req *Request, ask resumeAsk, raw, leftov
 				if err != nil {
 					rejectReason = "denied"
 					c.unclaim()
-					var rej *Reject
-					if errors.As(err, &rej) {
-						return nil, ws.RejectConnectionError(ws.RejectionStatus(rej.Status),
-							ws.RejectionHeader(ws.HandshakeHeaderHTTP(rej.Header)), ws.RejectionReason(rej.Reason))
-					}
-					s.log.Warn("resume failed", "conn", c.id, "err", err)
-					return nil, ws.RejectConnectionError(ws.RejectionStatus(http.StatusInternalServerError), ws.RejectionReason("resume failed"))
+					return nil, s.refusal(c, err, "resume failed", "resume failed")
 				}
 			}
 			h := http.Header{}

@@ -165,13 +165,7 @@ func (s *Server) connect(c *Conn, req *Request) (ws.HandshakeHeader, error) {
 		cancel()
 		if err != nil {
 			c.refuse()
-			var rej *Reject
-			if errors.As(err, &rej) {
-				return nil, ws.RejectConnectionError(ws.RejectionStatus(rej.Status),
-					ws.RejectionHeader(ws.HandshakeHeaderHTTP(rej.Header)), ws.RejectionReason(rej.Reason))
-			}
-			s.log.Warn("$connect failed", "conn", c.id, "err", err)
-			return nil, ws.RejectConnectionError(ws.RejectionStatus(http.StatusInternalServerError), ws.RejectionReason("connect failed"))
+			return nil, s.refusal(c, err, "$connect failed", "connect failed")
 		}
 	}
 	h := http.Header{}
@@ -352,4 +346,16 @@ func (s *Server) reject(nc net.Conn, reason string, status int, msg string) {
 	_, _ = fmt.Fprintf(nc, "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
 		status, http.StatusText(status), len(msg), msg)
 	_ = nc.Close()
+}
+
+// refusal is the upgrade's answer when the handler refused it: its Reject
+// as it is; anything else is a 500, logged as what failed.
+func (s *Server) refusal(c *Conn, err error, logMsg, reason string) error {
+	var rej *Reject
+	if errors.As(err, &rej) {
+		return ws.RejectConnectionError(ws.RejectionStatus(rej.Status),
+			ws.RejectionHeader(ws.HandshakeHeaderHTTP(rej.Header)), ws.RejectionReason(rej.Reason))
+	}
+	s.log.Warn(logMsg, "conn", c.id, "err", err)
+	return ws.RejectConnectionError(ws.RejectionStatus(http.StatusInternalServerError), ws.RejectionReason(reason))
 }

@@ -56,9 +56,12 @@ type index struct {
 
 	subscribe   func(subject string) (*nats.Subscription, error)
 	unsubscribe func(*nats.Subscription)
-	onMembers   func(delta int) // group memberships gauge
-	onSubs      func(delta int) // subscriptions gauge
-	broadcast   string
+	// subscribed counts the subscriptions join made; a caller holding mu
+	// for all its joins reads how many were its own (see Service.confirm).
+	subscribed int
+	onMembers  func(delta int) // group memberships gauge
+	onSubs     func(delta int) // subscriptions gauge
+	broadcast  string
 }
 
 func newIndex(broadcast string) *index {
@@ -80,6 +83,7 @@ func (x *index) join(m *member, subject string) error {
 				return err
 			}
 			t.sub = sub
+			x.subscribed++
 			x.onSubs(1)
 		}
 		x.targets[subject] = t

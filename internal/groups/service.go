@@ -374,6 +374,7 @@ func (s *Service) Track(c Conn, user string, groups []string) error {
 		x.mu.Unlock()
 		return ErrAlreadyTracked
 	}
+	subs := x.subscribed
 	m := &member{c: c, user: user}
 	x.conns[id] = m
 	_ = x.join(m, x.broadcast) // cannot fail: no subscription per broadcast member
@@ -401,7 +402,11 @@ func (s *Service) Track(c Conn, user string, groups []string) error {
 		m.groups = append(m.groups, g)
 	}
 	user, joined := m.user, slices.Clone(m.groups)
+	fresh := x.subscribed != subs
 	x.mu.Unlock()
+	if fresh {
+		s.confirm()
+	}
 	x.onMembers(len(joined))
 	if user != "" || len(joined) > 0 {
 		s.enqueue(id, func(ctx context.Context) error { return s.deps.Store.Add(ctx, id, user, joined...) }, nil)
@@ -481,6 +486,20 @@ func (s *Service) Reassert(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// confirmWait bounds confirm's round trip to the NATS server.
+const confirmWait = 2 * time.Second
+
+// confirm waits until the NATS server has the subscriptions made so far: a
+// member that just joined a subject this node had no interest in gets
+// every message sent after its join returned, even one published at once
+// through another node. Only the first local member of a subject pays the
+// round trip. If NATS is away, the subscription is sent on reconnect.
+func (s *Service) confirm() {
+	if err := s.deps.NC.FlushTimeout(confirmWait); err != nil {
+		s.log.Debug("groups: subscription not confirmed by the NATS server yet", "err", err)
+	}
+}
+
 // LocalGroups lists the groups of a local connection (nil if not tracked).
 func (s *Service) LocalGroups(id string) []string {
 	if s.idx == nil {
@@ -504,12 +523,17 @@ func (s *Service) addLocal(ctx context.Context, group, id string) error {
 		x.mu.Unlock()
 		return fmt.Errorf("%w (max %d)", ErrTooManyGroups, s.cfg.MaxGroupsPerConn)
 	}
+	subs := x.subscribed
 	if err := x.join(m, s.subj.groupSubject(group)); err != nil {
 		x.mu.Unlock()
 		return err
 	}
 	m.groups = append(m.groups, group)
+	fresh := x.subscribed != subs
 	x.mu.Unlock()
+	if fresh {
+		s.confirm()
+	}
 	x.onMembers(1)
 	s.storeWait(ctx, id, func(ctx context.Context) error { return s.deps.Store.Add(ctx, id, "", group) })
 	// Untrack may have run meanwhile and queued its RemoveConn before this

@@ -341,8 +341,11 @@ func TestAuthorizeDeadlineHoldsWhenNATSStopsReading(t *testing.T) {
 		if err != nil || !d.Allow {
 			t.Fatalf("handshake %d: %+v, %v; want accepted (optional mode)", i, d, err)
 		}
-		if e > timeout+200*time.Millisecond {
-			t.Fatalf("handshake %d took %s with NATS stalled, bound %s", i, e, timeout)
+		// NATS stays stalled until the test ends: any answer in bounded
+		// time is the deadline holding. The slack is for a loaded machine
+		// (653 ms was seen at load 20 for the 300 ms deadline).
+		if e > timeout+2*time.Second {
+			t.Fatalf("handshake %d took %s with NATS stalled, deadline %s", i, e, timeout)
 		}
 	}
 	// 8 requests are stuck in the NATS client: the 9th on failed at once.

@@ -235,8 +235,12 @@ describe('replicas', () => {
     const pids = new Set(flat.map((r) => r.pid));
     assert.equal(pids.size, 2, `replies came from ${[...pids]}`);
     assert.ok(pids.has(b.proc.pid), `runner-b (${b.proc.pid}) answered none`);
-    // Each echo event was invoked exactly once, across both replicas.
-    for (const r of flat) assert.equal(observed((o) => o.routeKey === 'echo' && o.requestId === r.requestId).length, 1);
+    // Each echo event was invoked exactly once, across both replicas. The
+    // handler reports on a NATS connection of its own, which may reach us
+    // after its reply reached the client: wait for every report first.
+    const reports = (r) => observed((o) => o.routeKey === 'echo' && o.requestId === r.requestId).length;
+    await eventually('a report of every echo', () => flat.every((r) => reports(r) > 0));
+    for (const r of flat) assert.equal(reports(r), 1, `echo ${r.requestId} handled ${reports(r)} times`);
     for (const c of cs) assert.equal(c.inbox.length, 0, 'no duplicate reply');
     await Promise.all(cs.map((c) => c.close()));
     b.signal('SIGTERM');

@@ -47,6 +47,8 @@ type connRec struct {
 	// afterDisconnect counts CONNECT and MESSAGE events received after the
 	// connection's first DISCONNECT: the backend was told it was gone.
 	afterDisconnect int
+	// lateNumbered holds the n of each MESSAGE "m<n>" among them.
+	lateNumbered []int
 }
 
 type disconnect struct {
@@ -170,6 +172,10 @@ func (r *recorder) handle(data []byte) {
 	}
 	if len(c.disconnects) > 0 && rc.EventType != "DISCONNECT" {
 		c.afterDisconnect++
+		var n int
+		if _, err := fmt.Sscanf(ev.Body, "m%d", &n); err == nil && rc.EventType == "MESSAGE" {
+			c.lateNumbered = append(c.lateNumbered, n)
+		}
 	}
 	switch rc.EventType {
 	case "MESSAGE":
@@ -241,6 +247,31 @@ func (r *recorder) eventsAfterDisconnect(ids []string) (events, extraDisconnects
 		}
 	}
 	return events, extraDisconnects
+}
+
+// eventsAfterDisconnectBut is eventsAfterDisconnect without the MESSAGE
+// events of the numbered messages "m<n>" with n < before[id], counted apart
+// as early: those a node may have handed to NATS before it stopped.
+func (r *recorder) eventsAfterDisconnectBut(before map[string]int) (events, early, extraDisconnects int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id, b := range before {
+		c := r.byID[id]
+		if c == nil {
+			continue
+		}
+		events += c.afterDisconnect
+		for _, n := range c.lateNumbered {
+			if n < b {
+				events--
+				early++
+			}
+		}
+		if len(c.disconnects) > 1 {
+			extraDisconnects += len(c.disconnects) - 1
+		}
+	}
+	return events, early, extraDisconnects
 }
 
 // idOf returns the connection ID of the client with key.

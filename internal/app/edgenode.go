@@ -26,6 +26,7 @@ import (
 	"github.com/switchboardgw/switchboard/internal/groups"
 	"github.com/switchboardgw/switchboard/internal/lifecycle"
 	"github.com/switchboardgw/switchboard/internal/proxyproto"
+	"github.com/switchboardgw/switchboard/internal/relay"
 	"github.com/switchboardgw/switchboard/internal/rules"
 	"github.com/switchboardgw/switchboard/internal/session"
 	"github.com/switchboardgw/switchboard/internal/tlsreload"
@@ -50,6 +51,7 @@ type Edge struct {
 	cmds    *cluster.CommandServer
 	router  *cluster.Router
 	groups  *groups.Service
+	relay   *relay.Service // resume through another edge
 
 	// trustedPeer: a TCP peer in -trusted-proxies (nil when none), exempt
 	// from -max-handshakes-per-ip on its own address.
@@ -196,12 +198,22 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 	if err != nil {
 		return nil, err
 	}
+	e.relay, err = relay.New(relay.Config{Prefix: cfg.NATS.Prefix, NodeID: e.nodeID}, relay.Deps{NC: e.nc,
+		Call:        func(ctx context.Context, msg *nats.Msg) (*nats.Msg, error) { return e.router.Command(ctx, msg) },
+		Credentials: e.handler.ResumeCredentials, Target: e.handler.ResumeTarget, Fence: e.node,
+		Resume: func(ask edge.RemoteAsk, check func(*edge.Conn) error, sock net.Conn) (edge.RelayedResume, error) {
+			return e.ws.ResumeRelayed(ask, check, sock)
+		},
+		Logger: log, Registerer: e.reg})
+	if err != nil {
+		return nil, err
+	}
 	ln, err := e.listen(cfg)
 	if err != nil {
 		return nil, err
 	}
 	e.ws, err = edge.New(cfg.Edge, edge.Options{NodeID: e.nodeID, Handler: e.handler, Registerer: e.reg, Logger: log,
-		Listener: ln, ClientIP: e.clientIP, TrustedPeer: e.trustedPeer})
+		Listener: ln, ClientIP: e.clientIP, TrustedPeer: e.trustedPeer, Remote: e.relay})
 	if err != nil {
 		ln.Close()
 		return nil, err
@@ -216,6 +228,9 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 		return nil, err
 	}
 	if err := e.cmds.Handle(membership); err != nil {
+		return nil, err
+	}
+	if err := e.cmds.Handle(e.relay.Commands()); err != nil {
 		return nil, err
 	}
 	e.router, err = cluster.NewRouter(cluster.RouterConfig{Prefix: cfg.NATS.Prefix, Self: e.nodeID},
@@ -291,6 +306,7 @@ func (e *Edge) Run(ctx context.Context) error {
 	run("janitor", func() error { return e.janitor.Run(rctx) })
 	run("command server", func() error { return e.cmds.Run(rctx) })
 	run("groups", func() error { return e.groups.Run(rctx) })
+	run("relay", func() error { return e.relay.Run(rctx) })
 	run("websocket", func() error { return e.ws.Run(rctx) })
 	run("admin", e.admin.run)
 	if e.api != nil {
@@ -357,6 +373,10 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 		if e.tlsLn != nil {
 			e.tlsLn.Wait() // the TLS bridges end with their connections
 		}
+		// After the edge: the close frames of relayed connections went
+		// through their pipes. Clients relayed here to another owner lose
+		// their socket and resume elsewhere.
+		add(e.relay.Shutdown(ctx))
 		add(e.handler.Shutdown(ctx)) // every record removed (or queued for the registry)
 		add(e.groups.Shutdown(ctx))
 		if e.console != nil {
@@ -395,6 +415,9 @@ func (e *Edge) abandon() {
 	}
 	if e.groups != nil {
 		_ = e.groups.Shutdown(ctx)
+	}
+	if e.relay != nil {
+		_ = e.relay.Shutdown(ctx)
 	}
 	if e.lc != nil {
 		_ = e.lc.Shutdown(ctx)

@@ -231,7 +231,7 @@ func (s *Server) tryResume(nc net.Conn, req *Request, ask resumeAsk, raw, leftov
 	}
 	c := s.hub.get(ask.id)
 	if c == nil {
-		return false, failUnknown
+		return s.resumeRemote(nc, req, ask, raw, leftover, start)
 	}
 	if reason := c.claim(ask); reason != "" {
 		return false, reason
@@ -271,7 +271,7 @@ func (s *Server) tryResume(nc net.Conn, req *Request, ask resumeAsk, raw, leftov
 				if err != nil {
 					rejectReason = "denied"
 					c.unclaim()
-					return nil, s.refusal(c, err, "resume failed", "resume failed")
+					return nil, s.refusal(c.id, err, "resume failed", "resume failed")
 				}
 			}
 			h := http.Header{}

@@ -165,7 +165,7 @@ func (s *Server) connect(c *Conn, req *Request) (ws.HandshakeHeader, error) {
 		cancel()
 		if err != nil {
 			c.refuse()
-			return nil, s.refusal(c, err, "$connect failed", "connect failed")
+			return nil, s.refusal(c.id, err, "$connect failed", "connect failed")
 		}
 	}
 	h := http.Header{}
@@ -350,12 +350,12 @@ func (s *Server) reject(nc net.Conn, reason string, status int, msg string) {
 
 // refusal is the upgrade's answer when the handler refused it: its Reject
 // as it is; anything else is a 500, logged as what failed.
-func (s *Server) refusal(c *Conn, err error, logMsg, reason string) error {
+func (s *Server) refusal(id string, err error, logMsg, reason string) error {
 	var rej *Reject
 	if errors.As(err, &rej) {
 		return ws.RejectConnectionError(ws.RejectionStatus(rej.Status),
 			ws.RejectionHeader(ws.HandshakeHeaderHTTP(rej.Header)), ws.RejectionReason(rej.Reason))
 	}
-	s.log.Warn(logMsg, "conn", c.id, "err", err)
+	s.log.Warn(logMsg, "conn", id, "err", err)
 	return ws.RejectConnectionError(ws.RejectionStatus(http.StatusInternalServerError), ws.RejectionReason(reason))
 }

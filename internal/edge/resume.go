@@ -306,6 +306,7 @@ type resumeMetrics struct {
 	resumes  prometheus.Counter
 	failures *prometheus.CounterVec
 	replayed prometheus.Counter
+	relayed  prometheus.Counter
 }
 
 func newResumeMetrics(reg prometheus.Registerer) *resumeMetrics {
@@ -321,6 +322,8 @@ func newResumeMetrics(reg prometheus.Registerer) *resumeMetrics {
 			Help: "Resume requests answered recovered:false with a fresh connection, by reason (unknown, token, gap, received, disabled)."}, []string{"reason"}),
 		replayed: f.NewCounter(prometheus.CounterOpts{Name: "switchboard_resume_replayed_total",
 			Help: "Messages sent again on resume: lost in flight or queued while detached."}),
+		relayed: f.NewCounter(prometheus.CounterOpts{Name: "switchboard_resume_relayed_total",
+			Help: "Resumes this edge received for a connection another node holds, relayed to that node (counted in switchboard_resumes_total there)."}),
 	}
 	for _, r := range failReasons {
 		m.failures.WithLabelValues(r)

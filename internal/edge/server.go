@@ -28,6 +28,7 @@ type Server struct {
 	cfg      Config
 	nodeID   string
 	handler  Handler
+	remote   RemoteResumer // nil: a resume for a connection not here gets recovered:false
 	clientIP func(peer string, h http.Header) string
 	log      *slog.Logger
 	metrics  *metrics
@@ -76,6 +77,10 @@ type Options struct {
 	// the client its PROXY header or forwarding header names, once known.
 	// nil: no peer is trusted, every connection is charged to its peer.
 	TrustedPeer func(netip.Addr) bool
+	// Remote resumes through their owner the connections this edge does
+	// not hold (docs/resume.md); nil: such a resume gets recovered:false
+	// (unknown) and a fresh connection.
+	Remote RemoteResumer
 }
 
 // New validates cfg and listens. Serving starts with Run.
@@ -105,7 +110,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
-		cfg: cfg, nodeID: opts.NodeID, handler: opts.Handler, clientIP: opts.ClientIP, log: opts.Logger,
+		cfg: cfg, nodeID: opts.NodeID, handler: opts.Handler, remote: opts.Remote, clientIP: opts.ClientIP, log: opts.Logger,
 		metrics: newMetrics(opts.Registerer), resume: newResumeMetrics(opts.Registerer), ln: ln, reactor: r, hub: newHub(),
 		hsSem: make(chan struct{}, cfg.MaxHandshakes), trustedPeer: opts.TrustedPeer, ctx: ctx, cancel: cancel,
 		done: make(chan struct{}),

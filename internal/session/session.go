@@ -308,33 +308,55 @@ func (h *Handler) Connect(ctx context.Context, c *edge.Conn, r *edge.Request) (*
 }
 
 // Resume checks a resume handshake of detached c (docs/resume.md): the
-// node must be healthy, the JWT (when the built-in authorizer is on) valid
-// and naming the user the connection was opened with, and the connection
-// rates allow it. $connect does not run again: the connection keeps what
+// request's credentials (ResumeCredentials) and the connection
+// (ResumeTarget). $connect does not run again: the connection keeps what
 // it was admitted with.
 func (h *Handler) Resume(_ context.Context, c *edge.Conn, r *edge.Request) error {
+	user, err := h.ResumeCredentials(r)
+	if err != nil {
+		return err
+	}
+	return h.ResumeTarget(c, user)
+}
+
+// ResumeCredentials checks a resume request at the edge that received it,
+// whichever node holds the connection: this node must be healthy, the JWT
+// (when the built-in authorizer is on) valid, and the connection rates
+// must allow it. user is who the JWT names.
+func (h *Handler) ResumeCredentials(r *edge.Request) (user string, err error) {
+	if !h.node.Healthy() {
+		return "", &edge.Reject{Status: http.StatusServiceUnavailable, Reason: "node fenced: cluster lease not held"}
+	}
+	if h.jwt != nil {
+		jr, err := h.jwt.Authorize(r)
+		if err != nil {
+			s := authn.StatusOf(err)
+			h.log.Debug("JWT refused on resume", "reason", authn.ReasonOf(err))
+			return "", &edge.Reject{Status: s, Header: http.Header{"Www-Authenticate": {"Bearer"}}, Reason: http.StatusText(s)}
+		}
+		user = jr.UserID
+	}
+	if h.adm != nil {
+		if err := h.adm.AdmitResume(r.SourceIP); err != nil {
+			s := admission.StatusOf(err)
+			return "", &edge.Reject{Status: s, Reason: http.StatusText(s)}
+		}
+	}
+	return user, nil
+}
+
+// ResumeTarget checks at the node that holds c that it may be resumed by
+// user (ResumeCredentials' answer, here or at another edge): not revoked,
+// and with the JWT authorizer on, the user it was opened with.
+func (h *Handler) ResumeTarget(c *edge.Conn, user string) error {
 	if !h.node.Healthy() {
 		return &edge.Reject{Status: http.StatusServiceUnavailable, Reason: "node fenced: cluster lease not held"}
 	}
 	if st, ok := c.Value().(*connState); !ok || h.isRevoked(st) {
 		return &edge.Reject{Status: http.StatusGone, Reason: "connection gone"}
 	}
-	if h.jwt != nil {
-		jr, err := h.jwt.Authorize(r)
-		if err != nil {
-			s := authn.StatusOf(err)
-			h.log.Debug("JWT refused on resume", "conn", c.ID(), "reason", authn.ReasonOf(err))
-			return &edge.Reject{Status: s, Header: http.Header{"Www-Authenticate": {"Bearer"}}, Reason: http.StatusText(s)}
-		}
-		if jr.UserID != c.ResumeSubject() {
-			return &edge.Reject{Status: http.StatusForbidden, Reason: "token names another user"}
-		}
-	}
-	if h.adm != nil {
-		if err := h.adm.AdmitResume(r.SourceIP); err != nil {
-			s := admission.StatusOf(err)
-			return &edge.Reject{Status: s, Reason: http.StatusText(s)}
-		}
+	if h.jwt != nil && user != c.ResumeSubject() {
+		return &edge.Reject{Status: http.StatusForbidden, Reason: "token names another user"}
 	}
 	return nil
 }

@@ -10,14 +10,14 @@ package tlsterm
 import (
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"io"
 	"net"
-	"os"
 	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/switchboardgw/switchboard/internal/sockpair"
 )
 
 // Listener accepts TLS connections on inner and hands out plain ones.
@@ -49,7 +49,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		plain, bridge, err := socketpair()
+		plain, bridge, err := sockpair.New()
 		if err != nil {
 			raw.Close()
 			var errno unix.Errno
@@ -126,26 +126,3 @@ func (c *Conn) Handshake() error {
 
 // LocalAddr is the TLS listener's address.
 func (c *Conn) LocalAddr() net.Addr { return c.peer.LocalAddr() }
-
-func socketpair() (plain, bridge *net.UnixConn, err error) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, nil, fmt.Errorf("tlsterm: socketpair: %w", err)
-	}
-	conns := make([]*net.UnixConn, 2)
-	for i, fd := range fds {
-		f := os.NewFile(uintptr(fd), "tlsterm")
-		c, err := net.FileConn(f)
-		f.Close() // FileConn dup'ed it
-		if err != nil {
-			if i == 1 {
-				conns[0].Close()
-			} else {
-				unix.Close(fds[1])
-			}
-			return nil, nil, fmt.Errorf("tlsterm: %w", err)
-		}
-		conns[i] = c.(*net.UnixConn)
-	}
-	return conns[0], conns[1], nil
-}

@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,6 +29,12 @@ func dialResume(t *testing.T, cl *cluster, edge int, query string) *resumeClient
 	if err != nil {
 		t.Fatal(err)
 	}
+	return asResume(t, c)
+}
+
+// asResume waits for c's session frame.
+func asResume(t *testing.T, c *wsClient) *resumeClient {
+	t.Helper()
 	rc := &resumeClient{wsClient: c}
 	eventually(t, waitTimeout, "session frame", func() error {
 		msgs := c.messages()
@@ -68,8 +77,9 @@ func (c *resumeClient) cut(t *testing.T) {
 // order; the backend saw one CONNECT, one RESUME and no DISCONNECT, and
 // GET through the router said "detached" meanwhile. Then its socket is cut
 // again and the owner is SIGKILLed while it is detached: a resume on
-// another edge is told recovered:false and gets a fresh connection, and
-// the dead owner's connection gets the usual single DISCONNECT.
+// another edge is refused (503) while the owner's lease runs, then told
+// recovered:false with a fresh connection, and the dead owner's connection
+// gets the usual single DISCONNECT.
 func TestResumeOnItsEdgeThenOwnerKilled(t *testing.T) {
 	cl := startCluster(t, clusterConfig{edges: 2, edgeArgs: func(int) []string { return []string{"-resume-window", "60s"} }})
 	cl.rec.recordResumes()
@@ -131,7 +141,25 @@ func TestResumeOnItsEdgeThenOwnerKilled(t *testing.T) {
 	r.cut(t)
 	waitDetached(id)
 	cl.edges[0].p.kill()
-	f := dialResume(t, cl, 1, r.resumeQuery())
+	// The other edge cannot reach the owner: while its lease runs it may be
+	// only slow, so the resume is refused with 503 (the client retries, as
+	// after any failed upgrade); once the lease has expired, recovered:false.
+	q := r.resumeQuery()
+	refused := 0
+	var f *resumeClient
+	eventually(t, leaseTTL+30*time.Second, "an answer other than 503", func() error {
+		c, err := dial(t, cl.edges[1].wsURL()+"/?"+q, 1)
+		if err != nil {
+			if !strings.Contains(err.Error(), "503") {
+				t.Fatalf("resume after the owner died: %v, want 503 or recovered:false", err)
+			}
+			refused++
+			return err
+		}
+		f = asResume(t, c)
+		return nil
+	})
+	t.Logf("resume after the owner died: %d refusals (503) before recovered:false", refused)
 	if f.id == id || f.session["resumed"] != false || f.session["recovered"] != false {
 		t.Fatalf("resume after the owner died: %v, want recovered:false and a fresh connection", f.session)
 	}
@@ -144,5 +172,161 @@ func TestResumeOnItsEdgeThenOwnerKilled(t *testing.T) {
 	waitData(f, []string{"fresh"})
 	if err := router.PostText(ctx, id, []byte("late")); !errors.Is(err, connections.ErrGone) {
 		t.Fatalf("post to the dead owner's connection: %v, want 410", err)
+	}
+}
+
+// Scenario (docs/resume.md, "Resume through another edge"): a client's TCP
+// connection is cut while posts and group sends keep coming through the
+// router, and it resumes through the other edge. It gets every message,
+// in order, exactly once, across its two sockets; the connection keeps its
+// ID, its owner and its groups; the backend saw one CONNECT, one RESUME and
+// no DISCONNECT, and hears the client's messages from the owner as before.
+// Cut again, it resumes on its owner directly, and its close is one
+// DISCONNECT with the client's code. A forged and a spent token reaching
+// the other edge are told recovered:false and get fresh connections.
+func TestResumeThroughAnotherEdge(t *testing.T) {
+	cl := startCluster(t, clusterConfig{edges: 2, edgeArgs: func(int) []string { return []string{"-resume-window", "60s"} }})
+	cl.rec.recordResumes()
+	cl.rec.recordMessages()
+	router := cl.api(cl.routers[0].apiURL())
+	ctx := context.Background()
+	owner := cl.edges[0]
+
+	c := dialResume(t, cl, 0, "resume=1")
+	id := c.id
+	if err := router.AddToGroup(ctx, "room", id); err != nil {
+		t.Fatal(err)
+	}
+	// Two senders through the router, each one message at a time, from
+	// before the cut until after the resume: posts p0…, group sends g0….
+	const n = 60
+	var senders sync.WaitGroup
+	var sendErr atomic.Value
+	half := make(chan struct{}) // both senders are a third of the way through
+	var third atomic.Int32
+	for _, kind := range []string{"p", "g"} {
+		senders.Go(func() {
+			for i := range n {
+				m := []byte(fmt.Sprintf("%s%d", kind, i))
+				var err error
+				if kind == "p" {
+					err = router.PostText(ctx, id, m)
+				} else {
+					err = router.SendToGroup(ctx, "room", m, "")
+				}
+				if err != nil {
+					sendErr.Store(fmt.Errorf("send %s: %w", m, err))
+					return
+				}
+				if i == n/3 && third.Add(1) == 2 {
+					close(half)
+				}
+				time.Sleep(5 * time.Millisecond) // pacing: spread the sends over the cut and the resume
+			}
+		})
+	}
+	<-half
+	c.cut(t)
+	r := dialResume(t, cl, 1, c.resumeQuery())
+	if r.id != id || r.session["resumed"] != true || r.session["recovered"] != true {
+		t.Fatalf("resume through the other edge: %v", r.session)
+	}
+	senders.Wait()
+	if err, _ := sendErr.Load().(error); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitTimeout, "every message", func() error {
+		got := append(c.data(), r.data()...)
+		if len(got) < 2*n {
+			return fmt.Errorf("%d of %d messages", len(got), 2*n)
+		}
+		return nil
+	})
+	got := append(c.data(), r.data()...)
+	for _, kind := range []string{"p", "g"} {
+		var seq []string
+		for _, m := range got {
+			if strings.HasPrefix(m, kind) {
+				seq = append(seq, m)
+			}
+		}
+		want := make([]string, n)
+		for i := range want {
+			want[i] = fmt.Sprintf("%s%d", kind, i)
+		}
+		if !slices.Equal(seq, want) {
+			t.Fatalf("%s messages across the two sockets: %v, want %v in order, once each", kind, seq, want)
+		}
+	}
+	if len(got) != 2*n {
+		t.Fatalf("%d messages, want %d: %v", len(got), 2*n, got)
+	}
+
+	// The owner still holds it, attached, and hears its client.
+	info, err := router.Get(ctx, id)
+	if err != nil || info.Detached {
+		t.Fatalf("GET after the resume: %+v %v, want attached", info, err)
+	}
+	if err := r.send([]byte("hello from the relayed socket")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitTimeout, "the client's MESSAGE", func() error {
+		if rec := cl.rec.get(id); rec.messages != 1 || rec.node != owner.nodeID {
+			return fmt.Errorf("%d MESSAGE events, node %s", rec.messages, rec.node)
+		}
+		return nil
+	})
+	eventually(t, waitTimeout, "RESUME", func() error {
+		if rec := cl.rec.get(id); rec.resumes != 1 {
+			return fmt.Errorf("%d RESUME events", rec.resumes)
+		}
+		return nil
+	})
+
+	// Cut again; resumed on the owner itself, with the count of both
+	// sockets so far.
+	r.cut(t)
+	eventually(t, waitTimeout, id+" detached", func() error {
+		if info, err := router.Get(ctx, id); err != nil || !info.Detached {
+			return fmt.Errorf("GET: %+v %v", info, err)
+		}
+		return nil
+	})
+	if err := router.PostText(ctx, id, []byte("last")); err != nil {
+		t.Fatal(err)
+	}
+	q := fmt.Sprintf("resume=%s&received=%d", r.session["token"], len(got))
+	back := dialResume(t, cl, 0, q)
+	if back.id != id || back.session["recovered"] != true {
+		t.Fatalf("resume on the owner after a relayed socket: %v", back.session)
+	}
+	eventually(t, waitTimeout, "the last post", func() error {
+		if d := back.data(); !slices.Equal(d, []string{"last"}) {
+			return fmt.Errorf("got %v", d)
+		}
+		return nil
+	})
+
+	// Tokens that must not work, through the other edge: a forged one,
+	// and the one spent by the resume above.
+	for name, token := range map[string]string{
+		"forged": id + "." + strings.Repeat("A", 22),
+		"spent":  fmt.Sprint(r.session["token"]),
+	} {
+		f := dialResume(t, cl, 1, "resume="+token+"&received=0")
+		if f.id == id || f.session["recovered"] != false || f.session["reason"] != "unknown" {
+			t.Fatalf("%s token: %v, want recovered:false (unknown) and a fresh connection", name, f.session)
+		}
+		if err := f.closeWith(1000, waitTimeout); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := back.closeWith(1000, waitTimeout); err != nil {
+		t.Fatal(err)
+	}
+	cl.rec.waitDisconnects([]string{id}, waitTimeout)
+	rec := cl.rec.get(id)
+	if rec.connects != 1 || rec.resumes != 2 || len(rec.disconnects) != 1 || rec.disconnects[0].code != 1000 {
+		t.Fatalf("backend saw %d CONNECT, %d RESUME, DISCONNECTs %+v; want 1, 2 and one 1000", rec.connects, rec.resumes, rec.disconnects)
 	}
 }

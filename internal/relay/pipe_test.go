@@ -22,9 +22,9 @@ const testKeepalive = 50 * time.Millisecond
 // two nodes would be; outer are the sockets the pipes carry (what the
 // edge's client socket and the owner's connection would hold).
 type pipePair struct {
-	a, b         *pipe
+	a, b           *pipe
 	outerA, outerB net.Conn
-	wg           sync.WaitGroup
+	wg             sync.WaitGroup
 }
 
 func newPipePair(t *testing.T) *pipePair {

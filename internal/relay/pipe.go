@@ -49,8 +49,10 @@ type pipe struct {
 	seq     uint64 // last chunk sent; only the sender (start's, or end's) touches it
 	sendMu  sync.Mutex
 	local   net.Conn
+	over    bool // end ran: start starts nothing
 	endOnce sync.Once
 	ended   chan struct{}
+	onEnd   func() // the Service forgets the pipe
 }
 
 // openPipe subscribes a new pipe's subject: chunks sent to it before start
@@ -81,9 +83,14 @@ func openPipe(nc *nats.Conn, prefix, node string, keepalive time.Duration, log *
 // wg counts its two goroutines.
 func (p *pipe) start(local net.Conn, leftover []byte, wg *sync.WaitGroup) {
 	p.sendMu.Lock()
+	if p.over { // ended before it started (a shutdown)
+		p.sendMu.Unlock()
+		_ = local.Close()
+		return
+	}
 	p.local = local
-	p.sendMu.Unlock()
 	wg.Add(2)
+	p.sendMu.Unlock()
 	go func() {
 		defer wg.Done()
 		p.send(local, leftover)
@@ -175,10 +182,14 @@ func (p *pipe) end(why string) {
 		_ = p.sub.Unsubscribe()
 		p.sendMu.Lock()
 		local := p.local
+		p.over = true
 		p.sendMu.Unlock()
 		if local != nil {
 			_ = local.Close()
 		}
 		close(p.ended)
+		if p.onEnd != nil {
+			p.onEnd()
+		}
 	})
 }

@@ -147,10 +147,14 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	s.gate.Close()
 	s.mu.Lock()
+	pipes := make([]*pipe, 0, len(s.pipes))
 	for p := range s.pipes {
-		p.end("shutting down")
+		pipes = append(pipes, p)
 	}
 	s.mu.Unlock()
+	for _, p := range pipes {
+		p.end("shutting down")
+	}
 	s.wg.Wait()
 	return nil
 }
@@ -176,15 +180,12 @@ func (s *Service) openPipe() (*pipe, error) {
 	}
 	s.pipes[p] = struct{}{}
 	s.open.Inc()
-	s.wg.Add(1)
-	go func() { // forgets the pipe when it ends
-		defer s.wg.Done()
-		<-p.ended
+	p.onEnd = func() {
 		s.mu.Lock()
 		delete(s.pipes, p)
 		s.mu.Unlock()
 		s.open.Dec()
-	}()
+	}
 	return p, nil
 }
 

@@ -181,8 +181,9 @@ func TestResumeOnItsEdgeThenOwnerKilled(t *testing.T) {
 // in order, exactly once, across its two sockets; the connection keeps its
 // ID, its owner and its groups; the backend saw one CONNECT, one RESUME and
 // no DISCONNECT, and hears the client's messages from the owner as before.
-// Cut again, it resumes on its owner directly, and its close is one
-// DISCONNECT with the client's code. A forged and a spent token reaching
+// Cut again, it resumes on its owner directly; then through the other
+// edge while the owner still holds that socket, and its close through the
+// relay is one DISCONNECT with the client's code. A forged and a spent token reaching
 // the other edge are told recovered:false and get fresh connections.
 func TestResumeThroughAnotherEdge(t *testing.T) {
 	cl := startCluster(t, clusterConfig{edges: 2, edgeArgs: func(int) []string { return []string{"-resume-window", "60s"} }})
@@ -321,12 +322,30 @@ func TestResumeThroughAnotherEdge(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := back.closeWith(1000, waitTimeout); err != nil {
+	// Resumed through the other edge once more while the owner still
+	// believes the socket alive (the client moved network): the owner
+	// detaches it first. Then the client closes through the relay: the
+	// close handshake crosses it both ways.
+	q = fmt.Sprintf("resume=%s&received=%d", back.session["token"], len(got)+len(back.data())) // all its sockets together
+	again := dialResume(t, cl, 1, q)
+	if again.id != id || again.session["recovered"] != true {
+		t.Fatalf("resume through the other edge of a live socket: %v", again.session)
+	}
+	eventually(t, waitTimeout, "the old socket closed", func() error {
+		if !back.isClosed() {
+			return errors.New("still open")
+		}
+		return nil
+	})
+	if err := again.closeWith(1000, waitTimeout); err != nil {
 		t.Fatal(err)
+	}
+	if code, _ := again.closed(); code != 1000 {
+		t.Fatalf("close answered through the relay with %d, want 1000", code)
 	}
 	cl.rec.waitDisconnects([]string{id}, waitTimeout)
 	rec := cl.rec.get(id)
-	if rec.connects != 1 || rec.resumes != 2 || len(rec.disconnects) != 1 || rec.disconnects[0].code != 1000 {
-		t.Fatalf("backend saw %d CONNECT, %d RESUME, DISCONNECTs %+v; want 1, 2 and one 1000", rec.connects, rec.resumes, rec.disconnects)
+	if rec.connects != 1 || rec.resumes != 3 || len(rec.disconnects) != 1 || rec.disconnects[0].code != 1000 {
+		t.Fatalf("backend saw %d CONNECT, %d RESUME, DISCONNECTs %+v; want 1, 3 and one 1000", rec.connects, rec.resumes, rec.disconnects)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/switchboardgw/switchboard/internal/edge"
 	"github.com/switchboardgw/switchboard/internal/flagext"
 	"github.com/switchboardgw/switchboard/internal/lifecycle"
+	"github.com/switchboardgw/switchboard/internal/relay"
 	"github.com/switchboardgw/switchboard/pkg/protocol"
 )
 
@@ -39,6 +40,7 @@ type EdgeConfig struct {
 	JWT       authn.Config
 	Admission admission.Config
 	Lifecycle lifecycle.Config
+	Relay     relay.Config // resume through another edge; Prefix and NodeID are the node's
 	// Proxies: trusted proxy CIDRs, which header they write, PROXY protocol.
 	TrustedProxies  []string
 	ForwardedHeader string
@@ -208,6 +210,7 @@ func (c *EdgeConfig) RegisterFlags(fs *flag.FlagSet) {
 	c.JWT.RegisterFlags(fs)
 	c.Admission.RegisterFlags(fs)
 	c.Lifecycle.RegisterFlags(fs)
+	c.Relay.RegisterFlags(fs)
 	flagext.StringListVar(fs, &c.TrustedProxies, "trusted-proxies", "comma-separated CIDRs (or addresses) of proxies whose forwarding header is believed, and the only peers whose PROXY header is (required by -proxy-protocol)")
 	fs.StringVar(&c.ForwardedHeader, "forwarded-header", "X-Forwarded-For", "header trusted proxies write: X-Forwarded-For or Forwarded")
 	fs.StringVar(&c.WSTLSCert, "ws-tls-cert", "", "certificate file: serve wss:// on -listen, terminated in process (2 goroutines per TLS connection; reloaded when it changes). Empty: plain ws:// (terminate TLS at the load balancer)")
@@ -251,6 +254,9 @@ func (c *EdgeConfig) Validate() error {
 			"the addresses or CIDRs of the load balancers that send the PROXY header (a header from any other peer is not believed)"))
 	}
 	if err := c.Admission.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Relay.ValidateSettings(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := c.Node.ValidateSettings(); err != nil {

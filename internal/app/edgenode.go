@@ -198,7 +198,9 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 	if err != nil {
 		return nil, err
 	}
-	e.relay, err = relay.New(relay.Config{Prefix: cfg.NATS.Prefix, NodeID: e.nodeID}, relay.Deps{NC: e.nc,
+	rcfg := cfg.Relay
+	rcfg.Prefix, rcfg.NodeID = cfg.NATS.Prefix, e.nodeID
+	e.relay, err = relay.New(rcfg, relay.Deps{NC: e.nc,
 		Call:        func(ctx context.Context, msg *nats.Msg) (*nats.Msg, error) { return e.router.Command(ctx, msg) },
 		Credentials: e.handler.ResumeCredentials, Target: e.handler.ResumeTarget, Fence: e.node,
 		Resume: func(ask edge.RemoteAsk, check func(*edge.Conn) error, sock net.Conn) (edge.RelayedResume, error) {

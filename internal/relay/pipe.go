@@ -25,7 +25,8 @@ const (
 	hdrSeq = "Sb-Seq"
 	hdrEnd = "Sb-End"
 
-	chunkSize = 32 << 10
+	chunkSize  = 32 << 10
+	idleBuffer = 2 << 10
 	// What a side's subscription may hold unread: the bytes that wait for a
 	// slow socket. Beyond it NATS drops chunks and the pipe ends.
 	pendingMsgs  = 1024
@@ -106,7 +107,9 @@ func (p *pipe) send(local net.Conn, leftover []byte) {
 	if len(leftover) > 0 && p.publish(leftover, false) != nil {
 		return
 	}
-	buf := make([]byte, chunkSize)
+	// An idle pipe reads into a small buffer; one that fills it is busy
+	// and reads whole chunks until it idles again.
+	buf := make([]byte, idleBuffer)
 	for {
 		_ = local.SetReadDeadline(time.Now().Add(p.keepalive))
 		n, err := local.Read(buf)
@@ -114,12 +117,18 @@ func (p *pipe) send(local net.Conn, leftover []byte) {
 			if p.publish(buf[:n], false) != nil {
 				return
 			}
+			if n == len(buf) && len(buf) < chunkSize {
+				buf = make([]byte, chunkSize)
+			}
 		}
 		switch {
 		case err == nil:
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			if p.publish(nil, false) != nil {
 				return
+			}
+			if len(buf) > idleBuffer {
+				buf = make([]byte, idleBuffer)
 			}
 		default:
 			return

@@ -80,7 +80,7 @@ func ended(t *testing.T, p *pipe, within time.Duration) {
 
 func TestPipeCarriesBothWaysInOrderThenEndsBothSides(t *testing.T) {
 	pp := newPipePair(t)
-	up := make([]byte, 1<<20) // more than the pending bound's chunk count × nothing: many chunks
+	up := make([]byte, 1<<20) // many chunks: the busy buffer's size, and more than the socketpair holds
 	down := make([]byte, 1<<20)
 	rand.Read(up)
 	rand.Read(down)
@@ -177,4 +177,14 @@ func TestIdlePipeStaysOpenOnKeepalives(t *testing.T) {
 	if _, err := io.ReadFull(pp.outerA, got); err != nil || string(got) != "still here" {
 		t.Fatalf("after idling: %q, %v", got, err)
 	}
+}
+
+// pipeSockets is a socketpair: outer for the test, inner for a pipe.
+func pipeSockets(t *testing.T) (outer, inner net.Conn) {
+	t.Helper()
+	o, i, err := sockpair.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o, i
 }

@@ -10,6 +10,7 @@ package relay
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net"
@@ -59,6 +60,27 @@ type Config struct {
 	// Keepalive of idle pipes; a peer silent for three ends them. Default
 	// DefaultKeepalive.
 	Keepalive time.Duration
+	// MaxPipes bounds the pipes open on this node, both ends together:
+	// beyond it a relayed resume is refused with 503 (the client retries;
+	// its connection stays detached). Each holds two goroutines and a read
+	// buffer (2 KiB idle, 32 KiB while busy). Default DefaultMaxPipes.
+	MaxPipes int
+}
+
+// DefaultMaxPipes is Config.MaxPipes' default.
+const DefaultMaxPipes = 10000
+
+// RegisterFlags binds the settings an operator sets to flags.
+func (c *Config) RegisterFlags(f *flag.FlagSet) {
+	f.IntVar(&c.MaxPipes, "relay-max-pipes", DefaultMaxPipes, "resumes relayed between this edge and another node at once (docs/resume.md), both ends together; 503 above")
+}
+
+// ValidateSettings checks what RegisterFlags sets.
+func (c Config) ValidateSettings() error {
+	if c.MaxPipes < 0 {
+		return fmt.Errorf("relay: -relay-max-pipes %d: want 0 (the default) or more", c.MaxPipes)
+	}
+	return nil
 }
 
 // Deps are what a Service uses.
@@ -113,6 +135,12 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if cfg.Keepalive <= 0 {
 		cfg.Keepalive = DefaultKeepalive
 	}
+	if err := cfg.ValidateSettings(); err != nil {
+		return nil, err
+	}
+	if cfg.MaxPipes == 0 {
+		cfg.MaxPipes = DefaultMaxPipes
+	}
 	if deps.NC == nil || deps.Call == nil || deps.Resume == nil {
 		return nil, errors.New("relay: needs a NATS connection, Call and Resume")
 	}
@@ -162,8 +190,12 @@ func (s *Service) Run(ctx context.Context) error {
 // Shutdown ends Run and waits for it.
 func (s *Service) Shutdown(ctx context.Context) error { return s.gate.Stop(ctx, "relay") }
 
-// errStopped: a pipe asked for while the service is not running.
-var errStopped = fmt.Errorf("relay not running: %w", conn.ErrUnavailable)
+var (
+	// errStopped: a pipe asked for while the service is not running.
+	errStopped = fmt.Errorf("relay not running: %w", conn.ErrUnavailable)
+	// errFull: MaxPipes are open.
+	errFull = fmt.Errorf("relay: too many relayed connections on this node (-relay-max-pipes): %w", conn.ErrUnavailable)
+)
 
 // openPipe opens a pipe tracked until it ends.
 func (s *Service) openPipe() (*pipe, error) {
@@ -173,6 +205,9 @@ func (s *Service) openPipe() (*pipe, error) {
 	case <-s.gate.Stopping():
 		return nil, errStopped
 	default:
+	}
+	if len(s.pipes) >= s.cfg.MaxPipes {
+		return nil, errFull
 	}
 	p, err := openPipe(s.deps.NC, s.cfg.Prefix, s.cfg.NodeID, s.cfg.Keepalive, s.log)
 	if err != nil {

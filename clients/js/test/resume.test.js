@@ -31,7 +31,7 @@ let net;
 
 before(async () => {
   gw = await startGateway({
-    prefix: 'jsclient', router: false,
+    prefix: 'jsclient', router: false, moreEdges: 1,
     edgeArgs: ['-resume-window', `${resumeWindowMs}ms`, '-app-ping', 'ping', '-app-pong', 'pong'],
   });
   net = new NetworkProxy(Number(new URL(gw.wsURL).port));
@@ -120,6 +120,39 @@ test('a drop without a close frame resumes the same connection: every message po
   const info = await connectionInfo(id);
   assert.equal(info.status, 200);
   assert.ok(!info.detached, 'attached again');
+  c.sock.close();
+  await until('closed', () => of(c, 'close').length === 1);
+});
+
+test('a drop, then the network comes back through another edge: the same connection, every message once, in order', async () => {
+  const c = connect();
+  const id = await opened(c);
+  for (const m of range(1, 3, 'x')) await post(id, m);
+  await until('first three', () => c.messages.length === 3);
+
+  net.down();
+  await until('the edge holds it detached', async () => (await connectionInfo(id)).detached === true);
+  for (const m of range(4, 6, 'x')) await post(id, m);
+  const owner = net.targetPort;
+  net.targetPort = gw.others[0].wsPort; // the load balancer picks the other edge now
+  try {
+    net.up();
+    await until('resumed', () => of(c, 'resumed').length === 1);
+    assert.equal(c.sock.connectionId, id);
+    // Posted through the other edge's API, which finds the owner in the
+    // registry: the connection still lives there.
+    const r = await fetch(`${gw.others[0].edgeAPI}/@connections/${id}`, { method: 'POST', body: 'x7' });
+    assert.equal(r.status, 200);
+    await barrier(c); // the ping and its pong cross the relay
+    assert.deepEqual(c.messages, [...range(1, 7, 'x'), 'pong']);
+    assert.equal(of(c, 'recovered').length, 0);
+    assert.equal(of(c, 'open').length, 1);
+    const info = await connectionInfo(id);
+    assert.equal(info.status, 200);
+    assert.ok(!info.detached, 'attached, through the relay');
+  } finally {
+    net.targetPort = owner;
+  }
   c.sock.close();
   await until('closed', () => of(c, 'close').length === 1);
 });

@@ -194,6 +194,7 @@ export async function startRedis() {
  * @param {boolean} [o.router]
  * @param {string[]} [o.routerArgs] more router flags
  * @param {(ports: {routerAPI: number}) => string[]} [o.edgeArgsFor] edge flags that need the router's port
+ * @param {number} [o.moreEdges] edges besides the first, on its NATS server and Redis (others[])
  */
 export async function startGateway(o) {
   const bins = binaries();
@@ -217,8 +218,22 @@ export async function startGateway(o) {
     ], { env: cleanEnv() });
     await eventually('router ready', () => { if (!router.running) throw new Error(router.tail()); return httpOK(`http://127.0.0.1:${rAdmin}/readyz`); });
   }
+  const others = [];
+  for (let i = 1; i <= (o.moreEdges ?? 0); i++) {
+    const [ows, oapi, oadmin] = await Promise.all([freePort(), freePort(), freePort()]);
+    const other = new Child(`edge${i}`, bins.edge, [
+      '-listen', `127.0.0.1:${ows}`, '-api-listen', `127.0.0.1:${oapi}`, '-admin-listen', `127.0.0.1:${oadmin}`,
+      '-nats-url', natsURL, '-redis-url', redis.url,
+      '-prefix', o.prefix, '-redis-key-prefix', o.prefix, '-node-id', `${o.prefix}-edge${i}`,
+      '-drain-delay', '0s', '-drain-window', '100ms', '-log-format', 'json',
+      ...(o.edgeArgsFor ? o.edgeArgsFor({ routerAPI: rAPI }) : []), ...(o.edgeArgs ?? []),
+    ], { env: cleanEnv() });
+    await eventually(`edge${i} ready`, () => { if (!other.running) throw new Error(other.tail()); return httpOK(`http://127.0.0.1:${oadmin}/readyz`); });
+    others.push({ wsPort: ows, edgeAPI: `http://127.0.0.1:${oapi}`, edge: other });
+  }
   return {
     natsURL,
+    others,
     wsURL: `ws://127.0.0.1:${ws}`,
     edgeAPI: `http://127.0.0.1:${api}`,
     edgeAdmin: `http://127.0.0.1:${admin}`,

@@ -349,3 +349,93 @@ func TestResumeThroughAnotherEdge(t *testing.T) {
 		t.Fatalf("backend saw %d CONNECT, %d RESUME, DISCONNECTs %+v; want 1, 3 and one 1000", rec.connects, rec.resumes, rec.disconnects)
 	}
 }
+
+// Scenario: the edge relaying a resumed connection dies, SIGKILLed or
+// paused, while posts keep coming to the connection through the router.
+// The client's socket ends with that edge (or is given up on by the
+// client), and it resumes on the owner: every post once and in order,
+// same ID, no DISCONNECT. A pipe whose far end stopped is noticed by its
+// silence: the owner detaches the connection as for any lost socket.
+func TestRelayingEdgeDies(t *testing.T) {
+	for _, how := range []string{"killed", "paused"} {
+		t.Run(how, func(t *testing.T) {
+			cl := startCluster(t, clusterConfig{edges: 2, edgeArgs: func(int) []string { return []string{"-resume-window", "60s"} }})
+			cl.rec.recordResumes()
+			router := cl.api(cl.routers[0].apiURL())
+			ctx := context.Background()
+
+			c := dialResume(t, cl, 0, "resume=1")
+			id := c.id
+			c.cut(t)
+			r := dialResume(t, cl, 1, c.resumeQuery()) // relayed by edge 1
+			if r.id != id || r.session["recovered"] != true {
+				t.Fatalf("resume through edge 1: %v", r.session)
+			}
+			const n = 40
+			var want []string
+			for i := range n / 2 {
+				m := fmt.Sprintf("m%d", i)
+				want = append(want, m)
+				if err := router.PostText(ctx, id, []byte(m)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			eventually(t, waitTimeout, "the first half through the relay", func() error {
+				if got := len(r.data()); got != n/2 {
+					return fmt.Errorf("%d of %d", got, n/2)
+				}
+				return nil
+			})
+			relayed := len(r.data())
+			if how == "killed" {
+				cl.edges[1].p.kill() // its sockets die with it: the client sees the end
+				<-r.done
+			} else {
+				cl.edges[1].p.pause() // nothing ends: the client gives up on the socket itself
+				defer cl.edges[1].p.resume()
+				r.cut(t)
+			}
+			// Posts while the client has no socket: the owner still holds the
+			// relayed one until its pipe falls silent, or detaches at the resume.
+			for i := n / 2; i < n; i++ {
+				m := fmt.Sprintf("m%d", i)
+				want = append(want, m)
+				if err := router.PostText(ctx, id, []byte(m)); err != nil {
+					t.Fatalf("post %s while the relaying edge is %s: %v", m, how, err)
+				}
+			}
+			if how == "paused" {
+				// The owner hears nothing from the paused edge: its pings go
+				// unanswered, and the pipe falls silent (three keepalives, 6 s):
+				// it detaches the connection.
+				eventually(t, waitTimeout, "detached by the owner", func() error {
+					if info, err := router.Get(ctx, id); err != nil || !info.Detached {
+						return fmt.Errorf("GET: %+v %v", info, err)
+					}
+					return nil
+				})
+			}
+			q := fmt.Sprintf("resume=%s&received=%d", r.session["token"], relayed)
+			back := dialResume(t, cl, 0, q)
+			if back.id != id || back.session["recovered"] != true {
+				t.Fatalf("resume on the owner after the relaying edge was %s: %v", how, back.session)
+			}
+			eventually(t, waitTimeout, "every post", func() error {
+				if got := append(r.data()[:relayed:relayed], back.data()...); !slices.Equal(got, want) {
+					return fmt.Errorf("got %v, want %v", got, want)
+				}
+				return nil
+			})
+			if rec := cl.rec.get(id); rec.connects != 1 || len(rec.disconnects) != 0 {
+				t.Fatalf("backend saw %d CONNECT, DISCONNECTs %v; want 1 and none", rec.connects, rec.disconnects)
+			}
+			if err := back.closeWith(1000, waitTimeout); err != nil {
+				t.Fatal(err)
+			}
+			cl.rec.waitDisconnects([]string{id}, waitTimeout)
+			if rec := cl.rec.get(id); len(rec.disconnects) != 1 || rec.disconnects[0].code != 1000 {
+				t.Fatalf("DISCONNECTs %+v, want one 1000", rec.disconnects)
+			}
+		})
+	}
+}

@@ -41,6 +41,7 @@ type EdgeConfig struct {
 	Admission admission.Config
 	Lifecycle lifecycle.Config
 	Relay     relay.Config // resume through another edge; Prefix and NodeID are the node's
+	Direct    cluster.DirectConfig
 	// Proxies: trusted proxy CIDRs, which header they write, PROXY protocol.
 	TrustedProxies  []string
 	ForwardedHeader string
@@ -211,6 +212,7 @@ func (c *EdgeConfig) RegisterFlags(fs *flag.FlagSet) {
 	c.Admission.RegisterFlags(fs)
 	c.Lifecycle.RegisterFlags(fs)
 	c.Relay.RegisterFlags(fs)
+	c.Direct.RegisterFlags(fs)
 	flagext.StringListVar(fs, &c.TrustedProxies, "trusted-proxies", "comma-separated CIDRs (or addresses) of proxies whose forwarding header is believed, and the only peers whose PROXY header is (required by -proxy-protocol)")
 	fs.StringVar(&c.ForwardedHeader, "forwarded-header", "X-Forwarded-For", "header trusted proxies write: X-Forwarded-For or Forwarded")
 	fs.StringVar(&c.WSTLSCert, "ws-tls-cert", "", "certificate file: serve wss:// on -listen, terminated in process (2 goroutines per TLS connection; reloaded when it changes). Empty: plain ws:// (terminate TLS at the load balancer)")

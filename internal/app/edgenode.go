@@ -220,9 +220,19 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 		ln.Close()
 		return nil, err
 	}
+	var direct net.Listener
+	if cfg.Direct.Enabled() {
+		if direct, err = net.Listen("tcp", cfg.Direct.Listen); err != nil {
+			return nil, fmt.Errorf("-direct-listen %s: %w", cfg.Direct.Listen, err)
+		}
+	}
 	e.cmds, err = cluster.NewCommandServer(cluster.CommandServerConfig{Prefix: cfg.NATS.Prefix, Node: e.nodeID},
-		cluster.CommandServerDeps{NC: e.nc, Controller: e.handler.Local(e.ws), Logger: log, Metrics: cm})
+		cluster.CommandServerDeps{NC: e.nc, Controller: e.handler.Local(e.ws), Logger: log, Metrics: cm,
+			Direct: direct, Advertise: cfg.Direct.Advertise})
 	if err != nil {
+		if direct != nil {
+			direct.Close()
+		}
 		return nil, err
 	}
 	membership, err := e.groups.Commands()
@@ -235,7 +245,7 @@ func NewEdge(cfg EdgeConfig, log *slog.Logger) (_ *Edge, err error) {
 	if err := e.cmds.Handle(e.relay.Commands()); err != nil {
 		return nil, err
 	}
-	e.router, err = cluster.NewRouter(cluster.RouterConfig{Prefix: cfg.NATS.Prefix, Self: e.nodeID},
+	e.router, err = cluster.NewRouter(cluster.RouterConfig{Prefix: cfg.NATS.Prefix, Self: e.nodeID, Direct: cfg.Direct.Enabled()},
 		cluster.RouterDeps{NC: e.nc, Registry: registry, Local: e.handler.Local(e.ws), Logger: log, Metrics: cm})
 	if err != nil {
 		return nil, err
@@ -391,6 +401,7 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 			add(e.api.shutdown(ctx))
 		}
 		add(e.cmds.Shutdown(ctx))
+		add(e.router.Shutdown(ctx))
 		add(e.janitor.Shutdown(ctx))
 		add(e.lc.Shutdown(ctx)) // events flushed to NATS
 		add(e.node.Shutdown(ctx))
@@ -420,6 +431,9 @@ func (e *Edge) abandon() {
 	}
 	if e.relay != nil {
 		_ = e.relay.Shutdown(ctx)
+	}
+	if e.cmds != nil {
+		_ = e.cmds.Shutdown(ctx) // closes -direct-listen
 	}
 	if e.lc != nil {
 		_ = e.lc.Shutdown(ctx)

@@ -26,6 +26,8 @@ type RouterConfig struct {
 	API
 	// ShutdownTimeout bounds the graceful shutdown.
 	ShutdownTimeout time.Duration
+	// DirectCommands: reach edges on their -direct-listen where they have one.
+	DirectCommands bool
 }
 
 // RegisterFlags binds every field to a flag with its default.
@@ -35,6 +37,7 @@ func (c *RouterConfig) RegisterFlags(fs *flag.FlagSet) {
 	c.Redis.registerFlags(fs, "Redis URL of the ownership registry, e.g. redis://host:6379/0 (this or -redis-addrs is required)")
 	c.API.registerFlags(fs, ":9090")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "finish in-flight API calls within this on SIGTERM")
+	fs.BoolVar(&c.DirectCommands, "direct-commands", false, "send @connections calls to an edge on its -direct-listen connection where it has one, skipping nats-server (docs/cluster.md, \"Direct commands\"); NATS otherwise")
 }
 
 // Validate reports every setting that cannot work.
@@ -66,6 +69,7 @@ type Router struct {
 	rdb    redis.UniversalClient
 	api    *apiServer
 	groups *groups.Service
+	router *cluster.Router
 	admin  *admin
 	cons   *console.Service // nil when off
 	cancel context.CancelFunc
@@ -103,11 +107,12 @@ func NewRouter(cfg RouterConfig, log *slog.Logger) (_ *Router, err error) {
 	if err != nil {
 		return nil, err
 	}
-	router, err := cluster.NewRouter(cluster.RouterConfig{Prefix: cfg.NATS.Prefix},
+	router, err := cluster.NewRouter(cluster.RouterConfig{Prefix: cfg.NATS.Prefix, Direct: cfg.DirectCommands},
 		cluster.RouterDeps{NC: r.nc, Registry: registry, Logger: log, Metrics: cm})
 	if err != nil {
 		return nil, err
 	}
+	r.router = router
 	gstore, err := newGroupStore(r.rdb, cfg.Redis.KeyPrefix)
 	if err != nil {
 		return nil, err
@@ -200,6 +205,7 @@ func (r *Router) Shutdown(ctx context.Context) error {
 		}
 		err = errors.Join(err, r.api.shutdown(ctx))
 		err = errors.Join(err, r.groups.Shutdown(ctx))
+		err = errors.Join(err, r.router.Shutdown(ctx)) // its direct connections, once no call is in flight
 		if r.cancel != nil {
 			r.cancel()
 		}

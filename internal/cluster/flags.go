@@ -67,3 +67,23 @@ func (f *leaseFlag) Set(s string) error {
 	*f.d = d
 	return nil
 }
+
+// DirectConfig is a node's direct command listener (docs/cluster.md,
+// "Direct commands").
+type DirectConfig struct {
+	// Listen: the TCP address to serve node commands on besides NATS; ""
+	// turns the direct path off (commands to this node go through NATS).
+	Listen string
+	// Advertise: the address other nodes dial; "" uses Listen's, which
+	// must then name a host.
+	Advertise string
+}
+
+// RegisterFlags binds the direct listener to flags.
+func (c *DirectConfig) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Listen, "direct-listen", "", "TCP address to answer node commands on besides NATS, so that @connections calls from the router and other edges skip nats-server (e.g. :7070; empty: off). Its secret is given out only on the cluster's NATS; this node also calls others directly")
+	fs.StringVar(&c.Advertise, "direct-advertise", "", "address other nodes dial for -direct-listen (e.g. $(POD_IP):7070); empty: -direct-listen's, which must then name a host")
+}
+
+// Enabled reports whether the direct path is on.
+func (c DirectConfig) Enabled() bool { return c.Listen != "" }

@@ -35,6 +35,9 @@ type RouterConfig struct {
 	// CacheSize bounds the owner cache (entries, ~100 bytes each). Default
 	// 100000.
 	CacheSize int
+	// Direct: send commands on an owner's direct connection when it has
+	// one (DirectConfig), through NATS otherwise. Shutdown closes them.
+	Direct bool
 }
 
 // Validate checks the config.
@@ -115,7 +118,7 @@ func NewRouter(cfg RouterConfig, deps RouterDeps) (*Router, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	calls, err := nodecmd.NewClient(nodecmd.ClientConfig{Prefix: cfg.Prefix, Timeout: cfg.Timeout}, deps.NC, deps.Registry)
+	calls, err := nodecmd.NewClient(nodecmd.ClientConfig{Prefix: cfg.Prefix, Timeout: cfg.Timeout, Direct: cfg.Direct}, deps.NC, deps.Registry)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: router: %w", err)
 	}
@@ -234,6 +237,13 @@ func (r *Router) owner(ctx context.Context, id string) (string, error) {
 	}
 	r.cache.put(id, rec.Node)
 	return rec.Node, nil
+}
+
+// Shutdown closes the direct connections to other nodes (RouterConfig.Direct);
+// later calls go through NATS.
+func (r *Router) Shutdown(context.Context) error {
+	r.calls.Close()
+	return nil
 }
 
 // Command sends another package's command (nodecmd.NewRequest; its name

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strconv"
 	"time"
 
@@ -55,6 +56,10 @@ type CommandServerDeps struct {
 	Controller conn.Controller
 	Logger     *slog.Logger
 	Metrics    *Metrics
+	// Direct, if set, answers the same commands on TCP connections too
+	// (DirectConfig); Advertise is the address others dial.
+	Direct    net.Listener
+	Advertise string
 }
 
 // CommandServer is this node's nodecmd.Server with the connection commands
@@ -75,7 +80,7 @@ func NewCommandServer(cfg CommandServerConfig, deps CommandServerDeps) (*Command
 	}
 	m := deps.Metrics.orNop()
 	srv, err := nodecmd.NewServer(nodecmd.ServerConfig{Prefix: cfg.Prefix, Node: cfg.Node}, nodecmd.ServerDeps{
-		NC: deps.NC, Logger: deps.Logger,
+		NC: deps.NC, Logger: deps.Logger, Direct: deps.Direct, Advertise: deps.Advertise,
 		Served: func(cmd, status string) { m.served.WithLabelValues(cmd, status).Inc() }})
 	if err != nil {
 		return nil, fmt.Errorf("cluster: command server: %w", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"sync"
 	"time"
@@ -36,6 +37,10 @@ type ClientConfig struct {
 	// Timeout bounds one command (a caller's earlier deadline wins).
 	// Default 5s.
 	Timeout time.Duration
+	// Direct: send commands on the owner's direct connection when it has
+	// one (direct.go), NATS otherwise. The Client then holds a goroutine
+	// per direct connection, until Close.
+	Direct bool
 }
 
 // Validate checks the config.
@@ -51,7 +56,8 @@ func (c ClientConfig) Validate() error {
 	return nil
 }
 
-// Client sends commands to other nodes. It holds no goroutines.
+// Client sends commands to other nodes. It holds no goroutines, but one
+// per direct connection with Direct (Close ends them).
 //
 // Replies come back on one subscription (<inbox>.<seq>) that NATS's read
 // loop feeds straight into a channel, which the callers waiting at the
@@ -72,6 +78,12 @@ type Client struct {
 	waiting  map[uint64]chan *nats.Msg // by seq, each of capacity 1
 	seq      uint64
 	subjects map[string]string // node → its subject, at most maxSubjects
+
+	direct bool
+	links  map[string]*link // node → its direct path, at most maxSubjects
+	closed bool
+	wg     sync.WaitGroup // direct connections' readers
+	log    *slog.Logger
 }
 
 // maxSubjects bounds the subjects Client keeps, one per node.
@@ -102,7 +114,8 @@ func NewClient(cfg ClientConfig, nc *nats.Conn, alive Liveness) (*Client, error)
 	if nc == nil || alive == nil {
 		return nil, errors.New("nodecmd: client needs a NATS connection and a Liveness")
 	}
-	c := &Client{prefix: cfg.Prefix, timeout: cfg.Timeout, nc: nc, alive: alive, waiting: map[uint64]chan *nats.Msg{}, subjects: map[string]string{}}
+	c := &Client{prefix: cfg.Prefix, timeout: cfg.Timeout, nc: nc, alive: alive, waiting: map[uint64]chan *nats.Msg{}, subjects: map[string]string{},
+		direct: cfg.Direct, links: map[string]*link{}, log: slog.New(slog.DiscardHandler)}
 	if c.prefix == "" {
 		c.prefix = DefaultPrefix
 	}
@@ -124,7 +137,21 @@ func (c *Client) Call(ctx context.Context, node string, msg *nats.Msg) (*nats.Ms
 	if !rules.ValidNodeID(node) {
 		return nil, fmt.Errorf("nodecmd: %s: owner %q: not a node id", id, node)
 	}
-	reply, err := c.request(ctx, node, msg)
+	var reply *nats.Msg
+	err := errNotSent
+	if c.direct {
+		if dc := c.directTo(ctx, node); dc != nil {
+			reply, err = c.callDirect(ctx, dc, msg)
+			if err != nil && !errors.Is(err, errNotSent) {
+				// Sent, unanswered: it may have run. The dead-owner rule
+				// decides, as for NATS.
+				return nil, c.unanswered(ctx, id, node, err)
+			}
+		}
+	}
+	if errors.Is(err, errNotSent) {
+		reply, err = c.request(ctx, node, msg)
+	}
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
 			return nil, c.unanswered(ctx, id, node, err)

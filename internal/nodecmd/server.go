@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"runtime"
 	"sync"
 	"time"
@@ -93,6 +94,11 @@ type ServerDeps struct {
 	// Served, if set, is told of every command answered: its name ("unknown"
 	// for none registered: a bounded label) and its status.
 	Served func(cmd, status string)
+	// Direct, if set, serves the same commands on TCP connections from
+	// other nodes too (direct.go); Advertise is the address they dial (""
+	// : Direct's own, which must then name a host).
+	Direct    net.Listener
+	Advertise string
 }
 
 // Server answers the commands other nodes send to this one, dispatching
@@ -111,11 +117,26 @@ type Server struct {
 
 	ready chan struct{}
 	gate  service.Gate
+
+	direct     net.Listener // nil: NATS only
+	directAddr string
+	secret     string
+	dmu        sync.Mutex
+	dconns     map[net.Conn]struct{}
+	dreaders   sync.WaitGroup
 }
 
 type lane struct {
 	Lane
-	q chan *nats.Msg
+	q chan request
+}
+
+// request is a command and where its reply goes: NATS (m.Reply), or the
+// direct connection it came on.
+type request struct {
+	m   *nats.Msg
+	to  *directReplies
+	seq uint32
 }
 
 // NewServer returns a server; register lanes with Handle, then Run
@@ -138,9 +159,21 @@ func NewServer(cfg ServerConfig, deps ServerDeps) (*Server, error) {
 	if served == nil {
 		served = func(string, string) {}
 	}
-	return &Server{cfg: cfg, subject: Subject(cfg.Prefix, cfg.Node), nc: deps.NC, log: log, served: served,
-		byCmd: map[string]*lane{}, ready: make(chan struct{})}, nil
+	s := &Server{cfg: cfg, subject: Subject(cfg.Prefix, cfg.Node), nc: deps.NC, log: log, served: served,
+		byCmd: map[string]*lane{}, ready: make(chan struct{})}
+	if deps.Direct != nil {
+		addr, err := advertised(deps.Direct, deps.Advertise)
+		if err != nil {
+			return nil, err
+		}
+		s.direct, s.directAddr, s.secret, s.dconns = deps.Direct, addr, newSecret(), map[net.Conn]struct{}{}
+	}
+	return s, nil
 }
+
+// DirectAddr is the address other nodes dial for direct commands ("" when
+// off).
+func (s *Server) DirectAddr() string { return s.directAddr }
 
 // Handle registers a lane of commands. Call it before Run.
 func (s *Server) Handle(l Lane) error {
@@ -163,7 +196,7 @@ func (s *Server) Handle(l Lane) error {
 		}
 	}
 	ln := &lane{Lane: l.withDefaults()}
-	ln.q = make(chan *nats.Msg, ln.QueueSize)
+	ln.q = make(chan request, ln.QueueSize)
 	s.lanes = append(s.lanes, ln)
 	for cmd := range l.Handlers {
 		s.byCmd[cmd] = ln
@@ -207,11 +240,14 @@ func (s *Server) Run(ctx context.Context) error {
 	for _, l := range s.lanes {
 		for range l.Workers {
 			workers.Go(func() {
-				for m := range l.q {
-					s.serve(ctx, l, m)
+				for r := range l.q {
+					s.serve(ctx, l, r)
 				}
 			})
 		}
+	}
+	if s.direct != nil {
+		s.dreaders.Go(func() { s.acceptDirect() })
 	}
 	quit := make(chan struct{})
 	dispatched := make(chan struct{})
@@ -220,13 +256,13 @@ func (s *Server) Run(ctx context.Context) error {
 		for {
 			select {
 			case m := <-in:
-				s.dispatch(m)
+				s.dispatch(request{m: m})
 			case <-quit:
 				// Pass on what already arrived, then stop.
 				for {
 					select {
 					case m := <-in:
-						s.dispatch(m)
+						s.dispatch(request{m: m})
 					default:
 						return
 					}
@@ -242,22 +278,28 @@ func (s *Server) Run(ctx context.Context) error {
 	// "no responders" instead of waiting for their timeout.
 	_ = sub.Unsubscribe()
 	_ = s.nc.FlushTimeout(time.Second)
+	s.stopDirect() // reads no more; commands already read are answered below
 	close(quit)
 	<-dispatched
 	for _, l := range s.lanes {
-		close(l.q) // the dispatcher was the only sender
+		close(l.q) // the dispatcher and the direct readers were the only senders
 	}
 	workers.Wait()
+	s.closeDirect()
 	return nil
 }
 
 // Shutdown stops serving and waits for commands in progress. Safe twice.
 func (s *Server) Shutdown(ctx context.Context) error {
-	return s.gate.Stop(ctx, "nodecmd: server")
+	if !s.gate.Close() && s.direct != nil {
+		_ = s.direct.Close() // never served: Run would have closed it
+	}
+	return s.gate.Wait(ctx, "nodecmd: server")
 }
 
-// dispatch hands m to its lane, or answers at once what no lane can take.
-func (s *Server) dispatch(m *nats.Msg) {
+// dispatch hands r to its lane, or answers at once what no lane can take.
+func (s *Server) dispatch(r request) {
+	m := r.m
 	cmd := m.Header.Get(HdrCommand)
 	l := s.byCmd[cmd] // frozen since Run
 	label := cmd
@@ -265,46 +307,57 @@ func (s *Server) dispatch(m *nats.Msg) {
 		label = "unknown"
 	}
 	switch {
+	case cmd == CmdDirect && r.to == nil:
+		reply := nats.NewMsg(m.Reply)
+		if s.direct != nil { // the secret only ever travels on the cluster's NATS
+			reply.Header.Set(hdrAddr, s.directAddr)
+			reply.Header.Set(hdrSecret, s.secret)
+		}
+		s.respond(r, reply, cmd, nil)
 	case !conn.ValidID(m.Header.Get(HdrID)):
-		s.respond(m, nats.NewMsg(m.Reply), label, conn.ErrInvalidID)
+		s.respond(r, nats.NewMsg(m.Reply), label, conn.ErrInvalidID)
 	case l == nil:
-		s.respond(m, nats.NewMsg(m.Reply), label, fmt.Errorf("unknown command %q", HeaderSafe(cmd)))
+		s.respond(r, nats.NewMsg(m.Reply), label, fmt.Errorf("unknown command %q", HeaderSafe(cmd)))
 	default:
 		if now := l.Now[cmd]; now != nil {
 			reply := nats.NewMsg(m.Reply)
 			if ok, err := now(m, reply); ok {
-				s.respond(m, reply, cmd, err)
+				s.respond(r, reply, cmd, err)
 				return
 			}
 		}
 		select {
-		case l.q <- m:
+		case l.q <- r:
 		default:
-			s.respond(m, nats.NewMsg(m.Reply), label, fmt.Errorf("%w: %s commands queue full", conn.ErrUnavailable, l.Name))
+			s.respond(r, nats.NewMsg(m.Reply), label, fmt.Errorf("%w: %s commands queue full", conn.ErrUnavailable, l.Name))
 		}
 	}
 }
 
-func (s *Server) serve(ctx context.Context, l *lane, m *nats.Msg) {
-	cmd := m.Header.Get(HdrCommand)
+func (s *Server) serve(ctx context.Context, l *lane, r request) {
+	cmd := r.m.Header.Get(HdrCommand)
 	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.Timeout)
-	reply := nats.NewMsg(m.Reply)
-	err := l.Handlers[cmd](hctx, m, reply)
+	reply := nats.NewMsg(r.m.Reply)
+	err := l.Handlers[cmd](hctx, r.m, reply)
 	cancel()
-	s.respond(m, reply, cmd, err)
+	s.respond(r, reply, cmd, err)
 }
 
-func (s *Server) respond(m, reply *nats.Msg, label string, err error) {
+func (s *Server) respond(r request, reply *nats.Msg, label string, err error) {
 	status := Status(err)
 	reply.Header.Set(HdrStatus, status)
 	if err != nil {
 		reply.Header.Set(HdrError, HeaderSafe(err.Error()))
 	}
 	s.served(label, status)
-	if m.Reply == "" {
+	if r.to != nil {
+		r.to.send(r.seq, reply)
 		return
 	}
-	if rerr := m.RespondMsg(reply); rerr != nil {
+	if r.m.Reply == "" {
+		return
+	}
+	if rerr := r.m.RespondMsg(reply); rerr != nil {
 		s.log.Warn("reply to command failed", "command", label, "err", rerr)
 	}
 }

@@ -35,6 +35,8 @@ type clusterConfig struct {
 	routers      int  // default 1
 	// edgeArgs adds flags for edge i.
 	edgeArgs func(i int) []string
+	// routerArgs adds flags for every router.
+	routerArgs []string
 	// keepID, if set, says which edges keep their -node-id across restarts.
 	keepID func(i int) bool
 	// apiToken, if set, is the only bearer token the APIs accept (instead
@@ -129,6 +131,7 @@ func startCluster(t testing.TB, cfg clusterConfig) *cluster {
 			"-nats-url", cl.natsURL(), "-prefix", prefix, "-redis-key-prefix", prefix,
 			"-log-format", "json",
 		}, cl.redisArgs()...)
+		args = append(args, cfg.routerArgs...)
 		r.p = startProc(t, fmt.Sprintf("router%d", len(cl.routers)), "router", args...)
 		cl.routers = append(cl.routers, r)
 	}

@@ -42,6 +42,10 @@ var PeerScenarios = []string{PeerIdle, PeerConnect, PeerFanout, PeerP2P}
 type PeersConfig struct {
 	// Bins are the binaries. Required.
 	Bins PeerBins
+	// NATSCommands: Switchboard's Redis-mode systems send node commands
+	// (a cross-node post) through nats-server only, as without
+	// -direct-listen and -direct-commands. Default false: direct.
+	NATSCommands bool
 	// Systems are measured in turn, in this order. Default PeerSystems.
 	Systems []string
 	// Scenarios to run. Default PeerScenarios.
@@ -336,7 +340,7 @@ func peerRuns(scenario, system string) bool {
 }
 
 func runPeer(ctx context.Context, c PeersConfig, scenario, system, dir string, rep *PeersReport) (err error) {
-	d, err := startDeployment(ctx, system, c.Bins, dir, c.Log)
+	d, err := startDeployment(ctx, system, c.Bins, dir, c.NATSCommands, c.Log)
 	if err != nil {
 		return err
 	}

@@ -42,6 +42,7 @@ func peersCLI(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		cfBin      = fs.String("centrifugo", "", "centrifugo binary (default: go install "+CentrifugoModule+"@"+CentrifugoVersion+" into the cache)")
 		asJSON     = fs.Bool("json", false, "print results as JSON instead of tables")
 		profDir    = fs.String("profile-dir", "", "fanout: save each node's CPU profile over the bursts in this directory (<system>-<node>-bursts.pprof)")
+		natsCmds   = fs.Bool("nats-commands", false, "Switchboard's Redis-mode edges and router send node commands through nats-server only (without -direct-listen / -direct-commands)")
 		buildDirFl = fs.String("build-dir", "", "where to build this repository's binaries (default: a temporary directory, removed at exit)")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -52,6 +53,7 @@ func peersCLI(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		IdleConns: *n, ConnectConns: *connectN, PerProcess: *perProc, Rate: *rate, Concurrency: *conc, Repeat: *repeat,
 		FanoutConns: *fanN, Messages: *messages, Interval: *interval, Bursts: *bursts, BurstSize: *burstSize,
 		P2PConns: *p2pN, Posts: *posts, PostRate: *postRate, Size: *size, Settle: *settle, ProfileDir: *profDir, Log: stderr,
+		NATSCommands: *natsCmds,
 	}
 	// Validate before building: a bad flag costs no compile.
 	if err := cfg.Validate(); err != nil {

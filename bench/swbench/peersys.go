@@ -56,8 +56,11 @@ type peerNode struct {
 // deployment is a started system.
 type deployment struct {
 	system string
-	procs  []*proc // every process, in start order
-	nodes  []peerNode
+	// natsCommands: Switchboard's edges and router send node commands
+	// through nats-server only (no -direct-listen, -direct-commands).
+	natsCommands bool
+	procs        []*proc // every process, in start order
+	nodes        []peerNode
 	// loadArgs are the swload flags for clients in group (a channel for
 	// Centrifugo; "{i}" gives each connection its own).
 	loadArgs func(group string) []string
@@ -127,8 +130,8 @@ func httpGetJSON(ctx context.Context, u string, v any) error {
 
 // startDeployment starts system with its helpers (connect authorizer,
 // Redis, NATS) in dir.
-func startDeployment(ctx context.Context, system string, bins PeerBins, dir string, log io.Writer) (d *deployment, err error) {
-	d = &deployment{system: system}
+func startDeployment(ctx context.Context, system string, bins PeerBins, dir string, natsCommands bool, log io.Writer) (d *deployment, err error) {
+	d = &deployment{system: system, natsCommands: natsCommands}
 	defer func() {
 		if err != nil {
 			_ = d.stop()
@@ -228,6 +231,9 @@ func (d *deployment) startSwitchboard(ctx context.Context, bins PeerBins, redisD
 		d.procs = append(d.procs, np)
 		natsURL = "nats://" + naddr
 		wire = []string{"-nats-url", natsURL, "-redis-url", "redis://" + raddr + "/0"}
+		if !d.natsCommands {
+			edgeArgs = append(edgeArgs, "-direct-listen", "{direct}")
+		}
 	} else {
 		edgeArgs = append(edgeArgs, "-nats-embedded-listen", "{nats}")
 	}
@@ -246,6 +252,9 @@ func (d *deployment) startSwitchboard(ctx context.Context, bins PeerBins, redisD
 	}
 	if redisDir != "" {
 		argv := append([]string{bins.Router, "-api-listen", "{api}", "-admin-listen", "{admin}", "-pprof", "-log-level", "warn"}, wire...)
+		if !d.natsCommands {
+			argv = append(argv, "-direct-commands")
+		}
 		_, repl, err := d.launch(ctx, "router", argv, "/readyz")
 		if err != nil {
 			return err

@@ -48,6 +48,11 @@ const (
 	directHandshake = 5 * time.Second
 )
 
+// directKeepAlive finds a peer that vanished without a word (its host
+// died, a partition) within about 8 s of silence, on both ends: the
+// caller then goes back to NATS and the dead-owner rule.
+var directKeepAlive = net.KeepAliveConfig{Enable: true, Idle: 5 * time.Second, Interval: time.Second, Count: 3}
+
 func newSecret() string {
 	var b [secretLen]byte
 	if _, err := rand.Read(b[:]); err != nil {
@@ -201,6 +206,9 @@ func (s *Server) acceptDirect() {
 			}
 			return
 		}
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetKeepAliveConfig(directKeepAlive)
+		}
 		s.dmu.Lock()
 		if s.dconns == nil { // stopping
 			s.dmu.Unlock()
@@ -319,7 +327,7 @@ type directConn struct {
 var errNotSent = errors.New("nodecmd: direct connection down")
 
 func dialDirect(ctx context.Context, addr, secret string, wg *sync.WaitGroup) (*directConn, error) {
-	d := net.Dialer{Timeout: time.Second}
+	d := net.Dialer{Timeout: time.Second, KeepAliveConfig: directKeepAlive}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err

@@ -181,8 +181,8 @@ func (s *Server) acceptLoop() error {
 		// node-wide slot either.
 		var slot hsSlot
 		if !s.claimSource(&slot, remoteAddr(nc)) {
+			s.metrics.rejected.WithLabelValues(rejectIPHandshakes).Inc() // counted before the client can see the answer
 			refuseUnread(nc, respIPHandshakes)
-			s.metrics.rejected.WithLabelValues(rejectIPHandshakes).Inc()
 			continue
 		}
 		select {

@@ -73,6 +73,9 @@ func (s *Server) resumeRemote(nc net.Conn, req *Request, ask resumeAsk, raw, lef
 		BadCount: ask.badCount, Deflate: s.cfg.Compression && offersDeflate(req.Header), Protocols: req.Protocols})
 	cancel()
 	if failure != "" {
+		if !slices.Contains(failReasons, failure) {
+			failure = failUnknown // a reason this edge does not know: not into a label or the session frame
+		}
 		return false, failure
 	}
 	rejectReason := "denied"

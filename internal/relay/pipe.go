@@ -40,7 +40,7 @@ type pipe struct {
 	nc   *nats.Conn
 	sub  *nats.Subscription
 	own  string // the subject this side receives on
-	peer string // the other side's; set before start
+	peer string // the other side's (setPeer); guarded by sendMu
 	// keepalive: a side with nothing to send for this long sends an empty
 	// chunk; one that hears nothing for three of them ends the pipe (the
 	// peer node died).
@@ -182,10 +182,20 @@ func (p *pipe) publish(data []byte, last bool) error {
 
 // end tells the peer (once), stops receiving and closes the local socket;
 // both loops then return.
+// setPeer names the other side's subject, once it is known.
+func (p *pipe) setPeer(subject string) {
+	p.sendMu.Lock()
+	p.peer = subject
+	p.sendMu.Unlock()
+}
+
 func (p *pipe) end(why string) {
 	p.endOnce.Do(func() {
 		p.log.Debug("relay pipe ended", "pipe", p.own, "why", why)
-		if p.peer != "" && why != "the peer ended" {
+		p.sendMu.Lock()
+		peer := p.peer
+		p.sendMu.Unlock()
+		if peer != "" && why != "the peer ended" {
 			_ = p.publish(nil, true)
 		}
 		_ = p.sub.Unsubscribe()

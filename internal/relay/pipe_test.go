@@ -39,7 +39,8 @@ func newPipePair(t *testing.T) *pipePair {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.peer, b.peer = b.own, a.own
+	a.setPeer(b.own)
+	b.setPeer(a.own)
 	// Each side's subscription is at the server before the other sends (in
 	// the Service, the command and its reply that follow each subscription
 	// on the same connection see to that).
@@ -139,7 +140,7 @@ func TestPipeEndsWhenThePeerFallsSilent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.peer = "t.relay.nodeB.gone" // a node that died: nobody sends, nobody listens
+	p.setPeer("t.relay.nodeB.gone") // a node that died: nobody sends, nobody listens
 	outer, inner, err := sockpair.New()
 	if err != nil {
 		t.Fatal(err)

@@ -174,6 +174,13 @@ func (s *Service) Run(ctx context.Context) error {
 	case <-s.gate.Stopping():
 	}
 	s.gate.Close()
+	s.endAll()
+	return nil
+}
+
+// endAll ends every pipe and waits for their goroutines; none opens after
+// the gate is closed.
+func (s *Service) endAll() {
 	s.mu.Lock()
 	pipes := make([]*pipe, 0, len(s.pipes))
 	for p := range s.pipes {
@@ -184,11 +191,15 @@ func (s *Service) Run(ctx context.Context) error {
 		p.end("shutting down")
 	}
 	s.wg.Wait()
-	return nil
 }
 
-// Shutdown ends Run and waits for it.
-func (s *Service) Shutdown(ctx context.Context) error { return s.gate.Stop(ctx, "relay") }
+// Shutdown ends Run and waits for it; never run, it ends the pipes itself.
+func (s *Service) Shutdown(ctx context.Context) error {
+	if !s.gate.Close() {
+		s.endAll()
+	}
+	return s.gate.Wait(ctx, "relay")
+}
 
 var (
 	// errStopped: a pipe asked for while the service is not running.
@@ -273,7 +284,7 @@ func (s *Service) ResumeRemote(ctx context.Context, r *edge.Request, ask edge.Re
 		}
 		return nil, "", &edge.Reject{Status: code, Reason: reply.Header.Get(nodecmd.HdrError)}
 	}
-	p.peer = reply.Header.Get(hdrPipe)
+	p.setPeer(reply.Header.Get(hdrPipe))
 	return &relayed{s: s, p: p, sub: reply.Header.Get(hdrSubproto), deflate: reply.Header.Get(hdrDeflate) == "1"}, "", nil
 }
 
@@ -326,7 +337,7 @@ func (s *Service) serve(ctx context.Context, m, reply *nats.Msg) error {
 	if err != nil {
 		return err
 	}
-	p.peer = peer
+	p.setPeer(peer)
 	connEnd, pipeEnd, err := sockpair.New()
 	if err != nil {
 		p.end("no socketpair")

@@ -226,7 +226,7 @@ func TestCutConnectionResumesWithEveryMessageOnceInOrder(t *testing.T) {
 		conn.mu.Lock()
 		nc := conn.nc
 		conn.mu.Unlock()
-		if _, ok := nc.(fileConn); !ok {
+		if _, ok := nc.(*fdSocket); !ok {
 			t.Fatalf("resumed socket held as %T, want the lean file", nc)
 		}
 	}

@@ -56,7 +56,7 @@ func TestUpgradedSocketIsHeldAsAFile(t *testing.T) {
 			e := startEdgeOpts(t, Config{}, newRecorder(), opts)
 			cl := dial(t, e.url, wsFrom("127.0.0.1", tc.header))
 			c := onlyConn(t, e)
-			if _, ok := c.nc.(fileConn); !ok {
+			if _, ok := c.nc.(*fdSocket); !ok {
 				t.Fatalf("socket held as %T, want the lean file", c.nc)
 			}
 			if c.SourceIP() != tc.sourceIP {
@@ -77,7 +77,7 @@ func TestWriteTimeoutOnAFileSocket(t *testing.T) {
 	e := startEdge(t, Config{MaxQueueBytes: 256 << 20, WriteTimeout: 300 * time.Millisecond}, newRecorder())
 	_ = dial(t, e.url, ws.Dialer{}) // never reads
 	c := onlyConn(t, e)
-	if _, ok := c.nc.(fileConn); !ok {
+	if _, ok := c.nc.(*fdSocket); !ok {
 		t.Fatalf("socket held as %T, want the lean file", c.nc)
 	}
 	msg := make([]byte, 64<<10)

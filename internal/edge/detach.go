@@ -336,7 +336,7 @@ func (s *Server) attach(c *Conn, nc net.Conn, leftover []byte, received uint64) 
 	away := time.Duration(now.UnixNano() - rs.detachedAt)
 	c.nc, c.raw, c.fd = nc, raw, fd
 	c.releaseIn()
-	c.msg, c.fragmented, c.unparsed, c.ctrlTAT = nil, false, false, 0
+	c.frag, c.unparsed, c.ctrlTAT = nil, false, 0
 	c.partialAt.Store(0)
 	c.pingSent.Store(0)
 	c.lastActive.Store(now.UnixNano())

@@ -85,7 +85,7 @@ func (s *Server) handshake(nc net.Conn, slot hsSlot) {
 		}
 		s.resume.failures.WithLabelValues(failure).Inc()
 	}
-	c := &Conn{srv: s, id: conn.NewID(), nc: nc, connectedAt: start, sourceIP: req.SourceIP, userAgent: req.UserAgent}
+	c := &Conn{srv: s, id: conn.NewID(), nc: nc, connectedAt: start.UnixNano(), sourceIP: req.SourceIP, userAgent: req.UserAgent}
 	c.lastActive.Store(start.UnixNano())
 	if ask.resumable {
 		c.rs = newResumable(c.id, clientReason(failure))

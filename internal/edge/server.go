@@ -313,7 +313,7 @@ func (s *Server) check(c *Conn, now int64) func() {
 	cfg := &s.cfg
 	idle := now - c.lastActive.Load()
 	switch {
-	case cfg.MaxDuration > 0 && now-c.connectedAt.UnixNano() > int64(cfg.MaxDuration):
+	case cfg.MaxDuration > 0 && now-c.connectedAt > int64(cfg.MaxDuration):
 		return func() { c.close(causeMaxDuration) }
 	case cfg.IdleTimeout > 0 && idle > int64(cfg.IdleTimeout):
 		return func() { c.close(causeIdleTimeout) }

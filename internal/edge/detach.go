@@ -284,6 +284,7 @@ func (s *Server) tryResume(nc net.Conn, req *Request, ask resumeAsk, raw, leftov
 	if c.deflate { // read-only since the connection was published
 		u.Negotiate, deflateAccepted = negotiator()
 	}
+	u.ReadBufferSize = upgradeReadBuffer(len(raw))
 	if _, err := u.Upgrade(struct {
 		io.Reader
 		io.Writer

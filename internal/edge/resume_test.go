@@ -227,7 +227,7 @@ func TestCutConnectionResumesWithEveryMessageOnceInOrder(t *testing.T) {
 		nc := conn.nc
 		conn.mu.Unlock()
 		if _, ok := nc.(*fdSocket); !ok {
-			t.Fatalf("resumed socket held as %T, want the lean file", nc)
+			t.Fatalf("resumed socket held as %T, want the bare descriptor", nc)
 		}
 	}
 	eventually(t, "Resumed", func() bool { return len(rec.resumes(id)) == 1 })

@@ -38,7 +38,8 @@ type Server struct {
 	reactor *reactor
 	hub     *hub
 	bufPool sync.Pool
-	hsPool  sync.Pool // upgrade request buffers
+	hsPool  sync.Pool // upgrade request buffers of MaxHeaderBytes
+	hsSmall sync.Pool // upgrade request buffers of smallRequest bytes (handshake.go)
 	hsSem   chan struct{}
 	// perSource caps handshakes in progress per source; nil: no cap.
 	perSource   *sourceLimit
@@ -118,6 +119,8 @@ func New(cfg Config, opts Options) (*Server, error) {
 	bufSize := cfg.MaxFrameBytes + 14 // one maximal frame with its header
 	s.bufPool.New = func() any { b := make([]byte, bufSize); return &b }
 	s.hsPool.New = func() any { b := make([]byte, cfg.MaxHeaderBytes); return &b }
+	small := min(smallRequest, cfg.MaxHeaderBytes)
+	s.hsSmall.New = func() any { b := make([]byte, small); return &b }
 	return s, nil
 }
 

@@ -52,6 +52,8 @@ type Server struct {
 	stopOnce sync.Once
 	done     chan struct{} // closed when Shutdown finished
 
+	upgrades atomic.Uint64 // connections upgraded so far (trim.go)
+
 	wg     sync.WaitGroup // accept loop, sweeper, handshakes, writers
 	connWG sync.WaitGroup // one per accepted connection until teardown
 }
@@ -284,6 +286,7 @@ func (s *Server) sweep() {
 	t := time.NewTicker(s.cfg.TickInterval)
 	defer t.Stop()
 	var due []func()
+	var trim burstTrim
 	for {
 		select {
 		case <-s.ctx.Done():
@@ -308,6 +311,7 @@ func (s *Server) sweep() {
 			for _, f := range due { // outside the hub locks: closing takes them
 				f()
 			}
+			s.trimAfterBurst(&trim)
 		}
 	}
 }

@@ -248,9 +248,10 @@ func nc2raw(nc net.Conn) (rawConn, error) {
 // not one of MaxHeaderBytes. A longer request moves on to one of those.
 const smallRequest = 1 << 10
 
-// putRequestBuffer returns a buffer to the pool of its size.
+// putRequestBuffer returns a buffer to the pool of its size (with a
+// MaxHeaderBytes of smallRequest or less, there are only small ones).
 func (s *Server) putRequestBuffer(bp *[]byte) {
-	if len(*bp) == s.cfg.MaxHeaderBytes {
+	if len(*bp) > smallRequest {
 		s.hsPool.Put(bp)
 		return
 	}

@@ -5,6 +5,7 @@
 package edge
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -286,7 +287,7 @@ func (s *Server) sweep() {
 	t := time.NewTicker(s.cfg.TickInterval)
 	defer t.Stop()
 	var due []func()
-	var trim burstTrim
+	trim := burstTrim{min: cmp.Or(s.cfg.trimMin, trimMinUpgrades)}
 	for {
 		select {
 		case <-s.ctx.Done():

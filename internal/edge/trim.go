@@ -18,6 +18,7 @@ const trimMinUpgrades = 1000
 
 // burstTrim is the sweeper's state for that; only the sweeper uses it.
 type burstTrim struct {
+	min        uint64 // trimMinUpgrades (tests lower it)
 	seen, mark uint64 // upgrades at the previous tick, and at the last trim
 }
 
@@ -26,7 +27,7 @@ type burstTrim struct {
 func (t *burstTrim) due(upgrades uint64, open int) bool {
 	quiet := upgrades == t.seen
 	t.seen = upgrades
-	if !quiet || upgrades-t.mark < max(trimMinUpgrades, uint64(open)/4) {
+	if !quiet || upgrades-t.mark < max(t.min, uint64(open)/4) {
 		return false
 	}
 	t.mark = upgrades

@@ -1,13 +1,17 @@
 package edge
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/gobwas/ws"
+)
 
 // The sweeper trims once a burst is over: enough upgrades since the last
 // trim (at least trimMinUpgrades and a quarter of the open connections),
 // then a tick with none. A steady trickle of connects never trims, and a
 // burst trims once.
 func TestTrimFollowsBurstsOnly(t *testing.T) {
-	var tr burstTrim
+	tr := burstTrim{min: trimMinUpgrades}
 	steps := []struct {
 		upgrades uint64
 		open     int
@@ -33,5 +37,18 @@ func TestTrimFollowsBurstsOnly(t *testing.T) {
 		if got := tr.due(s.upgrades, s.open); got != s.want {
 			t.Fatalf("step %d (%d upgrades, %d open): due %v, want %v", i, s.upgrades, s.open, got, s.want)
 		}
+	}
+}
+
+// The sweeper trims after a burst of upgrades (its size lowered to 3 for
+// the test); when not to is TestTrimFollowsBurstsOnly's.
+func TestSweeperTrimsAfterABurst(t *testing.T) {
+	e := startEdge(t, Config{trimMin: 3}, newRecorder())
+	for range 3 {
+		dial(t, e.url, ws.Dialer{})
+	}
+	eventually(t, "a trim after the burst", func() bool { return metric(t, e.metrics.trims) == 1 })
+	if n := e.upgrades.Load(); n != 3 {
+		t.Fatalf("%d upgrades counted, want 3", n)
 	}
 }

@@ -66,8 +66,8 @@ func BenchmarkFrameParse(b *testing.B) {
 }
 
 // BenchmarkLeanSocket measures what the upgrade pays to trade a plain TCP
-// connection's *net.TCPConn for an *os.File (leanSocket: dup, poller
-// registration, close of the original), against a connect's total cost.
+// connection's *net.TCPConn for a bare descriptor (leanSocket: dup, close
+// of the original), against a connect's total cost.
 func BenchmarkLeanSocket(b *testing.B) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

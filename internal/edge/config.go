@@ -137,6 +137,10 @@ type Config struct {
 	// CompressionLevel is the compress/flate level, 1 (fastest) to 9.
 	// Default 1.
 	CompressionLevel int
+
+	// trimMin is the smallest burst after which memory is given back
+	// (trim.go); trimMinUpgrades unless a test sets it.
+	trimMin uint64
 }
 
 // RegisterFlags binds the fields an operator sets to flags, each with the

@@ -26,9 +26,8 @@ type Conn struct {
 	nc  net.Conn
 	raw rawConn
 	fd  int
-	gen uint32
 
-	connectedAt time.Time
+	connectedAt int64 // unix nanos
 	sourceIP    string
 	userAgent   string
 
@@ -37,8 +36,8 @@ type Conn struct {
 	subprotocol string
 	userID      string
 	value       any
-	deflate     bool // permessage-deflate was negotiated (deflate.go)
 
+	gen uint32 // the reactor's generation of fd (reactor.add)
 	// st is the phase of the connection's life and its flags (state.go);
 	// it changes only with mu held.
 	st         atomic.Uint32
@@ -47,15 +46,16 @@ type Conn struct {
 	partialAt  atomic.Int64 // unix nanos since a partial frame sits in the buffer
 
 	// Read side, owned by the one worker running onReadable (EPOLLONESHOT).
-	readMu     sync.Mutex
-	in         *[]byte // pooled buffer; nil while no partial frame is buffered
-	inLen      int
-	unparsed   bool   // in holds bytes not yet parsed (handshake leftovers)
-	msg        []byte // fragments being reassembled
-	msgBinary  bool
-	fragmented bool
-	msgDeflate bool  // the message being reassembled is compressed (RSV1 on its first frame)
-	ctrlTAT    int64 // ControlRate's state: theoretical arrival time, unix nanos
+	readMu  sync.Mutex
+	in      *[]byte // pooled buffer; nil while no partial frame is buffered
+	inLen   int
+	frag    *reassembly // the fragmented message being reassembled; nil if none
+	ctrlTAT int64       // ControlRate's state: theoretical arrival time, unix nanos
+
+	// Next to each other so that they share one word (the Conn's size is
+	// per idle connection).
+	deflate  bool // permessage-deflate was negotiated (deflate.go); set during the handshake
+	unparsed bool // read side: in holds bytes not yet parsed (handshake leftovers)
 
 	// Write side: mu guards st's changes, the outbox and the cause.
 	mu    sync.Mutex
@@ -64,11 +64,19 @@ type Conn struct {
 	rs    *resumable // resume state (resume.go); nil unless the client asked for it
 }
 
+// reassembly is a fragmented message's state, kept only while one is being
+// reassembled (rare: its fields would cost every idle Conn a word more).
+type reassembly struct {
+	msg     []byte // the fragments so far
+	binary  bool
+	deflate bool // compressed (RSV1 on its first frame)
+}
+
 // ID is the connection's ID, unique in the cluster.
 func (c *Conn) ID() string { return c.id }
 
 // ConnectedAt is when the upgrade request arrived.
-func (c *Conn) ConnectedAt() time.Time { return c.connectedAt }
+func (c *Conn) ConnectedAt() time.Time { return time.Unix(0, c.connectedAt) }
 
 // SourceIP is the client's address as the edge sees it.
 func (c *Conn) SourceIP() string { return c.sourceIP }
@@ -94,7 +102,7 @@ func (c *Conn) LastActiveAt() time.Time { return time.Unix(0, c.lastActive.Load(
 // Info reports the connection as GET /@connections/{id} shows it.
 func (c *Conn) Info() conn.Info {
 	return conn.Info{
-		ID: c.id, Node: c.srv.nodeID, ConnectedAt: c.connectedAt, LastActiveAt: c.LastActiveAt(),
+		ID: c.id, Node: c.srv.nodeID, ConnectedAt: c.ConnectedAt(), LastActiveAt: c.LastActiveAt(),
 		SourceIP: c.sourceIP, UserAgent: c.userAgent, UserID: c.userID, Detached: c.phase() == detached,
 	}
 }
@@ -515,7 +523,7 @@ func (c *Conn) handleFrame(h *frameHeader, payload []byte, now int64) {
 	case opClose:
 		c.onClose(payload)
 	case opText, opBinary:
-		if c.fragmented {
+		if c.frag != nil {
 			c.close(causeNestedMessage)
 			return
 		}
@@ -528,30 +536,29 @@ func (c *Conn) handleFrame(h *frameHeader, payload []byte, now int64) {
 			c.deliver(payload, h.op == opBinary)
 			return
 		}
-		c.fragmented = true
-		c.msgBinary = h.op == opBinary
-		c.msgDeflate = deflated
-		c.msg = append(make([]byte, 0, min(cfg.MaxMessageBytes, 2*len(payload)+512)), payload...)
+		c.frag = &reassembly{
+			msg:    append(make([]byte, 0, min(cfg.MaxMessageBytes, 2*len(payload)+512)), payload...),
+			binary: h.op == opBinary, deflate: deflated,
+		}
 	case opContinuation:
-		if !c.fragmented {
+		f := c.frag
+		if f == nil {
 			c.close(causeLoneContinue)
 			return
 		}
-		if len(c.msg)+len(payload) > cfg.MaxMessageBytes {
-			c.msg, c.fragmented = nil, false
+		if len(f.msg)+len(payload) > cfg.MaxMessageBytes {
+			c.frag = nil
 			c.close(causeMessageTooBig)
 			return
 		}
-		c.msg = append(c.msg, payload...)
+		f.msg = append(f.msg, payload...)
 		if h.fin {
-			msg := c.msg
-			c.msg, c.fragmented = nil, false
-			if c.msgDeflate {
-				c.msgDeflate = false
-				c.deliverDeflated(msg, c.msgBinary)
+			c.frag = nil
+			if f.deflate {
+				c.deliverDeflated(f.msg, f.binary)
 				return
 			}
-			c.deliver(msg, c.msgBinary)
+			c.deliver(f.msg, f.binary)
 		}
 	}
 }

@@ -284,6 +284,7 @@ func (s *Server) tryResume(nc net.Conn, req *Request, ask resumeAsk, raw, leftov
 	if c.deflate { // read-only since the connection was published
 		u.Negotiate, deflateAccepted = negotiator()
 	}
+	u.ReadBufferSize = upgradeReadBuffer(len(raw))
 	if _, err := u.Upgrade(struct {
 		io.Reader
 		io.Writer
@@ -336,7 +337,7 @@ func (s *Server) attach(c *Conn, nc net.Conn, leftover []byte, received uint64) 
 	away := time.Duration(now.UnixNano() - rs.detachedAt)
 	c.nc, c.raw, c.fd = nc, raw, fd
 	c.releaseIn()
-	c.msg, c.fragmented, c.unparsed, c.ctrlTAT = nil, false, false, 0
+	c.frag, c.unparsed, c.ctrlTAT = nil, false, 0
 	c.partialAt.Store(0)
 	c.pingSent.Store(0)
 	c.lastActive.Store(now.UnixNano())

@@ -426,6 +426,44 @@ func TestMalformedHandshakesGetHTTPErrors(t *testing.T) {
 	}
 }
 
+// A request longer than the small buffer the edge reads requests into
+// first (big cookies, tokens) moves on to a MaxHeaderBytes one and
+// upgrades as any other; the frame sent right behind it is not lost.
+func TestLongUpgradeRequestIsAccepted(t *testing.T) {
+	e := startEdge(t, Config{}, newRecorder())
+	long := strings.Repeat("c", 6000) // well over smallRequest, under the 8 KiB default
+	frame, err := ws.CompileFrame(ws.MaskFrame(ws.NewTextFrame([]byte("right behind"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := net.Dial("tcp", e.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	req := "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nCookie: a=" + long + "\r\n\r\n"
+	if _, err := nc.Write(append([]byte(req), frame...)); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(nc)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("status %d, want 101", resp.StatusCode)
+	}
+	got, err := ws.ReadFrame(br)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got.Payload) != "right behind" {
+		t.Fatalf("echo %q", got.Payload)
+	}
+}
+
 func TestSlowPartialHandshakeIsCutAtTheTimeout(t *testing.T) {
 	e := startEdge(t, Config{HandshakeTimeout: 200 * time.Millisecond}, newRecorder())
 	nc, err := net.Dial("tcp", e.Addr().String())

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"testing"
 	"time"
@@ -25,16 +24,13 @@ func stuckConn(t *testing.T, s *Server) (*Conn, *os.File) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := os.NewFile(uintptr(fds[0]), "edge")
-	nc, err := net.FileConn(f)
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
 	if err := unix.SetNonblock(fds[1], false); err != nil {
 		t.Fatal(err)
 	}
 	peer := os.NewFile(uintptr(fds[1]), "peer")
+	// The edge's end as an upgraded plain socket holds it: a bare
+	// descriptor, whose backlog writes wait through a borrowed waiter.
+	nc := newFDSocket(fds[0])
 	c := &Conn{srv: s, id: "stuckstuckstuck0", nc: nc}
 	c.raw, _ = nc2raw(nc)
 	_ = c.raw.Control(func(fd uintptr) { c.fd = int(fd) })

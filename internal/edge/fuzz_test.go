@@ -3,7 +3,6 @@ package edge
 import (
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"testing"
 
@@ -18,13 +17,9 @@ func fuzzConn(t testing.TB, s *Server, rec *recorder) (*Conn, func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := os.NewFile(uintptr(fds[0]), "edge")
-	nc, err := net.FileConn(f)
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
 	peer := os.NewFile(uintptr(fds[1]), "peer")
+	// The edge's end as an upgraded plain socket holds it (socket.go).
+	nc := newFDSocket(fds[0])
 	c := &Conn{srv: s, id: "fuzzfuzzfuzzfuzz", nc: nc}
 	c.raw, _ = nc2raw(nc)
 	_ = c.raw.Control(func(fd uintptr) { c.fd = int(fd) })

@@ -49,10 +49,18 @@ func (s *Server) handshake(nc net.Conn, slot hsSlot) {
 		}
 	}
 
-	bp := s.hsPool.Get().(*[]byte)
-	defer s.hsPool.Put(bp)
+	bp := s.hsSmall.Get().(*[]byte)
+	defer func() { s.putRequestBuffer(bp) }()
+	n, end, err := readRequest(nc, *bp, 0)
+	if errors.Is(err, errHeaderTooLarge) && len(*bp) < s.cfg.MaxHeaderBytes {
+		// A long request (cookies, tokens): on in a MaxHeaderBytes buffer.
+		large := s.hsPool.Get().(*[]byte)
+		copy(*large, (*bp)[:n])
+		s.putRequestBuffer(bp)
+		bp = large
+		n, end, err = readRequest(nc, *bp, n)
+	}
 	buf := *bp
-	n, end, err := readRequest(nc, buf)
 	if err != nil {
 		s.rejectRaw(nc, err)
 		return
@@ -85,7 +93,7 @@ func (s *Server) handshake(nc net.Conn, slot hsSlot) {
 		}
 		s.resume.failures.WithLabelValues(failure).Inc()
 	}
-	c := &Conn{srv: s, id: conn.NewID(), nc: nc, connectedAt: start, sourceIP: req.SourceIP, userAgent: req.UserAgent}
+	c := &Conn{srv: s, id: conn.NewID(), nc: nc, connectedAt: start.UnixNano(), sourceIP: req.SourceIP, userAgent: req.UserAgent}
 	c.lastActive.Store(start.UnixNano())
 	if ask.resumable {
 		c.rs = newResumable(c.id, clientReason(failure))
@@ -121,6 +129,7 @@ func (s *Server) handshake(nc net.Conn, slot hsSlot) {
 	if s.cfg.Compression {
 		u.Negotiate, deflateAccepted = negotiator()
 	}
+	u.ReadBufferSize = upgradeReadBuffer(end)
 	_, err = u.Upgrade(struct {
 		io.Reader
 		io.Writer
@@ -233,10 +242,32 @@ func nc2raw(nc net.Conn) (rawConn, error) {
 	return sc.SyscallConn()
 }
 
-// readRequest reads until the blank line that ends the request headers. It
-// returns the bytes read and where the headers end; bytes after that are
-// frames the client sent right away.
-func readRequest(nc net.Conn, buf []byte) (n, end int, err error) {
+// smallRequest is the size of the buffer an upgrade request is read into
+// first: most requests fit, and a connect burst holds one such buffer per
+// handshake in flight (and sync.Pool keeps them for two GC cycles after),
+// not one of MaxHeaderBytes. A longer request moves on to one of those.
+const smallRequest = 1 << 10
+
+// putRequestBuffer returns a buffer to the pool of its size (with a
+// MaxHeaderBytes of smallRequest or less, there are only small ones).
+func (s *Server) putRequestBuffer(bp *[]byte) {
+	if len(*bp) > smallRequest {
+		s.hsPool.Put(bp)
+		return
+	}
+	s.hsSmall.Put(bp)
+}
+
+// upgradeReadBuffer is the size of gobwas/ws's read buffer for a request
+// of n bytes, already read: as large as the request, so it is read in one
+// go, and no larger (the default, 4 KiB, is held per handshake in flight,
+// like the request buffer).
+func upgradeReadBuffer(n int) int { return max(n, 128) }
+
+// readRequest reads until the blank line that ends the request headers,
+// after the n bytes buf already holds. It returns the bytes read and where
+// the headers end; bytes after that are frames the client sent right away.
+func readRequest(nc net.Conn, buf []byte, n int) (_, end int, err error) {
 	for {
 		if n == len(buf) {
 			return n, 0, errHeaderTooLarge

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"strings"
@@ -38,8 +39,15 @@ func FuzzHandshake(f *testing.F) {
 			cli.Close()
 		}()
 		_ = srv.SetDeadline(time.Now().Add(5 * time.Second))
+		// Read as the handshake does: into a small buffer first, on in a
+		// larger one if the request does not fit.
+		small := make([]byte, 64)
+		n, end, err := readRequest(srv, small, 0)
 		buf := make([]byte, 1024)
-		n, end, err := readRequest(srv, buf)
+		copy(buf, small[:n])
+		if errors.Is(err, errHeaderTooLarge) {
+			n, end, err = readRequest(srv, buf, n)
+		}
 		if err != nil {
 			return // too large, timed out or cut short: answered without parsing
 		}
@@ -57,7 +65,7 @@ func FuzzHandshake(f *testing.F) {
 			t.Fatalf("parsed a request with %d Sec-WebSocket-Key headers", len(k))
 		}
 		before := false
-		u := ws.Upgrader{OnBeforeUpgrade: func() (ws.HandshakeHeader, error) { before = true; return nil, nil }}
+		u := ws.Upgrader{ReadBufferSize: upgradeReadBuffer(end), OnBeforeUpgrade: func() (ws.HandshakeHeader, error) { before = true; return nil, nil }}
 		_, err = u.Upgrade(struct {
 			io.Reader
 			io.Writer

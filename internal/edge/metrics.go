@@ -17,6 +17,7 @@ type metrics struct {
 	messagesIn     prometheus.Counter
 	pendingDropped prometheus.Counter
 	appPings       prometheus.Counter
+	trims          prometheus.Counter
 	pongsCoalesced prometheus.Counter
 	handshake      prometheus.Histogram
 
@@ -65,6 +66,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Messages posted during $connect that were dropped (queue full or connection denied)."}),
 		appPings: f.NewCounter(prometheus.CounterOpts{Name: "switchboard_app_pings_total",
 			Help: "Application-level pings answered by the edge without a backend."}),
+		trims: f.NewCounter(prometheus.CounterOpts{Name: "switchboard_memory_trims_total",
+			Help: "Times the edge gave a connect burst's leftover memory back to the OS once the burst was over (one forced GC each)."}),
 		pongsCoalesced: f.NewCounter(prometheus.CounterOpts{Name: "switchboard_pongs_coalesced_total",
 			Help: "Pongs never sent because a later ping of the same client replaced them while its queue had a backlog (RFC 6455 §5.5.3)."}),
 		handshake: f.NewHistogram(prometheus.HistogramOpts{Name: "switchboard_handshake_duration_seconds",

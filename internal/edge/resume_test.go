@@ -226,8 +226,8 @@ func TestCutConnectionResumesWithEveryMessageOnceInOrder(t *testing.T) {
 		conn.mu.Lock()
 		nc := conn.nc
 		conn.mu.Unlock()
-		if _, ok := nc.(fileConn); !ok {
-			t.Fatalf("resumed socket held as %T, want the lean file", nc)
+		if _, ok := nc.(*fdSocket); !ok {
+			t.Fatalf("resumed socket held as %T, want the bare descriptor", nc)
 		}
 	}
 	eventually(t, "Resumed", func() bool { return len(rec.resumes(id)) == 1 })

@@ -5,6 +5,7 @@
 package edge
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -39,7 +40,8 @@ type Server struct {
 	reactor *reactor
 	hub     *hub
 	bufPool sync.Pool
-	hsPool  sync.Pool // upgrade request buffers
+	hsPool  sync.Pool // upgrade request buffers of MaxHeaderBytes
+	hsSmall sync.Pool // upgrade request buffers of smallRequest bytes (handshake.go)
 	hsSem   chan struct{}
 	// perSource caps handshakes in progress per source; nil: no cap.
 	perSource   *sourceLimit
@@ -51,6 +53,8 @@ type Server struct {
 	startMu  sync.Mutex // orders Run's start against Shutdown's wait
 	stopOnce sync.Once
 	done     chan struct{} // closed when Shutdown finished
+
+	upgrades atomic.Uint64 // connections upgraded so far (trim.go)
 
 	wg     sync.WaitGroup // accept loop, sweeper, handshakes, writers
 	connWG sync.WaitGroup // one per accepted connection until teardown
@@ -123,6 +127,8 @@ func New(cfg Config, opts Options) (*Server, error) {
 	bufSize := cfg.MaxFrameBytes + 14 // one maximal frame with its header
 	s.bufPool.New = func() any { b := make([]byte, bufSize); return &b }
 	s.hsPool.New = func() any { b := make([]byte, cfg.MaxHeaderBytes); return &b }
+	small := min(smallRequest, cfg.MaxHeaderBytes)
+	s.hsSmall.New = func() any { b := make([]byte, small); return &b }
 	return s, nil
 }
 
@@ -286,6 +292,7 @@ func (s *Server) sweep() {
 	t := time.NewTicker(s.cfg.TickInterval)
 	defer t.Stop()
 	var due []func()
+	trim := burstTrim{min: cmp.Or(s.cfg.trimMin, trimMinUpgrades)}
 	for {
 		select {
 		case <-s.ctx.Done():
@@ -310,6 +317,7 @@ func (s *Server) sweep() {
 			for _, f := range due { // outside the hub locks: closing takes them
 				f()
 			}
+			s.trimAfterBurst(&trim)
 		}
 	}
 }
@@ -318,7 +326,7 @@ func (s *Server) check(c *Conn, now int64) func() {
 	cfg := &s.cfg
 	idle := now - c.lastActive.Load()
 	switch {
-	case cfg.MaxDuration > 0 && now-c.connectedAt.UnixNano() > int64(cfg.MaxDuration):
+	case cfg.MaxDuration > 0 && now-c.connectedAt > int64(cfg.MaxDuration):
 		return func() { c.close(causeMaxDuration) }
 	case cfg.IdleTimeout > 0 && idle > int64(cfg.IdleTimeout):
 		return func() { c.close(causeIdleTimeout) }

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"testing"
@@ -29,9 +30,10 @@ func onlyConn(t *testing.T, e *testEdge) *Conn {
 }
 
 // An upgraded connection, plain or behind a PROXY protocol balancer, keeps
-// its socket as a file (no net.TCPConn, no address objects) and still
-// carries messages both ways; its source IP is the one seen at connect.
-func TestUpgradedSocketIsHeldAsAFile(t *testing.T) {
+// its socket as a bare descriptor (no net.TCPConn, no address objects, no
+// runtime poller registration) and still carries messages both ways; its
+// source IP is the one seen at connect.
+func TestUpgradedSocketIsHeldAsABareDescriptor(t *testing.T) {
 	lb := netip.MustParsePrefix("127.0.0.1/32")
 	for _, tc := range []struct {
 		name, header, sourceIP string
@@ -56,8 +58,8 @@ func TestUpgradedSocketIsHeldAsAFile(t *testing.T) {
 			e := startEdgeOpts(t, Config{}, newRecorder(), opts)
 			cl := dial(t, e.url, wsFrom("127.0.0.1", tc.header))
 			c := onlyConn(t, e)
-			if _, ok := c.nc.(fileConn); !ok {
-				t.Fatalf("socket held as %T, want the lean file", c.nc)
+			if _, ok := c.nc.(*fdSocket); !ok {
+				t.Fatalf("socket held as %T, want the bare descriptor", c.nc)
 			}
 			if c.SourceIP() != tc.sourceIP {
 				t.Fatalf("source IP %q, want %q", c.SourceIP(), tc.sourceIP)
@@ -71,14 +73,15 @@ func TestUpgradedSocketIsHeldAsAFile(t *testing.T) {
 }
 
 // A client that stops reading is cut off after WriteTimeout by the writer
-// of its backlog, also now that the socket is a file: its deadline-bound
-// writes still go through the runtime poller.
-func TestWriteTimeoutOnAFileSocket(t *testing.T) {
+// of its backlog, also now that the socket is a bare descriptor: its
+// deadline-bound write waits through a borrowed, poller-registered
+// duplicate, which the write returns.
+func TestWriteTimeoutOnABareSocket(t *testing.T) {
 	e := startEdge(t, Config{MaxQueueBytes: 256 << 20, WriteTimeout: 300 * time.Millisecond}, newRecorder())
 	_ = dial(t, e.url, ws.Dialer{}) // never reads
 	c := onlyConn(t, e)
-	if _, ok := c.nc.(fileConn); !ok {
-		t.Fatalf("socket held as %T, want the lean file", c.nc)
+	if _, ok := c.nc.(*fdSocket); !ok {
+		t.Fatalf("socket held as %T, want the bare descriptor", c.nc)
 	}
 	msg := make([]byte, 64<<10)
 	eventually(t, "a backlog the socket cannot take", func() bool {
@@ -90,4 +93,39 @@ func TestWriteTimeoutOnAFileSocket(t *testing.T) {
 	if ev := e.rec.waitClose(t); ev.why != ReasonWriteTimeout {
 		t.Fatalf("reason %v, want write_timeout", ev.why)
 	}
+}
+
+// Tearing a connection down while its writer is blocked on a backlog wakes
+// the writer at once: the close reaches the borrowed duplicate too, so
+// the socket is closed now, not when WriteTimeout would have ended the
+// write.
+func TestTeardownWakesABlockedWriter(t *testing.T) {
+	e := startEdge(t, Config{MaxQueueBytes: 256 << 20, WriteTimeout: time.Minute}, newRecorder())
+	cl := dial(t, e.url, ws.Dialer{}) // does not read until the end
+	c := onlyConn(t, e)
+	s, ok := c.nc.(*fdSocket)
+	if !ok {
+		t.Fatalf("socket held as %T, want the bare descriptor", c.nc)
+	}
+	msg := make([]byte, 64<<10)
+	eventually(t, "a writer waiting on the socket", func() bool {
+		if err := c.Send(msg, true); err != nil {
+			t.Fatalf("send: %v", err)
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.waiter != nil
+	})
+	start := time.Now()
+	c.abort(causeSlowConsumer)
+	_ = cl.SetReadDeadline(time.Now().Add(20 * time.Second))
+	_, err := io.Copy(io.Discard, cl)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("socket still open %v after the teardown", time.Since(start))
+	}
+	eventually(t, "the waiter given back", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.waiter == nil && s.state.Load() == sockClosed
+	})
 }

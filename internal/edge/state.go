@@ -139,6 +139,7 @@ func (c *Conn) upgrade() (held closeCause, wasHeld bool) {
 	c.setPhase(open)
 	c.srv.metrics.accepted.Inc()
 	c.srv.metrics.open.Inc()
+	c.srv.upgrades.Add(1)
 	c.announceSession()
 	if c.out.busy() {
 		c.startWriter()

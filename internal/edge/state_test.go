@@ -3,6 +3,7 @@ package edge
 import (
 	"sync"
 	"testing"
+	"unsafe"
 
 	"github.com/gobwas/ws"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -84,5 +85,16 @@ func TestCloseDuringHandshakeIsHeld(t *testing.T) {
 	held, wasHeld := c.upgrade()
 	if !wasHeld || held.code != 4000 || c.phase() != open || !c.Established() {
 		t.Fatalf("upgrade: %+v %v phase %v", held, wasHeld, c.phase())
+	}
+}
+
+// Every idle connection holds one Conn: it stays in the 320-byte size
+// class, and the bare socket in the 48-byte one (docs/benchmarks.md).
+func TestConnAndSocketStayInTheirSizeClasses(t *testing.T) {
+	if n := unsafe.Sizeof(Conn{}); n > 320 {
+		t.Fatalf("Conn is %d bytes, want ≤ 320", n)
+	}
+	if n := unsafe.Sizeof(fdSocket{}); n > 48 {
+		t.Fatalf("fdSocket is %d bytes, want ≤ 48", n)
 	}
 }

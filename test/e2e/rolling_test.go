@@ -14,8 +14,19 @@ import (
 // edge closes every connection with 1001 and sends exactly one DISCONNECT
 // for each, gives its lease up and leaves no record; no post to a live
 // connection fails or is lost; the clients reconnect to the new process.
+// Once with commands through NATS, once with direct commands (the Helm
+// chart's default): each restarted edge has a new direct port and secret,
+// which the router learns again.
 func TestRollingRestart(t *testing.T) {
-	cl := startCluster(t, clusterConfig{})
+	t.Run("nats", func(t *testing.T) { rollingRestart(t, clusterConfig{}) })
+	t.Run("direct", func(t *testing.T) {
+		rollingRestart(t, clusterConfig{routerArgs: []string{"-direct-commands"},
+			edgeArgs: func(int) []string { return []string{"-direct-listen", "127.0.0.1:0"} }})
+	})
+}
+
+func rollingRestart(t *testing.T, cfg clusterConfig) {
+	cl := startCluster(t, cfg)
 	live := dialMany(t, cl, []int{0, 1, 2}, 300)
 	all := slices.Clone(live)
 	codes := map[string]int{}

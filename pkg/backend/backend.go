@@ -337,10 +337,17 @@ func (b *Backend) unsubscribeLocked() {
 	b.subs = nil
 }
 
-// Run starts the backend and serves until ctx ends, then drains.
+// Run starts the backend and serves until ctx ends, then drains. A ctx
+// that ends while it is still starting ends it too, with nil.
 func (b *Backend) Run(ctx context.Context) error {
 	if err := b.Start(ctx); err != nil {
-		return err
+		if ctx.Err() == nil {
+			return err
+		}
+		// Start unsubscribed what it had subscribed; the server hears it
+		// before Run returns, as after a drain.
+		_ = b.nc.FlushTimeout(time.Second)
+		return nil
 	}
 	<-ctx.Done()
 	return b.Drain()

@@ -174,12 +174,8 @@ func (c *Client) request(ctx context.Context, node string, msg *nats.Msg) (*nats
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	timer := timers.Get().(*time.Timer)
-	timer.Reset(c.timeout)
-	defer func() {
-		timer.Stop() // since Go 1.23 a stopped timer's channel holds nothing
-		timers.Put(timer)
-	}()
+	timer := c.callTimer()
+	defer putTimer(timer)
 	mine := waiters.Get().(chan *nats.Msg)
 	seq, err := c.register(node, msg, mine)
 	if err != nil {
@@ -206,6 +202,19 @@ func (c *Client) request(ctx context.Context, node string, msg *nats.Msg) (*nats
 			return nil, c.gaveUp(seq, mine, context.DeadlineExceeded)
 		}
 	}
+}
+
+// callTimer is a pooled timer running for one call's c.timeout; putTimer
+// gives it back.
+func (c *Client) callTimer() *time.Timer {
+	t := timers.Get().(*time.Timer)
+	t.Reset(c.timeout)
+	return t
+}
+
+func putTimer(t *time.Timer) {
+	t.Stop() // since Go 1.23 a stopped timer's channel holds nothing
+	timers.Put(t)
 }
 
 // gaveUp ends a call that got no reply: err, or that the connection closed.

@@ -528,11 +528,7 @@ func (c *Client) callDirect(ctx context.Context, dc *directConn, msg *nats.Msg) 
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	timer := timers.Get().(*time.Timer)
-	timer.Reset(c.timeout)
-	defer func() {
-		timer.Stop()
-		timers.Put(timer)
-	}()
+	timer := c.callTimer()
+	defer putTimer(timer)
 	return dc.call(ctx, msg, timer)
 }

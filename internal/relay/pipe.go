@@ -162,7 +162,7 @@ func (p *pipe) receive(local net.Conn) {
 			}
 		}
 		if m.Header.Get(hdrEnd) != "" {
-			p.end("the peer ended")
+			p.finish("the peer ended", false)
 			return
 		}
 	}
@@ -189,13 +189,17 @@ func (p *pipe) setPeer(subject string) {
 	p.sendMu.Unlock()
 }
 
-func (p *pipe) end(why string) {
+func (p *pipe) end(why string) { p.finish(why, true) }
+
+// finish is end; tell is false when the peer ended first (it needs no
+// last chunk).
+func (p *pipe) finish(why string, tell bool) {
 	p.endOnce.Do(func() {
 		p.log.Debug("relay pipe ended", "pipe", p.own, "why", why)
 		p.sendMu.Lock()
 		peer := p.peer
 		p.sendMu.Unlock()
-		if peer != "" && why != "the peer ended" {
+		if peer != "" && tell {
 			_ = p.publish(nil, true)
 		}
 		_ = p.sub.Unsubscribe()

@@ -129,8 +129,8 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if err := rules.CheckSubjectPrefix(cfg.Prefix); err != nil {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
-	if cfg.NodeID == "" || strings.ContainsAny(cfg.NodeID, ".*> \t") {
-		return nil, fmt.Errorf("relay: node ID %q cannot be a subject token", cfg.NodeID)
+	if !rules.ValidNodeID(cfg.NodeID) {
+		return nil, fmt.Errorf("relay: node ID %q: not a node ID", cfg.NodeID)
 	}
 	if cfg.Keepalive <= 0 {
 		cfg.Keepalive = DefaultKeepalive

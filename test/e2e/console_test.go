@@ -301,13 +301,7 @@ func TestConsole(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, waitTimeout, "frank detached", func() error {
-		info, err := router.Get(context.Background(), frank.id)
-		if err != nil || !info.Detached {
-			return fmt.Errorf("GET: %+v %v", info, err)
-		}
-		return nil
-	})
+	waitDetached(t, router, frank.id)
 	do(t, ctx, "open frank", chromedp.Click(`#tabs button[data-view=connections]`),
 		chromedp.SetValue("#conn-by", "id"), chromedp.SetValue("#conn-q", frank.id), chromedp.Click("#conn-form button"))
 	fsel := fmt.Sprintf(`#conn-results button[data-id=%q]`, frank.id)

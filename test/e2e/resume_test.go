@@ -63,6 +63,18 @@ func (c *resumeClient) resumeQuery() string {
 	return fmt.Sprintf("resume=%s&received=%d", c.session["token"], len(c.data()))
 }
 
+// waitDetached waits until GET through api reports id detached.
+func waitDetached(t *testing.T, api *connections.Client, id string) {
+	t.Helper()
+	eventually(t, waitTimeout, id+" detached", func() error {
+		info, err := api.Get(context.Background(), id)
+		if err != nil || !info.Detached {
+			return fmt.Errorf("GET: %+v %v", info, err)
+		}
+		return nil
+	})
+}
+
 // cut resets the client's TCP connection without a close frame.
 func (c *resumeClient) cut(t *testing.T) {
 	t.Helper()
@@ -102,23 +114,13 @@ func TestResumeOnItsEdgeThenOwnerKilled(t *testing.T) {
 			return nil
 		})
 	}
-	waitDetached := func(id string) {
-		t.Helper()
-		eventually(t, waitTimeout, id+" detached", func() error {
-			info, err := router.Get(ctx, id)
-			if err != nil || !info.Detached {
-				return fmt.Errorf("GET: %+v %v", info, err)
-			}
-			return nil
-		})
-	}
 
 	c := dialResume(t, cl, 0, "resume=1")
 	id := c.id
 	post(id, "a1", "a2", "a3")
 	waitData(c, []string{"a1", "a2", "a3"})
 	c.cut(t)
-	waitDetached(id)
+	waitDetached(t, router, id)
 	post(id, "b1", "b2") // answered 200 while the client is away
 
 	r := dialResume(t, cl, 0, c.resumeQuery())
@@ -139,7 +141,7 @@ func TestResumeOnItsEdgeThenOwnerKilled(t *testing.T) {
 
 	// Detached again, and its owner dies.
 	r.cut(t)
-	waitDetached(id)
+	waitDetached(t, router, id)
 	cl.edges[0].p.kill()
 	// The other edge cannot reach the owner: while its lease runs it may be
 	// only slow, so the resume is refused with 503 (the client retries, as
@@ -198,16 +200,30 @@ func TestResumeThroughAnotherEdge(t *testing.T) {
 	if err := router.AddToGroup(ctx, "room", id); err != nil {
 		t.Fatal(err)
 	}
-	// Two senders through the router, each one message at a time, from
-	// before the cut until after the resume: posts p0…, group sends g0….
+	// Two senders through the router, each one message at a time: posts
+	// p0…, group sends g0…. The first third before the cut, the second from
+	// the cut on (while the resume through the other edge runs), the last
+	// once it has resumed.
 	const n = 60
-	var senders sync.WaitGroup
+	var senders, firstThird sync.WaitGroup
 	var sendErr atomic.Value
-	half := make(chan struct{}) // both senders are a third of the way through
-	var third atomic.Int32
+	cut, resumed := make(chan struct{}), make(chan struct{})
+	openCut, openResumed := sync.OnceFunc(func() { close(cut) }), sync.OnceFunc(func() { close(resumed) })
+	defer openCut() // a failed test lets the senders finish
+	defer openResumed()
+	firstThird.Add(2)
 	for _, kind := range []string{"p", "g"} {
 		senders.Go(func() {
+			sentFirst := sync.OnceFunc(firstThird.Done)
+			defer sentFirst()
 			for i := range n {
+				switch i {
+				case n / 3:
+					sentFirst()
+					<-cut
+				case 2 * n / 3:
+					<-resumed
+				}
 				m := []byte(fmt.Sprintf("%s%d", kind, i))
 				var err error
 				if kind == "p" {
@@ -219,19 +235,17 @@ func TestResumeThroughAnotherEdge(t *testing.T) {
 					sendErr.Store(fmt.Errorf("send %s: %w", m, err))
 					return
 				}
-				if i == n/3 && third.Add(1) == 2 {
-					close(half)
-				}
-				time.Sleep(5 * time.Millisecond) // pacing: spread the sends over the cut and the resume
 			}
 		})
 	}
-	<-half
+	firstThird.Wait()
 	c.cut(t)
+	openCut()
 	r := dialResume(t, cl, 1, c.resumeQuery())
 	if r.id != id || r.session["resumed"] != true || r.session["recovered"] != true {
 		t.Fatalf("resume through the other edge: %v", r.session)
 	}
+	openResumed()
 	senders.Wait()
 	if err, _ := sendErr.Load().(error); err != nil {
 		t.Fatal(err)
@@ -287,12 +301,7 @@ func TestResumeThroughAnotherEdge(t *testing.T) {
 	// Cut again; resumed on the owner itself, with the count of both
 	// sockets so far.
 	r.cut(t)
-	eventually(t, waitTimeout, id+" detached", func() error {
-		if info, err := router.Get(ctx, id); err != nil || !info.Detached {
-			return fmt.Errorf("GET: %+v %v", info, err)
-		}
-		return nil
-	})
+	waitDetached(t, router, id)
 	if err := router.PostText(ctx, id, []byte("last")); err != nil {
 		t.Fatal(err)
 	}
@@ -408,12 +417,7 @@ func TestRelayingEdgeDies(t *testing.T) {
 				// The owner hears nothing from the paused edge: its pings go
 				// unanswered, and the pipe falls silent (three keepalives, 6 s):
 				// it detaches the connection.
-				eventually(t, waitTimeout, "detached by the owner", func() error {
-					if info, err := router.Get(ctx, id); err != nil || !info.Detached {
-						return fmt.Errorf("GET: %+v %v", info, err)
-					}
-					return nil
-				})
+				waitDetached(t, router, id)
 			}
 			q := fmt.Sprintf("resume=%s&received=%d", r.session["token"], relayed)
 			back := dialResume(t, cl, 0, q)

@@ -2,7 +2,10 @@
 // Switchboard's edge is measured against: gorilla/websocket, one handler
 // goroutine per connection blocked in a read, library defaults otherwise.
 // It is built only for benchmarks, and it exposes the same Go and process
-// metrics as the edge so both are measured the same way.
+// metrics as the edge so both are measured the same way. With a ConnectURL
+// it asks a backend before each upgrade, as a team writing its own gorilla
+// server with an authorisation call would, so that its connect rate can be
+// set against gateways that ask one too.
 package baseline
 
 import (
@@ -14,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"sync"
 	"time"
 
@@ -41,6 +45,12 @@ type Config struct {
 	// Pprof serves /debug/pprof on the admin address, as the edge's -pprof
 	// does (the benchmark driver forces a GC through it). Default false.
 	Pprof bool
+	// ConnectURL, when set, is an http(s) URL POSTed to before each upgrade,
+	// with the request Centrifugo's connect proxy makes; the upgrade goes on
+	// only if the answer holds a result. A refusal (an error, a disconnect,
+	// no result) is answered 403, a backend that cannot be reached, times
+	// out or answers no connect reply 502. Default "": no backend.
+	ConnectURL string
 }
 
 func (c Config) withDefaults() Config {
@@ -63,6 +73,12 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%w: address %q: %v", ErrConfig, a, err)
 		}
 	}
+	if d.ConnectURL != "" {
+		u, err := url.Parse(d.ConnectURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("%w: connect URL %q: want an http(s) URL", ErrConfig, d.ConnectURL)
+		}
+	}
 	return nil
 }
 
@@ -82,6 +98,7 @@ type Server struct {
 	ln, adm  net.Listener
 	ws, http *http.Server
 	up       websocket.Upgrader
+	auth     *authorizer // nil without a ConnectURL
 
 	mu       sync.Mutex
 	conns    map[*websocket.Conn]struct{}
@@ -124,6 +141,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 			Help: "WebSocket upgrades completed."}),
 		messages: f.NewCounter(prometheus.CounterOpts{Name: "baseline_messages_total",
 			Help: "Messages echoed."}),
+	}
+	if cfg.ConnectURL != "" {
+		s.auth = newAuthorizer(cfg.ConnectURL)
 	}
 	var err error
 	if s.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
@@ -200,13 +220,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		case <-ctx.Done():
 			errWait = fmt.Errorf("baseline: waiting for handlers: %w", ctx.Err())
 		}
+		if s.auth != nil {
+			s.auth.close()
+		}
 		s.shutdownErr = errors.Join(errWS, s.http.Shutdown(ctx), errWait)
 	})
 	return s.shutdownErr
 }
 
-// serveWS is the whole per-connection cost being measured: the goroutine
-// net/http started for the request stays blocked in NextReader.
+// serveWS is the whole per-connection cost being measured: the connect
+// call, if any, then the goroutine net/http started for the request stays
+// blocked in NextReader.
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	if s.closed {
@@ -218,6 +242,19 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	defer s.handlers.Done()
 
+	// A request that is no upgrade costs the backend nothing: Upgrade
+	// refuses it below.
+	if s.auth != nil && websocket.IsWebSocketUpgrade(r) {
+		if err := s.auth.allow(r.Context()); err != nil {
+			s.log.Debug("baseline: connection refused", "err", err)
+			if errors.Is(err, errDenied) {
+				http.Error(w, "forbidden", http.StatusForbidden)
+			} else {
+				http.Error(w, "connect backend unavailable", http.StatusBadGateway)
+			}
+			return
+		}
+	}
 	c, err := s.up.Upgrade(w, r, nil)
 	if err != nil {
 		return // Upgrade has replied with an HTTP error

@@ -22,6 +22,7 @@ func CLI(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.IntVar(&cfg.WriteBufferSize, "write-buffer", 4096, "gorilla write buffer per connection, bytes")
 	fs.Int64Var(&cfg.MaxMessageSize, "max-message", 128<<10, "largest message accepted, bytes")
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve /debug/pprof on the admin address")
+	fs.StringVar(&cfg.ConnectURL, "connect-url", "", "POST a connect request (Centrifugo's connect proxy's) to this http(s) URL before each upgrade; refuse with 403 unless it allows, 502 if it cannot be asked")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -1,7 +1,8 @@
 // Package connectd is the benchmarks' connection authorizer, so that a
 // connect-rate figure includes a round trip to a backend, as it would in
 // production: it answers Switchboard's $connect over NATS (pkg/backend), or
-// Centrifugo's connect proxy over HTTP. It allows every connection. A
+// Centrifugo's connect proxy over HTTP (and the baseline's -connect-url
+// call, which has the proxy's shape). It allows every connection. A
 // Switchboard connection whose upgrade URL has ?group=g is put in group g.
 package connectd
 

@@ -23,7 +23,7 @@ import (
 )
 
 // The peers scenario: Switchboard next to Centrifugo (and the goroutine
-// baseline) end to end, every part its own process on loopback, in turns,
+// baseline, with and without a connect backend) end to end, every part its own process on loopback, in turns,
 // in one run. See docs/benchmarks.md.
 
 // Peer scenarios, in the order they run.
@@ -325,14 +325,14 @@ func RunPeers(ctx context.Context, c PeersConfig) (PeersReport, error) {
 	return rep, errors.Join(errs...)
 }
 
-// peerRuns says which systems a scenario applies to: the baseline has no
+// peerRuns says which systems a scenario applies to: the baselines have no
 // groups or API, point-to-point is across nodes, and the 3-node clusters
 // add nothing to the scenarios where clients use one node.
 func peerRuns(scenario, system string) bool {
 	three := system == SysSwitchboardRedis3 || system == SysCentrifugoRedis3
 	switch scenario {
 	case PeerFanout:
-		return system != SysBaseline
+		return system != SysBaseline && system != SysBaselineAuth
 	case PeerP2P:
 		return system == SysSwitchboardRedis || system == SysCentrifugoRedis || three
 	}

@@ -5,13 +5,18 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/switchboardgw/switchboard/bench/swload"
 )
@@ -51,6 +56,7 @@ func TestPeerRatiosCompareEachSwitchboardModeWithCentrifugosSameMode(t *testing.
 			{System: SysCentrifugo, NodeRSSPerConn: 30000, AllRSSPerConn: 32000},
 			{System: SysCentrifugoRedis, NodeRSSPerConn: 60000, AllRSSPerConn: 64000},
 			{System: SysBaseline, NodeRSSPerConn: 15000, AllRSSPerConn: 16000},
+			{System: SysBaselineAuth, NodeRSSPerConn: 15000, AllRSSPerConn: 19200},
 		},
 		Connect: []PeerConnectRow{{System: SysSwitchboardRedis, PerSecond: 100}, {System: SysCentrifugo, PerSecond: 50}},
 		Fanout: []PeerFanoutRow{
@@ -65,7 +71,7 @@ func TestPeerRatiosCompareEachSwitchboardModeWithCentrifugosSameMode(t *testing.
 		},
 	}
 	rep.ratios(SysCentrifugo)
-	for i, want := range [][2]float64{{0.1, 0.125}, {0.1, 0.125}, {1, 1}, {2, 2}, {0.5, 0.5}} {
+	for i, want := range [][2]float64{{0.1, 0.125}, {0.1, 0.125}, {1, 1}, {2, 2}, {0.5, 0.5}, {0.5, 0.6}} {
 		if r := rep.Idle[i]; r.NodeRSSRatio != want[0] || r.AllRSSRatio != want[1] {
 			t.Errorf("%s idle ratios %v, %v; want %v", r.System, r.NodeRSSRatio, r.AllRSSRatio, want)
 		}
@@ -89,6 +95,13 @@ func TestPeerRatiosCompareEachSwitchboardModeWithCentrifugosSameMode(t *testing.
 	if only.Connect[1].Ratio != 2 {
 		t.Errorf("ratio %v against the first row, want 2", only.Connect[1].Ratio)
 	}
+	// -ratio-base baseline: baseline-auth and switchboard against baseline.
+	bases := PeersReport{Connect: []PeerConnectRow{{System: SysBaseline, PerSecond: 100},
+		{System: SysBaselineAuth, PerSecond: 50}, {System: SysSwitchboard, PerSecond: 40}}}
+	bases.ratios(SysBaseline)
+	if a, s := bases.Connect[1].Ratio, bases.Connect[2].Ratio; a != 0.5 || s != 0.4 {
+		t.Errorf("against baseline: baseline-auth %v, switchboard %v; want 0.5 and 0.4", a, s)
+	}
 }
 
 func TestPeersReportPrintsEveryTable(t *testing.T) {
@@ -104,7 +117,7 @@ func TestPeersReportPrintsEveryTable(t *testing.T) {
 	out := b.String()
 	for _, want := range []string{
 		"Idle connections (15000 per system", "node RSS/conn KiB", "40.00", "16.00", "2.000", "n/a",
-		"Connect rate (15000 connections", "2500", "3ms",
+		"Connect rate (15000 connections", "baseline-auth over HTTP as Centrifugo's proxy does", "2500", "3ms",
 		"Fan-out to one group / channel (10000 members", "200000/200000", "123456", "7.0",
 		"switchboard, one at a time: system CPU ms/1000 publications by process: connectd 1.0, edge1 6.0",
 		"Cross-node point to point", "420.0", "centrifugo-redis CPU ms/1000 posts by process: centrifugo1 300.0, redis-server 120.0",
@@ -232,7 +245,13 @@ func TestPointToPointIsAcrossNodesAndFanoutNeedsGroups(t *testing.T) {
 		want             bool
 	}{
 		{PeerIdle, SysBaseline, true},
+		{PeerConnect, SysBaseline, true},
 		{PeerFanout, SysBaseline, false},
+		{PeerP2P, SysBaseline, false},
+		{PeerIdle, SysBaselineAuth, true},
+		{PeerConnect, SysBaselineAuth, true},
+		{PeerFanout, SysBaselineAuth, false},
+		{PeerP2P, SysBaselineAuth, false},
 		{PeerFanout, SysCentrifugo, true},
 		{PeerP2P, SysSwitchboard, false},
 		{PeerP2P, SysSwitchboardRedis, true},
@@ -310,5 +329,62 @@ func TestCPUProfileIsSavedFromTheNodesPprof(t *testing.T) {
 	}
 	if err := cpuProfile(context.Background(), admin, 4, path+".x"); err == nil {
 		t.Error("a 404 is no profile")
+	}
+}
+
+func TestBaselineAuthIsADefaultSystemRightAfterBaseline(t *testing.T) {
+	i := slices.Index(PeerSystems, SysBaseline)
+	if i < 0 || i+1 >= len(PeerSystems) || PeerSystems[i+1] != SysBaselineAuth {
+		t.Errorf("default systems %v: want %s right after %s", PeerSystems, SysBaselineAuth, SysBaseline)
+	}
+	if err := (PeersConfig{Systems: []string{SysBaselineAuth}}).Validate(); err != nil {
+		t.Errorf("baseline-auth alone: %v", err)
+	}
+}
+
+// roleScript is an executable that runs the test binary in role, for the
+// deployments, which start their binaries without an environment of their
+// own.
+func roleScript(t *testing.T, role string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), role)
+	script := fmt.Sprintf("#!/bin/sh\nexec env %s=%s '%s' \"$@\"\n", roleEnv, role, os.Args[0])
+	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestBaselineAuthAsksConnectdBeforeEachUpgrade(t *testing.T) {
+	bins := PeerBins{Baseline: roleScript(t, "baseline"), Connectd: roleScript(t, "connectd")}
+	ctx := context.Background()
+	d, err := startDeployment(ctx, SysBaselineAuth, bins, t.TempDir(), false, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := d.stop(); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+	}()
+	if len(d.procs) != 2 || d.procs[0].name != "connectd" || d.procs[1].name != "baseline" ||
+		len(d.nodes) != 1 || d.nodes[0].p != d.procs[1] {
+		t.Fatalf("processes %v, nodes %v: want connectd, then the baseline as the node", d.procs, d.nodes)
+	}
+	url := "ws://" + d.nodes[0].ws + "/"
+	c, _, err := websocket.DefaultDialer.Dial(url, nil)
+	if err != nil {
+		t.Fatalf("dial through connectd's allow: %v", err)
+	}
+	c.Close()
+	// Without connectd no connection opens: the baseline did ask it.
+	if err := d.procs[0].stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if c, resp, err := websocket.DefaultDialer.Dial(url, nil); err == nil {
+		c.Close()
+		t.Error("connected with connectd stopped")
+	} else if resp == nil || resp.StatusCode != http.StatusBadGateway {
+		t.Errorf("connectd stopped: %v, response %v; want 502", err, resp)
 	}
 }

@@ -127,7 +127,7 @@ func WritePeersReport(w io.Writer, r PeersReport, c PeersConfig) {
 		_ = tw.Flush()
 	}
 	if len(r.Connect) > 0 {
-		fmt.Fprintf(w, "\nConnect rate (%d connections per system, %d handshakes in flight per swload process; every system but the baseline asks a backend first)\n", c.ConnectConns, c.Concurrency)
+		fmt.Fprintf(w, "\nConnect rate (%d connections per system, %d handshakes in flight per swload process; every system but baseline asks a backend first, baseline-auth over HTTP as Centrifugo's proxy does)\n", c.ConnectConns, c.Concurrency)
 		tw := newTable(w)
 		fmt.Fprintf(tw, "system\tconnections\tfailed\tconnects/s\tp50\tp99\t%s\truns\tmin–max connects/s\t\n", base)
 		for _, x := range r.Connect {

@@ -23,6 +23,7 @@ import (
 // figures.
 const (
 	SysBaseline          = "baseline"            // gorilla, a goroutine per connection
+	SysBaselineAuth      = "baseline-auth"       // the same + connectd, asked over HTTP before each upgrade
 	SysSwitchboard       = "switchboard"         // one edge, embedded NATS, in-memory registry
 	SysSwitchboardRedis  = "switchboard-redis"   // 2 edges + router + redis-server + nats-server
 	SysCentrifugo        = "centrifugo"          // one node, memory engine
@@ -33,11 +34,12 @@ const (
 	p2pGroup             = "p2p"                 // Switchboard: the group that lists the p2p clients
 	centrifugoWSPath     = "/connection/websocket"
 	centrifugoConnectURL = "/centrifugo/connect" // the connect proxy's path on connectd
+	baselineConnectURL   = "/baseline/connect"   // baseline-auth's connect call's path on connectd
 )
 
 // PeerSystems lists every system, in the default order.
 var PeerSystems = []string{SysSwitchboard, SysSwitchboardRedis, SysCentrifugo, SysCentrifugoRedis, SysBaseline,
-	SysSwitchboardRedis3, SysCentrifugoRedis3}
+	SysBaselineAuth, SysSwitchboardRedis3, SysCentrifugoRedis3}
 
 // PeerBins are the binaries the peers scenario runs.
 type PeerBins struct {
@@ -140,7 +142,9 @@ func startDeployment(ctx context.Context, system string, bins PeerBins, dir stri
 	}()
 	switch system {
 	case SysBaseline:
-		err = d.startBaseline(ctx, bins)
+		err = d.startBaseline(ctx, bins, false)
+	case SysBaselineAuth:
+		err = d.startBaseline(ctx, bins, true)
 	case SysSwitchboard:
 		err = d.startSwitchboard(ctx, bins, "", 1)
 	case SysSwitchboardRedis:
@@ -194,8 +198,20 @@ func (d *deployment) launch(ctx context.Context, name string, argv []string, rea
 	}
 }
 
-func (d *deployment) startBaseline(ctx context.Context, bins PeerBins) error {
-	p, repl, err := d.launch(ctx, "baseline", []string{bins.Baseline, "-listen", "{listen}", "-admin", "{admin}", "-pprof"}, "/readyz")
+// startBaseline starts the gorilla server; with auth, connectd first, and
+// the server POSTs to it before each upgrade (-connect-url) with the
+// request Centrifugo's connect proxy makes: the same backend round trip as
+// the centrifugo system's, made before the 101 as Switchboard's is.
+func (d *deployment) startBaseline(ctx context.Context, bins PeerBins, auth bool) error {
+	argv := []string{bins.Baseline, "-listen", "{listen}", "-admin", "{admin}", "-pprof"}
+	if auth {
+		_, repl, err := d.launch(ctx, "connectd", []string{bins.Connectd, "-http", "{proxy}"}, "")
+		if err != nil {
+			return err
+		}
+		argv = append(argv, "-connect-url", "http://"+repl["{proxy}"]+baselineConnectURL)
+	}
+	p, repl, err := d.launch(ctx, "baseline", argv, "/readyz")
 	if err != nil {
 		return err
 	}

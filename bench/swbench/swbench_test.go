@@ -22,10 +22,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/switchboardgw/switchboard/bench/baseline"
+	"github.com/switchboardgw/switchboard/bench/connectd"
 	"github.com/switchboardgw/switchboard/bench/swload"
 )
 
-// The test binary doubles as the baseline server and as swload when
+// The test binary doubles as the baseline server, connectd and swload when
 // started by the driver with roleEnv set, so the driver is tested with real
 // processes and no extra build.
 const roleEnv = "SWBENCH_TEST_ROLE"
@@ -43,6 +44,8 @@ func TestMain(m *testing.M) {
 		err = baseline.CLI(ctx, os.Args[1:], os.Stderr)
 	case "swload":
 		err = swload.CLI(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	case "connectd":
+		err = connectd.CLI(ctx, os.Args[1:], os.Stderr)
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}

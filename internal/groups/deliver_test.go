@@ -2,11 +2,17 @@ package groups
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strconv"
+	"sync"
 	"testing"
 
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/switchboardgw/switchboard/internal/edge"
+	"github.com/switchboardgw/switchboard/internal/testenv"
 )
 
 // A group big enough to be split among the fan-out writers still gets every
@@ -104,5 +110,150 @@ func TestTargetMembersStayDense(t *testing.T) {
 				t.Fatalf("the last member left, target still there: %d members", x.members(subject))
 			}
 		})
+	}
+}
+
+// recordingConn keeps every write it is given, decoded into messages, and
+// runs onWrite (if set) after the first.
+type recordingConn struct {
+	id      string
+	mu      sync.Mutex
+	writes  [][]string // each write's messages
+	onWrite func()
+}
+
+func (c *recordingConn) ID() string                          { return c.id }
+func (c *recordingConn) Close(int, string, edge.CloseReason) {}
+func (c *recordingConn) SendFrame(f *edge.Frame) error {
+	var msgs []string
+	for b := f.Bytes(); len(b) >= 2; {
+		n := int(b[1]) // the tests' messages are short: one length byte, unmasked
+		msgs, b = append(msgs, string(b[2:2+n])), b[2+n:]
+	}
+	c.mu.Lock()
+	c.writes = append(c.writes, msgs)
+	first := len(c.writes) == 1
+	c.mu.Unlock()
+	if first && c.onWrite != nil {
+		c.onWrite()
+	}
+	return nil
+}
+
+func (c *recordingConn) received() (msgs []string, writes int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, w := range c.writes {
+		msgs = append(msgs, w...)
+	}
+	return msgs, len(c.writes)
+}
+
+// startRecordingGroup tracks n recordingConns in group g of a running
+// service with that many fan-out writers.
+func startRecordingGroup(t *testing.T, writers, n int) (*Service, *prometheus.Registry, []*recordingConn) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	svc, err := New(Config{NodeID: "rec", FanoutWriters: writers, FanoutMinShare: 32}, Deps{NC: testenv.StartNATS(t).Connect(t),
+		Store: NewMemoryStore(), Registerer: reg, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = svc.Run(context.Background()) }()
+	t.Cleanup(func() { _ = svc.Shutdown(context.Background()) })
+	<-svc.started
+	var conns []*recordingConn
+	for i := range n {
+		c := &recordingConn{id: fmt.Sprintf("conn%04d", i)}
+		if err := svc.Track(c, "", []string{"g"}); err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	return svc, reg, conns
+}
+
+// A burst whose messages arrive while the first is being written joins
+// it: every member gets every message in order, the members not yet
+// written get the late ones in the same write as the first, and only those
+// written before they arrived need a second write. With one writer (the
+// delivery worker) those are the members before its first look at the
+// inbox; with two, the other writer's share is also written from the
+// current frame, and whichever members it wrote first get a catch-up.
+func TestBurstArrivingMidFanoutCostsAboutOneWritePerMember(t *testing.T) {
+	for _, writers := range []int{1, 2} {
+		t.Run(strconv.Itoa(writers)+" writers", func(t *testing.T) {
+			const members, burst = 1024, 20
+			svc, reg, conns := startRecordingGroup(t, writers, members)
+			subject := svc.subj.groupSubject("g")
+			in := make(chan *nats.Msg, burst)
+			d := svc.newDeliverer()
+			d.in = in
+			// The first member written (the worker's own share begins
+			// the list) sees the rest of the burst arrive.
+			conns[0].onWrite = func() {
+				for i := 1; i < burst; i++ {
+					in <- &nats.Msg{Subject: subject, Data: encodeSend([]byte("m"+strconv.Itoa(i)), false, "")}
+				}
+			}
+			d.deliver([]*nats.Msg{{Subject: subject, Data: encodeSend([]byte("m0"), false, "")}})
+
+			var want []string
+			for i := range burst {
+				want = append(want, "m"+strconv.Itoa(i))
+			}
+			twice := 0
+			for _, c := range conns {
+				got, n := c.received()
+				if !slices.Equal(got, want) {
+					t.Fatalf("%s received %v, want %v", c.id, got, want)
+				}
+				if n > 2 {
+					t.Fatalf("%s was written %d times", c.id, n)
+				}
+				if n == 2 {
+					twice++
+				}
+			}
+			if writers == 1 && twice != pollEvery-1 {
+				t.Fatalf("%d members needed a second write, want the %d before the first look at the inbox", twice, pollEvery-1)
+			}
+			if twice < pollEvery-1 || twice > pollEvery-1+members/writers {
+				t.Fatalf("%d of %d members needed a second write", twice, members)
+			}
+			if got := counterValue(t, reg, "switchboard_frames_delivered_total", "", ""); got != members*burst {
+				t.Fatalf("delivered counter %v, want %d", got, members*burst)
+			}
+			if len(in) != 0 || d.held != nil {
+				t.Fatalf("left in the inbox %d, held %v", len(in), d.held)
+			}
+		})
+	}
+}
+
+// What arrives mid-fan-out and cannot join the run (another subject here)
+// ends its growing and is held, with everything after it, for the next
+// batch: the order of the inbox is kept.
+func TestFanoutHoldsWhatCannotJoinTheRun(t *testing.T) {
+	svc, _, conns := startRecordingGroup(t, 2, 256)
+	subject := svc.subj.groupSubject("g")
+	in := make(chan *nats.Msg, 4)
+	d := svc.newDeliverer()
+	d.in = in
+	other := &nats.Msg{Subject: svc.subj.groupSubject("h"), Data: encodeSend([]byte("h0"), false, "")}
+	last := &nats.Msg{Subject: subject, Data: encodeSend([]byte("m2"), false, "")}
+	conns[0].onWrite = func() {
+		in <- &nats.Msg{Subject: subject, Data: encodeSend([]byte("m1"), false, "")}
+		in <- other
+		in <- last
+	}
+	d.deliver([]*nats.Msg{{Subject: subject, Data: encodeSend([]byte("m0"), false, "")}})
+	for _, c := range conns {
+		if got, _ := c.received(); !slices.Equal(got, []string{"m0", "m1"}) {
+			t.Fatalf("%s received %v, want m0 m1", c.id, got)
+		}
+	}
+	if d.held != other || len(in) != 1 || <-in != last {
+		t.Fatalf("held %v, inbox %d: want the other subject's message held and the next one still queued", d.held, len(in))
 	}
 }

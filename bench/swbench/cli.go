@@ -41,6 +41,9 @@ func CLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if scenario == "scale" {
 		return scaleCLI(ctx, args[1:], stdout, stderr)
 	}
+	if scenario == "hop-echo" { // the floor probe's child (floor.go), not for users
+		return HopEchoCLI(ctx, stdout)
+	}
 	switch scenario {
 	case "idle", "connect-rate", "echo", "drain", "all":
 	default:

@@ -277,6 +277,12 @@ type PeerP2PRow struct {
 	CPUByProc  map[string]time.Duration `json:"cpuPer1000PostsByProcessNs"`
 	CPURatio   float64                  `json:"cpuRatio"`
 	HTTPP99Rt  float64                  `json:"httpP99Ratio"`
+	// The machine's floor while the posts ran (floor.go): one loopback
+	// round trip between two other processes, and the share of CPU time
+	// the hypervisor stole.
+	FloorP50 time.Duration `json:"floorRoundTripP50Ns"`
+	FloorP99 time.Duration `json:"floorRoundTripP99Ns"`
+	Steal    float64       `json:"stealShare"`
 }
 
 // RunPeers runs every scenario on every system in turn. Each scenario
@@ -860,7 +866,34 @@ func peerP2P(ctx context.Context, c PeersConfig, d *deployment) (PeerP2PRow, err
 		stopAll(ps)
 		return row, err
 	}
+	echo, err := hopEchoCommand()
+	if err != nil {
+		stopAll(ps)
+		return row, err
+	}
+	probe, err := startHopProbe(echo)
+	if err != nil {
+		stopAll(ps)
+		return row, err
+	}
+	ticks0, err := readCPUTicks()
+	if err != nil {
+		stopAll(ps)
+		_, _, _ = probe.finish()
+		return row, err
+	}
 	lat, errs := postPaced(ctx, c, d, ids)
+	ticks1, err := readCPUTicks()
+	if err != nil {
+		stopAll(ps)
+		_, _, _ = probe.finish()
+		return row, err
+	}
+	row.Steal = stealShare(ticks0, ticks1)
+	if row.FloorP50, row.FloorP99, err = probe.finish(); err != nil {
+		stopAll(ps)
+		return row, err
+	}
 	results, err := loadersDone(ctx, ps)
 	if err != nil {
 		return row, err

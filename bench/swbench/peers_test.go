@@ -1,6 +1,8 @@
 package swbench
 
 import (
+	"github.com/switchboardgw/switchboard/internal/testenv"
+
 	"bytes"
 	"context"
 	"encoding/json"
@@ -386,5 +388,65 @@ func TestBaselineAuthAsksConnectdBeforeEachUpgrade(t *testing.T) {
 		t.Error("connected with connectd stopped")
 	} else if resp == nil || resp.StatusCode != http.StatusBadGateway {
 		t.Errorf("connectd stopped: %v, response %v; want 502", err, resp)
+	}
+}
+
+// The floor probe reads /proc/stat's aggregate line, steal its eighth
+// field, and refuses anything else.
+func TestParseCPUTicks(t *testing.T) {
+	a, err := parseCPUTicks([]byte("cpu  100 5 50 800 10 0 5 30 7 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.total != 1000 || a.steal != 30 {
+		t.Fatalf("total %d steal %d, want 1000 and 30 (guest time is already in user)", a.total, a.steal)
+	}
+	b := cpuTicks{total: 1200, steal: 40}
+	if got := stealShare(a, b); got != 0.05 {
+		t.Fatalf("steal share %v, want 0.05", got)
+	}
+	if got := stealShare(b, a); got != 0 {
+		t.Fatalf("steal share backwards %v, want 0", got)
+	}
+	for _, bad := range []string{"", "intr 1 2 3", "cpu 1 2 3", "cpu 1 2 3 4 5 6 7 x"} {
+		if _, err := parseCPUTicks([]byte(bad)); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+// The floor probe's round trips go to its own child process and back; the
+// child ends with the probe, and a child that dies is an error, not a
+// figure.
+func TestHopProbeMeasuresRoundTrips(t *testing.T) {
+	p, err := startHopProbe(self("hop-echo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "ten round trips", func() bool { return p.trips.Load() >= 10 })
+	p50, p99, err := p.finish()
+	if err != nil || p50 <= 0 || p99 < p50 {
+		t.Fatalf("p50 %v p99 %v err %v", p50, p99, err)
+	}
+	if p.cmd.ProcessState == nil {
+		t.Fatal("the echo child is still running")
+	}
+
+	p, err = startHopProbe(self("hop-echo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "a round trip", func() bool { return p.trips.Load() >= 1 })
+	_ = p.cmd.Process.Kill()
+	testenv.Eventually(t, "the probe to notice", func() bool {
+		select {
+		case <-p.done:
+			return true
+		default:
+			return false
+		}
+	})
+	if _, _, err := p.finish(); err == nil {
+		t.Fatal("no error after the echo child died")
 	}
 }

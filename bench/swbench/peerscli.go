@@ -156,12 +156,13 @@ func WritePeersReport(w io.Writer, r PeersReport, c PeersConfig) {
 		fmt.Fprintf(w, "\nCross-node point to point (%d clients on the nodes but the first; %d posts at %.0f/s through node 1 or the router; CPU of every process of the system)\n",
 			c.P2PConns, c.Posts, c.PostRate)
 		tw := newTable(w)
-		fmt.Fprintf(tw, "system\tposts\terrors\tHTTP p50\tHTTP p99\treceived\tpost→receipt p50\tp99\tCPU ms/1000 posts\tCPU %s\tHTTP p99 %s\t\n", base, base)
+		fmt.Fprintf(tw, "system\tposts\terrors\tHTTP p50\tHTTP p99\treceived\tpost→receipt p50\tp99\tCPU ms/1000 posts\tCPU %s\tHTTP p99 %s\tfloor: loopback round trip p50\tp99\tCPU stolen\t\n", base, base)
 		for _, x := range r.P2P {
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%v\t%v\t%d\t%v\t%v\t%.1f\t%.3f\t%.3f\t\n", x.System, x.Posts, x.PostErrs,
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%v\t%v\t%d\t%v\t%v\t%.1f\t%.3f\t%.3f\t%v\t%v\t%.2f%%\t\n", x.System, x.Posts, x.PostErrs,
 				x.HTTPP50.Round(time.Microsecond), x.HTTPP99.Round(time.Microsecond), x.Received,
 				x.RecvP50.Round(time.Microsecond), x.RecvP99.Round(time.Microsecond),
-				float64(x.CPUPer1000)/float64(time.Millisecond), x.CPURatio, x.HTTPP99Rt)
+				float64(x.CPUPer1000)/float64(time.Millisecond), x.CPURatio, x.HTTPP99Rt,
+				x.FloorP50.Round(time.Microsecond), x.FloorP99.Round(time.Microsecond), 100*x.Steal)
 		}
 		_ = tw.Flush()
 		for _, x := range r.P2P {

@@ -46,6 +46,8 @@ func TestMain(m *testing.M) {
 		err = swload.CLI(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	case "connectd":
 		err = connectd.CLI(ctx, os.Args[1:], os.Stderr)
+	case "hop-echo":
+		err = HopEchoCLI(ctx, os.Stdout)
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}

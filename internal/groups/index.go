@@ -26,6 +26,7 @@ type member struct {
 	user     string   // "" if none
 	groups   []string // names, in the order joined
 	untraced bool     // Untrack ran: no more joins
+	stored   bool     // a user or a group was written to the Store for it: Untrack must remove it
 	bpos     int32    // 1 + its place in the broadcast target's conns; 0 if not there
 }
 

@@ -402,6 +402,7 @@ func (s *Service) Track(c Conn, user string, groups []string) error {
 		m.groups = append(m.groups, g)
 	}
 	user, joined := m.user, slices.Clone(m.groups)
+	m.stored = user != "" || len(joined) > 0
 	fresh := x.subscribed != subs
 	x.mu.Unlock()
 	if fresh {
@@ -440,10 +441,15 @@ func (s *Service) Untrack(id string) {
 	for _, g := range m.groups {
 		x.leave(m, s.subj.groupSubject(g))
 	}
-	user, n := m.user, len(m.groups)
+	user, n, stored := m.user, len(m.groups), m.stored
 	x.mu.Unlock()
 	x.onMembers(-n)
-	s.enqueue(id, func(ctx context.Context) error { return s.deps.Store.RemoveConn(ctx, id, user) }, nil)
+	if stored {
+		// A connection that never had a user or a group has nothing in
+		// the Store: most connections, whose close then costs Redis
+		// nothing here.
+		s.enqueue(id, func(ctx context.Context) error { return s.deps.Store.RemoveConn(ctx, id, user) }, nil)
+	}
 }
 
 // Orphaned removes a dead node's connection from the Store. Wire it into the
@@ -529,6 +535,7 @@ func (s *Service) addLocal(ctx context.Context, group, id string) error {
 		return err
 	}
 	m.groups = append(m.groups, group)
+	m.stored = true
 	fresh := x.subscribed != subs
 	x.mu.Unlock()
 	if fresh {

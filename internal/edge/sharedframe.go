@@ -56,6 +56,10 @@ func (f *Frame) Append(binary bool, payload []byte) {
 // Len is the size of the plain frames.
 func (f *Frame) Len() int { return len(f.plain) }
 
+// Cap is the memory the frame's buffers hold, for a caller deciding
+// whether to keep it for reuse.
+func (f *Frame) Cap() int { return cap(f.plain) + cap(f.compressed) }
+
 // Bytes are the plain frames, as a connection without compression gets them.
 func (f *Frame) Bytes() []byte { return f.plain }
 

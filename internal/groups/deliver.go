@@ -434,11 +434,21 @@ func (d *deliverer) newFrame() *edge.Frame {
 	return f
 }
 
+// Spare frames a deliverer keeps for the next grown run: a few small ones,
+// what a burst of short messages needs; the rest are left to the GC, so
+// that a burst of big messages does not pin its frames.
+const (
+	maxSpares     = 8
+	maxSpareBytes = 16 << 10
+)
+
 // recycle resets the frames a grown run used, for the next one.
 func (d *deliverer) recycle() {
 	for _, f := range d.used {
-		f.Reset()
-		d.spare = append(d.spare, f)
+		if len(d.spare) < maxSpares && f.Cap() <= maxSpareBytes {
+			f.Reset()
+			d.spare = append(d.spare, f)
+		}
 	}
 	clear(d.used)
 	d.used = d.used[:0]

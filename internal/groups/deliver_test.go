@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -127,8 +128,11 @@ func (c *recordingConn) Close(int, string, edge.CloseReason) {}
 func (c *recordingConn) SendFrame(f *edge.Frame) error {
 	var msgs []string
 	for b := f.Bytes(); len(b) >= 2; {
-		n := int(b[1]) // the tests' messages are short: one length byte, unmasked
-		msgs, b = append(msgs, string(b[2:2+n])), b[2+n:]
+		n, h := int(b[1]), 2 // server frames: unmasked; the tests' messages are under 64 KiB
+		if n == 126 {
+			n, h = int(b[2])<<8|int(b[3]), 4
+		}
+		msgs, b = append(msgs, string(b[h:h+n])), b[h+n:]
 	}
 	c.mu.Lock()
 	c.writes = append(c.writes, msgs)
@@ -255,5 +259,52 @@ func TestFanoutHoldsWhatCannotJoinTheRun(t *testing.T) {
 	}
 	if d.held != other || len(in) != 1 || <-in != last {
 		t.Fatalf("held %v, inbox %d: want the other subject's message held and the next one still queued", d.held, len(in))
+	}
+}
+
+// A grown run of big messages leaves no big frame behind in the
+// deliverer: it keeps a few small spares for the next burst, not the
+// burst's memory.
+func TestGrownRunsKeepOnlySmallSpareFrames(t *testing.T) {
+	svc, _, conns := startRecordingGroup(t, 1, 256)
+	subject := svc.subj.groupSubject("g")
+	d := svc.newDeliverer()
+	in := make(chan *nats.Msg, 64)
+	d.in = in
+	big := strings.Repeat("x", 20<<10)
+	burst := func(payload string, n int) {
+		for _, c := range conns {
+			c.mu.Lock()
+			c.writes = nil
+			c.mu.Unlock()
+		}
+		// Each look at the inbox finds one more message: a growth each.
+		i := 1
+		for k := pollEvery - 1; k < len(conns) && i < n; k += pollEvery {
+			conns[k-1].onWrite = func() {
+				in <- &nats.Msg{Subject: subject, Data: encodeSend([]byte(payload), false, "")}
+			}
+			i++
+		}
+		d.deliver([]*nats.Msg{{Subject: subject, Data: encodeSend([]byte(payload), false, "")}})
+		for _, c := range conns {
+			c.onWrite = nil
+		}
+		if got, _ := conns[len(conns)-1].received(); len(got) != n {
+			t.Fatalf("the last member got %d messages, want %d (%d grown, %d bytes)", len(got), n, d.grown, d.grownBytes)
+		}
+	}
+	burst("small", 8)
+	if len(d.spare) == 0 {
+		t.Fatal("no spare frame kept after a burst of small messages")
+	}
+	burst(big, 3) // 60 KiB: within a run's bound
+	if len(d.spare) > maxSpares {
+		t.Fatalf("%d spare frames, want at most %d", len(d.spare), maxSpares)
+	}
+	for _, f := range d.spare {
+		if f.Cap() > maxSpareBytes {
+			t.Fatalf("a spare frame holds %d bytes, want at most %d", f.Cap(), maxSpareBytes)
+		}
 	}
 }

@@ -42,7 +42,7 @@ func CLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return scaleCLI(ctx, args[1:], stdout, stderr)
 	}
 	if scenario == "hop-echo" { // the floor probe's child (floor.go), not for users
-		return HopEchoCLI(ctx, stdout)
+		return HopEchoCLI(ctx, stderr)
 	}
 	switch scenario {
 	case "idle", "connect-rate", "echo", "drain", "all":

@@ -1,7 +1,6 @@
 package swbench
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -9,7 +8,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -24,15 +22,19 @@ import (
 // millisecond while the posts run, and reads how much CPU time the
 // hypervisor stole (/proc/stat), which arrives in slices of milliseconds.
 
+// hopEchoReady begins hop-echo's ready line, followed by its address.
+const hopEchoReady = "hop-echo ready "
+
 // HopEchoCLI is the probe's far end: it listens on loopback, prints its
-// address, and echoes one connection until it closes.
-func HopEchoCLI(ctx context.Context, stdout io.Writer) error {
+// ready line with the address on stderr, and echoes one connection until it
+// closes.
+func HopEchoCLI(ctx context.Context, stderr io.Writer) error {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return fmt.Errorf("swbench hop-echo: %w", err)
 	}
 	defer ln.Close()
-	fmt.Fprintln(stdout, ln.Addr())
+	fmt.Fprintln(stderr, hopEchoReady+ln.Addr().String())
 	go func() { <-ctx.Done(); ln.Close() }()
 	c, err := ln.Accept()
 	if err != nil {
@@ -46,7 +48,7 @@ func HopEchoCLI(ctx context.Context, stdout io.Writer) error {
 
 // hopProbe pings a hop-echo child until stopped.
 type hopProbe struct {
-	cmd  *exec.Cmd
+	echo *proc
 	conn net.Conn
 	stop chan struct{}
 	done chan struct{}
@@ -68,23 +70,21 @@ func hopEchoCommand() (Command, error) {
 
 // startHopProbe starts the child (hop-echo) and begins pinging it.
 func startHopProbe(c Command) (*hopProbe, error) {
-	cmd := exec.Command(c.Argv[0], c.Argv[1:]...)
-	cmd.Env = append(os.Environ(), c.Env...)
-	out, err := cmd.StdoutPipe()
+	echo, err := startReady("hop-echo", c, nil, hopEchoReady)
 	if err != nil {
-		return nil, fmt.Errorf("swbench: floor probe: %w", err)
+		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("swbench: floor probe: %w", err)
-	}
-	p := &hopProbe{cmd: cmd, stop: make(chan struct{}), done: make(chan struct{})}
-	addr, err := bufio.NewReader(out).ReadString('\n')
-	if err == nil {
-		p.conn, err = net.DialTimeout("tcp", strings.TrimSpace(addr), 5*time.Second)
+	p := &hopProbe{echo: echo, stop: make(chan struct{}), done: make(chan struct{})}
+	select {
+	case line := <-echo.ready:
+		p.conn, err = net.DialTimeout("tcp", strings.TrimPrefix(line, hopEchoReady), 5*time.Second)
+	case <-echo.waited:
+		err = fmt.Errorf("exited before ready: %v; stderr:\n%s", echo.err, echo.tail.String())
+	case <-time.After(10 * time.Second):
+		err = errors.New("not ready within 10s")
 	}
 	if err != nil {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		_ = echo.stop(time.Second)
 		return nil, fmt.Errorf("swbench: floor probe: %w", err)
 	}
 	go p.run()
@@ -122,8 +122,7 @@ func (p *hopProbe) finish() (p50, p99 time.Duration, err error) {
 	close(p.stop)
 	<-p.done
 	p.conn.Close()
-	_ = p.cmd.Process.Kill()
-	_ = p.cmd.Wait()
+	_ = p.echo.stop(time.Second) // its exit says nothing of the round trips
 	if p.err != nil {
 		return 0, 0, fmt.Errorf("swbench: floor probe: %w", p.err)
 	}

@@ -876,24 +876,16 @@ func peerP2P(ctx context.Context, c PeersConfig, d *deployment) (PeerP2PRow, err
 		stopAll(ps)
 		return row, err
 	}
-	ticks0, err := readCPUTicks()
-	if err != nil {
-		stopAll(ps)
-		_, _, _ = probe.finish()
-		return row, err
-	}
+	ticks0, err0 := readCPUTicks()
 	lat, errs := postPaced(ctx, c, d, ids)
-	ticks1, err := readCPUTicks()
-	if err != nil {
+	ticks1, err1 := readCPUTicks()
+	var errProbe error
+	row.FloorP50, row.FloorP99, errProbe = probe.finish()
+	if err := errors.Join(err0, err1, errProbe); err != nil {
 		stopAll(ps)
-		_, _, _ = probe.finish()
 		return row, err
 	}
 	row.Steal = stealShare(ticks0, ticks1)
-	if row.FloorP50, row.FloorP99, err = probe.finish(); err != nil {
-		stopAll(ps)
-		return row, err
-	}
 	results, err := loadersDone(ctx, ps)
 	if err != nil {
 		return row, err

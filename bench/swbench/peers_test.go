@@ -428,7 +428,7 @@ func TestHopProbeMeasuresRoundTrips(t *testing.T) {
 	if err != nil || p50 <= 0 || p99 < p50 {
 		t.Fatalf("p50 %v p99 %v err %v", p50, p99, err)
 	}
-	if p.cmd.ProcessState == nil {
+	if !p.echo.exited() {
 		t.Fatal("the echo child is still running")
 	}
 
@@ -437,7 +437,7 @@ func TestHopProbeMeasuresRoundTrips(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, "a round trip", func() bool { return p.trips.Load() >= 1 })
-	_ = p.cmd.Process.Kill()
+	_ = p.echo.cmd.Process.Kill()
 	testenv.Eventually(t, "the probe to notice", func() bool {
 		select {
 		case <-p.done:

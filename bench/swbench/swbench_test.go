@@ -47,7 +47,7 @@ func TestMain(m *testing.M) {
 	case "connectd":
 		err = connectd.CLI(ctx, os.Args[1:], os.Stderr)
 	case "hop-echo":
-		err = HopEchoCLI(ctx, os.Stdout)
+		err = HopEchoCLI(ctx, os.Stderr)
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}

@@ -157,6 +157,13 @@ type runMsg struct {
 	payload []byte
 }
 
+// appendRun adds msgs to f, each a complete frame.
+func appendRun(f *edge.Frame, msgs []runMsg) {
+	for _, m := range msgs {
+		f.Append(m.binary, m.payload)
+	}
+}
+
 // version is the run's frame at one size: the first n messages.
 type version struct {
 	frame *edge.Frame
@@ -219,13 +226,8 @@ func (d *deliverer) deliver(batch []*nats.Msg) {
 		d.subject, d.excluded = m.Subject, env.excluded
 		d.msgs, d.bytes = append(d.msgs[:0], runMsg{env.op == opBinary, env.payload}), len(env.payload)
 		j := i + 1
-		for ; j < len(batch) && d.bytes < maxRunBytes && batch[j].Subject == m.Subject; j++ {
-			next, err := decodeEnvelope(batch[j].Data)
-			if err != nil || next.op == opClose || string(next.excluded) != string(env.excluded) {
-				break
-			}
-			d.msgs = append(d.msgs, runMsg{next.op == opBinary, next.payload})
-			d.bytes += len(next.payload)
+		for j < len(batch) && d.join(batch[j]) {
+			j++
 		}
 		// Only the batch's last run may take in later messages: the
 		// others' come after the rest of the batch.
@@ -258,9 +260,7 @@ func (d *deliverer) write() {
 		d.shares = make([]share, parts)
 	}
 	d.frame.Reset()
-	for _, m := range d.msgs {
-		d.frame.Append(m.binary, m.payload)
-	}
+	appendRun(&d.frame, d.msgs)
 	d.grown, d.grownBytes = 0, 0
 	d.vs[0] = version{&d.frame, len(d.msgs)}
 	d.cur.Store(&d.vs[0])
@@ -277,6 +277,7 @@ func (d *deliverer) write() {
 	}
 	if d.grown > 0 {
 		d.catchUps(parts)
+		d.recycle()
 	}
 	ok, failed := 0, 0
 	for i := range parts {
@@ -286,7 +287,6 @@ func (d *deliverer) write() {
 	}
 	clear(d.members)
 	clear(d.msgs) // let the messages be collected
-	d.recycle()
 	if ok > 0 {
 		d.s.m.delivered.Add(float64(ok))
 	}
@@ -339,9 +339,7 @@ func (d *deliverer) grow() {
 		return
 	}
 	f := d.newFrame()
-	for _, m := range d.msgs {
-		f.Append(m.binary, m.payload)
-	}
+	appendRun(f, d.msgs)
 	d.grown++
 	d.grownBytes += f.Len()
 	d.vs[d.grown] = version{f, len(d.msgs)}
@@ -351,7 +349,8 @@ func (d *deliverer) grow() {
 	}
 }
 
-// join adds m to the run if it is one more message to the same members.
+// join adds m to the run if it is one more message to the same members,
+// within the run's bounds: for the batch's messages and for arrivals alike.
 func (d *deliverer) join(m *nats.Msg) bool {
 	if m.Subject != d.subject || len(d.msgs) >= maxBatch || d.bytes >= maxRunBytes {
 		return false
@@ -374,9 +373,7 @@ func (d *deliverer) catchUps(parts int) {
 		for _, mk := range d.shares[i].marks {
 			if mk.n < all && d.tail(mk.n) == nil {
 				f := d.newFrame()
-				for _, m := range d.msgs[mk.n:] {
-					f.Append(m.binary, m.payload)
-				}
+				appendRun(f, d.msgs[mk.n:])
 				d.tails = append(d.tails, tail{mk.n, f})
 			}
 		}
